@@ -1,0 +1,1 @@
+"""Prefect flows composing the tasks; each reads its own section of ``params.yaml``."""

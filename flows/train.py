@@ -1,0 +1,93 @@
+"""Flow ``train``: train the deployed model (or the retrain reference) from ``params.yaml``.
+
+    python -m flows.train                       # deployed model, settings from params.yaml:train
+    python -m flows.train --role retrain --exclude "label == '2'"   # retain cohort only
+
+Reads only the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow
+
+from medunlearn.config import load_section
+from tasks.evaluate_model import evaluate_model
+from tasks.fit_model import fit_model
+from tasks.load_data import load_data
+from tasks.save_model import save_model
+
+ROLES = ("deployed", "retrain")
+
+
+@flow(name="train", log_prints=True)
+def train_flow(
+    params_path: str = "params.yaml",
+    role: str = "deployed",
+    exclude: str | None = None,
+    output: str | None = None,
+    report: str | None = None,
+) -> dict[str, Any]:
+    """Train, pick the best epoch on val, evaluate on test, save checkpoint and report.
+
+    ``role="retrain"`` trains the retrain reference: it needs ``exclude`` (the rows to
+    forget) and writes to ``train.retrain_output`` / ``train.retrain_report`` by default.
+    """
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {ROLES}")
+    if role == "retrain" and not exclude:
+        raise ValueError("the retrain reference needs --exclude: the rows it must not see")
+    cfg = load_section("train", params_path)
+    prefix = "" if role == "deployed" else "retrain_"
+    output = output or cfg[f"{prefix}output"]
+    report = report or cfg[f"{prefix}report"]
+    history = cfg.get(f"{prefix}history")
+    data = load_data(cfg["dataset"], float(cfg.get("max_in_memory_mb", 1024)), exclude)
+    result = fit_model(data, cfg)
+    metrics = evaluate_model(result.model, data)
+    return save_model(result, metrics, data, cfg, role, output, report, history, exclude)
+
+
+def summary(report: dict[str, Any]) -> str:
+    """A one-screen summary of a training report."""
+    test = report["test"]
+    lines = [
+        f"trained {report['role']} model '{report['model']}' on {report['dataset']} "
+        f"(data version {report['data_version']})",
+        f"  train/val/test images: {report['n_train']}/{report['n_val']}/{report['n_test']}"
+        + (f", excluded by {report['exclude']!r}" if report.get("exclude") else ""),
+        f"  best epoch {report['best_epoch']}/{report['epochs']}, "
+        f"{report['seconds_per_epoch']:.1f}s per epoch",
+        f"  test accuracy {test['accuracy']:.3f}, balanced accuracy "
+        f"{test['balanced_accuracy']:.3f}, macro AUC {_fmt(test['macro_auc'])}",
+        "  per-class accuracy: " + ", ".join(
+            f"{name} {_fmt(v['accuracy'])}" for name, v in test["per_class"].items()
+        ),
+        f"  checkpoint {report['checkpoint']}",
+    ]
+    return "\n".join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.2f}"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--role", choices=ROLES, default="deployed")
+    parser.add_argument("--exclude", help="pandas query over manifest columns: rows to leave out")
+    parser.add_argument("--output", help="checkpoint path (default from params.yaml)")
+    parser.add_argument("--report", help="report path (default from params.yaml)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    report = train_flow(args.params, args.role, args.exclude, args.output, args.report)
+    print(json.dumps(report, indent=2) if args.json else summary(report))
+
+
+if __name__ == "__main__":
+    main()

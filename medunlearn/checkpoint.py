@@ -1,0 +1,102 @@
+"""Model checkpoints: one file with the weights and the metadata needed to trust them.
+
+The file is a plain dict of tensors and JSON-like values written with ``torch.save`` and read
+with ``torch.load(weights_only=True)``, so loading never unpickles code. Metadata records
+what a reviewer needs to reproduce or roll back a model: architecture, classes, input shape,
+normalisation, the DVC version of the data, the params hash, metrics and creation time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medunlearn.atomic import write_with
+from medunlearn.models import ZooModel, rebuild
+
+CHECKPOINT_FORMAT = "medunlearn.checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, not ours, or does not match its architecture."""
+
+
+@dataclass
+class CheckpointMeta:
+    """Everything about a model except its weights (JSON-serialisable)."""
+
+    architecture: dict[str, Any]
+    class_names: list[str]
+    input_shape: list[int]
+    normalization: dict[str, list[float]]
+    data_version: str | None = None
+    params_hash: str | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def for_model(cls, model: ZooModel, class_names: list[str], image_size: int, **kwargs: Any) -> CheckpointMeta:
+        return cls(
+            architecture=dict(model.config),
+            class_names=list(class_names),
+            input_shape=[model.in_channels, image_size, image_size],
+            normalization=model.norm.statistics(),
+            **kwargs,
+        )
+
+
+def save_checkpoint(path: str | Path, model: ZooModel, meta: CheckpointMeta) -> Path:
+    """Write weights + metadata atomically (a crash leaves the previous file intact)."""
+    if meta.architecture != model.config:
+        raise CheckpointError("metadata architecture does not match the model's config")
+    # A JSON round trip turns numpy scalars and tuples into types weights_only=True accepts.
+    metadata = json.loads(json.dumps(asdict(meta), default=_plain))
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "metadata": metadata,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+    }
+    return write_with(path, lambda tmp: torch.save(payload, tmp))
+
+
+def read_metadata(path: str | Path) -> CheckpointMeta:
+    """Only the metadata (still a safe, weights-only load)."""
+    return CheckpointMeta(**_load(path)["metadata"])
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ZooModel, CheckpointMeta]:
+    """Rebuild the model from its recorded architecture and load the weights strictly."""
+    payload = _load(path, map_location)
+    meta = CheckpointMeta(**payload["metadata"])
+    model = rebuild(meta.architecture)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path}: weights do not fit {meta.architecture['name']}: {exc}") from exc
+    model.eval()
+    return model, meta
+
+
+def _load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # a pickle with code, a truncated file, not a torch file at all
+        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc})") from exc
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file")
+    return payload
+
+
+def _plain(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-like")

@@ -1,0 +1,48 @@
+"""Reading ``params.yaml``, the single source of settings, and hashing a section of it.
+
+Each flow reads only its own section (the DVC convention), so a change to one section
+re-runs only the stages that depend on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class ConfigError(ValueError):
+    """A settings file is missing, malformed, or lacks a section a flow needs."""
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Load the whole params file as a dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found")
+    try:
+        params = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(params, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    return params
+
+
+def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """Load one section (``data``, ``train``, ...) of the params file."""
+    params = load_params(path)
+    if section not in params or not isinstance(params[section], dict):
+        raise ConfigError(f"{path}: missing section '{section}'")
+    return dict(params[section])
+
+
+def params_hash(*sections: dict[str, Any]) -> str:
+    """A short, order-independent hash of settings, recorded in every artifact."""
+    blob = json.dumps(list(sections), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]

@@ -1,0 +1,204 @@
+"""The cohort manifest: one row per image, the one table every pipeline step reads.
+
+Required columns are ``image_id, path, label, split``; ``patient_id`` (the grouping key:
+patient, lesion or study), ``device``, ``site`` and ``acquired_at`` are optional, and any other
+column is kept as it is. Validation errors name the file, the row and the column, and never
+print a raw ``patient_id`` (it is hashed), because manifests carry patient identifiers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "split")
+OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "device", "site", "acquired_at")
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest (or an image it points to) is not usable; the message says where."""
+
+
+def hash_identifier(value: object) -> str:
+    """A stable, non-reversible short token for a patient identifier, for logs and reports."""
+    return "pt-" + hashlib.sha256(str(value).encode()).hexdigest()[:10]
+
+
+def _row_ref(df: pd.DataFrame, position: int) -> str:
+    """``row N (image_id=...)`` with N 1-based over data rows, as a spreadsheet shows them."""
+    image_id = df["image_id"].iloc[position] if "image_id" in df.columns else None
+    suffix = f" (image_id={image_id})" if image_id is not None and not pd.isna(image_id) else ""
+    return f"row {position + 1}{suffix}"
+
+
+def read_manifest_csv(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV with every column as text, so ids like ``007`` keep their zeros."""
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: manifest file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise ManifestError(f"{path}: cannot parse CSV: {exc}") from exc
+    return df.reset_index(drop=True)
+
+
+def sort_labels(labels: Sequence[str]) -> list[str]:
+    """Class names in a stable order: numerically if every label is an integer, else by text."""
+    unique = sorted({str(v) for v in labels})
+    if all(v.lstrip("-").isdigit() for v in unique):
+        return sorted(unique, key=int)
+    return unique
+
+
+def check_columns(df: pd.DataFrame, source: str, required: Sequence[str] = REQUIRED_COLUMNS) -> None:
+    """Every required column is present and has no empty cell."""
+    missing = [c for c in required if c not in df.columns]
+    if missing:
+        raise ManifestError(
+            f"{source}: missing required column(s) {missing}; found {list(df.columns)}"
+        )
+    for column in required:
+        empty = np.flatnonzero(df[column].isna().to_numpy())
+        if len(empty):
+            raise ManifestError(f"{source}: {_row_ref(df, int(empty[0]))}, column '{column}': empty value")
+
+
+def check_splits(df: pd.DataFrame, source: str) -> None:
+    """Split values are known, no split is empty, and no patient is in two splits."""
+    bad = np.flatnonzero(~df["split"].isin(SPLITS).to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise ManifestError(
+            f"{source}: {_row_ref(df, i)}, column 'split': unknown split "
+            f"'{df['split'].iloc[i]}'; expected one of {', '.join(SPLITS)}"
+        )
+    for split in SPLITS:
+        if not (df["split"] == split).any():
+            raise ManifestError(f"{source}: split '{split}' has no rows")
+    if "patient_id" not in df.columns:
+        return
+    known = df.dropna(subset=["patient_id"])
+    n_splits = known.groupby("patient_id")["split"].nunique()
+    leaking = n_splits[n_splits > 1]
+    if len(leaking):
+        patient = leaking.index[0]
+        rows = known.index[known["patient_id"] == patient]
+        where = ", ".join(
+            f"{df['split'].iloc[r]} ({_row_ref(df, int(r))})" for r in rows[:4]
+        )
+        raise ManifestError(
+            f"{source}: column 'patient_id': patient {hash_identifier(patient)} appears in "
+            f"more than one split: {where}; {len(leaking)} patient(s) leak across splits"
+        )
+
+
+def check_unique_ids(df: pd.DataFrame, source: str) -> None:
+    """``image_id`` identifies a row: duplicates would make cohorts ambiguous."""
+    dup = np.flatnonzero(df["image_id"].duplicated().to_numpy())
+    if len(dup):
+        raise ManifestError(
+            f"{source}: {_row_ref(df, int(dup[0]))}, column 'image_id': duplicate image_id"
+        )
+
+
+def check_labels(df: pd.DataFrame, source: str, class_names: Sequence[str]) -> None:
+    """Every label is one of the model's classes."""
+    allowed = {str(c) for c in class_names}
+    bad = np.flatnonzero(~df["label"].astype(str).isin(allowed).to_numpy())
+    if len(bad):
+        i = int(bad[0])
+        raise ManifestError(
+            f"{source}: {_row_ref(df, i)}, column 'label': '{df['label'].iloc[i]}' is not in "
+            f"the class list {list(class_names)}"
+        )
+
+
+def resolve_paths(df: pd.DataFrame, root: Path, source: str, check_exists: bool = True) -> list[Path]:
+    """Resolve ``path`` against ``root``; refuse paths that escape it or do not exist.
+
+    Refusing escapes matters: a manifest is user input, and ``../../etc`` must not let a run
+    read (or later overwrite) files outside the dataset.
+    """
+    root = root.resolve()
+    resolved: list[Path] = []
+    for i, raw in enumerate(df["path"].astype(str)):
+        candidate = Path(raw)
+        full = (candidate if candidate.is_absolute() else root / candidate).resolve()
+        if not full.is_relative_to(root):
+            raise ManifestError(
+                f"{source}: {_row_ref(df, i)}, column 'path': '{raw}' escapes the data root {root}"
+            )
+        if check_exists and not full.is_file():
+            raise ManifestError(f"{source}: {_row_ref(df, i)}, column 'path': file not found: {full}")
+        resolved.append(full)
+    return resolved
+
+
+def validate_manifest(
+    df: pd.DataFrame,
+    source: str,
+    class_names: Sequence[str] | None = None,
+    root: Path | None = None,
+    check_files: bool = True,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Check a manifest end to end and return it (labels as text) with its class list.
+
+    ``class_names`` fixes the model's classes; when ``None`` they are the sorted labels found.
+    ``root`` resolves relative paths; ``check_files`` also requires each file to exist.
+    """
+    check_columns(df, source)
+    df = df.copy()
+    df["label"] = df["label"].astype(str)
+    df["split"] = df["split"].astype(str).str.strip().str.lower()
+    check_unique_ids(df, source)
+    check_splits(df, source)
+    classes = [str(c) for c in class_names] if class_names else sort_labels(df["label"])
+    check_labels(df, source, classes)
+    if root is not None:
+        resolve_paths(df, root, source, check_exists=check_files)
+    return df, classes
+
+
+def assign_splits(
+    df: pd.DataFrame,
+    val_fraction: float,
+    test_fraction: float,
+    seed: int,
+    group_column: str | None = "patient_id",
+) -> pd.DataFrame:
+    """Add a ``split`` column, keeping every group (patient, lesion) in exactly one split.
+
+    Splits are stratified by label where the groups allow it (scikit-learn's
+    ``StratifiedGroupKFold``), so small classes appear in every split.
+    """
+    if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise ValueError(f"bad split fractions val={val_fraction} test={test_fraction}")
+    if group_column and group_column in df.columns and df[group_column].notna().all():
+        groups = df[group_column].astype(str).to_numpy()
+    else:
+        groups = df["image_id"].astype(str).to_numpy()
+    labels = df["label"].astype(str).to_numpy()
+    index = np.arange(len(df))
+
+    def take(fraction: float, rows: np.ndarray, salt: int) -> np.ndarray:
+        n_splits = max(2, round(1 / fraction))
+        splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + salt)
+        _, held = next(splitter.split(rows, labels[rows], groups[rows]))
+        return rows[held]
+
+    test_rows = take(test_fraction, index, 0)
+    rest = np.setdiff1d(index, test_rows)
+    val_rows = take(val_fraction / (1 - test_fraction), rest, 1)
+    split = np.full(len(df), "train", dtype=object)
+    split[test_rows] = "test"
+    split[val_rows] = "val"
+    out = df.copy()
+    out["split"] = split
+    return out

@@ -1,0 +1,151 @@
+"""Sources a dataset can be built from, each converted to one cohort manifest.
+
+- ``csv``: a manifest CSV next to image files (PNG/JPEG, DICOM), as clinical exports arrive;
+- ``medmnist``: a MedMNIST ``.npz`` file with ``{train,val,test}_{images,labels}``;
+- ``demo``: the embedded demo (scikit-learn's digits with simulated devices and patients).
+
+A source yields a validated manifest plus either files under a root or in-memory arrays;
+``medunlearn.data.dataset.materialise`` writes either kind to the same on-disk layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medunlearn.data.demo import demo_source
+from medunlearn.data.manifest import (
+    SPLITS,
+    ManifestError,
+    assign_splits,
+    read_manifest_csv,
+    validate_manifest,
+)
+
+
+@dataclass
+class SourceData:
+    """A validated manifest with its images: files under ``root`` or ``arrays`` (uint8).
+
+    With ``arrays``, ``arrays[i]`` is the image of manifest row ``i`` shaped (H, W) or
+    (H, W, C), and the ``path`` column says where materialisation will write it.
+    """
+
+    manifest: pd.DataFrame
+    class_names: list[str]
+    description: str
+    root: Path | None = None
+    arrays: np.ndarray | None = None
+
+
+def from_csv(
+    manifest_path: str | Path,
+    class_names: list[str] | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.2,
+    seed: int = 0,
+    group_column: str | None = "patient_id",
+) -> SourceData:
+    """A CSV manifest; relative paths resolve against its folder and may not leave it.
+
+    Without a ``split`` column, splits are assigned by ``group_column`` (patient, lesion),
+    so no group lands in two splits. ``group_column`` other than ``patient_id`` (e.g.
+    ``lesion_id``) is copied to ``patient_id``, the manifest's grouping key.
+    """
+    manifest_path = Path(manifest_path)
+    df = read_manifest_csv(manifest_path)
+    if group_column and group_column != "patient_id" and group_column in df.columns:
+        if "patient_id" in df.columns:
+            raise ManifestError(
+                f"{manifest_path}: has both 'patient_id' and group column '{group_column}'"
+            )
+        df["patient_id"] = df[group_column]
+    if "split" not in df.columns:
+        for column in ("image_id", "label"):
+            if column not in df.columns:
+                raise ManifestError(f"{manifest_path}: missing required column(s) ['{column}']")
+        df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
+    df, classes = validate_manifest(df, str(manifest_path), class_names, root=manifest_path.parent)
+    return SourceData(df, classes, f"csv:{manifest_path.name}", root=manifest_path.parent.resolve())
+
+
+def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) -> SourceData:
+    """A MedMNIST ``.npz``; its own train/val/test split is kept, one image per patient."""
+    npz_path = Path(npz_path)
+    if not npz_path.is_file():
+        raise ManifestError(f"{npz_path}: MedMNIST file not found")
+    with np.load(npz_path, allow_pickle=False) as npz:
+        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz]
+        if missing:
+            raise ManifestError(f"{npz_path}: missing key(s) {missing}")
+        parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"].reshape(-1)) for s in SPLITS}
+    for split, (images, labels) in parts.items():
+        if len(images) != len(labels):
+            raise ManifestError(
+                f"{npz_path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}"
+            )
+        if images.dtype != np.uint8 or images.ndim not in (3, 4):
+            raise ManifestError(
+                f"{npz_path}: {split}_images must be uint8 (N, H, W[, C]), got {images.dtype} {images.shape}"
+            )
+    stem = npz_path.stem
+    frames = []
+    for split, (images, labels) in parts.items():
+        ids = [f"{stem}-{split}-{i:05d}" for i in range(len(images))]
+        frames.append(
+            pd.DataFrame(
+                {
+                    "image_id": ids,
+                    "path": [f"images/{split}/{i}.png" for i in ids],
+                    "label": [str(int(v)) for v in labels],
+                    "split": split,
+                    "patient_id": ids,
+                }
+            )
+        )
+    df = pd.concat(frames, ignore_index=True)
+    arrays = np.concatenate([parts[s][0] for s in SPLITS])
+    df, classes = validate_manifest(df, str(npz_path), class_names)
+    return SourceData(df, classes, f"medmnist:{npz_path.name}", arrays=arrays)
+
+
+def from_demo(
+    val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0
+) -> SourceData:
+    """The embedded demo with patient-grouped, label-stratified splits."""
+    df, arrays = demo_source(seed)
+    df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
+    df.insert(1, "path", [f"images/{i}.png" for i in df["image_id"]])
+    df, classes = validate_manifest(df, "demo", None)
+    return SourceData(df, classes, "demo:sklearn-digits", arrays=arrays)
+
+
+def load_source(cfg: dict[str, Any]) -> SourceData:
+    """Build the source named by a ``data`` params section (``source: demo|medmnist|csv``)."""
+    kind = cfg.get("source", "demo")
+    split_args = {
+        "val_fraction": float(cfg.get("val_fraction", 0.15)),
+        "test_fraction": float(cfg.get("test_fraction", 0.2)),
+        "seed": int(cfg.get("seed", 0)),
+    }
+    class_names = cfg.get("class_names")
+    if kind == "demo":
+        return from_demo(**split_args)
+    if kind == "medmnist":
+        return from_medmnist(_required(cfg, "path"), class_names)
+    if kind == "csv":
+        return from_csv(
+            _required(cfg, "path"), class_names, group_column=cfg.get("group_column", "patient_id"),
+            **split_args,
+        )
+    raise ValueError(f"data.source: unknown source '{kind}'; expected demo, medmnist or csv")
+
+
+def _required(cfg: dict[str, Any], key: str) -> str:
+    if not cfg.get(key):
+        raise ValueError(f"data.{key} is required for source '{cfg.get('source')}'")
+    return str(cfg[key])

@@ -1,0 +1,115 @@
+"""The model zoo, selected by name in ``params.yaml``: ``allcnn``, ``resnet18``,
+``densenet121``, ``efficientnet-b0`` (the last three from MONAI, never pretrained: weights
+would need a download, and ImageNet features are not what a clinical model was validated on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from monai.networks.nets import DenseNet121, EfficientNet, resnet18
+from monai.networks.nets.efficientnet import efficientnet_params
+from torch import nn
+
+from medunlearn.models.allcnn import AllCNNBody
+from medunlearn.models.base import ZooModel
+
+
+def _allcnn(in_channels: int, image_size: int, width: float = 1.0, dropout: float = 0.0) -> tuple[nn.Module, int]:
+    body = AllCNNBody(in_channels, width=width, dropout=dropout)
+    return body, body.out_dim
+
+
+def _resnet18(in_channels: int, image_size: int, stem: str = "auto", widen_factor: float = 1.0) -> tuple[nn.Module, int]:
+    """MONAI ResNet-18; images of 32 px or less get the CIFAR stem (3x3, stride 1, no max-pool),
+    as in the MedMNIST v2 baselines, otherwise 28 px inputs shrink to 1 px by layer 3."""
+    small = image_size <= 32 if stem == "auto" else stem == "small"
+    net = resnet18(
+        spatial_dims=2,
+        n_input_channels=in_channels,
+        num_classes=1,
+        conv1_t_size=3 if small else 7,
+        conv1_t_stride=1 if small else 2,
+        no_max_pool=small,
+        widen_factor=widen_factor,
+    )
+    dim = net.fc.in_features
+    net.fc = nn.Identity()
+    return net, dim
+
+
+def _densenet121(in_channels: int, image_size: int, stem: str = "auto") -> tuple[nn.Module, int]:
+    """MONAI DenseNet-121; small images get a 3x3 stride-1 stem without pooling, since the
+    ImageNet stem (/4) plus three transitions (/8) leaves nothing of a 28 px image."""
+    net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1, pretrained=False)
+    if (image_size <= 32) if stem == "auto" else stem == "small":
+        width = net.features.conv0.out_channels
+        net.features.conv0 = nn.Conv2d(in_channels, width, 3, stride=1, padding=1, bias=False)
+        net.features.pool0 = nn.Identity()
+    dim = net.class_layers.out.in_features
+    net.class_layers.out = nn.Identity()
+    return net, dim
+
+
+# EfficientNet-B0's block arguments, as in MONAI's EfficientNetBN.
+_B0_BLOCKS = [
+    "r1_k3_s11_e1_i32_o16_se0.25",
+    "r2_k3_s22_e6_i16_o24_se0.25",
+    "r2_k5_s22_e6_i24_o40_se0.25",
+    "r3_k3_s22_e6_i40_o80_se0.25",
+    "r3_k5_s11_e6_i80_o112_se0.25",
+    "r4_k5_s22_e6_i112_o192_se0.25",
+    "r1_k3_s11_e6_i192_o320_se0.25",
+]
+
+
+def _efficientnet_b0(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
+    """MONAI EfficientNet-B0, untrained. ``EfficientNetBN`` bakes its "same" padding for
+    224 px, which breaks on 28 px inputs, so the net is built from B0's arguments with the
+    real image size (width/depth 1.0, dropout 0.2, drop-connect 0.2 as in ``efficientnet_params``)."""
+    width, depth, _, dropout, drop_connect = efficientnet_params["efficientnet-b0"]
+    net = EfficientNet(
+        _B0_BLOCKS, spatial_dims=2, in_channels=in_channels, num_classes=1,
+        width_coefficient=width, depth_coefficient=depth, dropout_rate=dropout,
+        image_size=image_size, drop_connect_rate=drop_connect,
+    )
+    dim = net._fc.in_features
+    net._fc = nn.Identity()
+    return net, dim
+
+
+BODIES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
+    "allcnn": _allcnn,
+    "resnet18": _resnet18,
+    "densenet121": _densenet121,
+    "efficientnet-b0": _efficientnet_b0,
+}
+
+
+def build_model(
+    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs: Any
+) -> ZooModel:
+    """Build a zoo model by name; ``kwargs`` are the architecture's options (e.g. ``width``)."""
+    if name not in BODIES:
+        raise ValueError(f"unknown model '{name}'; choose one of {sorted(BODIES)}")
+    try:
+        body, dim = BODIES[name](in_channels, image_size, **kwargs)
+    except TypeError as exc:
+        raise ValueError(f"model '{name}': bad option in {kwargs}: {exc}") from exc
+    config = {
+        "name": name,
+        "num_classes": num_classes,
+        "in_channels": in_channels,
+        "image_size": image_size,
+        "kwargs": dict(kwargs),
+    }
+    return ZooModel(name, body, dim, num_classes, in_channels, config)
+
+
+def rebuild(config: dict[str, Any]) -> ZooModel:
+    """Build an (untrained) model from the ``config`` a ``ZooModel`` carries."""
+    return build_model(
+        config["name"], config["num_classes"], config["in_channels"], config["image_size"],
+        **config.get("kwargs", {}),
+    )

@@ -1,0 +1,211 @@
+"""Supervised training of a zoo model: the deployed model, and the retrain reference.
+
+The same function trains both: the deployed model on the full training split, the retrain
+reference on the retain cohort only (the gold standard unlearning is compared against). A
+plain PyTorch loop is enough here and keeps the numerical behaviour visible: seeded shuffling
+and augmentation, best epoch chosen on the validation split, bf16 autocast on CUDA.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from medunlearn.data.images import LabelledImages, augmentation
+from medunlearn.device import autocast, pick_device, seed_everything
+from medunlearn.metrics import evaluate
+from medunlearn.models import ZooModel
+
+SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_auc")
+
+
+@dataclass
+class TrainConfig:
+    """The ``train`` section of ``params.yaml`` (model fields are read by the caller)."""
+
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adam"  # adam | adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    momentum: float = 0.9  # sgd only
+    scheduler: str = "cosine"  # cosine | none
+    class_weights: str = "none"  # none | balanced (inverse class frequency in the loss)
+    select_metric: str = "balanced_accuracy"
+    augmentation: dict[str, Any] = field(default_factory=dict)  # flip, rotate_deg, shift
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any]) -> TrainConfig:
+        known = set(cls.__dataclass_fields__)
+        cfg = cls(**{k: v for k, v in section.items() if k in known})
+        if cfg.select_metric not in SELECT_METRICS:
+            raise ValueError(f"train.select_metric must be one of {SELECT_METRICS}")
+        if cfg.epochs < 1 or cfg.batch_size < 1:
+            raise ValueError("train.epochs and train.batch_size must be positive")
+        return cfg
+
+
+@dataclass
+class EpochLog:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_accuracy: float
+    val_balanced_accuracy: float
+    val_macro_auc: float | None
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    model: ZooModel
+    best_epoch: int
+    history: list[EpochLog]
+    seconds: float
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        return float(np.mean([h.seconds for h in self.history]))
+
+
+def channel_statistics(dataset: LabelledImages, batch_size: int = 512) -> tuple[list[float], list[float]]:
+    """Per-channel mean and std of the (un-augmented) training images, in [0, 1] space."""
+    total = total_sq = count = 0.0
+    for images, _ in DataLoader(dataset, batch_size=batch_size):
+        images = images.double()
+        total = total + images.sum(dim=(0, 2, 3))
+        total_sq = total_sq + (images**2).sum(dim=(0, 2, 3))
+        count += images.shape[0] * images.shape[2] * images.shape[3]
+    mean = total / count
+    std = (total_sq / count - mean**2).clamp_min(0).sqrt()
+    return mean.tolist(), std.tolist()
+
+
+def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(
+            model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+    raise ValueError(f"train.optimizer: unknown optimizer '{cfg.optimizer}'")
+
+
+def _loss(train: LabelledImages, num_classes: int, cfg: TrainConfig, device: torch.device) -> nn.Module:
+    if cfg.class_weights == "none":
+        return nn.CrossEntropyLoss()
+    if cfg.class_weights != "balanced":
+        raise ValueError(f"train.class_weights must be none or balanced, not '{cfg.class_weights}'")
+    counts = torch.bincount(train.labels, minlength=num_classes).float()
+    weights = counts.sum() / (num_classes * counts.clamp_min(1))
+    return nn.CrossEntropyLoss(weight=weights.to(device))
+
+
+def train_classifier(
+    model: ZooModel,
+    train: LabelledImages,
+    val: LabelledImages,
+    class_names: list[str],
+    cfg: TrainConfig,
+    on_epoch: Callable[[EpochLog], None] | None = None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train ``model`` on ``train``; return the weights of the best epoch on ``val``.
+
+    The input normalisation inside the model is set from the training images first, so the
+    checkpoint carries the statistics it was trained with.
+    """
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError("training and validation sets must not be empty")
+    generator = seed_everything(cfg.seed)
+    device = pick_device(cfg.device)
+    model.norm.set_statistics(*channel_statistics(train))
+    model.to(device)
+    image_size = int(train[0][0].shape[-1])
+    augment = augmentation(image_size, seed=cfg.seed, **cfg.augmentation)
+    loader = DataLoader(
+        train.with_augmentation(augment), batch_size=cfg.batch_size, shuffle=True,
+        generator=generator, drop_last=len(train) > cfg.batch_size,
+    )
+    optimizer = make_optimizer(model, cfg)
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * len(loader))
+        if cfg.scheduler == "cosine" else None
+    )
+    criterion = _loss(train, len(class_names), cfg, device)
+
+    best_score, best_epoch, best_state = -np.inf, 0, None
+    history: list[EpochLog] = []
+    start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        batches = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        for images, labels in batches:
+            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            with autocast(device, cfg.amp):
+                logits = model(images)
+                loss = criterion(logits.float(), labels)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
+            loss_sum += float(loss.detach()) * len(labels)
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+        val_metrics = evaluate(model, val, class_names, device=device)
+        log = EpochLog(
+            epoch=epoch,
+            train_loss=loss_sum / seen,
+            train_accuracy=correct / seen,
+            val_accuracy=val_metrics["accuracy"],
+            val_balanced_accuracy=val_metrics["balanced_accuracy"],
+            val_macro_auc=val_metrics["macro_auc"],
+            seconds=time.perf_counter() - t0,
+        )
+        history.append(log)
+        score = val_metrics[cfg.select_metric]
+        score = -np.inf if score is None else score
+        if score > best_score:
+            best_score, best_epoch = score, epoch
+            best_state = copy.deepcopy(model.state_dict())
+        if on_epoch is not None:
+            on_epoch(log)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)
+
+
+def training_report(result: TrainResult, metrics: dict[str, Any], **context: Any) -> dict[str, Any]:
+    """The JSON report of a training run (DVC metrics file): context, best epoch, metrics."""
+    return {
+        **context,
+        "best_epoch": result.best_epoch,
+        "epochs": len(result.history),
+        "seconds": round(result.seconds, 2),
+        "seconds_per_epoch": round(result.seconds_per_epoch, 2),
+        "val": metrics["val"],
+        "test": metrics["test"],
+    }
+
+
+def history_rows(result: TrainResult) -> list[dict[str, Any]]:
+    """Per-epoch rows for ``dvc plots`` (loss and accuracy curves)."""
+    return [asdict(h) for h in result.history]

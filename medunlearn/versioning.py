@@ -1,0 +1,55 @@
+"""Data and model versions, as DVC sees them.
+
+The data version recorded in every checkpoint is the DVC hash of ``data/`` (from
+``data.dvc``), marked ``+modified`` when the folder no longer matches it, so a model can
+always be traced to the exact data it saw, or be seen not to be traceable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+
+def dvc_file_hash(dvc_file: str | Path) -> str | None:
+    """The md5 recorded in a ``.dvc`` file for its (single) output, or ``None``."""
+    path = Path(dvc_file)
+    if not path.is_file():
+        return None
+    spec = yaml.safe_load(path.read_text()) or {}
+    outs = spec.get("outs") or []
+    return outs[0].get("md5") if outs else None
+
+
+def data_version(dvc_file: str | Path = "data.dvc") -> str | None:
+    """DVC hash of the tracked data, ``<md5>+modified`` if it changed since ``dvc add``.
+
+    ``None`` outside a DVC project (e.g. a library user's own folder).
+    """
+    recorded = dvc_file_hash(dvc_file)
+    if recorded is None:
+        return None
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    path = Path(dvc_file).resolve()
+    try:
+        with Repo(str(path.parent)) as repo:
+            status = repo.status(targets=[str(path)])
+    except NotDvcRepoError:
+        return None
+    return recorded if not status else f"{recorded}+modified"
+
+
+def track_with_dvc(path: str | Path = "data") -> str:
+    """``dvc add`` a folder (cached, ``.dvc`` file written) and return its new hash."""
+    from dvc.repo import Repo
+
+    path = Path(path).resolve()
+    with Repo(str(path.parent)) as repo:
+        repo.add(str(path))
+    version = dvc_file_hash(path.with_name(path.name + ".dvc"))
+    if version is None:
+        raise RuntimeError(f"dvc add {path} wrote no hash")
+    return version

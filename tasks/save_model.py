@@ -1,0 +1,63 @@
+"""Step: write the checkpoint (weights + metadata) and the training report, atomically."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from medunlearn.atomic import write_json, write_text
+from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
+from medunlearn.config import params_hash
+from medunlearn.data.dataset import DatasetSplits
+from medunlearn.training import TrainResult, history_rows, training_report
+from medunlearn.versioning import data_version
+
+
+@task(name="save-model", cache_policy=NO_CACHE)
+def save_model(
+    result: TrainResult,
+    metrics: dict[str, Any],
+    data: DatasetSplits,
+    cfg: dict[str, Any],
+    role: str,
+    output: str | Path,
+    report: str | Path,
+    history: str | Path | None = None,
+    exclude: str | None = None,
+) -> dict[str, Any]:
+    """Save only after training and evaluation succeeded: a failed run leaves old files intact."""
+    version = data_version(Path(data.directory).parent.with_suffix(".dvc"))
+    context = {
+        "role": role,
+        "model": cfg["model"],
+        "dataset": str(data.directory),
+        "data_version": version,
+        "params_hash": params_hash(cfg),
+        "exclude": exclude,
+        "n_train": len(data.train),
+        "n_val": len(data.val),
+        "n_test": len(data.test),
+    }
+    meta = CheckpointMeta.for_model(
+        result.model, data.info.class_names, data.info.image_size,
+        data_version=version, params_hash=context["params_hash"],
+        metrics={"val": metrics["val"], "test": metrics["test"]},
+        extra={k: context[k] for k in ("role", "dataset", "exclude", "n_train")} | {"best_epoch": result.best_epoch},
+    )
+    save_checkpoint(output, result.model, meta)
+    body = training_report(result, metrics, **context, checkpoint=str(output))
+    write_json(report, body)
+    if history is not None:
+        rows = history_rows(result)
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_text(history, buffer.getvalue())
+    get_run_logger().info("saved %s (data version %s) and %s", output, version, report)
+    return body
