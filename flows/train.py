@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -64,9 +63,8 @@ def summary(report: dict[str, Any]) -> str:
         f"{report['seconds_per_epoch']:.1f}s per epoch",
         f"  test accuracy {test['accuracy']:.3f}, balanced accuracy "
         f"{test['balanced_accuracy']:.3f}, macro AUC {_fmt(test['macro_auc'])}",
-        "  per-class accuracy: " + ", ".join(
-            f"{name} {_fmt(v['accuracy'])}" for name, v in test["per_class"].items()
-        ),
+        "  per-class accuracy: "
+        + ", ".join(f"{name} {_fmt(v['accuracy'])}" for name, v in test["per_class"].items()),
         f"  checkpoint {report['checkpoint']}",
     ]
     return "\n".join(lines)
@@ -77,7 +75,9 @@ def _fmt(value: float | None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--role", choices=ROLES, default="deployed")
     parser.add_argument("--exclude", help="pandas query over manifest columns: rows to leave out")

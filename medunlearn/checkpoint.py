@@ -37,11 +37,15 @@ class CheckpointMeta:
     data_version: str | None = None
     params_hash: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
-    created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    created_at: str = field(
+        default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
+    )
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def for_model(cls, model: ZooModel, class_names: list[str], image_size: int, **kwargs: Any) -> CheckpointMeta:
+    def for_model(
+        cls, model: ZooModel, class_names: list[str], image_size: int, **kwargs: Any
+    ) -> CheckpointMeta:
         return cls(
             architecture=dict(model.config),
             class_names=list(class_names),
@@ -70,7 +74,9 @@ def read_metadata(path: str | Path) -> CheckpointMeta:
     return CheckpointMeta(**_load(path)["metadata"])
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> tuple[ZooModel, CheckpointMeta]:
+def load_checkpoint(
+    path: str | Path, map_location: str | torch.device = "cpu"
+) -> tuple[ZooModel, CheckpointMeta]:
     """Rebuild the model from its recorded architecture and load the weights strictly."""
     payload = _load(path, map_location)
     meta = CheckpointMeta(**payload["metadata"])
@@ -78,7 +84,9 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         model.load_state_dict(payload["state_dict"], strict=True)
     except RuntimeError as exc:
-        raise CheckpointError(f"{path}: weights do not fit {meta.architecture['name']}: {exc}") from exc
+        raise CheckpointError(
+            f"{path}: weights do not fit {meta.architecture['name']}: {exc}"
+        ) from exc
     model.eval()
     return model, meta
 
@@ -100,3 +108,24 @@ def _plain(obj: Any) -> Any:
     if hasattr(obj, "tolist"):
         return obj.tolist()
     raise TypeError(f"metadata value of type {type(obj).__name__} is not JSON-like")
+
+
+def describe(meta: CheckpointMeta, path: str | Path = "") -> str:
+    """A short human summary of a checkpoint's metadata (no patient data is stored there)."""
+    arch = meta.architecture
+    test = meta.metrics.get("test", {})
+    lines = [
+        f"checkpoint {path}".rstrip(),
+        f"  model {arch['name']} {arch.get('kwargs') or ''}, input {meta.input_shape}, "
+        f"{len(meta.class_names)} classes {meta.class_names}",
+        f"  data version {meta.data_version}, params hash {meta.params_hash}, created {meta.created_at}",
+    ]
+    if meta.extra:
+        lines.append("  " + ", ".join(f"{k} {v}" for k, v in sorted(meta.extra.items())))
+    if test:
+        auc = test.get("macro_auc")
+        lines.append(
+            f"  test accuracy {test['accuracy']:.3f}, balanced accuracy {test['balanced_accuracy']:.3f}, "
+            f"macro AUC {'n/a' if auc is None else f'{auc:.3f}'} (n={test['n']})"
+        )
+    return "\n".join(lines)

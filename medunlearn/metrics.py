@@ -19,7 +19,10 @@ from medunlearn.device import autocast
 
 @torch.no_grad()
 def predict_logits(
-    model: torch.nn.Module, dataset: Dataset, batch_size: int = 256, device: torch.device | None = None
+    model: torch.nn.Module,
+    dataset: Dataset,
+    batch_size: int = 256,
+    device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits (float32, on CPU) and labels for every item, in dataset order, in eval mode."""
     device = device or next(model.parameters()).device

@@ -80,7 +80,9 @@ class TrainResult:
         return float(np.mean([h.seconds for h in self.history]))
 
 
-def channel_statistics(dataset: LabelledImages, batch_size: int = 512) -> tuple[list[float], list[float]]:
+def channel_statistics(
+    dataset: LabelledImages, batch_size: int = 512
+) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the (un-augmented) training images, in [0, 1] space."""
     total = total_sq = count = 0.0
     for images, _ in DataLoader(dataset, batch_size=batch_size):
@@ -105,7 +107,9 @@ def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"train.optimizer: unknown optimizer '{cfg.optimizer}'")
 
 
-def _loss(train: LabelledImages, num_classes: int, cfg: TrainConfig, device: torch.device) -> nn.Module:
+def _loss(
+    train: LabelledImages, num_classes: int, cfg: TrainConfig, device: torch.device
+) -> nn.Module:
     if cfg.class_weights == "none":
         return nn.CrossEntropyLoss()
     if cfg.class_weights != "balanced":
@@ -138,13 +142,17 @@ def train_classifier(
     image_size = int(train[0][0].shape[-1])
     augment = augmentation(image_size, seed=cfg.seed, **cfg.augmentation)
     loader = DataLoader(
-        train.with_augmentation(augment), batch_size=cfg.batch_size, shuffle=True,
-        generator=generator, drop_last=len(train) > cfg.batch_size,
+        train.with_augmentation(augment),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=generator,
+        drop_last=len(train) > cfg.batch_size,
     )
     optimizer = make_optimizer(model, cfg)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * len(loader))
-        if cfg.scheduler == "cosine" else None
+        if cfg.scheduler == "cosine"
+        else None
     )
     criterion = _loss(train, len(class_names), cfg, device)
 
@@ -155,9 +163,14 @@ def train_classifier(
         t0 = time.perf_counter()
         model.train()
         loss_sum, correct, seen = 0.0, 0, 0
-        batches = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress)
+        batches = tqdm(
+            loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress
+        )
         for images, labels in batches:
-            images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+            images, labels = (
+                images.to(device, non_blocking=True),
+                labels.to(device, non_blocking=True),
+            )
             with autocast(device, cfg.amp):
                 logits = model(images)
                 loss = criterion(logits.float(), labels)
@@ -190,7 +203,9 @@ def train_classifier(
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start)
+    return TrainResult(
+        model=model, best_epoch=best_epoch, history=history, seconds=time.perf_counter() - start
+    )
 
 
 def training_report(result: TrainResult, metrics: dict[str, Any], **context: Any) -> dict[str, Any]:

@@ -20,7 +20,8 @@ def evaluate_model(model: ZooModel, data: DatasetSplits) -> dict[str, Any]:
     test = metrics["test"]
     get_run_logger().info(
         "test: accuracy %.3f, balanced accuracy %.3f, macro AUC %s",
-        test["accuracy"], test["balanced_accuracy"],
+        test["accuracy"],
+        test["balanced_accuracy"],
         "n/a" if test["macro_auc"] is None else f"{test['macro_auc']:.3f}",
     )
     return metrics

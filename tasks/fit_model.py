@@ -19,19 +19,38 @@ def fit_model(data: DatasetSplits, cfg: dict[str, Any]) -> TrainResult:
     logger = get_run_logger()
     info = data.info
     model = build_model(
-        cfg["model"], len(info.class_names), info.channels, info.image_size, **cfg.get("model_kwargs", {})
+        cfg["model"],
+        len(info.class_names),
+        info.channels,
+        info.image_size,
+        seed=int(cfg.get("seed", 0)),
+        **cfg.get("model_kwargs", {}),
     )
 
     def log_epoch(log: EpochLog) -> None:
         logger.info(
             "epoch %d: loss %.4f, train acc %.3f, val acc %.3f, val bal acc %.3f (%.1fs)",
-            log.epoch, log.train_loss, log.train_accuracy, log.val_accuracy,
-            log.val_balanced_accuracy, log.seconds,
+            log.epoch,
+            log.train_loss,
+            log.train_accuracy,
+            log.val_accuracy,
+            log.val_balanced_accuracy,
+            log.seconds,
         )
 
     result = train_classifier(
-        model, data.train, data.val, info.class_names, TrainConfig.from_params(cfg),
-        on_epoch=log_epoch, progress=sys.stderr.isatty(),
+        model,
+        data.train,
+        data.val,
+        info.class_names,
+        TrainConfig.from_params(cfg),
+        on_epoch=log_epoch,
+        progress=sys.stderr.isatty(),
     )
-    logger.info("best epoch %d of %d, %.1fs per epoch", result.best_epoch, len(result.history), result.seconds_per_epoch)
+    logger.info(
+        "best epoch %d of %d, %.1fs per epoch",
+        result.best_epoch,
+        len(result.history),
+        result.seconds_per_epoch,
+    )
     return result

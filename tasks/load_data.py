@@ -18,7 +18,10 @@ def load_data(
     data = open_splits(dataset_dir, max_in_memory_mb, exclude)
     get_run_logger().info(
         "loaded %s: train %d, val %d, test %d images (%s)%s",
-        dataset_dir, len(data.train), len(data.val), len(data.test),
+        dataset_dir,
+        len(data.train),
+        len(data.val),
+        len(data.test),
         "in memory" if data.train.in_memory else "streamed",
         f"; excluded {data.excluded} by {exclude!r}" if exclude else "",
     )

@@ -18,9 +18,15 @@ def materialise_dataset(cfg: dict[str, Any], data_root: str | Path = "data") -> 
     logger = get_run_logger()
     source = load_source(cfg)
     target = Path(data_root) / cfg["name"]
-    info = materialise(source, target, int(cfg["image_size"]), int(cfg["channels"]), name=cfg["name"])
+    info = materialise(
+        source, target, int(cfg["image_size"]), int(cfg["channels"]), name=cfg["name"]
+    )
     logger.info(
         "materialised %s from %s: %s images in %d groups, classes %s",
-        target, info.source, info.counts, info.n_groups, info.class_names,
+        target,
+        info.source,
+        info.counts,
+        info.n_groups,
+        info.class_names,
     )
     return asdict(info)

@@ -44,10 +44,14 @@ def save_model(
         "n_test": len(data.test),
     }
     meta = CheckpointMeta.for_model(
-        result.model, data.info.class_names, data.info.image_size,
-        data_version=version, params_hash=context["params_hash"],
+        result.model,
+        data.info.class_names,
+        data.info.image_size,
+        data_version=version,
+        params_hash=context["params_hash"],
         metrics={"val": metrics["val"], "test": metrics["test"]},
-        extra={k: context[k] for k in ("role", "dataset", "exclude", "n_train")} | {"best_epoch": result.best_epoch},
+        extra={k: context[k] for k in ("role", "dataset", "exclude", "n_train")}
+        | {"best_epoch": result.best_epoch},
     )
     save_checkpoint(output, result.model, meta)
     body = training_report(result, metrics, **context, checkpoint=str(output))

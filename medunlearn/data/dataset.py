@@ -147,7 +147,11 @@ def open_split(
         raise ValueError(f"unknown split '{split}'")
     rows = manifest[manifest["split"] == split]
     return open_images(
-        rows, Path(directory), info.class_names, info.spec, max_in_memory_mb,
+        rows,
+        Path(directory),
+        info.class_names,
+        info.spec,
+        max_in_memory_mb,
         source=str(Path(directory) / "manifest.csv"),
     )
 
@@ -189,11 +193,15 @@ def open_splits(
     excluded: dict[str, int] = {}
     if exclude:
         drop = select_rows(manifest, exclude) & manifest["split"].isin(["train", "val"]).to_numpy()
-        excluded = {s: int((drop & (manifest["split"] == s).to_numpy()).sum()) for s in ("train", "val")}
+        excluded = {
+            s: int((drop & (manifest["split"] == s).to_numpy()).sum()) for s in ("train", "val")
+        }
         keep &= ~drop
     kept = manifest[keep]
     splits = {s: open_split(directory, s, info, kept, max_in_memory_mb) for s in SPLITS}
     for split, images in splits.items():
         if len(images) == 0:
-            raise ManifestError(f"{directory}: split '{split}' is empty after excluding {exclude!r}")
+            raise ManifestError(
+                f"{directory}: split '{split}' is empty after excluding {exclude!r}"
+            )
     return DatasetSplits(directory, info, manifest, excluded=excluded, **splits)

@@ -32,9 +32,15 @@ class DeviceProfile:
 
 
 DEVICES: tuple[DeviceProfile, ...] = (
-    DeviceProfile("scanner_a", "site_north", gain=1.0, offset=0.0, gamma=1.0, noise=0.02, share=0.45),
-    DeviceProfile("scanner_b", "site_north", gain=0.7, offset=0.2, gamma=1.0, noise=0.04, share=0.35),
-    DeviceProfile("scanner_c", "site_south", gain=0.9, offset=0.0, gamma=1.8, noise=0.08, share=0.20),
+    DeviceProfile(
+        "scanner_a", "site_north", gain=1.0, offset=0.0, gamma=1.0, noise=0.02, share=0.45
+    ),
+    DeviceProfile(
+        "scanner_b", "site_north", gain=0.7, offset=0.2, gamma=1.0, noise=0.04, share=0.35
+    ),
+    DeviceProfile(
+        "scanner_c", "site_south", gain=0.9, offset=0.0, gamma=1.8, noise=0.08, share=0.20
+    ),
 )
 DEMO_SIZE = 28
 
@@ -44,7 +50,9 @@ def demo_source(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     rng = np.random.default_rng(seed)
     digits = load_digits()
     base = torch.as_tensor(digits.images / 16.0, dtype=torch.float32)[:, None]
-    upsampled = F.interpolate(base, size=(DEMO_SIZE, DEMO_SIZE), mode="bilinear", align_corners=False)
+    upsampled = F.interpolate(
+        base, size=(DEMO_SIZE, DEMO_SIZE), mode="bilinear", align_corners=False
+    )
     upsampled = upsampled[:, 0].clamp(0, 1).numpy()
     n = len(upsampled)
 

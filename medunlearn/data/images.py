@@ -8,6 +8,8 @@ disk so a big clinical export never has to fit in RAM.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,13 @@ from monai.transforms import Compose, LoadImage, RandAffine, RandFlip, Resize
 from torch.utils.data import Dataset
 
 from medunlearn.data.manifest import ManifestError, resolve_paths
+
+# MONAI registers every reader it knows inside LoadImage, and warns about GPU decoders
+# (nvImageCodec) and read-only numpy buffers on each call; neither concerns CPU decoding here.
+warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
+warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
+logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
@@ -50,16 +59,25 @@ class ImageLoader:
     def __init__(self, spec: ImageSpec):
         self.spec = spec
         self._pil = LoadImage(
-            reader=PILReader(reverse_indexing=False), image_only=True, dtype=None,
+            reader=PILReader(reverse_indexing=False),
+            image_only=True,
+            dtype=None,
             ensure_channel_first=True,
         )
         self._dicom: LoadImage | None = None  # built on first DICOM: pydicom setup is noisy
-        self._resize = Resize(spatial_size=(spec.size, spec.size), mode="bilinear", anti_aliasing=True)
+        # "area" averages when shrinking (no aliasing, no dark borders from a padded blur);
+        # bilinear when enlarging, where "area" would degrade to nearest-neighbour.
+        self._shrink = Resize(spatial_size=(spec.size, spec.size), mode="area")
+        self._enlarge = Resize(spatial_size=(spec.size, spec.size), mode="bilinear")
 
     def _dicom_reader(self) -> LoadImage:
         if self._dicom is None:
             self._dicom = LoadImage(
-                reader=PydicomReader(), image_only=True, dtype=None, ensure_channel_first=True
+                # swap_ij=False keeps DICOM rows as image rows, as PILReader does above.
+                reader=PydicomReader(swap_ij=False),
+                image_only=True,
+                dtype=None,
+                ensure_channel_first=True,
             )
         return self._dicom
 
@@ -69,7 +87,9 @@ class ImageLoader:
         try:
             image = (self._pil if is_pil else self._dicom_reader())(str(path))
         except Exception as exc:  # any decoder failure: name the file, keep the cause
-            raise ManifestError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+            raise ManifestError(
+                f"{path}: cannot decode image ({type(exc).__name__}: {exc})"
+            ) from exc
         array = torch.as_tensor(np.array(image))
         if array.ndim == 4:  # a single-slice DICOM volume (C, H, W, 1)
             array = array[..., 0]
@@ -81,7 +101,11 @@ class ImageLoader:
             array = array.float()
             lo, hi = array.min(), array.max()
             scaled = (array - lo) / (hi - lo) if hi > lo else torch.zeros_like(array)
-        return self._resize(to_channels(scaled, self.spec.channels)).as_tensor().clamp_(0, 1).contiguous()
+        image = to_channels(scaled, self.spec.channels)
+        if tuple(image.shape[1:]) == (self.spec.size, self.spec.size):
+            return image.clamp_(0, 1).contiguous()
+        resize = self._shrink if image.shape[1] >= self.spec.size else self._enlarge
+        return torch.as_tensor(resize(image)).clamp_(0, 1).contiguous()
 
 
 def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
@@ -165,7 +189,9 @@ class LabelledImages(Dataset):
         try:
             return self.loader(self.paths[index])
         except ManifestError as exc:
-            raise ManifestError(f"{self.source}: row {index + 1} (image_id={self.rows['image_id'].iloc[index]}): {exc}") from exc
+            raise ManifestError(
+                f"{self.source}: row {index + 1} (image_id={self.rows['image_id'].iloc[index]}): {exc}"
+            ) from exc
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         image = self.image(index)
@@ -188,7 +214,9 @@ class LabelledImages(Dataset):
 
     def with_augmentation(self, transform: Compose | None) -> LabelledImages:
         """A view of the same data that applies ``transform`` on access (training only)."""
-        view = LabelledImages(self.rows, self.labels, self.images, self.paths, self.loader, self.source)
+        view = LabelledImages(
+            self.rows, self.labels, self.images, self.paths, self.loader, self.source
+        )
         view.transform = transform
         return view
 
@@ -196,7 +224,9 @@ class LabelledImages(Dataset):
         """Every image as one (N, C, H, W) tensor (decodes streamed datasets: small ones only)."""
         if self.images is not None:
             return self.images
-        return torch.stack([self.image(i) for i in range(len(self))]) if len(self) else torch.empty(0)
+        return (
+            torch.stack([self.image(i) for i in range(len(self))]) if len(self) else torch.empty(0)
+        )
 
 
 def label_indices(labels: pd.Series, class_names: Sequence[str]) -> torch.Tensor:
@@ -229,5 +259,7 @@ def open_images(
         try:
             images[i] = loader(path)
         except ManifestError as exc:
-            raise ManifestError(f"{source}: row {i + 1} (image_id={rows['image_id'].iloc[i]}): {exc}") from exc
+            raise ManifestError(
+                f"{source}: row {i + 1} (image_id={rows['image_id'].iloc[i]}): {exc}"
+            ) from exc
     return LabelledImages(rows, labels, images=images, source=source)

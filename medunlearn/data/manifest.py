@@ -57,7 +57,9 @@ def sort_labels(labels: Sequence[str]) -> list[str]:
     return unique
 
 
-def check_columns(df: pd.DataFrame, source: str, required: Sequence[str] = REQUIRED_COLUMNS) -> None:
+def check_columns(
+    df: pd.DataFrame, source: str, required: Sequence[str] = REQUIRED_COLUMNS
+) -> None:
     """Every required column is present and has no empty cell."""
     missing = [c for c in required if c not in df.columns]
     if missing:
@@ -67,7 +69,9 @@ def check_columns(df: pd.DataFrame, source: str, required: Sequence[str] = REQUI
     for column in required:
         empty = np.flatnonzero(df[column].isna().to_numpy())
         if len(empty):
-            raise ManifestError(f"{source}: {_row_ref(df, int(empty[0]))}, column '{column}': empty value")
+            raise ManifestError(
+                f"{source}: {_row_ref(df, int(empty[0]))}, column '{column}': empty value"
+            )
 
 
 def check_splits(df: pd.DataFrame, source: str) -> None:
@@ -90,9 +94,7 @@ def check_splits(df: pd.DataFrame, source: str) -> None:
     if len(leaking):
         patient = leaking.index[0]
         rows = known.index[known["patient_id"] == patient]
-        where = ", ".join(
-            f"{df['split'].iloc[r]} ({_row_ref(df, int(r))})" for r in rows[:4]
-        )
+        where = ", ".join(f"{df['split'].iloc[r]} ({_row_ref(df, int(r))})" for r in rows[:4])
         raise ManifestError(
             f"{source}: column 'patient_id': patient {hash_identifier(patient)} appears in "
             f"more than one split: {where}; {len(leaking)} patient(s) leak across splits"
@@ -120,7 +122,9 @@ def check_labels(df: pd.DataFrame, source: str, class_names: Sequence[str]) -> N
         )
 
 
-def resolve_paths(df: pd.DataFrame, root: Path, source: str, check_exists: bool = True) -> list[Path]:
+def resolve_paths(
+    df: pd.DataFrame, root: Path, source: str, check_exists: bool = True
+) -> list[Path]:
     """Resolve ``path`` against ``root``; refuse paths that escape it or do not exist.
 
     Refusing escapes matters: a manifest is user input, and ``../../etc`` must not let a run
@@ -136,7 +140,9 @@ def resolve_paths(df: pd.DataFrame, root: Path, source: str, check_exists: bool 
                 f"{source}: {_row_ref(df, i)}, column 'path': '{raw}' escapes the data root {root}"
             )
         if check_exists and not full.is_file():
-            raise ManifestError(f"{source}: {_row_ref(df, i)}, column 'path': file not found: {full}")
+            raise ManifestError(
+                f"{source}: {_row_ref(df, i)}, column 'path': file not found: {full}"
+            )
         resolved.append(full)
     return resolved
 

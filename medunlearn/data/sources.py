@@ -79,7 +79,9 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
     if not npz_path.is_file():
         raise ManifestError(f"{npz_path}: MedMNIST file not found")
     with np.load(npz_path, allow_pickle=False) as npz:
-        missing = [f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz]
+        missing = [
+            f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz
+        ]
         if missing:
             raise ManifestError(f"{npz_path}: missing key(s) {missing}")
         parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"].reshape(-1)) for s in SPLITS}
@@ -113,9 +115,7 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
     return SourceData(df, classes, f"medmnist:{npz_path.name}", arrays=arrays)
 
 
-def from_demo(
-    val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0
-) -> SourceData:
+def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> SourceData:
     """The embedded demo with patient-grouped, label-stratified splits."""
     df, arrays = demo_source(seed)
     df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
@@ -139,7 +139,9 @@ def load_source(cfg: dict[str, Any]) -> SourceData:
         return from_medmnist(_required(cfg, "path"), class_names)
     if kind == "csv":
         return from_csv(
-            _required(cfg, "path"), class_names, group_column=cfg.get("group_column", "patient_id"),
+            _required(cfg, "path"),
+            class_names,
+            group_column=cfg.get("group_column", "patient_id"),
             **split_args,
         )
     raise ValueError(f"data.source: unknown source '{kind}'; expected demo, medmnist or csv")

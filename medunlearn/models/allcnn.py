@@ -11,7 +11,9 @@ from __future__ import annotations
 from torch import nn
 
 
-def _conv(c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int | None = None) -> nn.Sequential:
+def _conv(
+    c_in: int, c_out: int, kernel: int = 3, stride: int = 1, padding: int | None = None
+) -> nn.Sequential:
     padding = kernel // 2 if padding is None else padding
     return nn.Sequential(
         nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=padding, bias=False),

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from monai.networks.nets import DenseNet121, EfficientNet, resnet18
 from monai.networks.nets.efficientnet import efficientnet_params
 from torch import nn
@@ -16,12 +17,16 @@ from medunlearn.models.allcnn import AllCNNBody
 from medunlearn.models.base import ZooModel
 
 
-def _allcnn(in_channels: int, image_size: int, width: float = 1.0, dropout: float = 0.0) -> tuple[nn.Module, int]:
+def _allcnn(
+    in_channels: int, image_size: int, width: float = 1.0, dropout: float = 0.0
+) -> tuple[nn.Module, int]:
     body = AllCNNBody(in_channels, width=width, dropout=dropout)
     return body, body.out_dim
 
 
-def _resnet18(in_channels: int, image_size: int, stem: str = "auto", widen_factor: float = 1.0) -> tuple[nn.Module, int]:
+def _resnet18(
+    in_channels: int, image_size: int, stem: str = "auto", widen_factor: float = 1.0
+) -> tuple[nn.Module, int]:
     """MONAI ResNet-18; images of 32 px or less get the CIFAR stem (3x3, stride 1, no max-pool),
     as in the MedMNIST v2 baselines, otherwise 28 px inputs shrink to 1 px by layer 3."""
     small = image_size <= 32 if stem == "auto" else stem == "small"
@@ -70,9 +75,15 @@ def _efficientnet_b0(in_channels: int, image_size: int) -> tuple[nn.Module, int]
     real image size (width/depth 1.0, dropout 0.2, drop-connect 0.2 as in ``efficientnet_params``)."""
     width, depth, _, dropout, drop_connect = efficientnet_params["efficientnet-b0"]
     net = EfficientNet(
-        _B0_BLOCKS, spatial_dims=2, in_channels=in_channels, num_classes=1,
-        width_coefficient=width, depth_coefficient=depth, dropout_rate=dropout,
-        image_size=image_size, drop_connect_rate=drop_connect,
+        _B0_BLOCKS,
+        spatial_dims=2,
+        in_channels=in_channels,
+        num_classes=1,
+        width_coefficient=width,
+        depth_coefficient=depth,
+        dropout_rate=dropout,
+        image_size=image_size,
+        drop_connect_rate=drop_connect,
     )
     dim = net._fc.in_features
     net._fc = nn.Identity()
@@ -88,28 +99,44 @@ BODIES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
 
 
 def build_model(
-    name: str, num_classes: int, in_channels: int, image_size: int, **kwargs: Any
+    name: str,
+    num_classes: int,
+    in_channels: int,
+    image_size: int,
+    seed: int | None = None,
+    **kwargs: Any,
 ) -> ZooModel:
-    """Build a zoo model by name; ``kwargs`` are the architecture's options (e.g. ``width``)."""
+    """Build a zoo model by name; ``kwargs`` are the architecture's options (e.g. ``width``).
+
+    With ``seed`` the initial weights depend on it alone (the global RNG is left as it was),
+    so the same params give the same model whatever ran before.
+    """
     if name not in BODIES:
         raise ValueError(f"unknown model '{name}'; choose one of {sorted(BODIES)}")
-    try:
-        body, dim = BODIES[name](in_channels, image_size, **kwargs)
-    except TypeError as exc:
-        raise ValueError(f"model '{name}': bad option in {kwargs}: {exc}") from exc
-    config = {
+    with torch.random.fork_rng(enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        try:
+            body, dim = BODIES[name](in_channels, image_size, **kwargs)
+        except TypeError as exc:
+            raise ValueError(f"model '{name}': bad option in {kwargs}: {exc}") from exc
+        model = ZooModel(name, body, dim, num_classes, in_channels, {})
+    model.config = {
         "name": name,
         "num_classes": num_classes,
         "in_channels": in_channels,
         "image_size": image_size,
         "kwargs": dict(kwargs),
     }
-    return ZooModel(name, body, dim, num_classes, in_channels, config)
+    return model
 
 
 def rebuild(config: dict[str, Any]) -> ZooModel:
     """Build an (untrained) model from the ``config`` a ``ZooModel`` carries."""
     return build_model(
-        config["name"], config["num_classes"], config["in_channels"], config["image_size"],
+        config["name"],
+        config["num_classes"],
+        config["in_channels"],
+        config["image_size"],
         **config.get("kwargs", {}),
     )

@@ -1,0 +1,43 @@
+# Two commands do all the set-up: `make demo` and `make test` (see README.md).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Telemetry off for every tool, in every target.
+export DO_NOT_TRACK := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export ORT_DISABLE_TELEMETRY := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: install demo test lint bench-train clean
+
+install: $(STAMP)
+
+# constraints.txt pins every transitive version (torch==2.13.0: the CPU wheel).
+$(STAMP): pyproject.toml constraints.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model -> summary
+demo: install
+	$(PY) -m flows.prepare
+	dvc repro train
+	$(PY) -m flows.cli show models/deployed.pt
+
+## test: the whole suite (fails, never skips, on missing shared data when CI=true)
+test: install
+	$(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+## bench-train: deployed-model accuracy and seconds per epoch on the shared datasets
+bench-train: install
+	$(PY) scripts/bench_train.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

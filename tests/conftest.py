@@ -1,0 +1,55 @@
+"""Shared fixtures: telemetry off, an isolated Prefect home, real data, a small demo dataset."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports prefect/dvc: no telemetry, and a throwaway Prefect home.
+os.environ.update(
+    DO_NOT_TRACK="1",
+    PREFECT_SERVER_ANALYTICS_ENABLED="false",
+    DVC_NO_ANALYTICS="1",
+    ORT_DISABLE_TELEMETRY="1",
+    PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="90",
+    PREFECT_HOME=tempfile.mkdtemp(prefix="medunlearn-prefect-"),
+)
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+from medunlearn.data import from_demo, materialise  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("MEDUNLEARN_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``: required in CI (a missing folder fails), optional elsewhere."""
+    if not (SHARED / "medmnist" / "retinamnist.npz").is_file():
+        message = f"shared data not found at {SHARED}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message + " (CI=true: tests on real data must run)")
+        pytest.skip(message)
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for all flow tests."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """The embedded demo materialised once, read-only by convention."""
+    target = tmp_path_factory.mktemp("data") / "demo"
+    materialise(from_demo(), target, image_size=28, channels=1)
+    return target

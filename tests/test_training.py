@@ -1,0 +1,84 @@
+"""Training: learns real data, is seeded, picks the best validation epoch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medunlearn.data.dataset import open_splits
+from medunlearn.metrics import classification_metrics, evaluate
+from medunlearn.models import build_model
+from medunlearn.training import TrainConfig, channel_statistics, train_classifier
+
+FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "augmentation": {"rotate_deg": 5, "shift": 0.05}}
+
+
+def train_demo(demo_dir, seed: int = 0, **overrides):
+    data = open_splits(demo_dir)
+    model = build_model("allcnn", 10, 1, 28, seed=seed, width=0.25)
+    cfg = TrainConfig(**{**FAST, "seed": seed, **overrides})
+    return data, train_classifier(model, data.train, data.val, data.info.class_names, cfg)
+
+
+@pytest.fixture(scope="module")
+def trained(demo_dir):
+    return train_demo(demo_dir)
+
+
+def test_learns_the_demo(trained) -> None:
+    data, result = trained
+    metrics = evaluate(result.model, data.test, data.info.class_names)
+    assert metrics["accuracy"] > 0.7  # chance is 0.1
+    assert metrics["macro_auc"] > 0.95
+    assert len(result.history) == 3 and result.seconds_per_epoch > 0
+
+
+def test_best_epoch_is_the_best_on_validation(trained) -> None:
+    data, result = trained
+    scores = [h.val_balanced_accuracy for h in result.history]
+    assert result.best_epoch == 1 + scores.index(max(scores))
+    restored = evaluate(result.model, data.val, data.info.class_names)["balanced_accuracy"]
+    assert restored == pytest.approx(max(scores))
+
+
+def test_normalisation_is_set_from_training_images(trained) -> None:
+    data, result = trained
+    mean, std = channel_statistics(data.train)
+    assert result.model.norm.statistics()["mean"] == pytest.approx(mean, rel=1e-5)
+    assert result.model.norm.statistics()["std"] == pytest.approx(std, rel=1e-5)
+    assert 0.2 < mean[0] < 0.5
+
+
+def test_same_seed_same_weights_other_seed_differs(demo_dir, trained) -> None:
+    _, first = trained
+    _, again = train_demo(demo_dir, seed=0)
+    _, other = train_demo(demo_dir, seed=1)
+    w = first.model.classifier.weight
+    assert torch.equal(w, again.model.classifier.weight)
+    assert not torch.equal(w, other.model.classifier.weight)
+
+
+def test_metrics_on_known_predictions() -> None:
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    probs = torch.tensor(
+        [
+            [0.9, 0.1, 0.0],
+            [0.2, 0.7, 0.1],
+            [0.1, 0.8, 0.1],
+            [0.1, 0.6, 0.3],
+            [0.0, 0.1, 0.9],
+            [0.2, 0.2, 0.6],
+        ]
+    )
+    m = classification_metrics(labels, probs, ["a", "b", "c"])
+    assert m["accuracy"] == pytest.approx(5 / 6)
+    assert m["balanced_accuracy"] == pytest.approx((0.5 + 1 + 1) / 3)
+    assert m["per_class"]["a"] == {"n": 2, "accuracy": 0.5}
+    assert m["macro_auc"] == pytest.approx((7.5 / 8 + 7 / 8 + 1) / 3)  # ties count half
+    single = classification_metrics(torch.tensor([1, 1]), probs[:2], ["a", "b", "c"])
+    assert single["macro_auc"] is None
+
+
+def test_bad_config_is_refused() -> None:
+    with pytest.raises(ValueError, match="select_metric"):
+        TrainConfig.from_params({"select_metric": "f1"})
