@@ -181,3 +181,9 @@ def test_assigned_splits_keep_patients_together_and_are_seeded() -> None:
 def test_sort_labels_numeric_then_text() -> None:
     assert sort_labels(["10", "2", "1"]) == ["1", "2", "10"]
     assert sort_labels(["nv", "bcc", "mel"]) == ["bcc", "mel", "nv"]
+
+
+def test_too_few_groups_to_split_is_a_clear_error(tmp_path) -> None:
+    df = pd.DataFrame({"image_id": ["a", "b", "c"], "label": ["x", "y", "x"], "patient_id": ["p", "p", "q"]})
+    with pytest.raises(ManifestError, match=r"only 2 groups \(patient_id\) to split"):
+        assign_splits(df, 0.15, 0.2, seed=0)

@@ -195,6 +195,12 @@ def assign_splits(
 
     def take(fraction: float, rows: np.ndarray, salt: int) -> np.ndarray:
         n_splits = max(2, round(1 / fraction))
+        n_groups = len(np.unique(groups[rows]))
+        if n_groups < n_splits:
+            raise ManifestError(
+                f"only {n_groups} groups ({group_column or 'image_id'}) to split; "
+                f"need at least {n_splits} for a {fraction:.0%} split, or give a 'split' column"
+            )
         splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed + salt)
         _, held = next(splitter.split(rows, labels[rows], groups[rows]))
         return rows[held]
