@@ -26,29 +26,62 @@ from medunlearn.metrics import evaluate
 from medunlearn.models import build_model
 from medunlearn.training import TrainConfig, train_classifier
 
-SHARED = Path(os.environ.get("MEDUNLEARN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+SHARED = Path(
+    os.environ.get(
+        "MEDUNLEARN_SHARED_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"
+    )
+)
 
 AUG_FUNDUS = {"flip": True, "rotate_deg": 15, "shift": 0.05}
 AUG_XRAY = {"flip": False, "rotate_deg": 10, "shift": 0.05}
 RUNS = {
-    "retina-allcnn": ("retina", "allcnn", {"width": 0.5}, {"epochs": 30, "lr": 1e-3, "augmentation": AUG_FUNDUS}),
-    "retina-resnet18": ("retina", "resnet18", {}, {"epochs": 20, "lr": 1e-3, "augmentation": AUG_FUNDUS}),
-    "pneumonia-allcnn": ("pneumonia", "allcnn", {"width": 0.5}, {"epochs": 15, "lr": 1e-3, "augmentation": AUG_XRAY}),
-    "ham-allcnn": ("ham", "allcnn", {"width": 0.5}, {"epochs": 30, "lr": 1e-3, "augmentation": AUG_FUNDUS,
-                                                     "class_weights": "balanced"}),
+    "retina-allcnn": (
+        "retina",
+        "allcnn",
+        {"width": 0.5},
+        {"epochs": 30, "lr": 1e-3, "augmentation": AUG_FUNDUS},
+    ),
+    "retina-resnet18": (
+        "retina",
+        "resnet18",
+        {},
+        {"epochs": 20, "lr": 1e-3, "augmentation": AUG_FUNDUS},
+    ),
+    "pneumonia-allcnn": (
+        "pneumonia",
+        "allcnn",
+        {"width": 0.5},
+        {"epochs": 15, "lr": 1e-3, "augmentation": AUG_XRAY},
+    ),
+    "ham-allcnn": (
+        "ham",
+        "allcnn",
+        {"width": 0.5},
+        {"epochs": 30, "lr": 1e-3, "augmentation": AUG_FUNDUS, "class_weights": "balanced"},
+    ),
 }
 
 
 def sources(root: Path) -> dict:
     return {
         "retina": (lambda: from_medmnist(SHARED / "medmnist" / "retinamnist.npz"), 28, 3),
-        "pneumonia": (lambda: from_medmnist(SHARED / "medmnist" / "pneumoniamnist_subset.npz"), 28, 1),
-        "ham": (lambda: from_csv(SHARED / "ham10000_sites" / "manifest.csv", group_column="lesion_id"), 64, 3),
+        "pneumonia": (
+            lambda: from_medmnist(SHARED / "medmnist" / "pneumoniamnist_subset.npz"),
+            28,
+            1,
+        ),
+        "ham": (
+            lambda: from_csv(SHARED / "ham10000_sites" / "manifest.csv", group_column="lesion_id"),
+            64,
+            3,
+        ),
     }
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--only", nargs="*", choices=sorted(RUNS), default=sorted(RUNS))
     parser.add_argument("--out", default="reports/bench_train.json")
     args = parser.parse_args()
@@ -63,15 +96,28 @@ def main() -> None:
                 materialise(make(), Path(tmp) / dataset, size, channels)
                 built[dataset] = Path(tmp) / dataset
             data = open_splits(built[dataset])
-            cfg = TrainConfig(**{"batch_size": 64, "seed": 0, "select_metric": "accuracy", **recipe})
-            model = build_model(model_name, len(data.info.class_names), data.info.channels,
-                                data.info.image_size, seed=0, **kwargs)
+            cfg = TrainConfig(
+                **{"batch_size": 64, "seed": 0, "select_metric": "accuracy", **recipe}
+            )
+            model = build_model(
+                model_name,
+                len(data.info.class_names),
+                data.info.channels,
+                data.info.image_size,
+                seed=0,
+                **kwargs,
+            )
             start = time.perf_counter()
             result = train_classifier(model, data.train, data.val, data.info.class_names, cfg)
             test = evaluate(result.model, data.test, data.info.class_names)
             row = {
-                "run": name, "model": model_name, "kwargs": kwargs, "epochs": cfg.epochs,
-                "best_epoch": result.best_epoch, "n_train": len(data.train), "n_test": len(data.test),
+                "run": name,
+                "model": model_name,
+                "kwargs": kwargs,
+                "epochs": cfg.epochs,
+                "best_epoch": result.best_epoch,
+                "n_train": len(data.train),
+                "n_test": len(data.test),
                 "test_accuracy": round(test["accuracy"], 4),
                 "test_balanced_accuracy": round(test["balanced_accuracy"], 4),
                 "test_macro_auc": round(test["macro_auc"], 4),
@@ -80,13 +126,21 @@ def main() -> None:
             }
             results.append(row)
             print(json.dumps(row), flush=True)
-    machine = {"cpu_threads": torch.get_num_threads(), "platform": platform.platform(),
-               "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    machine = {
+        "cpu_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
     write_json(args.out, {"machine": machine, "results": results})
-    print(f"\n| run | test acc | bal acc | macro AUC | s/epoch | epochs (best) |\n|---|---|---|---|---|---|")
+    print(
+        "\n| run | test acc | bal acc | macro AUC | s/epoch | epochs (best) |\n|---|---|---|---|---|---|"
+    )
     for r in results:
-        print(f"| {r['run']} | {r['test_accuracy']:.3f} | {r['test_balanced_accuracy']:.3f} | "
-              f"{r['test_macro_auc']:.3f} | {r['seconds_per_epoch']:.1f} | {r['epochs']} ({r['best_epoch']}) |")
+        print(
+            f"| {r['run']} | {r['test_accuracy']:.3f} | {r['test_balanced_accuracy']:.3f} | "
+            f"{r['test_macro_auc']:.3f} | {r['seconds_per_epoch']:.1f} | {r['epochs']} ({r['best_epoch']}) |"
+        )
 
 
 if __name__ == "__main__":

@@ -21,9 +21,13 @@ BIN = Path(sys.executable).parent
 
 
 def run(cwd: Path, *args: str) -> str:
+    if args[0] == "dvc":  # the venv's dvc, whatever PATH says
+        args = (sys.executable, "-m", "dvc", *args[1:])
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONUNBUFFERED": "1"}
     done = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    )
     return done.stdout + done.stderr
 
 

@@ -184,6 +184,8 @@ def test_sort_labels_numeric_then_text() -> None:
 
 
 def test_too_few_groups_to_split_is_a_clear_error(tmp_path) -> None:
-    df = pd.DataFrame({"image_id": ["a", "b", "c"], "label": ["x", "y", "x"], "patient_id": ["p", "p", "q"]})
+    df = pd.DataFrame(
+        {"image_id": ["a", "b", "c"], "label": ["x", "y", "x"], "patient_id": ["p", "p", "q"]}
+    )
     with pytest.raises(ManifestError, match=r"only 2 groups \(patient_id\) to split"):
         assign_splits(df, 0.15, 0.2, seed=0)
