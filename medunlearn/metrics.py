@@ -7,37 +7,15 @@ and per class, macro AUC over the classes that can be scored) and feeds it batch
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from medunlearn.device import autocast
-
-
-@torch.no_grad()
-def predict_logits(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    batch_size: int = 256,
-    device: torch.device | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for every item, in dataset order, in eval mode."""
-    device = device or next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    logits, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with autocast(device):
-            out = model(images.to(device, non_blocking=True))
-        logits.append(out.float().cpu())
-        labels.append(targets)
-    model.train(was_training)
-    if not logits:
-        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
-    return torch.cat(logits), torch.cat(labels)
+from medunlearn.inference import predict_logits
 
 
 def classification_metrics(
@@ -84,3 +62,79 @@ def evaluate(
     """:func:`classification_metrics` of ``model`` on ``dataset``."""
     logits, labels = predict_logits(model, dataset, batch_size, device)
     return classification_metrics(labels, torch.softmax(logits, dim=1), class_names)
+
+
+def accuracy_on(model: torch.nn.Module, dataset: Dataset) -> float | None:
+    """Top-1 accuracy, ``None`` on an empty cohort."""
+    logits, labels = predict_logits(model, dataset)
+    if len(labels) == 0:
+        return None
+    return float((logits.argmax(1) == labels).float().mean())
+
+
+GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "mia_efficacy")
+
+
+@dataclass
+class UnlearnMetrics:
+    """Metrics of one model on one request's cohorts; serialises to JSON.
+
+    Avg Gap (with a retrain reference) is the mean absolute difference, in points of [0, 1],
+    over ``GAP_KEYS``: forget accuracy (forget-train), retain accuracy (retain-train), test
+    accuracy on the retained data (retain-test), and MIA-efficacy; the SalUn protocol.
+    """
+
+    request_hash: str
+    forget_train_acc: float | None
+    forget_test_acc: float | None
+    retain_train_acc: float | None
+    retain_test_acc: float | None
+    test_acc: float | None
+    per_class_test_acc: dict[str, float | None]
+    mia_loss: dict[str, Any]
+    mia_efficacy: float | None
+    gaps: dict[str, float] = field(default_factory=dict)
+    avg_gap: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def with_reference(self, retrain: UnlearnMetrics) -> UnlearnMetrics:
+        """Gaps to a retrain reference measured on the same cohorts."""
+        gaps = {}
+        for key in GAP_KEYS:
+            mine, ref = getattr(self, key), getattr(retrain, key)
+            if mine is not None and ref is not None:
+                gaps[key] = abs(mine - ref)
+        self.gaps = gaps
+        self.avg_gap = float(np.mean(list(gaps.values()))) if gaps else None
+        return self
+
+
+def unlearning_metrics(model: torch.nn.Module, cohorts: Any, seed: int = 0) -> UnlearnMetrics:
+    """Every metric of ``model`` on a request's cohorts (``medunlearn.unlearn.request.Cohorts``).
+
+    The loss-threshold MIA compares forget-train with forget-test; when the selector matches
+    no held-out rows (e.g. explicit patient ids, who live in one split), it falls back to
+    retain-test and says so in ``mia_loss["nonmembers"]``.
+    """
+    from medunlearn.mia import loss_threshold_attack, svc_mia_efficacy
+
+    nonmembers, source = cohorts.forget_test, "forget_test"
+    if len(nonmembers) < 2:
+        nonmembers, source = cohorts.retain_test, "retain_test"
+    attack = loss_threshold_attack(model, cohorts.forget_train, nonmembers, seed=seed)
+    test = evaluate(model, cohorts.test, cohorts.class_names)
+    return UnlearnMetrics(
+        request_hash=cohorts.request.hash,
+        forget_train_acc=accuracy_on(model, cohorts.forget_train),
+        forget_test_acc=accuracy_on(model, cohorts.forget_test),
+        retain_train_acc=accuracy_on(model, cohorts.retain_train),
+        retain_test_acc=accuracy_on(model, cohorts.retain_test),
+        test_acc=test["accuracy"],
+        per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
+        mia_loss={**asdict(attack), "nonmembers": source},
+        mia_efficacy=svc_mia_efficacy(
+            model, cohorts.retain_train, cohorts.test, cohorts.forget_train, seed
+        ),
+    )

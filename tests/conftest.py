@@ -53,3 +53,23 @@ def demo_dir(tmp_path_factory) -> Path:
     target = tmp_path_factory.mktemp("data") / "demo"
     materialise(from_demo(), target, image_size=28, channels=1)
     return target
+
+
+@pytest.fixture(scope="session")
+def demo_splits(demo_dir):
+    from medunlearn.data.dataset import open_splits
+
+    return open_splits(demo_dir)
+
+
+@pytest.fixture(scope="session")
+def demo_model(demo_splits):
+    """A small allcnn trained briefly on the demo: the 'deployed' model of engine tests."""
+    from medunlearn.models import build_model
+    from medunlearn.training import TrainConfig, train_classifier
+
+    model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=0)
+    return train_classifier(
+        model, demo_splits.train, demo_splits.val, demo_splits.info.class_names, cfg
+    ).model

@@ -1,0 +1,213 @@
+"""Forget requests and the four cohorts every unlearning run and metric is built on.
+
+A request says *why* (``reason``) and *what* (``selector``); ``fraction`` forgets only part of
+the selected training rows, sampled by patient group so no patient is half-forgotten. The
+cohorts are:
+
+- forget-train: selected training rows (the data whose influence must go),
+- retain-train: every other training row,
+- forget-test: held-out (test) rows matching the same selector: the non-members the
+  membership attack compares forget-train against, from the same distribution,
+- retain-test: every other test row;
+
+plus the same split of ``val`` for tuning. The request hash goes into every result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from medunlearn.data.dataset import select_rows
+from medunlearn.data.images import LabelledImages
+
+REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
+SELECTOR_KEYS = ("labels", "devices", "patient_ids", "image_ids", "query")
+
+
+class RequestError(ValueError):
+    """A forget request is malformed or selects nothing to forget."""
+
+
+@dataclass(frozen=True)
+class ForgetRequest:
+    """Why and what to forget. Selector criteria combine with AND."""
+
+    reason: str
+    selector: dict[str, Any]
+    fraction: float | None = None
+    seed: int = 0
+    note: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in REASONS:
+            raise RequestError(f"reason '{self.reason}' is not one of {', '.join(REASONS)}")
+        unknown = set(self.selector) - set(SELECTOR_KEYS)
+        if unknown or not self.selector:
+            raise RequestError(
+                f"selector needs one or more of {', '.join(SELECTOR_KEYS)}; got {sorted(self.selector)}"
+            )
+        if self.fraction is not None and not 0 < self.fraction <= 1:
+            raise RequestError(f"fraction must be in (0, 1], got {self.fraction}")
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
+        try:
+            return cls(**{k: obj[k] for k in obj if k in cls.__dataclass_fields__})
+        except TypeError as exc:
+            raise RequestError(f"{where}: {exc}") from exc
+        except RequestError as exc:
+            raise RequestError(f"{where}: {exc}") from exc
+
+    @classmethod
+    def load(cls, path: str | Path) -> ForgetRequest:
+        """Read a YAML or JSON request file."""
+        path = Path(path)
+        if not path.is_file():
+            raise RequestError(f"{path}: request file not found")
+        obj = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        if not isinstance(obj, dict):
+            raise RequestError(f"{path}: a request is a mapping with reason and selector")
+        return cls.from_dict(obj, str(path))
+
+    @property
+    def hash(self) -> str:
+        """Stable short hash of the request's content (order of keys does not matter)."""
+        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarray:
+    """Rows matching every criterion of the selector."""
+    mask = np.ones(len(manifest), dtype=bool)
+    columns = {
+        "labels": "label",
+        "devices": "device",
+        "patient_ids": "patient_id",
+        "image_ids": "image_id",
+    }
+    for key, column in columns.items():
+        if key in selector:
+            if column not in manifest.columns:
+                raise RequestError(f"selector '{key}' needs a '{column}' column in the manifest")
+            values = {str(v) for v in selector[key]}
+            mask &= manifest[column].astype(str).isin(values).to_numpy()
+    if "query" in selector:
+        mask &= select_rows(manifest.reset_index(drop=True), selector["query"])
+    return mask
+
+
+@dataclass
+class CohortMasks:
+    """Boolean masks over the manifest rows, one per cohort."""
+
+    forget_train: np.ndarray
+    retain_train: np.ndarray
+    forget_val: np.ndarray
+    retain_val: np.ndarray
+    forget_test: np.ndarray
+    retain_test: np.ndarray
+    request_hash: str
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
+    """Split the manifest into forget/retain cohorts for each split."""
+    manifest = manifest.reset_index(drop=True)
+    selected = selector_mask(manifest, request.selector)
+    split = manifest["split"].to_numpy()
+    forget_train = selected & (split == "train")
+    if request.fraction is not None and request.fraction < 1:
+        forget_train = _sample_groups(manifest, forget_train, request.fraction, request.seed)
+    if not forget_train.any():
+        raise RequestError(f"request {request.hash} selects no training rows to forget")
+    masks = CohortMasks(
+        forget_train=forget_train,
+        retain_train=(split == "train") & ~forget_train,
+        forget_val=selected & (split == "val"),
+        retain_val=(split == "val") & ~selected,
+        forget_test=selected & (split == "test"),
+        retain_test=(split == "test") & ~selected,
+        request_hash=request.hash,
+    )
+    masks.counts = {
+        name: int(getattr(masks, name).sum())
+        for name in (
+            "forget_train",
+            "retain_train",
+            "forget_val",
+            "retain_val",
+            "forget_test",
+            "retain_test",
+        )
+    }
+    return masks
+
+
+def _sample_groups(
+    manifest: pd.DataFrame, mask: np.ndarray, fraction: float, seed: int
+) -> np.ndarray:
+    """Keep a seeded ``fraction`` of the selected groups (patients), whole groups only."""
+    key = "patient_id" if "patient_id" in manifest.columns else "image_id"
+    groups = manifest.loc[mask, key].astype(str).unique()
+    rng = np.random.default_rng(seed)
+    n = max(1, round(fraction * len(groups)))
+    chosen = set(rng.choice(np.sort(groups), size=n, replace=False))
+    return mask & manifest[key].astype(str).isin(chosen).to_numpy()
+
+
+@dataclass
+class Cohorts:
+    """Images of each cohort (sharing the decoded tensors of their split)."""
+
+    forget_train: LabelledImages
+    retain_train: LabelledImages
+    forget_val: LabelledImages
+    retain_val: LabelledImages
+    forget_test: LabelledImages
+    retain_test: LabelledImages
+    test: LabelledImages
+    class_names: list[str]
+    request: ForgetRequest
+    masks: CohortMasks
+
+
+def build_cohorts(
+    manifest: pd.DataFrame,
+    train: LabelledImages,
+    val: LabelledImages,
+    test: LabelledImages,
+    class_names: list[str],
+    request: ForgetRequest,
+) -> Cohorts:
+    """Cohorts as image sets, from a dataset's opened splits and a request."""
+    masks = cohort_masks(manifest, request)
+    split = manifest.reset_index(drop=True)["split"].to_numpy()
+
+    def part(images: LabelledImages, name: str, mask: np.ndarray) -> LabelledImages:
+        in_split = mask[split == name]
+        if len(in_split) != len(images):
+            raise ValueError(
+                f"{name} images ({len(images)}) do not match the manifest ({len(in_split)})"
+            )
+        return images.subset(in_split)
+
+    return Cohorts(
+        forget_train=part(train, "train", masks.forget_train),
+        retain_train=part(train, "train", masks.retain_train),
+        forget_val=part(val, "val", masks.forget_val),
+        retain_val=part(val, "val", masks.retain_val),
+        forget_test=part(test, "test", masks.forget_test),
+        retain_test=part(test, "test", masks.retain_test),
+        test=test,
+        class_names=list(class_names),
+        request=request,
+        masks=masks,
+    )

@@ -1,0 +1,196 @@
+"""The PSG engine: inner-problem geometry, Boundary Shrink equivalence, losses, BN handling."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medunlearn.unlearn import ForgetRequest, PSGConfig, boundary_search, build_cohorts, psg_unlearn
+from medunlearn.unlearn.psg import boundary_shrink, forget_loss, sample_noise, search_forget_set
+
+
+@pytest.fixture(scope="module")
+def cohorts(demo_splits):
+    request = ForgetRequest("class_retirement", {"labels": ["3"]})
+    d = demo_splits
+    return build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+
+
+def batch(cohorts, n=32):
+    forget = cohorts.forget_train
+    return forget.images[:n].clone(), forget.labels[:n].clone()
+
+
+def test_one_step_ascends_the_loss_inside_the_ball(demo_model, cohorts) -> None:
+    x0, y = batch(cohorts)
+    cfg = PSGConfig(steps=1, step_size=0.03, eps=0.03)
+    found = boundary_search(demo_model, x0, y, cfg, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        before = F.cross_entropy(demo_model(x0), y, reduction="none")
+        after = F.cross_entropy(demo_model(found.x_adv), y, reduction="none")
+    assert (after > before).float().mean() > 0.9
+    assert after.mean() > before.mean()
+    assert (found.x_adv - x0).abs().max() <= 0.03 + 1e-6
+    assert found.x_adv.min() >= 0 and found.x_adv.max() <= 1
+    assert torch.equal(found.success, found.y_hat != y)
+
+
+def test_lambda_pulls_back_towards_the_original(demo_model, cohorts) -> None:
+    x0, y = batch(cohorts)
+    distances = []
+    for lam in (0.0, 1.0, 1000.0):
+        cfg = PSGConfig(steps=8, step_size=0.02, eps=0.2, lam=lam, early_exit=False)
+        found = boundary_search(demo_model, x0, y, cfg, torch.Generator().manual_seed(0))
+        distances.append(float((found.x_adv - x0).abs().mean()))
+    assert distances[0] >= distances[1] > distances[2]
+    assert distances[2] < 0.5 * distances[0]
+
+
+def test_psg_without_lambda_and_gamma_is_boundary_shrink(demo_model, cohorts) -> None:
+    cfg = PSGConfig(
+        steps=1, step_size=0.1, eps=0.1, lam=0.0, gamma=0.0, lr=1e-3, epochs=2, seed=3, device="cpu"
+    )
+    ours = psg_unlearn(demo_model, cohorts.forget_train, cohorts.retain_train, cfg).model
+    reference = boundary_shrink(
+        demo_model, cohorts.forget_train, eps=0.1, lr=1e-3, epochs=2, seed=3
+    )
+    ours_state, ref_state = ours.state_dict(), reference.state_dict()
+    assert all(torch.equal(ours_state[k], ref_state[k]) for k in ref_state)
+    assert not torch.equal(
+        ours_state["classifier.weight"], demo_model.state_dict()["classifier.weight"]
+    )
+
+
+def test_original_model_is_not_modified_and_bn_stats_stay_fixed(demo_model, cohorts) -> None:
+    before = copy.deepcopy(demo_model.state_dict())
+    frozen = psg_unlearn(
+        demo_model, cohorts.forget_train, None, PSGConfig(lr=1e-3, epochs=1, device="cpu")
+    ).model
+    drift = psg_unlearn(
+        demo_model,
+        cohorts.forget_train,
+        None,
+        PSGConfig(lr=1e-3, epochs=1, bn_mode="train", device="cpu"),
+    ).model
+    after = demo_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    stats = [k for k in before if k.endswith("running_mean") or k.endswith("running_var")]
+    assert stats
+    assert all(torch.equal(frozen.state_dict()[k], before[k]) for k in stats)
+    assert any(
+        not torch.equal(drift.state_dict()[k], before[k]) for k in stats
+    )  # the reference's drift
+
+
+def test_unlearning_lowers_forget_accuracy(demo_model, cohorts) -> None:
+    from medunlearn.metrics import accuracy_on
+
+    cfg = PSGConfig(lr=1e-3, epochs=5, phi=1.0, device="cpu")
+    result = psg_unlearn(demo_model, cohorts.forget_train, cohorts.retain_train, cfg)
+    before = accuracy_on(demo_model, cohorts.forget_test)
+    after = accuracy_on(result.model, cohorts.forget_test)
+    assert before > 0.5 and after < before - 0.3
+    assert (
+        accuracy_on(result.model, cohorts.retain_test)
+        > accuracy_on(demo_model, cohorts.retain_test) - 0.15
+    )
+    stats = result.stats
+    assert stats["n_crossed"] + stats["n_failed"] == stats["n_forget"] == len(cohorts.forget_train)
+
+
+def test_failed_searches_are_skipped_or_retried(demo_model, cohorts) -> None:
+    tiny = PSGConfig(eps=0.002, step_size=0.002, device="cpu")
+    skipped = search_forget_set(demo_model, cohorts.forget_train, tiny, torch.device("cpu"))
+    assert (~skipped.success).sum() > 0  # a tiny radius leaves many on their own label
+    retried = search_forget_set(
+        demo_model,
+        cohorts.forget_train,
+        PSGConfig(
+            eps=0.002,
+            step_size=0.002,
+            on_failure="retry",
+            retry_factor=10,
+            max_retries=2,
+            device="cpu",
+        ),
+        torch.device("cpu"),
+    )
+    assert retried.success.sum() > skipped.success.sum() and retried.retries > 0
+    result = psg_unlearn(
+        demo_model,
+        cohorts.forget_train,
+        None,
+        PSGConfig(eps=0.002, step_size=0.002, epochs=1, device="cpu"),
+    )
+    assert result.stats["n_failed"] == int((~skipped.success).sum())
+
+
+def test_relative_noise_follows_the_gradient_scale(demo_model, cohorts) -> None:
+    x0, y = batch(cohorts, 8)
+    # absolute gamma=1 swamps input gradients of ~1e-3: the step is mostly random
+    absolute = boundary_search(
+        demo_model,
+        x0,
+        y,
+        PSGConfig(gamma=1.0, eps=0.05, step_size=0.05),
+        torch.Generator().manual_seed(0),
+    )
+    relative = boundary_search(
+        demo_model,
+        x0,
+        y,
+        PSGConfig(gamma=0.1, noise_scale="relative", eps=0.05, step_size=0.05),
+        torch.Generator().manual_seed(0),
+    )
+    clean = boundary_search(
+        demo_model, x0, y, PSGConfig(eps=0.05, step_size=0.05), torch.Generator().manual_seed(0)
+    )
+    agree = lambda a: float(
+        (torch.sign(a.x_adv - x0) == torch.sign(clean.x_adv - x0)).float().mean()
+    )  # noqa: E731
+    assert agree(relative) > 0.9 > 0.7 > agree(absolute)
+
+
+@pytest.mark.parametrize("kind", ["normal", "laplace", "cauchy", "uniform"])
+def test_noise_families(kind: str) -> None:
+    z = sample_noise(
+        kind, torch.Size([200_000]), torch.Generator().manual_seed(0), torch.device("cpu")
+    )
+    assert abs(float(z.median())) < 0.02
+    if kind == "uniform":
+        assert z.min() >= -1 and z.max() <= 1
+    if kind == "normal":
+        assert float(z.std()) == pytest.approx(1.0, abs=0.01)
+    if kind == "laplace":
+        assert float(z.var()) == pytest.approx(2.0, rel=0.05)
+    if kind == "cauchy":
+        assert float(z.abs().median()) == pytest.approx(1.0, abs=0.02)
+
+
+@pytest.mark.parametrize("loss", ["hard", "soft", "topk"])
+def test_forget_losses_are_non_negative_and_zero_at_the_target(loss: str) -> None:
+    torch.manual_seed(0)
+    cfg = PSGConfig(forget_loss=loss, temperature=2.0, topk=2)
+    teacher = torch.randn(16, 5)
+    y_hat = teacher.argmax(1)
+    random = forget_loss(torch.randn(16, 5), y_hat, teacher, cfg)
+    assert random >= 0
+    if loss == "soft":
+        assert forget_loss(teacher.clone(), y_hat, teacher, cfg) == pytest.approx(0.0, abs=1e-6)
+    elif loss == "topk":
+        top = teacher.topk(2, dim=1).indices
+        matching = torch.full_like(teacher, -1e4).scatter(1, top, teacher.gather(1, top))
+        assert forget_loss(matching, y_hat, teacher, cfg) == pytest.approx(0.0, abs=1e-5)
+    else:
+        confident = F.one_hot(y_hat, 5).float() * 50
+        assert forget_loss(confident, y_hat, teacher, cfg) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unlearn.noise"):
+        PSGConfig(noise="poisson")
+    with pytest.raises(ValueError, match="unknown unlearn setting"):
+        PSGConfig.from_params({"gama": 0.1})
