@@ -148,9 +148,10 @@ def test_relative_noise_follows_the_gradient_scale(demo_model, cohorts) -> None:
     clean = boundary_search(
         demo_model, x0, y, PSGConfig(eps=0.05, step_size=0.05), torch.Generator().manual_seed(0)
     )
-    agree = lambda a: float(
-        (torch.sign(a.x_adv - x0) == torch.sign(clean.x_adv - x0)).float().mean()
-    )  # noqa: E731
+
+    def agree(found) -> float:
+        return float((torch.sign(found.x_adv - x0) == torch.sign(clean.x_adv - x0)).float().mean())
+
     assert agree(relative) > 0.9 > 0.7 > agree(absolute)
 
 

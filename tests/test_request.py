@@ -1,0 +1,75 @@
+"""Forget requests and cohorts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from medunlearn.unlearn import ForgetRequest, RequestError, build_cohorts, cohort_masks
+
+
+def test_class_request_cohorts(demo_splits) -> None:
+    d = demo_splits
+    request = ForgetRequest("class_retirement", {"labels": ["3"]})
+    c = build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+    assert (c.forget_train.labels == 3).all() and (c.retain_train.labels != 3).all()
+    assert (c.forget_test.labels == 3).all() and (c.retain_test.labels != 3).all()
+    assert len(c.forget_train) + len(c.retain_train) == len(d.train)
+    assert len(c.forget_test) + len(c.retain_test) == len(d.test)
+    assert c.masks.request_hash == request.hash and c.masks.counts["forget_train"] == len(
+        c.forget_train
+    )
+
+
+def test_device_and_query_selectors_combine(demo_splits) -> None:
+    m = demo_splits.manifest
+    masks = cohort_masks(
+        m,
+        ForgetRequest(
+            "device_deprecation", {"devices": ["scanner_c"], "query": "label in ['1', '7']"}
+        ),
+    )
+    rows = m[masks.forget_train]
+    assert set(rows["device"]) == {"scanner_c"} and set(rows["label"]) == {"1", "7"}
+    assert set(m[masks.forget_test]["split"]) == {"test"}
+
+
+def test_consent_fraction_samples_whole_patients(demo_splits) -> None:
+    m = demo_splits.manifest
+    request = ForgetRequest(
+        "consent_withdrawal", {"query": "split == 'train'"}, fraction=0.1, seed=4
+    )
+    masks = cohort_masks(m, request)
+    forgotten = set(m.loc[masks.forget_train, "patient_id"])
+    train_patients = set(m.loc[m["split"] == "train", "patient_id"])
+    assert len(forgotten) == round(0.1 * len(train_patients))
+    # every image of a forgotten patient is forgotten: nobody is half-forgotten
+    assert not (m["patient_id"].isin(forgotten) & masks.retain_train).any()
+    again = cohort_masks(
+        m, ForgetRequest("consent_withdrawal", {"query": "split == 'train'"}, fraction=0.1, seed=4)
+    )
+    assert np.array_equal(again.forget_train, masks.forget_train)
+
+
+def test_request_file_hash_and_errors(tmp_path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("reason: device_deprecation\nselector:\n  devices: [scanner_b]\n")
+    a = ForgetRequest.load(path)
+    (tmp_path / "r.json").write_text(
+        json.dumps({"selector": {"devices": ["scanner_b"]}, "reason": "device_deprecation"})
+    )
+    assert ForgetRequest.load(tmp_path / "r.json").hash == a.hash
+    assert ForgetRequest("device_deprecation", {"devices": ["scanner_a"]}).hash != a.hash
+    with pytest.raises(RequestError, match="reason 'forget_everything'"):
+        ForgetRequest("forget_everything", {"labels": ["1"]})
+    with pytest.raises(RequestError, match="selector needs"):
+        ForgetRequest("class_retirement", {"colour": ["red"]})
+    with pytest.raises(RequestError, match="fraction"):
+        ForgetRequest("consent_withdrawal", {"labels": ["1"]}, fraction=1.5)
+
+
+def test_request_selecting_nothing_is_refused(demo_splits) -> None:
+    with pytest.raises(RequestError, match="selects no training rows"):
+        cohort_masks(demo_splits.manifest, ForgetRequest("class_retirement", {"labels": ["42"]}))
