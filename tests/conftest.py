@@ -73,3 +73,13 @@ def demo_model(demo_splits):
     return train_classifier(
         model, demo_splits.train, demo_splits.val, demo_splits.info.class_names, cfg
     ).model
+
+
+@pytest.fixture(scope="session")
+def demo_cohorts(demo_splits):
+    """Cohorts of the demo for 'retire class 3' (the engine tests' request)."""
+    from medunlearn.unlearn import ForgetRequest, build_cohorts
+
+    d = demo_splits
+    request = ForgetRequest("class_retirement", {"labels": ["3"]})
+    return build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)

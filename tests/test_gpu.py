@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medunlearn.metrics import accuracy_on
-from medunlearn.unlearn import ForgetRequest, PSGConfig, build_cohorts, psg_unlearn
+from medunlearn.unlearn import PSGConfig, psg_unlearn
 from medunlearn.unlearn.psg import search_forget_set
 
 pytestmark = [
@@ -15,16 +15,8 @@ pytestmark = [
 ]
 
 
-def test_psg_on_cuda_agrees_with_cpu(demo_model, demo_splits) -> None:
-    d = demo_splits
-    cohorts = build_cohorts(
-        d.manifest,
-        d.train,
-        d.val,
-        d.test,
-        d.info.class_names,
-        ForgetRequest("class_retirement", {"labels": ["3"]}),
-    )
+def test_psg_on_cuda_agrees_with_cpu(demo_model, demo_cohorts) -> None:
+    cohorts = demo_cohorts
     cfg = PSGConfig(lr=1e-3, epochs=3, phi=1.0)
     cpu_labels = search_forget_set(demo_model, cohorts.forget_train, cfg, torch.device("cpu")).y_hat
     gpu_labels = search_forget_set(

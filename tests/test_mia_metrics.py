@@ -13,7 +13,6 @@ from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
 from medunlearn.mia import loss_threshold_attack, svc_mia_efficacy
 from medunlearn.models import build_model
 from medunlearn.training import TrainConfig, train_classifier
-from medunlearn.unlearn import ForgetRequest, build_cohorts
 
 
 def halves(images, n: int, seed: int = 0):
@@ -48,16 +47,8 @@ def test_attack_needs_two_of_each(demo_model, demo_splits) -> None:
 
 
 @pytest.fixture(scope="module")
-def cohorts(demo_splits):
-    d = demo_splits
-    return build_cohorts(
-        d.manifest,
-        d.train,
-        d.val,
-        d.test,
-        d.info.class_names,
-        ForgetRequest("class_retirement", {"labels": ["3"]}),
-    )
+def cohorts(demo_cohorts):
+    return demo_cohorts
 
 
 def test_metrics_record(demo_model, cohorts) -> None:

@@ -8,15 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medunlearn.unlearn import ForgetRequest, PSGConfig, boundary_search, build_cohorts, psg_unlearn
+from medunlearn.unlearn import PSGConfig, boundary_search, psg_unlearn
 from medunlearn.unlearn.psg import boundary_shrink, forget_loss, sample_noise, search_forget_set
 
 
 @pytest.fixture(scope="module")
-def cohorts(demo_splits):
-    request = ForgetRequest("class_retirement", {"labels": ["3"]})
-    d = demo_splits
-    return build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+def cohorts(demo_cohorts):
+    return demo_cohorts
 
 
 def batch(cohorts, n=32):

@@ -345,6 +345,8 @@ def psg_unlearn(
         )
 
     model = copy.deepcopy(original).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
     for p in model.parameters():
         p.requires_grad_(True)
     optimizer = _optimizer(model, cfg)
