@@ -188,8 +188,42 @@ def test_forget_losses_are_non_negative_and_zero_at_the_target(loss: str) -> Non
         assert forget_loss(confident, y_hat, teacher, cfg) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_target_accuracy_stops_early_and_cosine_schedule_runs(demo_model, cohorts) -> None:
+    stop = PSGConfig(lr=1e-3, epochs=10, target_forget_accuracy=0.5, device="cpu")
+    result = psg_unlearn(demo_model, cohorts.forget_train, None, stop)
+    assert result.stats["epochs_run"] < 10
+    plain = psg_unlearn(
+        demo_model, cohorts.forget_train, None, PSGConfig(lr=1e-3, epochs=2, device="cpu")
+    )
+    cosine = psg_unlearn(
+        demo_model,
+        cohorts.forget_train,
+        None,
+        PSGConfig(lr=1e-3, epochs=2, scheduler="cosine", device="cpu"),
+    )
+    w = "classifier.weight"
+    assert not torch.equal(plain.model.state_dict()[w], cosine.model.state_dict()[w])
+
+
 def test_bad_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="unlearn.scheduler"):
+        PSGConfig(scheduler="step")
     with pytest.raises(ValueError, match="unlearn.noise"):
         PSGConfig(noise="poisson")
     with pytest.raises(ValueError, match="unknown unlearn setting"):
         PSGConfig.from_params({"gama": 0.1})
+
+
+def test_shipped_params_are_valid() -> None:
+    from pathlib import Path
+
+    import yaml
+
+    from medunlearn.gates import DEFAULT_BOUNDS
+
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    cfg = PSGConfig.from_params(params["unlearn"])
+    assert cfg.noise_scale == "relative" and cfg.bn_mode == "frozen"
+    assert set(params["gates"]) == set(DEFAULT_BOUNDS)
+    for reason, bounds in params["gates"].items():
+        assert set(bounds) == set(DEFAULT_BOUNDS[reason])

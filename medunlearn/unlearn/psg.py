@@ -71,6 +71,7 @@ class PSGConfig:
     lr: float = 1e-5
     momentum: float = 0.9
     weight_decay: float = 0.0
+    scheduler: str = "none"  # none | cosine (over all outer steps)
     epochs: int = 10
     batch_size: int = 64
     target_forget_accuracy: float | None = None
@@ -89,6 +90,7 @@ class PSGConfig:
             "noise_scale": (self.noise_scale, ("absolute", "relative")),
             "on_failure": (self.on_failure, ("skip", "retry")),
             "optimizer": (self.optimizer, ("sgd", "adam")),
+            "scheduler": (self.scheduler, ("none", "cosine")),
         }
         for name, (value, allowed) in checks.items():
             if value not in allowed:
@@ -358,6 +360,12 @@ def psg_unlearn(
         )
         retain_iter = _cycle(retain_loader)
 
+    steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
+    scheduler = None
+    if cfg.scheduler == "cosine" and steps_per_epoch:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, T_max=cfg.epochs * steps_per_epoch
+        )
     epochs_run = 0
     for _epoch in range(cfg.epochs if len(x_train) else 0):
         if (
@@ -385,6 +393,8 @@ def psg_unlearn(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
         epochs_run += 1
     if cfg.bn_mode == "recompute" and retain is not None:
         recompute_bn(model, retain, device=device)
