@@ -3,6 +3,7 @@
     medunlearn prepare [--params params.yaml]      # flows.prepare
     medunlearn train [--role retrain --exclude Q]  # flows.train
     medunlearn show models/deployed.pt             # checkpoint metadata
+    medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
 
 Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
 """
@@ -26,7 +27,12 @@ def _show(argv: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {"prepare": "flows.prepare", "train": "flows.train", "show": None}
+    commands = {
+        "prepare": "flows.prepare",
+        "train": "flows.train",
+        "bench": "medunlearn.benchmark.cli",
+        "show": None,
+    }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
         raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)

@@ -8,7 +8,9 @@ cohorts are:
 - retain-train: every other training row,
 - forget-test: held-out (test) rows matching the same selector: the non-members the
   membership attack compares forget-train against, from the same distribution,
-- retain-test: every other test row;
+- retain-test: every other test row (all test rows when the selector covers the whole test
+  split, e.g. ``selector: {all: true}`` with a ``fraction`` of patients: none of them is
+  forgotten, so the whole split measures retention);
 
 plus the same split of ``val`` for tuning. The request hash goes into every result.
 """
@@ -29,7 +31,7 @@ from medunlearn.data.dataset import select_rows
 from medunlearn.data.images import LabelledImages
 
 REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
-SELECTOR_KEYS = ("labels", "devices", "patient_ids", "image_ids", "query")
+SELECTOR_KEYS = ("all", "labels", "devices", "patient_ids", "image_ids", "query")
 
 
 class RequestError(ValueError):
@@ -87,6 +89,8 @@ class ForgetRequest:
 def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarray:
     """Rows matching every criterion of the selector."""
     mask = np.ones(len(manifest), dtype=bool)
+    if "all" in selector and selector["all"] is not True:
+        raise RequestError("selector 'all' must be true (every row; narrow it with 'fraction')")
     columns = {
         "labels": "label",
         "devices": "device",
@@ -132,9 +136,9 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
         forget_train=forget_train,
         retain_train=(split == "train") & ~forget_train,
         forget_val=selected & (split == "val"),
-        retain_val=(split == "val") & ~selected,
+        retain_val=_retain_heldout(split == "val", selected),
         forget_test=selected & (split == "test"),
-        retain_test=(split == "test") & ~selected,
+        retain_test=_retain_heldout(split == "test", selected),
         request_hash=request.hash,
     )
     masks.counts = {
@@ -149,6 +153,13 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
         )
     }
     return masks
+
+
+def _retain_heldout(in_split: np.ndarray, selected: np.ndarray) -> np.ndarray:
+    """Held-out rows the request does not select; when the selector covers the whole split
+    (a random ``fraction`` of all patients), every held-out row, since none is forgotten."""
+    rest = in_split & ~selected
+    return rest if rest.any() else in_split
 
 
 def _sample_groups(

@@ -1,0 +1,74 @@
+"""``medunlearn bench``: run the benchmark suite on scenario files and write its reports.
+
+    medunlearn bench benchmarks/retina_class_retirement.yaml [--methods psg scrub]
+                     [--seeds 0 1 2] [--quick] [--out reports/bench] [--params params.yaml]
+
+PSG's base settings come from the ``unlearn`` section of ``params.yaml`` (with the
+``by_reason`` overrides for the scenario's request reason); everything else from the scenario.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import torch
+
+from medunlearn.benchmark.report import markdown_table, write_outputs
+from medunlearn.benchmark.runner import run_benchmark
+from medunlearn.benchmark.scenario import load_scenario
+from medunlearn.config import load_section
+from medunlearn.unlearn.methods import METHODS, psg_settings
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="medunlearn bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("scenarios", nargs="+", type=Path, help="scenario YAML files")
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS), default=None)
+    parser.add_argument("--seeds", nargs="+", type=int, default=None)
+    parser.add_argument("--quick", action="store_true", help="one seed, tiny grid, short training")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output folder (default reports/bench, reports/bench/quick with --quick)",
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path(".cache/bench"),
+        help="where materialised datasets are cached",
+    )
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
+    out = args.out or Path("reports/bench/quick" if args.quick else "reports/bench")
+    unlearn = load_section("unlearn", args.params)
+    scenarios = [load_scenario(p, quick=args.quick) for p in args.scenarios]  # fail early
+    for scenario in scenarios:
+        result = run_benchmark(
+            scenario,
+            psg_settings(unlearn, scenario.request.reason),
+            methods=args.methods,
+            seeds=args.seeds,
+            quick=args.quick,
+            cache_dir=args.cache,
+        )
+        result["machine"] = {
+            "cpu_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+            "torch": torch.__version__,
+        }
+        paths = write_outputs(result, out)
+        print(markdown_table(result))
+        print("wrote " + ", ".join(str(p) for p in paths.values()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Benchmark scenarios: one small YAML file each (dataset, model, recipe, request, budget).
+
+A scenario file under ``benchmarks/`` looks like::
+
+    name: retina_class_retirement
+    data: {source: medmnist, path: ../shared/data/medmnist/retinamnist.npz,
+           image_size: 28, channels: 3}
+    model: {name: allcnn, kwargs: {width: 0.5}}
+    recipe: {epochs: 30, lr: 0.001, select_metric: accuracy}   # TrainConfig fields
+    request: {reason: class_retirement, selector: {labels: ["2"]}}
+    methods: {psg: {...}}        # fixed settings per method (on top of the defaults)
+    grid: {psg: {lr: [0.001, 0.0003]}}   # tuning grid per method (replaces the default)
+    seeds: [0, 1, 2]
+    quick: {recipe: {epochs: 5}}  # overrides for --quick
+
+Relative data paths are resolved against the working directory (the repository root).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medunlearn.unlearn.methods import METHODS
+from medunlearn.unlearn.request import ForgetRequest
+
+# Tuning grids: 1-2 key hyperparameters per method; the first value of each is the default.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+    "retrain": {},
+    "finetune": {"lr": [0.003, 0.01, 0.001]},
+    "l1_sparse": {"lr": [0.003, 0.001], "l1": [1e-3, 1e-2]},
+    "neggrad_plus": {"lr": [1e-3, 3e-4], "alpha": [0.95, 0.9]},
+    "random_label": {"lr": [1e-3, 3e-3, 3e-4]},
+    "boundary_shrink": {"lr": [1e-5, 1e-4, 1e-3]},
+    "boundary_expand": {"lr": [1e-3, 1e-4, 1e-2]},
+    "scrub": {"lr": [5e-4, 2e-3], "msteps": [2, 1]},
+    "salun": {"lr": [1e-3, 3e-3, 3e-4]},
+    "psg": {"lr": [1e-3, 3e-4, 1e-4]},
+    "psg_compose": {"forget_weight": [1.0, 2.0]},
+}
+KNOWN_KEYS = {
+    "name",
+    "description",
+    "data",
+    "model",
+    "recipe",
+    "request",
+    "methods",
+    "grid",
+    "seeds",
+    "reference_seed",
+    "quick",
+}
+
+
+class ScenarioError(ValueError):
+    """A scenario file is malformed; the message names the file and the key."""
+
+
+@dataclass
+class Scenario:
+    name: str
+    data: dict[str, Any]
+    model: dict[str, Any]
+    recipe: dict[str, Any]
+    request: ForgetRequest
+    methods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    reference_seed: int = 100
+    description: str = ""
+    source_file: str = ""
+
+    def grid_for(self, method: str, quick: bool = False) -> list[dict[str, Any]]:
+        """Grid points (dicts of settings) for ``method``; quick keeps 2 values of the first key."""
+        grid = self.grid.get(method, DEFAULT_GRIDS.get(method, {}))
+        keys = list(grid)
+        points: list[dict[str, Any]] = [{}]
+        for i, key in enumerate(keys):
+            values = list(grid[key])
+            if quick:
+                values = values[:2] if i == 0 else values[:1]
+            points = [{**p, key: v} for p in points for v in values]
+        return points
+
+    def data_key(self) -> str:
+        """Hash of the data settings: the materialised dataset is cached under it."""
+        blob = json.dumps(self.data, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for k, v in override.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
+    """Read and check a scenario file; with ``quick`` apply its ``quick`` overrides."""
+    path = Path(path)
+    if not path.is_file():
+        raise ScenarioError(f"{path}: scenario file not found")
+    obj = yaml.safe_load(path.read_text())
+    if not isinstance(obj, dict):
+        raise ScenarioError(f"{path}: a scenario is a mapping")
+    unknown = set(obj) - KNOWN_KEYS
+    if unknown:
+        raise ScenarioError(f"{path}: unknown key(s) {sorted(unknown)}")
+    for key in ("name", "data", "model", "recipe", "request"):
+        if key not in obj:
+            raise ScenarioError(f"{path}: missing required key '{key}'")
+    if quick and obj.get("quick"):
+        obj = _merge(obj, obj["quick"])
+    for section in ("methods", "grid"):
+        bad = set(obj.get(section) or {}) - set(METHODS)
+        if bad:
+            raise ScenarioError(f"{path}: {section}: unknown method(s) {sorted(bad)}")
+    try:
+        request = ForgetRequest.from_dict(obj["request"], f"{path}: request")
+    except ValueError as exc:
+        raise ScenarioError(str(exc)) from exc
+    return Scenario(
+        name=str(obj["name"]),
+        data=dict(obj["data"]),
+        model=dict(obj["model"]),
+        recipe=dict(obj["recipe"]),
+        request=request,
+        methods={k: dict(v or {}) for k, v in (obj.get("methods") or {}).items()},
+        grid={k: dict(v or {}) for k, v in (obj.get("grid") or {}).items()},
+        seeds=[int(s) for s in obj.get("seeds", [0, 1, 2])][: 1 if quick else None],
+        reference_seed=int(obj.get("reference_seed", 100)),
+        description=str(obj.get("description", "")),
+        source_file=str(path),
+    )

@@ -1,0 +1,265 @@
+"""One registry of unlearning methods with one signature: ``METHODS[name](model, cohorts, cfg)``.
+
+``cfg`` is a plain mapping (a section of ``params.yaml`` or a benchmark scenario); unknown
+keys are an error, so a typo never silently falls back to a default. Every method returns a
+new model in eval mode and leaves ``model`` untouched. Methods that make choices (PSG's
+boundary search, composition's selected candidate) record them in ``model.unlearn_info``.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
+
+import torch
+from torch import nn
+
+from medunlearn.compose import fine_tune, interpolate, swap
+from medunlearn.metrics import accuracy_on
+from medunlearn.models import build_model
+from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.unlearn import baselines
+from medunlearn.unlearn.psg import PSGConfig, psg_unlearn
+from medunlearn.unlearn.request import REASONS, Cohorts
+
+Method = Callable[[nn.Module, Cohorts, Mapping[str, Any]], nn.Module]
+
+# Boundary Shrink is PSG with one FGSM step and no pull-back or noise (Chen et al. 2023).
+BOUNDARY_SHRINK = {"steps": 1, "step_size": 0.1, "eps": 0.1, "lam": 0.0, "gamma": 0.0}
+
+
+class MethodConfigError(ValueError):
+    """A method's configuration names an unknown method or setting."""
+
+
+def _keyword_defaults(fn: Callable) -> dict[str, Any]:
+    return {
+        name: p.default
+        for name, p in inspect.signature(fn).parameters.items()
+        if p.kind is p.KEYWORD_ONLY
+    }
+
+
+def _check(name: str, cfg: Mapping[str, Any], allowed: set[str]) -> None:
+    unknown = set(cfg) - allowed
+    if unknown:
+        raise MethodConfigError(
+            f"method '{name}': unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
+        )
+
+
+def _baseline(fn: Callable, name: str) -> Method:
+    allowed = set(_keyword_defaults(fn))
+
+    def run(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
+        _check(name, cfg, allowed)
+        return fn(model, cohorts.forget_train, cohorts.retain_train, **cfg)
+
+    run.__doc__ = fn.__doc__
+    return run
+
+
+def psg_config(cfg: Mapping[str, Any]) -> PSGConfig:
+    _check("psg", cfg, {f.name for f in fields(PSGConfig)})
+    return PSGConfig.from_params(dict(cfg))
+
+
+def psg(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
+    """Perturbed sign-gradient unlearning (``medunlearn.unlearn.psg``); ``cfg`` = PSGConfig."""
+    result = psg_unlearn(model, cohorts.forget_train, cohorts.retain_train, psg_config(cfg))
+    result.model.unlearn_info = {k: v for k, v in result.stats.items() if k != "config"}
+    return result.model
+
+
+def boundary_shrink(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
+    """Boundary Shrink: PSG with ``BOUNDARY_SHRINK`` inner settings (outer settings from cfg)."""
+    clash = set(cfg) & set(BOUNDARY_SHRINK)
+    if clash:
+        raise MethodConfigError(
+            f"boundary_shrink fixes {sorted(clash)}; use method 'psg' to vary them"
+        )
+    return psg(model, cohorts, {**cfg, **BOUNDARY_SHRINK})
+
+
+def retrain(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
+    """The gold standard: the same architecture from fresh weights, trained on retain-train
+    with the deployed model's recipe (``cfg`` = TrainConfig fields), best epoch on retain-val."""
+    _check("retrain", cfg, {f.name for f in fields(TrainConfig)})
+    recipe = TrainConfig.from_params(dict(cfg))
+    c = model.config
+    fresh = build_model(
+        c["name"],
+        c["num_classes"],
+        c["in_channels"],
+        c["image_size"],
+        seed=recipe.seed,
+        **c["kwargs"],
+    )
+    val = cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
+    return train_classifier(fresh, cohorts.retain_train, val, cohorts.class_names, recipe).model
+
+
+COMPOSE_DEFAULTS: dict[str, Any] = {
+    "psg": {},  # base PSG settings every sweep entry starts from
+    "sweep": [{"lr": 3e-4}, {"lr": 1e-3}],  # overrides, one PSG run each
+    "alphas": [0.25, 0.5, 0.75],  # interpolation points between best-retain and best-forget
+    "fine_tune_epochs": 1,  # head fine-tuning of the swapped model on retain-train
+    "fine_tune_lr": 1e-3,
+    "forget_target": "auto",  # auto | zero | heldout
+    "forget_weight": 1.0,
+    "seed": 0,
+}
+
+
+def forget_target(reason: str, setting: str) -> str:
+    """What forget accuracy a good unlearned model shows, without a retrain reference.
+
+    ``zero`` for class retirement (a retired class must not be predicted); ``heldout``
+    otherwise: forget-train accuracy should equal accuracy on held-out rows of the same
+    selector, i.e. the forgotten rows look like data the model never saw.
+    """
+    if setting != "auto":
+        if setting not in ("zero", "heldout"):
+            raise MethodConfigError(f"forget_target must be auto, zero or heldout, not '{setting}'")
+        return setting
+    return "zero" if reason == "class_retirement" else "heldout"
+
+
+def selection_score(
+    model: nn.Module, cohorts: Cohorts, target: str, weight: float
+) -> dict[str, float]:
+    """Validation-only score of a candidate: retain-val accuracy minus ``weight`` times the
+    distance of its forget accuracy from the target (no test rows, no retrain model)."""
+    retain = accuracy_on(
+        model, cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
+    )
+    if target == "zero":
+        forget_set = cohorts.forget_val if len(cohorts.forget_val) else cohorts.forget_train
+        forget, goal = accuracy_on(model, forget_set), 0.0
+    else:
+        forget = accuracy_on(model, cohorts.forget_train)
+        heldout = cohorts.forget_val if len(cohorts.forget_val) else cohorts.retain_val
+        goal = accuracy_on(model, heldout) if len(heldout) else 0.0
+    distance = abs((forget or 0.0) - (goal or 0.0))
+    return {
+        "retain_val": retain or 0.0,
+        "forget": forget or 0.0,
+        "goal": goal or 0.0,
+        "score": (retain or 0.0) - weight * distance,
+    }
+
+
+def psg_compose(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
+    """A small PSG sweep, then composition, then a validation-only choice.
+
+    Candidates: every sweep run; ``swap`` (features of the run that retained best on
+    retain-val + head of the run that forgot best), head fine-tuned on retain-train; and
+    weight interpolations between those two runs at ``alphas`` (BN statistics recomputed on
+    retain-train). The candidate with the best :func:`selection_score` wins.
+    """
+    _check("psg_compose", cfg, set(COMPOSE_DEFAULTS))
+    c = {**COMPOSE_DEFAULTS, **cfg}
+    target = forget_target(cohorts.request.reason, c["forget_target"])
+    runs = []
+    for i, override in enumerate(c["sweep"]):
+        run_cfg = {**c["psg"], **override, "seed": c["seed"] + i}
+        runs.append((f"psg[{i}]", psg(model, cohorts, run_cfg)))
+    if not runs:
+        raise MethodConfigError("psg_compose needs at least one sweep entry")
+    scored = {name: selection_score(m, cohorts, target, c["forget_weight"]) for name, m in runs}
+    by_name = dict(runs)
+    best_retain = max(scored, key=lambda n: scored[n]["retain_val"])
+    forget_key = (
+        (lambda n: scored[n]["forget"])
+        if target == "zero"
+        else (lambda n: abs(scored[n]["forget"] - scored[n]["goal"]))
+    )
+    best_forget = min(scored, key=forget_key)
+    candidates = dict(runs)
+    if best_retain != best_forget:
+        a, b = by_name[best_retain], by_name[best_forget]
+        swapped = swap(a, b)
+        if c["fine_tune_epochs"]:
+            swapped = fine_tune(
+                swapped,
+                cohorts.retain_train,
+                epochs=c["fine_tune_epochs"],
+                lr=c["fine_tune_lr"],
+                seed=c["seed"],
+            )
+        candidates["swap"] = swapped
+        for alpha in c["alphas"]:
+            candidates[f"interp[{alpha}]"] = interpolate(a, b, alpha, cohorts.retain_train)
+    for name, m in candidates.items():
+        if name not in scored:
+            scored[name] = selection_score(m, cohorts, target, c["forget_weight"])
+    chosen = max(scored, key=lambda n: scored[n]["score"])
+    result = copy.deepcopy(candidates[chosen]).eval()
+    result.unlearn_info = {
+        "chosen": chosen,
+        "target": target,
+        "best_retain": best_retain,
+        "best_forget": best_forget,
+        "scores": {n: {k: round(v, 4) for k, v in s.items()} for n, s in scored.items()},
+    }
+    return result
+
+
+METHODS: dict[str, Method] = {
+    "retrain": retrain,
+    "finetune": _baseline(baselines.finetune, "finetune"),
+    "l1_sparse": _baseline(baselines.finetune, "l1_sparse"),
+    "neggrad_plus": _baseline(baselines.neggrad_plus, "neggrad_plus"),
+    "random_label": _baseline(baselines.random_label, "random_label"),
+    "boundary_shrink": boundary_shrink,
+    "boundary_expand": _baseline(baselines.boundary_expand, "boundary_expand"),
+    "scrub": _baseline(baselines.scrub, "scrub"),
+    "salun": _baseline(baselines.salun, "salun"),
+    "psg": psg,
+    "psg_compose": psg_compose,
+}
+
+# Settings a method gets unless the caller overrides them (l1_sparse = finetune + l1 penalty).
+METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
+    "retrain": {},
+    "finetune": {},
+    "l1_sparse": {"l1": 1e-3},
+    "neggrad_plus": {},
+    "random_label": {},
+    "boundary_shrink": {},
+    "boundary_expand": {},
+    "scrub": {},
+    "salun": {},
+    "psg": {},
+    "psg_compose": {},
+}
+
+
+def run_method(
+    name: str, model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any] | None = None
+) -> nn.Module:
+    """``METHODS[name]`` with the method's defaults under ``cfg``; ``model`` is not modified."""
+    if name not in METHODS:
+        raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
+    before = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    result = METHODS[name](model, cohorts, {**METHOD_DEFAULTS[name], **(cfg or {})})
+    after = model.state_dict()
+    if any(not torch.equal(before[k], after[k]) for k in before):  # pragma: no cover - guard
+        raise RuntimeError(f"method '{name}' modified the deployed model in place")
+    return result
+
+
+def psg_settings(unlearn_section: Mapping[str, Any], reason: str) -> dict[str, Any]:
+    """PSG settings for a request reason: the ``unlearn`` section of ``params.yaml`` with its
+    ``by_reason[reason]`` overrides applied (the best measured config per reason)."""
+    section = dict(unlearn_section)
+    by_reason = section.pop("by_reason", None) or {}
+    unknown = set(by_reason) - set(REASONS)
+    if unknown:
+        raise MethodConfigError(f"unlearn.by_reason: unknown reason(s) {sorted(unknown)}")
+    settings = {**section, **(by_reason.get(reason) or {})}
+    psg_config(settings)  # validate now, naming the bad key
+    return settings

@@ -1,0 +1,405 @@
+"""Every data expectation of a maintenance run, in one place: Great Expectations suites as code.
+
+Two suites run before any training, in an ephemeral GX context (nothing written to disk):
+
+- ``manifest``: required columns present and non-null; labels in the model's class list;
+  ``image_id`` and ``path`` unique; split values valid; every file present and decodable at
+  the shape the model expects, with intensities in [0, 1] and not constant;
+- ``cohorts``: forget-train non-empty; forget and retain disjoint; no patient in both forget
+  and retain (consent withdrawal); every retained class still present in retain-train; the
+  forget fraction at most ``max_forget_fraction`` unless explicitly overridden.
+
+GX evaluates expectations on data frames; properties of image files (present, decodable,
+shape, range) are computed here into per-row columns first, which is the one part no GX
+expectation can do. A failure report names each failing expectation with example rows;
+patient ids in it are hashed (reports and logs never show raw identifiers).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medunlearn.data.images import ImageLoader, ImageSpec
+from medunlearn.data.manifest import ManifestError
+
+REQUIRED_COLUMNS = ("image_id", "path", "label", "split")
+SPLITS = ("train", "val", "test")
+EXAMPLES = 5
+
+
+class ValidationFailed(RuntimeError):
+    """A suite failed; ``report`` names every failing expectation with example rows."""
+
+    def __init__(self, report: ValidationReport):
+        self.report = report
+        super().__init__(report.summary())
+
+
+@dataclass
+class ExpectationOutcome:
+    suite: str
+    expectation: str
+    column: str | None
+    success: bool
+    detail: str = ""
+    examples: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    outcomes: list[ExpectationOutcome]
+
+    @property
+    def success(self) -> bool:
+        return all(o.success for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[ExpectationOutcome]:
+        return [o for o in self.outcomes if not o.success]
+
+    def summary(self) -> str:
+        if self.success:
+            return f"all {len(self.outcomes)} expectations passed"
+        lines = [f"{len(self.failures)} of {len(self.outcomes)} expectations failed:"]
+        for o in self.failures:
+            where = f" on '{o.column}'" if o.column else ""
+            lines.append(f"- [{o.suite}] {o.expectation}{where}: {o.detail}")
+            for ex in o.examples:
+                lines.append(f"    e.g. {ex}")
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"success": self.success, "outcomes": [asdict(o) for o in self.outcomes]}
+
+    def raise_on_failure(self) -> ValidationReport:
+        if not self.success:
+            raise ValidationFailed(self)
+        return self
+
+
+def hash_id(value: Any) -> str:
+    """A short, stable pseudonym for a patient id (logs and reports never show the raw id)."""
+    return "pid-" + hashlib.sha256(str(value).encode()).hexdigest()[:10]
+
+
+# --------------------------------------------------------------------------- GX plumbing
+
+
+def _gx():
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.ERROR)
+    import great_expectations as gx
+
+    return gx
+
+
+def _context():
+    gx = _gx()
+    context = gx.get_context(mode="ephemeral")
+    try:  # no per-metric progress bars in flow logs
+        from great_expectations.data_context.types.base import ProgressBarsConfig
+
+        context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    except Exception:  # noqa: BLE001 - cosmetic only
+        pass
+    return context
+
+
+def run_suite(
+    name: str, frame: pd.DataFrame, expectations: Sequence[Any], id_column: str = "image_id"
+) -> list[ExpectationOutcome]:
+    """Validate ``frame`` against ``expectations`` (GX objects); one outcome per expectation."""
+    context = _context()
+    gx = _gx()
+    asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
+    batch = asset.add_batch_definition_whole_dataframe("all").get_batch(
+        batch_parameters={"dataframe": frame}
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name=name))
+    for expectation in expectations:
+        suite.add_expectation(expectation)
+    index_columns = [id_column] if id_column in frame.columns else []
+    result = batch.validate(
+        suite,
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
+    )
+    outcomes = []
+    for r in result.results:
+        config = r.expectation_config
+        column = config.kwargs.get("column")
+        examples, detail = [], ""
+        if not r.success:
+            res = r.result or {}
+            if res.get("unexpected_percent") is not None:
+                detail = f"{res.get('unexpected_count')} unexpected row(s) ({res['unexpected_percent']:.1f}%)"
+            elif res.get("observed_value") is not None:
+                detail = f"observed {res['observed_value']}"
+            if r.exception_info and r.exception_info.get("raised_exception"):
+                detail = str(r.exception_info.get("exception_message"))
+            examples = _examples(frame, res.get("unexpected_index_list") or [], column, id_column)
+            detail = _describe(config, detail)
+        outcomes.append(
+            ExpectationOutcome(name, config.type, column, bool(r.success), detail, examples)
+        )
+    return outcomes
+
+
+def _describe(config: Any, detail: str) -> str:
+    kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
+    meta = (config.meta or {}).get("why", "")
+    parts = [p for p in (meta, detail, f"expected {kwargs}" if kwargs else "") if p]
+    return "; ".join(parts)
+
+
+def _examples(
+    frame: pd.DataFrame, unexpected: list[Any], column: str | None, id_column: str
+) -> list[dict[str, Any]]:
+    out = []
+    for item in unexpected[:EXAMPLES]:
+        row = dict(item) if isinstance(item, dict) else {}
+        if id_column in row and id_column in frame.columns:
+            match = frame[frame[id_column].astype(str) == str(row[id_column])]
+            if len(match):
+                full = match.iloc[0]
+                row = {id_column: full[id_column]}
+                if "row" in frame.columns:
+                    row["row"] = int(full["row"])
+                if column and column in frame.columns:
+                    row[column] = full[column]
+                if "patient_id" in frame.columns:
+                    row["patient_id"] = full["patient_id"]
+                if "error" in frame.columns and full.get("error"):
+                    row["error"] = full["error"]
+        if "patient_id" in row:
+            row["patient_id"] = hash_id(row["patient_id"])
+        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+    return out
+
+
+# --------------------------------------------------------------------------- manifest suite
+
+
+def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.DataFrame:
+    """Per-row file checks: present, decodable, decoded shape and intensity range."""
+    loader = ImageLoader(spec)
+    rows = []
+    for path in manifest["path"].astype(str):
+        file = root / path
+        props = {
+            "file_exists": file.is_file(),
+            "decodable": False,
+            "shape": "",
+            "min_intensity": np.nan,
+            "max_intensity": np.nan,
+            "error": "",
+        }
+        if props["file_exists"]:
+            try:
+                image = loader(file)
+                props.update(
+                    decodable=True,
+                    shape="x".join(str(int(s)) for s in image.shape),
+                    min_intensity=float(image.min()),
+                    max_intensity=float(image.max()),
+                )
+            except (ManifestError, OSError, RuntimeError, ValueError) as exc:
+                message = str(exc).splitlines()[0].replace(str(file), path)
+                props["error"] = message.replace(str(root), "")[:200]
+        rows.append(props)
+    return pd.DataFrame(rows, index=manifest.index)
+
+
+def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: Sequence[str]):
+    """The manifest suite; ``present`` = the manifest's columns (missing required ones fail)."""
+    e = _gx().expectations
+    shape = f"{spec.channels}x{spec.size}x{spec.size}"
+    out = [
+        e.ExpectColumnToExist(column=c, meta={"why": "required column"}) for c in REQUIRED_COLUMNS
+    ]
+    for column in REQUIRED_COLUMNS:
+        if column in present:
+            out.append(
+                e.ExpectColumnValuesToNotBeNull(column=column, meta={"why": "required value"})
+            )
+    if "label" in present:
+        out.append(
+            e.ExpectColumnValuesToBeInSet(
+                column="label",
+                value_set=[str(c) for c in class_names],
+                meta={"why": "label must be one of the model's classes"},
+            )
+        )
+    for column in ("image_id", "path"):
+        if column in present:
+            out.append(e.ExpectColumnValuesToBeUnique(column=column, meta={"why": "duplicate"}))
+    if "split" in present:
+        out.append(e.ExpectColumnValuesToBeInSet(column="split", value_set=list(SPLITS)))
+    out += [
+        e.ExpectColumnValuesToBeInSet(
+            column="file_exists", value_set=[True], meta={"why": "image file missing"}
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="decodable", value_set=[True], meta={"why": "image file cannot be decoded"}
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="shape", value_set=[shape], meta={"why": f"model expects {shape} images"}
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="min_intensity",
+            min_value=0.0,
+            max_value=1.0,
+            meta={"why": "intensities must lie in [0, 1]"},
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="max_intensity",
+            min_value=0.0,
+            max_value=1.0,
+            meta={"why": "intensities must lie in [0, 1]"},
+        ),
+        e.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="max_intensity",
+            column_B="min_intensity",
+            or_equal=False,
+            meta={"why": "a constant image is blank or corrupt"},
+        ),
+    ]
+    return out
+
+
+def validate_manifest(
+    manifest: pd.DataFrame, root: str | Path, class_names: Sequence[str], spec: ImageSpec
+) -> ValidationReport:
+    """Run the manifest suite on a dataset's manifest and its files under ``root``."""
+    frame = manifest.reset_index(drop=True).copy()
+    frame.insert(0, "row", np.arange(1, len(frame) + 1))
+    for column in ("image_id", "path", "label"):
+        if column in frame.columns:
+            frame[column] = frame[column].astype("string")
+    if "path" in frame.columns:
+        frame = pd.concat([frame, image_properties(frame, Path(root), spec)], axis=1)
+    else:
+        frame = frame.assign(
+            file_exists=False,
+            decodable=False,
+            shape="",
+            min_intensity=np.nan,
+            max_intensity=np.nan,
+            error="no path column",
+        )
+    return ValidationReport(
+        run_suite(
+            "manifest", frame, manifest_expectations(class_names, spec, list(manifest.columns))
+        )
+    )
+
+
+# --------------------------------------------------------------------------- cohort suite
+
+
+def cohort_frame(manifest: pd.DataFrame, masks: Any) -> pd.DataFrame:
+    """One row per training row: its cohort, label and patient."""
+    m = manifest.reset_index(drop=True)
+    train = masks.forget_train | masks.retain_train
+    frame = m.loc[train, [c for c in ("image_id", "label", "patient_id") if c in m.columns]].copy()
+    frame["cohort"] = np.where(masks.forget_train[train], "forget_train", "retain_train")
+    frame["row"] = np.flatnonzero(train) + 1
+    if "patient_id" in frame.columns:
+        forgotten = set(frame.loc[frame["cohort"] == "forget_train", "patient_id"].astype(str))
+        retained = set(frame.loc[frame["cohort"] == "retain_train", "patient_id"].astype(str))
+        both = forgotten & retained
+        frame["patient_in_forget_and_retain"] = frame["patient_id"].astype(str).isin(both)
+    else:
+        frame["patient_in_forget_and_retain"] = False
+    frame["label"] = frame["label"].astype(str)
+    return frame.reset_index(drop=True)
+
+
+def cohort_expectations(
+    reason: str,
+    retained_classes: Sequence[str],
+    max_forget_fraction: float,
+    override_fraction: bool,
+):
+    e = _gx().expectations
+    out = [
+        e.ExpectColumnDistinctValuesToContainSet(
+            column="cohort", value_set=["forget_train"], meta={"why": "forget-train is empty"}
+        ),
+        e.ExpectColumnDistinctValuesToContainSet(
+            column="cohort", value_set=["retain_train"], meta={"why": "retain-train is empty"}
+        ),
+        e.ExpectColumnValuesToBeUnique(
+            column="image_id", meta={"why": "an image is in both forget and retain"}
+        ),
+        e.ExpectColumnValuesToBeInSet(column="cohort", value_set=["forget_train", "retain_train"]),
+    ]
+    if reason == "consent_withdrawal":
+        out.append(
+            e.ExpectColumnValuesToBeInSet(
+                column="patient_in_forget_and_retain",
+                value_set=[False],
+                meta={"why": "a withdrawing patient still has images in retain-train"},
+            )
+        )
+    if not override_fraction:
+        out.append(
+            e.ExpectColumnValuesToBeInSet(
+                column="cohort",
+                value_set=["retain_train"],
+                mostly=1.0 - max_forget_fraction,
+                meta={
+                    "why": f"forget fraction above validation.max_forget_fraction "
+                    f"{max_forget_fraction} (set override to allow)"
+                },
+            )
+        )
+    return out
+
+
+def retained_classes(class_names: Sequence[str], request: Any) -> list[str]:
+    """Classes that must survive: all, minus those a class retirement retires."""
+    retired = set()
+    if request.reason == "class_retirement":
+        retired = {str(v) for v in request.selector.get("labels", [])}
+    return [str(c) for c in class_names if str(c) not in retired]
+
+
+def validate_cohorts(
+    manifest: pd.DataFrame,
+    masks: Any,
+    request: Any,
+    class_names: Sequence[str],
+    max_forget_fraction: float,
+    override_fraction: bool = False,
+) -> ValidationReport:
+    """Run the cohort suite for a request's masks (``medunlearn.unlearn.request``)."""
+    frame = cohort_frame(manifest, masks)
+    keep = retained_classes(class_names, request)
+    outcomes = run_suite(
+        "cohorts",
+        frame,
+        cohort_expectations(request.reason, keep, max_forget_fraction, override_fraction),
+    )
+    retain = frame[frame["cohort"] == "retain_train"]
+    e = _gx().expectations
+    outcomes += run_suite(
+        "retain_classes",
+        retain,
+        [
+            e.ExpectColumnDistinctValuesToContainSet(
+                column="label",
+                value_set=keep,
+                meta={"why": "a retained class has no image left in retain-train"},
+            )
+        ],
+    )
+    return ValidationReport(outcomes)

@@ -1,0 +1,142 @@
+"""The benchmark suite: scenario files, the tuning protocol, reports, and the quick command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medunlearn.benchmark import DEFAULT_GRIDS, ScenarioError, load_scenario
+from medunlearn.benchmark.report import best_method, markdown_table
+from medunlearn.unlearn.methods import METHODS
+
+REPO = Path(__file__).resolve().parents[1]
+SCENARIOS = sorted((REPO / "benchmarks").glob("*.yaml"))
+
+
+def write(tmp_path: Path, obj: dict, name: str = "s.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(obj))
+    return path
+
+
+def minimal() -> dict:
+    return {
+        "name": "tiny",
+        "data": {"source": "demo", "image_size": 28, "channels": 1},
+        "model": {"name": "allcnn", "kwargs": {"width": 0.25}},
+        "recipe": {"epochs": 2, "lr": 0.003, "select_metric": "accuracy", "seed": 0},
+        "request": {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        "seeds": [0, 1],
+        "quick": {"recipe": {"epochs": 1}},
+    }
+
+
+def test_every_method_has_a_tuning_grid_of_at_most_two_keys() -> None:
+    assert set(DEFAULT_GRIDS) == set(METHODS)
+    assert all(len(g) <= 2 for g in DEFAULT_GRIDS.values())
+
+
+def test_four_scenarios_ship_one_per_clinical_case() -> None:
+    reasons = {load_scenario(p).request.reason for p in SCENARIOS}
+    assert len(SCENARIOS) == 4
+    assert reasons == {"class_retirement", "device_deprecation", "consent_withdrawal"}
+
+
+@pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
+def test_shipped_scenarios_point_at_real_data(path: Path, shared_data: Path) -> None:
+    scenario = load_scenario(path)
+    if scenario.data["source"] != "demo":
+        data_file = (REPO / scenario.data["path"]).resolve()
+        assert data_file.is_file(), f"{path.name}: {data_file} missing"
+
+
+def test_quick_applies_overrides_and_keeps_one_seed(tmp_path: Path) -> None:
+    path = write(tmp_path, minimal())
+    full, quick = load_scenario(path), load_scenario(path, quick=True)
+    assert full.recipe["epochs"] == 2 and quick.recipe["epochs"] == 1
+    assert quick.recipe["lr"] == 0.003  # deep merge keeps the rest
+    assert full.seeds == [0, 1] and quick.seeds == [0]
+    assert len(full.grid_for("psg")) == 3 and len(quick.grid_for("psg")) == 2
+    assert len(full.grid_for("neggrad_plus")) == 4 and len(quick.grid_for("neggrad_plus")) == 2
+    assert quick.grid_for("retrain") == [{}]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"recipe": None}, "missing required key 'recipe'"),
+        ({"grid": {"forget_everything": {"lr": [1]}}}, "unknown method"),
+        ({"budget": 3}, "unknown key"),
+        ({"request": {"reason": "tidying_up", "selector": {"labels": ["3"]}}}, "tidying_up"),
+    ],
+)
+def test_bad_scenarios_are_named(tmp_path: Path, change: dict, message: str) -> None:
+    obj = minimal()
+    for key, value in change.items():
+        if value is None:
+            obj.pop(key)
+        else:
+            obj[key] = value
+    with pytest.raises(ScenarioError, match=message):
+        load_scenario(write(tmp_path, obj, "bad.yaml"))
+
+
+def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monkeypatch) -> None:
+    """``medunlearn bench --quick`` end to end on the demo: every method, JSON, table, plots."""
+    from flows.cli import main
+
+    obj = minimal()
+    obj["grid"] = {m: {} for m in METHODS}  # one point per method keeps the test short
+    obj["methods"] = {
+        "psg": {"epochs": 2},
+        "boundary_shrink": {"epochs": 2},
+        "psg_compose": {"psg": {"epochs": 2}, "sweep": [{"lr": 3e-4}, {"lr": 3e-3}]},
+        "scrub": {"epochs": 1, "msteps": 1},
+    }
+    scenario = write(tmp_path, obj)
+    out = tmp_path / "out"
+    main(["bench", str(scenario), "--quick", "--out", str(out), "--cache", str(tmp_path / "c")])
+
+    result = json.loads((out / "tiny.json").read_text())
+    assert set(result["summary"]) == set(METHODS) - {"retrain"}  # quick: reference row only
+    assert result["quick"] and result["seeds"] == [0]
+    assert result["reference"]["avg_gap"] == 0.0
+    assert result["retrain_seconds"] > 0
+    for method, s in result["summary"].items():
+        assert s["seconds"]["mean"] > 0, method
+        assert 0 <= s["avg_gap"]["mean"] <= 1, method
+        assert s["time_ratio"]["mean"] == pytest.approx(
+            s["seconds"]["mean"] / result["retrain_seconds"], rel=0.01
+        )
+        assert s["peak_mb"]["mean"] > 0
+    assert {t["method"] for t in result["tuning"]} == set(METHODS) - {"retrain"}
+    table = (out / "tiny.md").read_text()
+    assert "| psg |" in table and "retrain (reference)" in table
+    assert f"**{best_method(result)}**" in table
+    for png in ("tiny_tradeoff.png", "tiny_time_gap.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path) -> None:
+    """Two grid points: the row reports the one with the lower Avg Gap on *val*."""
+    from medunlearn.benchmark.runner import run_benchmark
+
+    obj = minimal()
+    obj["grid"] = {"psg": {"lr": [1e-6, 3e-3]}}
+    obj["methods"] = {"psg": {"epochs": 2}}
+    result = run_benchmark(
+        load_scenario(write(tmp_path, obj), quick=True),
+        psg_base={},
+        methods=["psg"],
+        cache_dir=tmp_path / "c",
+        progress=False,
+        log=lambda _: None,
+    )
+    gaps = {t["setting"]["lr"]: t["val_avg_gap"] for t in result["tuning"]}
+    chosen = result["summary"]["psg"]["setting"]["lr"]
+    assert gaps[chosen] == min(gaps.values())
+    assert result["summary"]["psg"]["val_avg_gap"] == gaps[chosen]
+    assert "psg" in markdown_table(result)

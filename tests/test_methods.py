@@ -1,0 +1,183 @@
+"""The method registry: every method runs with one signature, is seeded, leaves the deployed
+model alone, and each baseline does what its paper says."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from medunlearn.metrics import accuracy_on
+from medunlearn.unlearn import baselines
+from medunlearn.unlearn.methods import (
+    METHODS,
+    MethodConfigError,
+    psg_settings,
+    run_method,
+    selection_score,
+)
+
+# Small budgets: these tests check behaviour, the benchmark measures quality.
+SMALL = {
+    "retrain": {"epochs": 1, "batch_size": 64, "lr": 3e-3},
+    "finetune": {"epochs": 1},
+    "l1_sparse": {"epochs": 1},
+    "neggrad_plus": {"epochs": 2},
+    "random_label": {"epochs": 2},
+    "boundary_shrink": {"epochs": 2, "lr": 1e-3},
+    "boundary_expand": {"epochs": 2},
+    "scrub": {"epochs": 1, "msteps": 1},
+    "salun": {"epochs": 2},
+    "psg": {"epochs": 2, "lr": 1e-3, "steps": 2, "step_size": 0.05},
+    "psg_compose": {"sweep": [{"lr": 3e-4}, {"lr": 3e-3}], "psg": {"epochs": 2}, "alphas": [0.5]},
+}
+
+
+@pytest.fixture(scope="module")
+def cohorts(demo_cohorts):
+    """The demo cohorts cut to a few batches, so every method runs in seconds."""
+    from dataclasses import replace
+
+    def head(images, n):
+        return images.subset(np.arange(len(images)) < n)
+
+    c = demo_cohorts
+    return replace(
+        c,
+        forget_train=head(c.forget_train, 64),
+        retain_train=head(c.retain_train, 256),
+        retain_val=head(c.retain_val, 128),
+    )
+
+
+def state(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_registry_has_every_method_of_the_issue() -> None:
+    assert set(METHODS) == set(SMALL)
+
+
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_method_runs_is_seeded_and_leaves_deployed_model_alone(name, demo_model, cohorts):
+    before = state(demo_model)
+    a = run_method(name, demo_model, cohorts, {**SMALL[name], "seed": 0})
+    b = run_method(name, demo_model, cohorts, {**SMALL[name], "seed": 0})
+    assert same(state(demo_model), before), "the deployed model must never change"
+    assert same(state(a), state(b)), "same settings and seed must give the same weights"
+    assert not same(state(a), before), "the method must change the weights"
+    assert not a.training
+    x = cohorts.forget_train[0][0][None]
+    assert a(x).shape == demo_model(x).shape
+
+
+def test_unknown_setting_is_named(demo_model, cohorts) -> None:
+    with pytest.raises(MethodConfigError, match="learning_rate"):
+        run_method("finetune", demo_model, cohorts, {"learning_rate": 0.1})
+    with pytest.raises(MethodConfigError, match="unknown method 'forget_all'"):
+        run_method("forget_all", demo_model, cohorts, {})
+    with pytest.raises(MethodConfigError, match="fixes"):
+        run_method("boundary_shrink", demo_model, cohorts, {"gamma": 0.1})
+
+
+def test_random_other_labels_never_keep_the_true_label() -> None:
+    y = torch.arange(10).repeat(50)
+    r = baselines.random_other_labels(y, 10, seed=3)
+    assert not (r == y).any()
+    assert set(r.tolist()) == set(range(10))
+    assert torch.equal(r, baselines.random_other_labels(y, 10, seed=3))
+
+
+def test_salun_moves_only_salient_weights(demo_model, cohorts) -> None:
+    mask = baselines.saliency_mask(
+        baselines.trainable_copy(demo_model, torch.device("cpu")),
+        cohorts.forget_train,
+        ratio=0.3,
+        device=torch.device("cpu"),
+    )
+    kept = sum(m.sum() for m in mask.values()) / sum(m.numel() for m in mask.values())
+    assert 0.29 <= float(kept) <= 0.31
+    out = run_method("salun", demo_model, cohorts, {"epochs": 2, "mask_ratio": 0.3})
+    params = dict(demo_model.named_parameters())
+    for name, p in out.named_parameters():
+        frozen = mask[name] == 0
+        assert torch.equal(p.detach()[frozen], params[name].detach()[frozen]), name
+    assert accuracy_on(out, cohorts.forget_train) < accuracy_on(demo_model, cohorts.forget_train)
+
+
+def test_neggrad_plus_raises_the_forget_loss(demo_model, cohorts) -> None:
+    def forget_ce(model) -> float:
+        x = cohorts.forget_train.all_images()
+        with torch.no_grad():
+            return float(F.cross_entropy(model(x), cohorts.forget_train.labels))
+
+    out = run_method("neggrad_plus", demo_model, cohorts, {"epochs": 3, "alpha": 0.5})
+    assert forget_ce(out) > forget_ce(demo_model) + 0.1
+
+
+def test_l1_sparse_shrinks_weights_more_than_finetune(demo_model, cohorts) -> None:
+    def l1(model) -> float:
+        return float(sum(p.detach().abs().sum() for p in model.parameters()))
+
+    plain = run_method("finetune", demo_model, cohorts, {"epochs": 1})
+    sparse = run_method("l1_sparse", demo_model, cohorts, {"epochs": 1, "l1": 0.1})
+    assert l1(sparse) < l1(plain) * 0.97
+
+
+def test_scrub_max_steps_push_away_from_a_separate_frozen_teacher(demo_model, cohorts) -> None:
+    """With max-steps the student ends farther from the teacher on forget images than the
+    same run without them; were the teacher the student itself (the reference bug), the KL
+    and its gradient would be zero and the max-steps would change nothing."""
+
+    def kl_to_teacher(model) -> float:
+        x = cohorts.forget_train.all_images()
+        with torch.no_grad():
+            return float(
+                F.kl_div(
+                    F.log_softmax(model(x), 1), F.softmax(demo_model(x), 1), reduction="batchmean"
+                )
+            )
+
+    settings = {"epochs": 2, "alpha": 0.0, "gamma": 1.0, "lr": 2e-3}
+    with_max = run_method("scrub", demo_model, cohorts, {**settings, "msteps": 2})
+    without = run_method("scrub", demo_model, cohorts, {**settings, "msteps": 0})
+    assert kl_to_teacher(with_max) > kl_to_teacher(without) * 1.5
+
+
+def test_boundary_expand_keeps_classes_and_forgets(demo_model, cohorts) -> None:
+    out = run_method("boundary_expand", demo_model, cohorts, {"epochs": 5, "lr": 1e-2})
+    assert out.classifier.out_features == demo_model.classifier.out_features
+    assert accuracy_on(out, cohorts.forget_train) < accuracy_on(demo_model, cohorts.forget_train)
+
+
+def test_psg_compose_chooses_among_named_candidates(demo_model, cohorts) -> None:
+    out = run_method("psg_compose", demo_model, cohorts, SMALL["psg_compose"])
+    info = out.unlearn_info
+    assert info["target"] == "zero"  # class retirement
+    assert info["chosen"] in info["scores"]
+    assert {"psg[0]", "psg[1]"} <= set(info["scores"])
+    best = max(s["score"] for s in info["scores"].values())
+    assert info["scores"][info["chosen"]]["score"] == best
+    if info["best_retain"] != info["best_forget"]:
+        assert {"swap", "interp[0.5]"} <= set(info["scores"])
+
+
+def test_selection_score_heldout_target_is_zero_for_an_unchanged_model(demo_model, cohorts):
+    s = selection_score(demo_model, cohorts, "zero", 1.0)
+    assert s["score"] == pytest.approx(s["retain_val"] - s["forget"])
+    assert s["forget"] > 0.5  # the deployed model still knows the class
+
+
+def test_psg_settings_apply_reason_overrides() -> None:
+    section = {"lr": 1e-3, "epochs": 10, "by_reason": {"device_deprecation": {"lr": 1e-5}}}
+    assert psg_settings(section, "device_deprecation") == {"lr": 1e-5, "epochs": 10}
+    assert psg_settings(section, "class_retirement") == {"lr": 1e-3, "epochs": 10}
+    with pytest.raises(MethodConfigError, match="unknown reason"):
+        psg_settings({"by_reason": {"typo": {}}}, "class_retirement")
+    with pytest.raises(ValueError, match="bogus"):
+        psg_settings({"by_reason": {"class_retirement": {"bogus": 1}}}, "class_retirement")
