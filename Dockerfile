@@ -32,10 +32,11 @@ RUN grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt .
 
 COPY params.yaml dvc.yaml data.dvc .dvcignore ./
+COPY requests ./requests
 COPY .dvc/config .dvc/.gitignore ./.dvc/
 
 # Mount data/, models/ and reports/ (or a DVC remote) to keep results outside the container.
 ENTRYPOINT ["medunlearn"]
-# The maintenance flow (forget request -> gated, exported revision) becomes the default
-# once it exists; until then the image trains the deployed model from params.yaml.
-CMD ["train"]
+# Default: the maintenance flow (forget request -> validated, gated, exported revision),
+# e.g. docker run -v $PWD/data:/app/data -v $PWD/models:/app/models ... revise --request requests/x.yaml
+CMD ["revise"]

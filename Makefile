@@ -12,7 +12,7 @@ export ORT_DISABLE_TELEMETRY := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test lint bench-train clean
+.PHONY: install demo test lint bench bench-quick bench-train clean
 
 install: $(STAMP)
 
@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model -> summary
+## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model ->
+## maintenance flow (validate, unlearn sweep, compose, gates, ONNX export) -> summary
 demo: install
 	$(PY) -m flows.prepare
-	dvc repro train
-	$(PY) -m flows.cli show models/deployed.pt
+	dvc repro
+	$(PY) -m flows.cli show models/deployed.pt models/candidate.pt
+	@cat reports/maintenance.md
 
 ## test: the whole suite (fails, never skips, on missing shared data when CI=true)
 test: install
@@ -34,6 +36,14 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+## bench: every method on every scenario (full protocol, long: see BENCHMARKS.md)
+bench: install
+	$(PY) -m flows.cli bench benchmarks/*.yaml
+
+## bench-quick: one seed, tiny grid, short training (all scenarios in under 15 min on 2 cores)
+bench-quick: install
+	$(PY) -m flows.cli bench benchmarks/*.yaml --quick
 
 ## bench-train: deployed-model accuracy and seconds per epoch on the shared datasets
 bench-train: install

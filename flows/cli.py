@@ -3,6 +3,7 @@
     medunlearn prepare [--params params.yaml]      # flows.prepare
     medunlearn train [--role retrain --exclude Q]  # flows.train
     medunlearn show models/deployed.pt             # checkpoint metadata
+    medunlearn revise --request requests/x.yaml    # flows.maintenance: one model revision
     medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
 
 Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
@@ -30,6 +31,7 @@ def main(argv: list[str] | None = None) -> None:
     commands = {
         "prepare": "flows.prepare",
         "train": "flows.train",
+        "revise": "flows.maintenance",
         "bench": "medunlearn.benchmark.cli",
         "show": None,
     }

@@ -29,3 +29,22 @@ def predict_logits(
     if not logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(logits), torch.cat(labels)
+
+
+class LogitCache:
+    """``predict_logits`` of one model, computed once per dataset object.
+
+    Metrics and attacks ask for the same cohorts several times (accuracy, MIA, shadow model);
+    with the cache each cohort costs one forward pass. The model must not change while the
+    cache is in use.
+    """
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+        self._memo: dict[int, tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def __call__(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        key = id(dataset)
+        if key not in self._memo:  # the dataset is kept alive so its id cannot be reused
+            self._memo[key] = (dataset, predict_logits(self.model, dataset))
+        return self._memo[key][1]

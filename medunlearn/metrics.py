@@ -15,7 +15,7 @@ import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from torch.utils.data import Dataset
 
-from medunlearn.inference import predict_logits
+from medunlearn.inference import LogitCache, predict_logits
 
 
 def classification_metrics(
@@ -64,9 +64,11 @@ def evaluate(
     return classification_metrics(labels, torch.softmax(logits, dim=1), class_names)
 
 
-def accuracy_on(model: torch.nn.Module, dataset: Dataset) -> float | None:
+def accuracy_on(
+    model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
+) -> float | None:
     """Top-1 accuracy, ``None`` on an empty cohort."""
-    logits, labels = predict_logits(model, dataset)
+    logits, labels = predict(dataset) if predict is not None else predict_logits(model, dataset)
     if len(labels) == 0:
         return None
     return float((logits.argmax(1) == labels).float().mean())
@@ -111,30 +113,37 @@ class UnlearnMetrics:
         return self
 
 
-def unlearning_metrics(model: torch.nn.Module, cohorts: Any, seed: int = 0) -> UnlearnMetrics:
+def unlearning_metrics(
+    model: torch.nn.Module, cohorts: Any, seed: int = 0, predict: LogitCache | None = None
+) -> UnlearnMetrics:
     """Every metric of ``model`` on a request's cohorts (``medunlearn.unlearn.request.Cohorts``).
 
     The loss-threshold MIA compares forget-train with forget-test; when the selector matches
     no held-out rows (e.g. explicit patient ids, who live in one split), it falls back to
-    retain-test and says so in ``mia_loss["nonmembers"]``.
+    retain-test and says so in ``mia_loss["nonmembers"]``. ``predict`` (a
+    :class:`LogitCache` of ``model``) lets callers share forward passes across calls.
     """
     from medunlearn.mia import loss_threshold_attack, svc_mia_efficacy
 
     nonmembers, source = cohorts.forget_test, "forget_test"
     if len(nonmembers) < 2:
         nonmembers, source = cohorts.retain_test, "retain_test"
-    attack = loss_threshold_attack(model, cohorts.forget_train, nonmembers, seed=seed)
-    test = evaluate(model, cohorts.test, cohorts.class_names)
+    predict = predict or LogitCache(model)
+    attack = loss_threshold_attack(
+        model, cohorts.forget_train, nonmembers, seed=seed, predict=predict
+    )
+    logits, labels = predict(cohorts.test)
+    test = classification_metrics(labels, torch.softmax(logits, dim=1), cohorts.class_names)
     return UnlearnMetrics(
         request_hash=cohorts.request.hash,
-        forget_train_acc=accuracy_on(model, cohorts.forget_train),
-        forget_test_acc=accuracy_on(model, cohorts.forget_test),
-        retain_train_acc=accuracy_on(model, cohorts.retain_train),
-        retain_test_acc=accuracy_on(model, cohorts.retain_test),
+        forget_train_acc=accuracy_on(model, cohorts.forget_train, predict),
+        forget_test_acc=accuracy_on(model, cohorts.forget_test, predict),
+        retain_train_acc=accuracy_on(model, cohorts.retain_train, predict),
+        retain_test_acc=accuracy_on(model, cohorts.retain_test, predict),
         test_acc=test["accuracy"],
         per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
         mia_loss={**asdict(attack), "nonmembers": source},
         mia_efficacy=svc_mia_efficacy(
-            model, cohorts.retain_train, cohorts.test, cohorts.forget_train, seed
+            model, cohorts.retain_train, cohorts.test, cohorts.forget_train, seed, predict
         ),
     )

@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import SVC
 from torch.utils.data import Dataset
 
-from medunlearn.inference import predict_logits
+from medunlearn.inference import LogitCache
 
 
 @dataclass
@@ -31,24 +31,33 @@ class AttackResult:
     note: str = ""
 
 
-def per_sample_loss(model: torch.nn.Module, dataset: Dataset) -> np.ndarray:
+def per_sample_loss(
+    model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
+) -> np.ndarray:
     """Cross-entropy of each image under its true label."""
-    logits, labels = predict_logits(model, dataset)
+    logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
     return F.cross_entropy(logits, labels, reduction="none").numpy()
 
 
-def true_class_confidence(model: torch.nn.Module, dataset: Dataset) -> np.ndarray:
+def true_class_confidence(
+    model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
+) -> np.ndarray:
     """Softmax probability of the true class for each image."""
-    logits, labels = predict_logits(model, dataset)
+    logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
     return torch.softmax(logits, 1).gather(1, labels[:, None]).squeeze(1).numpy()
 
 
 def loss_threshold_attack(
-    model: torch.nn.Module, members: Dataset, nonmembers: Dataset, seed: int = 0, folds: int = 5
+    model: torch.nn.Module,
+    members: Dataset,
+    nonmembers: Dataset,
+    seed: int = 0,
+    folds: int = 5,
+    predict: LogitCache | None = None,
 ) -> AttackResult:
     """MIA (a): can a logistic regression on the per-sample loss tell members from non-members?
 
@@ -57,7 +66,9 @@ def loss_threshold_attack(
     come from stratified ``folds``-fold cross-validated predictions. AUC 0.5 means the model
     treats the forgotten rows like rows it never saw.
     """
-    m_loss, n_loss = per_sample_loss(model, members), per_sample_loss(model, nonmembers)
+    predict = predict or LogitCache(model)
+    m_loss = per_sample_loss(model, members, predict)
+    n_loss = per_sample_loss(model, nonmembers, predict)
     n = min(len(m_loss), len(n_loss))
     if n < 2:
         return AttackResult(None, None, len(m_loss), len(n_loss), "too few members or non-members")
@@ -83,6 +94,7 @@ def svc_mia_efficacy(
     test: Dataset,
     forget_train: Dataset,
     seed: int = 0,
+    predict: LogitCache | None = None,
 ) -> float | None:
     """MIA (b), the "MIA-efficacy" of Unlearn-Sparse / SalUn (Jia et al. 2023, Fan et al. 2024).
 
@@ -91,9 +103,10 @@ def svc_mia_efficacy(
     fraction of forget-train it then calls non-members. Higher means better forgotten; a
     retrained model is the reference value.
     """
-    conf_r = true_class_confidence(model, retain_train)
-    conf_t = true_class_confidence(model, test)
-    conf_f = true_class_confidence(model, forget_train)
+    predict = predict or LogitCache(model)
+    conf_r = true_class_confidence(model, retain_train, predict)
+    conf_t = true_class_confidence(model, test, predict)
+    conf_f = true_class_confidence(model, forget_train, predict)
     if len(conf_r) == 0 or len(conf_t) == 0 or len(conf_f) == 0:
         return None
     rng = np.random.default_rng(seed)

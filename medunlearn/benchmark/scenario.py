@@ -33,7 +33,7 @@ from medunlearn.unlearn.request import ForgetRequest
 # Tuning grids: 1-2 key hyperparameters per method; the first value of each is the default.
 DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "retrain": {},
-    "finetune": {"lr": [0.003, 0.01, 0.001]},
+    "finetune": {"lr": [0.003, 0.001, 0.01]},
     "l1_sparse": {"lr": [0.003, 0.001], "l1": [1e-3, 1e-2]},
     "neggrad_plus": {"lr": [1e-3, 3e-4], "alpha": [0.95, 0.9]},
     "random_label": {"lr": [1e-3, 3e-3, 3e-4]},
@@ -41,7 +41,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "boundary_expand": {"lr": [1e-3, 1e-4, 1e-2]},
     "scrub": {"lr": [5e-4, 2e-3], "msteps": [2, 1]},
     "salun": {"lr": [1e-3, 3e-3, 3e-4]},
-    "psg": {"lr": [1e-3, 3e-4, 1e-4]},
+    "psg": {"lr": [1e-3, 3e-4, 1e-4, 1e-5]},
     "psg_compose": {"forget_weight": [1.0, 2.0]},
 }
 KNOWN_KEYS = {
@@ -76,9 +76,11 @@ class Scenario:
     reference_seed: int = 100
     description: str = ""
     source_file: str = ""
+    quick: bool = False
 
-    def grid_for(self, method: str, quick: bool = False) -> list[dict[str, Any]]:
+    def grid_for(self, method: str, quick: bool | None = None) -> list[dict[str, Any]]:
         """Grid points (dicts of settings) for ``method``; quick keeps 2 values of the first key."""
+        quick = self.quick if quick is None else quick
         grid = self.grid.get(method, DEFAULT_GRIDS.get(method, {}))
         keys = list(grid)
         points: list[dict[str, Any]] = [{}]
@@ -138,4 +140,5 @@ def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
         reference_seed=int(obj.get("reference_seed", 100)),
         description=str(obj.get("description", "")),
         source_file=str(path),
+        quick=quick,
     )

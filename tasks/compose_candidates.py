@@ -1,0 +1,95 @@
+"""Step: composition candidates from the sweep (swap and interpolation, engine issue)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from medunlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from medunlearn.compose import fine_tune, interpolate, swap
+from medunlearn.unlearn.methods import forget_target, selection_score
+from medunlearn.unlearn.request import Cohorts
+from tasks.load_revision_inputs import file_sha256
+
+
+def load_run(run: dict[str, Any]):
+    """A sweep run's model, refusing a checkpoint that changed since the run wrote it."""
+    if file_sha256(run["checkpoint"]) != run["sha256"]:
+        raise CheckpointError(
+            f"{run['checkpoint']}: changed since {run['name']} wrote it; re-run with refresh"
+        )
+    return load_checkpoint(run["checkpoint"])
+
+
+@task(name="compose-candidates", cache_policy=NO_CACHE)
+def compose_candidates(
+    runs: list[dict[str, Any]], cohorts: Cohorts, cfg: dict[str, Any], work_dir: str
+) -> list[dict[str, Any]]:
+    """Swap (features of the run that retained best, head of the run that forgot best, head
+    fine-tuned on retain-train) and interpolations between them, judged on validation rows.
+
+    ``cfg`` is ``maintain.compose``: ``enabled``, ``alphas``, ``fine_tune_epochs``,
+    ``fine_tune_lr``, ``forget_target``. Returns candidate records like the sweep's.
+    """
+    logger = get_run_logger()
+    if not cfg.get("enabled", True) or len(runs) < 2:
+        logger.info("composition skipped (%s)", "disabled" if runs else "no runs")
+        return []
+    target = forget_target(cohorts.request.reason, cfg.get("forget_target", "auto"))
+    models = {r["name"]: load_run(r) for r in runs}
+    scores = {n: selection_score(m, cohorts, target, 1.0) for n, (m, _) in models.items()}
+    best_retain = max(scores, key=lambda n: scores[n]["retain_val"])
+    best_forget = min(scores, key=lambda n: abs(scores[n]["forget"] - scores[n]["goal"]))
+    if best_retain == best_forget:
+        logger.info("composition skipped: %s both retained and forgot best", best_retain)
+        return []
+    (a, meta), (b, _) = models[best_retain], models[best_forget]
+    out = []
+
+    def save(name: str, kind: str, model, extra: dict[str, Any], seconds: float) -> None:
+        path = f"{work_dir}/{name}.pt"
+        meta.extra = {**meta.extra, "composition": f"{kind} {best_retain} + {best_forget}"}
+        save_checkpoint(path, model, meta)
+        out.append(
+            {
+                "name": name,
+                "kind": kind,
+                "checkpoint": path,
+                "sha256": file_sha256(path),
+                "config": {"features": best_retain, "head": best_forget, **extra},
+                "seconds": round(seconds, 3),
+            }
+        )
+
+    start = time.perf_counter()
+    swapped = swap(a, b)
+    epochs = int(cfg.get("fine_tune_epochs", 1))
+    if epochs:
+        swapped = fine_tune(
+            swapped,
+            cohorts.retain_train,
+            epochs=epochs,
+            lr=float(cfg.get("fine_tune_lr", 1e-3)),
+            seed=int(cfg.get("seed", 0)),
+        )
+    save("swap", "swap", swapped, {"fine_tune_epochs": epochs}, time.perf_counter() - start)
+    for alpha in cfg.get("alphas", [0.5]):
+        start = time.perf_counter()
+        mixed = interpolate(a, b, float(alpha), cohorts.retain_train)
+        save(
+            f"interp-{alpha}",
+            "interpolate",
+            mixed,
+            {"alpha": float(alpha)},
+            time.perf_counter() - start,
+        )
+    logger.info(
+        "composed %d candidates from %s (retain) and %s (forget)",
+        len(out),
+        best_retain,
+        best_forget,
+    )
+    return out

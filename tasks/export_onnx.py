@@ -1,0 +1,96 @@
+"""Step: export the selected candidate to ONNX, check it, and only then write the revision.
+
+Writes go to temporary files first; the candidate checkpoint and the ONNX file replace their
+targets only after ``onnx.checker`` and the parity check pass, so a failed export leaves no
+exported model (and the deployed model is never written by this flow at all).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from medunlearn.checkpoint import save_checkpoint
+from medunlearn.data.dataset import DatasetSplits
+from medunlearn.export import ExportError, check_parity, export_onnx
+from medunlearn.revision import CandidateResult
+from tasks.compose_candidates import load_run
+from tasks.load_revision_inputs import RevisionInputs
+
+
+def revision_id(request_hash: str, candidate_sha256: str, data_fingerprint: str) -> str:
+    blob = f"{request_hash}:{candidate_sha256}:{data_fingerprint}".encode()
+    return "rev-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+@task(name="export-onnx", cache_policy=NO_CACHE)
+def export_revision(
+    inputs: RevisionInputs,
+    data: DatasetSplits,
+    selected: CandidateResult,
+    run: dict[str, Any],
+    candidate_path: str,
+    onnx_path: str,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """ONNX export + checker + onnxruntime parity on the validation images, then the writes."""
+    logger = get_run_logger()
+    model, meta = load_run(run)
+    rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)
+    metrics = {
+        k: selected.metrics.get(k)
+        for k in ("forget_test_acc", "forget_train_acc", "retain_test_acc", "test_acc")
+    }
+    metadata = {
+        "revision_id": rev,
+        "request_hash": inputs.request.hash,
+        "request_reason": inputs.request.reason,
+        "data_version": meta.data_version or "unversioned",
+        "data_fingerprint": inputs.data_fingerprint,
+        "parent_model_sha256": inputs.deployed_sha256,
+        "candidate": selected.name,
+        "metrics": metrics,
+        "class_names": list(meta.class_names),
+    }
+    staging = Path(onnx_path).with_name(f".{Path(onnx_path).name}.{os.getpid()}.staging")
+    example = data.val.all_images()[:2] if data.val.in_memory else _first_images(data.val, 2)
+    try:
+        export_onnx(model, staging, example, metadata)
+        parity = check_parity(model, staging, data.val, atol=atol)
+        if not parity.passed:
+            raise ExportError(
+                f"ONNX parity failed on {parity.n_images} validation images: max |diff| "
+                f"{parity.max_abs_diff:.2e} (bound {atol}), labels identical: "
+                f"{parity.labels_identical}"
+            )
+        meta.extra = {**meta.extra, "revision_id": rev, "candidate": selected.name}
+        meta.metrics = {"revision": metrics, "gates": selected.gates}
+        save_checkpoint(candidate_path, model, meta)
+        os.replace(staging, onnx_path)
+    finally:
+        staging.unlink(missing_ok=True)
+    logger.info(
+        "revision %s: %s and %s (parity max |diff| %.2e)",
+        rev,
+        candidate_path,
+        onnx_path,
+        parity.max_abs_diff,
+    )
+    return {
+        "revision_id": rev,
+        "checkpoint": candidate_path,
+        "onnx": onnx_path,
+        "parity": parity.to_dict(),
+        "metadata": metadata,
+    }
+
+
+def _first_images(images, n: int):
+    import torch
+
+    return torch.stack([images[i][0] for i in range(min(n, len(images)))])

@@ -1,0 +1,84 @@
+"""Step: load what a revision starts from: the dataset, the deployed model, the request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from medunlearn.checkpoint import CheckpointMeta, load_checkpoint
+from medunlearn.data.dataset import DatasetInfo
+from medunlearn.data.manifest import ManifestError, read_manifest_csv
+from medunlearn.models import ZooModel
+from medunlearn.unlearn.request import ForgetRequest
+
+
+@dataclass
+class RevisionInputs:
+    dataset_dir: str
+    info: DatasetInfo
+    manifest: pd.DataFrame  # as read: validated by the GX suite before any image is opened
+    deployed_path: str
+    deployed: ZooModel
+    deployed_meta: CheckpointMeta
+    deployed_sha256: str
+    request: ForgetRequest
+    data_fingerprint: str  # hash of the manifest file: part of every cache key
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@task(name="load-revision-inputs", cache_policy=NO_CACHE)
+def load_revision_inputs(
+    dataset_dir: str, deployed_path: str, request: str | dict[str, Any]
+) -> RevisionInputs:
+    """Read the dataset's info and manifest, the deployed checkpoint (weights only) and the
+    request. Images are not opened here: the validation step checks them first."""
+    logger = get_run_logger()
+    forget = (
+        ForgetRequest.from_dict(request, "request parameter")
+        if isinstance(request, dict)
+        else ForgetRequest.load(request)
+    )
+    model, meta = load_checkpoint(deployed_path)
+    info_path = Path(dataset_dir) / "dataset.json"
+    if not info_path.is_file():
+        raise ManifestError(f"{info_path}: dataset not found; run python -m flows.prepare")
+    info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
+    manifest = read_manifest_csv(Path(dataset_dir) / "manifest.csv")
+    if list(meta.class_names) != list(info.class_names):
+        raise ValueError(
+            f"{deployed_path}: model classes {meta.class_names} differ from the dataset's "
+            f"{info.class_names} ({dataset_dir})"
+        )
+    logger.info(
+        "request %s (%s); deployed model %s; dataset %s with %d manifest rows",
+        forget.hash,
+        forget.reason,
+        deployed_path,
+        dataset_dir,
+        len(manifest),
+    )
+    return RevisionInputs(
+        dataset_dir=str(dataset_dir),
+        info=info,
+        manifest=manifest,
+        deployed_path=str(deployed_path),
+        deployed=model,
+        deployed_meta=meta,
+        deployed_sha256=file_sha256(deployed_path),
+        request=forget,
+        data_fingerprint=file_sha256(Path(dataset_dir) / "manifest.csv"),
+    )

@@ -1,0 +1,81 @@
+"""Step: one unlearning run of the sweep (a mapped task per config), cached on its inputs.
+
+The cache key is everything that determines the result: the config, the deployed model's
+file hash, the data manifest's hash, the request hash and this task's source. The model and
+images themselves are left out of the key (they are identified by those hashes). A finished
+run's result (checkpoint path + hash, JSON) is persisted, so a re-run after a crash reuses
+it instead of recomputing; a checkpoint that changed on disk is detected, not trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import INPUTS, TASK_SOURCE
+
+from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
+from medunlearn.unlearn.methods import run_method
+from medunlearn.unlearn.request import Cohorts
+from tasks.load_revision_inputs import RevisionInputs, file_sha256
+
+
+def config_key(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@task(
+    name="unlearn-candidate",
+    cache_policy=(INPUTS + TASK_SOURCE) - "inputs" - "cohorts",
+    persist_result=True,
+    result_serializer="json",
+)
+def unlearn_candidate(
+    inputs: RevisionInputs,
+    cohorts: Cohorts,
+    name: str,
+    config: dict[str, Any],
+    work_dir: str,
+    deployed_sha256: str,
+    data_fingerprint: str,
+    request_hash: str,
+) -> dict[str, Any]:
+    """Run ``config['method']`` with the rest of ``config`` on the deployed model; save it.
+
+    The three hashes are passed explicitly so they enter the cache key.
+    """
+    logger = get_run_logger()
+    settings = {k: v for k, v in config.items() if k != "method"}
+    start = time.perf_counter()
+    model = run_method(config["method"], inputs.deployed, cohorts, settings)
+    seconds = time.perf_counter() - start
+    key = config_key(
+        {**config, "model": deployed_sha256, "data": data_fingerprint, "request": request_hash}
+    )
+    path = f"{work_dir}/{name}-{key}.pt"
+    meta = CheckpointMeta(
+        architecture=dict(inputs.deployed_meta.architecture),
+        class_names=list(inputs.deployed_meta.class_names),
+        input_shape=list(inputs.deployed_meta.input_shape),
+        normalization=model.cpu().norm.statistics(),
+        data_version=inputs.deployed_meta.data_version,
+        extra={
+            "request": request_hash,
+            "config": json.dumps(config, sort_keys=True),
+            "parent_sha256": deployed_sha256,
+        },
+    )
+    save_checkpoint(path, model.cpu(), meta)
+    logger.info("%s (%s) finished in %.1fs -> %s", name, config["method"], seconds, path)
+    return {
+        "name": name,
+        "config": config,
+        "checkpoint": path,
+        "sha256": file_sha256(path),
+        "seconds": round(seconds, 3),
+        "info": json.loads(json.dumps(getattr(model, "unlearn_info", {}) or {}, default=str)),
+        "finished_at": time.time(),
+    }

@@ -1,0 +1,65 @@
+"""Step: Great Expectations suites on the manifest and the cohorts, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+
+from medunlearn.atomic import write_json
+from medunlearn.data.dataset import DatasetSplits, open_splits
+from medunlearn.unlearn.request import Cohorts, build_cohorts, cohort_masks
+from medunlearn.validation import ValidationReport, validate_cohorts, validate_manifest
+from tasks.load_revision_inputs import RevisionInputs
+
+
+@task(name="validate-data", cache_policy=NO_CACHE)
+def validate_data(
+    inputs: RevisionInputs, cfg: dict[str, Any], report_path: str, max_in_memory_mb: float = 1024
+) -> tuple[DatasetSplits, Cohorts]:
+    """Run both suites; write the report; raise ``ValidationFailed`` on any failed expectation.
+    Only then open the images and build the cohorts.
+
+    ``cfg`` is the ``validation`` section: ``max_forget_fraction`` and ``override_fraction``.
+    """
+    logger = get_run_logger()
+    info = inputs.info
+    manifest_report = validate_manifest(
+        inputs.manifest, inputs.dataset_dir, info.class_names, info.spec
+    )
+    if not manifest_report.success:  # cohorts of a broken manifest mean nothing
+        _finish(manifest_report, inputs, report_path)
+    masks = cohort_masks(inputs.manifest, inputs.request)
+    cohort_report = validate_cohorts(
+        inputs.manifest,
+        masks,
+        inputs.request,
+        info.class_names,
+        float(cfg.get("max_forget_fraction", 0.3)),
+        bool(cfg.get("override_fraction", False)),
+    )
+    report = _finish(
+        ValidationReport(manifest_report.outcomes + cohort_report.outcomes), inputs, report_path
+    )
+    logger.info("validation: %s (%s)", report.summary(), Path(report_path))
+    data = open_splits(inputs.dataset_dir, max_in_memory_mb)
+    cohorts = build_cohorts(
+        data.manifest, data.train, data.val, data.test, info.class_names, inputs.request
+    )
+    return data, cohorts
+
+
+def _finish(report: ValidationReport, inputs: RevisionInputs, report_path: str) -> ValidationReport:
+    """Write the report (always) and publish it; raise if any expectation failed."""
+    write_json(report_path, {"request": inputs.request.hash, **report.to_dict()})
+    create_markdown_artifact(
+        key="validation-report",
+        markdown=f"## Data validation\n\n```\n{report.summary()}\n```\n",
+        description=f"GX suites for request {inputs.request.hash}",
+    )
+    if not report.success:
+        get_run_logger().error("validation failed:\n%s", report.summary())
+    return report.raise_on_failure()
