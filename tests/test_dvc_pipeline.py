@@ -1,4 +1,5 @@
-"""``dvc repro`` runs the train stage; a second run is a no-op; push/pull restore data and model.
+"""``dvc repro`` runs the train and maintain stages; a second run is a no-op; push/pull
+restore data and models.
 
 Runs the real commands (``python -m flows.prepare``, ``dvc repro``, ``dvc push``/``pull``) in a
 throwaway copy of the project with small settings, as a user would from a clean clone.
@@ -35,12 +36,21 @@ def make_project(tmp: Path) -> Path:
     project = tmp / "project"
     project.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("medunlearn", "tasks", "flows"):
+    for folder in ("medunlearn", "tasks", "flows", "requests"):
         shutil.copytree(REPO / folder, project / folder, ignore=ignore)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, project / name)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["train"].update(epochs=1, model_kwargs={"width": 0.125}, augmentation={})
+    params["unlearn"].update(epochs=2)
+    params["maintain"].update(
+        sweep=[
+            {"name": "a", "method": "psg", "lr": 1e-3},
+            {"name": "b", "method": "psg", "lr": 3e-4},
+        ]
+    )
+    # this test is about reproducibility, not model quality: gates that a 1-epoch model passes
+    params["gates"]["class_retirement"] = {"max_forget_test_acc": 1.0, "max_retain_drop": 1.0}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     run(project, "git", "init", "-q")
     run(project, "dvc", "init", "-q")
@@ -56,7 +66,10 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     assert (project / "data.dvc").is_file()
 
     first = run(project, "dvc", "repro")
-    assert "Running stage 'train'" in first
+    assert "Running stage 'train'" in first and "Running stage 'maintain'" in first
+    assert (project / "models" / "candidate.onnx").is_file()
+    metrics = run(project, "dvc", "metrics", "show")
+    assert "reports/metrics.json" in metrics and "reports/train_metrics.json" in metrics
     _, meta = load_checkpoint(project / "models" / "deployed.pt")
     recorded = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     assert meta.data_version == recorded  # the model names the exact data it saw

@@ -1,0 +1,296 @@
+"""The maintenance flow end to end under a Prefect test harness: demo and HAM10000 device subset.
+
+Each test builds a small project in a temporary folder (dataset, deployed checkpoint,
+params.yaml) and runs ``maintenance_flow`` with a small sweep.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medunlearn.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from medunlearn.export import check_parity, read_metadata
+from medunlearn.revision import GatesFailed
+from medunlearn.validation import ValidationFailed
+
+SWEEP = [
+    {"name": "psg-a", "method": "psg", "lr": 1e-3},
+    {"name": "psg-b", "method": "psg", "lr": 3e-4},
+]
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def make_project(
+    tmp: Path, dataset: Path, model, request: dict, gates: dict | None = None, **maintain
+) -> Path:
+    """params.yaml + deployed checkpoint under ``tmp``; returns the params path."""
+    from medunlearn.data.dataset import load_dataset
+
+    info, _ = load_dataset(dataset)
+    deployed = tmp / "models" / "deployed.pt"
+    if not deployed.is_file():
+        save_checkpoint(
+            deployed, model, CheckpointMeta.for_model(model, info.class_names, info.image_size)
+        )
+    (tmp / "request.yaml").write_text(yaml.safe_dump(request))
+    reports = {
+        k: str(tmp / "reports" / n)
+        for k, n in (
+            ("metrics", "metrics.json"),
+            ("tradeoff", "tradeoff.csv"),
+            ("summary", "maintenance.md"),
+            ("tradeoff_png", "tradeoff.png"),
+            ("validation", "validation.json"),
+        )
+    }
+    params = {
+        "unlearn": {
+            "steps": 3,
+            "step_size": 0.05,
+            "eps": 0.1,
+            "lam": 1.0,
+            "lam_schedule": "inverse",
+            "gamma": 0.5,
+            "noise_scale": "relative",
+            "on_failure": "retry",
+            "phi": 1.0,
+            "retain_loss": "distill",
+            "lr": 1e-3,
+            "epochs": 3,
+            "seed": 0,
+        },
+        "gates": gates or {},
+        "validation": {"max_forget_fraction": 0.3},
+        "maintain": {
+            "dataset": str(dataset),
+            "deployed": str(deployed),
+            "request": str(tmp / "request.yaml"),
+            "sweep": SWEEP,
+            "compose": {"enabled": True, "alphas": [0.5], "fine_tune_epochs": 1},
+            "work_dir": str(tmp / "work"),
+            "candidate": str(tmp / "models" / "candidate.pt"),
+            "onnx": str(tmp / "models" / "candidate.onnx"),
+            "reports": reports,
+            **maintain,
+        },
+    }
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    return path
+
+
+@pytest.fixture(scope="module")
+def demo_revision(tmp_path_factory, prefect_harness, demo_dir, demo_model):
+    from flows.maintenance import maintenance_flow
+
+    tmp = tmp_path_factory.mktemp("revision")
+    params = make_project(
+        tmp,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={"class_retirement": {"max_forget_test_acc": 0.05, "max_retain_drop": 0.1}},
+    )
+    before = sha(tmp / "models" / "deployed.pt")
+    result = maintenance_flow(str(params))
+    return tmp, params, result, before
+
+
+def test_demo_revision_passes_gates_and_exports(demo_revision, demo_splits) -> None:
+    tmp, _, result, before = demo_revision
+    assert sha(tmp / "models" / "deployed.pt") == before, "the deployed model is only read"
+    names = {c["name"] for c in result["candidates"]}
+    assert {"psg-a", "psg-b"} <= names
+    selected = next(c for c in result["candidates"] if c["name"] == result["selected"])
+    assert selected["gates"]["passed"]
+    assert selected["metrics"]["forget_test_acc"] <= 0.05
+    model, meta = load_checkpoint(tmp / "models" / "candidate.pt")
+    assert meta.extra["revision_id"] == result["revision_id"]
+
+    onnx_file = tmp / "models" / "candidate.onnx"
+    props = read_metadata(onnx_file)
+    assert props["revision_id"] == result["revision_id"]
+    assert props["request_hash"] == selected["metrics"]["request_hash"]
+    assert json.loads(props["metrics"])["forget_test_acc"] == selected["metrics"]["forget_test_acc"]
+    parity = check_parity(model, onnx_file, demo_splits.val)  # onnxruntime vs PyTorch
+    assert parity.passed and parity.max_abs_diff <= 1e-4 and parity.n_images == len(demo_splits.val)
+
+
+def test_demo_revision_reports(demo_revision) -> None:
+    tmp, _, result, _ = demo_revision
+    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
+    assert metrics["passed"] and metrics["selected"] == result["selected"]
+    with open(tmp / "reports" / "tradeoff.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {r["candidate"] for r in rows} == {c["name"] for c in result["candidates"]}
+    assert sum(r["selected"] == "True" for r in rows) == 1
+    summary = (tmp / "reports" / "maintenance.md").read_text()
+    assert "forget_test_acc" in summary and "candidate.onnx" in summary
+    assert (tmp / "reports" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
+    assert json.loads((tmp / "reports" / "validation.json").read_text())["success"]
+
+
+def test_impossible_gates_fail_the_flow_and_export_nothing(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={"class_retirement": {"max_forget_test_acc": -1.0, "max_retain_drop": 0.0}},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+    )
+    with pytest.raises(GatesFailed, match="no candidate of 1 passed"):
+        maintenance_flow(str(params))
+    assert not (tmp_path / "models" / "candidate.pt").exists()
+    assert not (tmp_path / "models" / "candidate.onnx").exists()
+    assert not list((tmp_path / "models").glob(".*staging*"))
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["passed"] is False and metrics["revision_id"] is None
+    assert "No candidate passed" in (tmp_path / "reports" / "maintenance.md").read_text()
+
+
+def test_revise_cli_exits_nonzero_when_gates_fail(
+    tmp_path, prefect_harness, demo_dir, demo_model, capsys
+):
+    from flows.cli import main
+
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={"class_retirement": {"max_forget_test_acc": -1.0}},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["revise", "--params", str(params), "--request", str(tmp_path / "request.yaml")])
+    assert exit_info.value.code == 1
+    assert "revision refused" in capsys.readouterr().err
+
+
+def test_broken_image_fails_validation_before_training(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    dataset = tmp_path / "demo"
+    shutil.copytree(demo_dir, dataset)
+    manifest = (dataset / "manifest.csv").read_text().splitlines()
+    broken_id, broken_path = manifest[6].split(",")[:2]
+    (dataset / broken_path).write_bytes(b"not an image")
+    params = make_project(
+        tmp_path, dataset, demo_model, {"reason": "class_retirement", "selector": {"labels": ["3"]}}
+    )
+    with pytest.raises(ValidationFailed) as failure:
+        maintenance_flow(str(params))
+    text = str(failure.value)
+    assert "cannot be decoded" in text and broken_id in text and "'row': 6" in text
+    assert not (tmp_path / "work").exists() or not list((tmp_path / "work").iterdir())
+    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    assert not report["success"]
+
+
+def test_consent_patient_still_in_retain_fails_validation(
+    tmp_path, prefect_harness, demo_dir, demo_model, demo_splits
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    train = demo_splits.manifest[demo_splits.manifest["split"] == "train"]
+    patient = train["patient_id"].value_counts().index[0]  # a patient with several images
+    one_image = train.loc[train["patient_id"] == patient, "image_id"].iloc[0]
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "consent_withdrawal", "selector": {"image_ids": [one_image]}},
+    )
+    with pytest.raises(ValidationFailed) as failure:
+        maintenance_flow(str(params))
+    text = str(failure.value)
+    assert "withdrawing patient still has images in retain-train" in text
+    assert "pid-" in text and str(patient) not in text  # hashed, never the raw id
+
+
+def test_rerun_after_a_failed_sweep_reuses_finished_runs(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    """The second sweep entry fails (as a crash would) after the first finished; the re-run
+    gets the first from the result cache (same finish time) and computes only the second."""
+    from flows.maintenance import maintenance_flow
+
+    request = {"reason": "class_retirement", "selector": {"labels": ["3"]}}
+    gates = {"class_retirement": {"max_forget_test_acc": 1.0, "max_retain_drop": 1.0}}
+    broken = [SWEEP[0], {"name": "psg-b", "method": "psg", "learning_rate": 3e-4}]
+    params = make_project(
+        tmp_path, demo_dir, demo_model, request, gates, sweep=broken, compose={"enabled": False}
+    )
+    with pytest.raises(Exception, match="learning_rate"):
+        maintenance_flow(str(params))
+    first = list((tmp_path / "work").glob("psg-a-*.pt"))
+    assert len(first) == 1
+    params = make_project(
+        tmp_path, demo_dir, demo_model, request, gates, sweep=SWEEP, compose={"enabled": False}
+    )
+    result = maintenance_flow(str(params))
+    assert {c["name"] for c in result["candidates"]} == {"psg-a", "psg-b"}
+    assert list((tmp_path / "work").glob("psg-a-*.pt")) == first
+    again = maintenance_flow(str(params))  # everything cached now: identical results
+    assert [c["metrics"] for c in again["candidates"]] == [
+        c["metrics"] for c in result["candidates"]
+    ]
+
+
+def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_data) -> None:
+    """Real dermoscopy images, forget every vienna_dias image, small budget."""
+    from flows.maintenance import maintenance_flow
+    from medunlearn.data import from_csv, materialise
+    from medunlearn.data.dataset import open_splits
+    from medunlearn.models import build_model
+    from medunlearn.training import TrainConfig, train_classifier
+
+    dataset = tmp_path / "ham"
+    materialise(
+        from_csv(shared_data / "ham10000_sites" / "manifest.csv", group_column="lesion_id"),
+        dataset,
+        image_size=32,
+        channels=3,
+    )
+    d = open_splits(dataset)
+    model = build_model("allcnn", len(d.info.class_names), 3, 32, seed=0, width=0.25)
+    cfg = TrainConfig(epochs=4, lr=3e-3, seed=0, class_weights="balanced")
+    model = train_classifier(model, d.train, d.val, d.info.class_names, cfg).model
+    params = make_project(
+        tmp_path,
+        dataset,
+        model,
+        {"reason": "device_deprecation", "selector": {"devices": ["vienna_dias"]}},
+        gates={"device_deprecation": {"max_forget_test_acc": 0.5, "max_retain_drop": 0.05}},
+        sweep=[
+            {"name": "gentle", "method": "psg", "lr": 1e-5},
+            {"name": "psg", "method": "psg", "lr": 3e-4},
+        ],
+    )
+    result = maintenance_flow(str(params))
+    selected = next(c for c in result["candidates"] if c["name"] == result["selected"])
+    assert selected["gates"]["passed"] and selected["metrics"]["forget_test_acc"] <= 0.5
+    assert (
+        read_metadata(tmp_path / "models" / "candidate.onnx")["request_reason"]
+        == "device_deprecation"
+    )
+    assert result["export"]["parity"]["passed"]
