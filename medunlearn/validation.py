@@ -17,7 +17,6 @@ patient ids in it are hashed (reports and logs never show raw identifiers).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -29,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from medunlearn.data.images import ImageLoader, ImageSpec
-from medunlearn.data.manifest import ManifestError
+from medunlearn.data.manifest import ManifestError, hash_identifier
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "split")
 SPLITS = ("train", "val", "test")
@@ -84,11 +83,6 @@ class ValidationReport:
         if not self.success:
             raise ValidationFailed(self)
         return self
-
-
-def hash_id(value: Any) -> str:
-    """A short, stable pseudonym for a patient id (logs and reports never show the raw id)."""
-    return "pid-" + hashlib.sha256(str(value).encode()).hexdigest()[:10]
 
 
 # --------------------------------------------------------------------------- GX plumbing
@@ -180,7 +174,7 @@ def _examples(
                 if "error" in frame.columns and full.get("error"):
                     row["error"] = full["error"]
         if "patient_id" in row:
-            row["patient_id"] = hash_id(row["patient_id"])
+            row["patient_id"] = hash_identifier(row["patient_id"])
         out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
     return out
 
@@ -189,7 +183,7 @@ def _examples(
 
 
 def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.DataFrame:
-    """Per-row file checks: present, decodable, decoded shape and intensity range."""
+    """Per-row file checks: present, decodable, stored shape, decoded intensity range."""
     loader = ImageLoader(spec)
     rows = []
     for path in manifest["path"].astype(str):
@@ -207,7 +201,7 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
                 image = loader(file)
                 props.update(
                     decodable=True,
-                    shape="x".join(str(int(s)) for s in image.shape),
+                    shape=stored_shape(file) or "x".join(str(int(s)) for s in image.shape),
                     min_intensity=float(image.min()),
                     max_intensity=float(image.max()),
                 )
@@ -216,6 +210,19 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
                 props["error"] = message.replace(str(root), "")[:200]
         rows.append(props)
     return pd.DataFrame(rows, index=manifest.index)
+
+
+def stored_shape(file: Path) -> str | None:
+    """``CxHxW`` of an image as stored (PNG/JPEG header; alpha not counted), before the
+    loader's channel mapping and resizing; ``None`` for formats Pillow does not read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as im:
+            bands = [b for b in im.getbands() if b != "A"]
+            return f"{len(bands)}x{im.height}x{im.width}"
+    except (UnidentifiedImageError, OSError):
+        return None
 
 
 def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: Sequence[str]):

@@ -224,7 +224,7 @@ def test_consent_patient_still_in_retain_fails_validation(
         maintenance_flow(str(params))
     text = str(failure.value)
     assert "withdrawing patient still has images in retain-train" in text
-    assert "pid-" in text and str(patient) not in text  # hashed, never the raw id
+    assert "pt-" in text and str(patient) not in text  # hashed, never the raw id
 
 
 def test_rerun_after_a_failed_sweep_reuses_finished_runs(
