@@ -15,11 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
+from tqdm.auto import tqdm
 
 from medunlearn.config import load_section
 from medunlearn.revision import GatesFailed, select_candidate
@@ -87,6 +89,7 @@ def maintenance_flow(
 ) -> dict[str, Any]:
     """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``."""
     logger = get_run_logger()
+    clock = Timings()
     maintain = load_section("maintain", params_path)
     validation = load_section("validation", params_path)
     unlearn = load_section("unlearn", params_path)
@@ -116,13 +119,18 @@ def maintenance_flow(
         )
         for c in configs
     ]
-    runs = [f.result() for f in futures]  # in order: a failure raises after earlier runs finished
+    runs = []  # in order: a failure raises after the earlier runs finished (and were cached)
+    for future in tqdm(futures, desc="unlearning sweep", disable=not sys.stderr.isatty()):
+        runs.append(future.result())
+    clock.lap("unlearn")
     composed = compose_candidates(runs, cohorts, maintain.get("compose", {}), work_dir)
+    clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
     before, results = evaluate_candidates(inputs, cohorts, candidates, bounds)
+    clock.lap("evaluate")
     selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
-        write_revision_report(cohorts, before, results, None, reports)
+        write_revision_report(cohorts, before, results, None, reports, timings=clock.laps)
         raise GatesFailed(
             f"no candidate of {len(results)} passed the {inputs.request.reason} gates; "
             f"report in {reports['summary']}, nothing exported"
@@ -137,15 +145,35 @@ def maintenance_flow(
         maintain["onnx"],
         float(maintain.get("parity_atol", 1e-4)),
     )
-    summary = write_revision_report(cohorts, before, results, selected, reports, export)
-    logger.info("revision %s selected %s", export["revision_id"], selected.name)
+    clock.lap("export")
+    summary = write_revision_report(
+        cohorts, before, results, selected, reports, export, timings=clock.laps
+    )
+    clock.lap("report")
+    logger.info(
+        "revision %s selected %s; step seconds %s", export["revision_id"], selected.name, clock.laps
+    )
     return {
         "revision_id": export["revision_id"],
         "selected": selected.name,
         "summary": summary,
         "export": export,
         "candidates": [c.to_dict() for c in results],
+        "timings": clock.laps,
     }
+
+
+class Timings:
+    """Wall seconds of each step as the flow sees them (task orchestration included)."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(now - self._last, 3)
+        self._last = now
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -64,6 +64,7 @@ def write_revision_report(
     selected: CandidateResult | None,
     cfg: dict[str, Any],
     export: dict[str, Any] | None = None,
+    timings: dict[str, float] | None = None,
 ) -> str:
     """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``)."""
     request = {**cohorts.request.__dict__, "hash": cohorts.request.hash}

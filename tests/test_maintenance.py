@@ -294,3 +294,64 @@ def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_dat
         == "device_deprecation"
     )
     assert result["export"]["parity"]["passed"]
+
+
+def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    """SIGKILL the flow process while the slow sweep entry still runs; the re-run takes the
+    finished entry from the persisted result cache (its checkpoint is not rewritten)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from flows.maintenance import maintenance_flow
+
+    request = {"reason": "class_retirement", "selector": {"labels": ["3"]}}
+    gates = {"class_retirement": {"max_forget_test_acc": 1.0, "max_retain_drop": 1.0}}
+    slow = {"name": "slow", "method": "psg", "lr": 3e-4, "epochs": 400}
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        request,
+        gates,
+        sweep=[SWEEP[0], slow],
+        compose={"enabled": False},
+    )
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "flows.maintenance", "--params", str(params)],
+        cwd=repo,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.time() + 240
+        while not list((tmp_path / "work").glob("psg-a-*.pt")) and time.time() < deadline:
+            assert proc.poll() is None, "the flow ended before it could be killed"
+            time.sleep(0.5)
+        time.sleep(5)  # let Prefect persist the finished task's result
+        assert proc.poll() is None, "the slow entry should still be running"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    (finished,) = list((tmp_path / "work").glob("psg-a-*.pt"))
+    stamp = finished.stat().st_mtime_ns
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        request,
+        gates,
+        sweep=[SWEEP[0], {**slow, "epochs": 1}],
+        compose={"enabled": False},
+    )
+    result = maintenance_flow(str(params))
+    assert {c["name"] for c in result["candidates"]} == {"psg-a", "slow"}
+    assert finished.stat().st_mtime_ns == stamp, "the finished run was recomputed"

@@ -100,6 +100,9 @@ class PSGConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> PSGConfig:
+        """The base settings of a params section (``by_reason`` overrides are applied by
+        ``medunlearn.unlearn.methods.psg_settings``, which knows the request)."""
+        section = {k: v for k, v in section.items() if k != "by_reason"}
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"unknown unlearn setting(s): {sorted(unknown)}")
