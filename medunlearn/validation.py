@@ -183,7 +183,11 @@ def _examples(
 
 
 def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.DataFrame:
-    """Per-row file checks: present, decodable, stored shape, decoded intensity range."""
+    """Per-row file checks: present, decodable, decoded shape and intensity range.
+
+    ``shape`` is the tensor the model will receive (the loader maps channels and resizes, so
+    any decodable 2-D image qualifies; volumes and multi-frame files fail to decode);
+    ``stored_shape`` records the file's own size for the report."""
     loader = ImageLoader(spec)
     rows = []
     for path in manifest["path"].astype(str):
@@ -201,7 +205,8 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
                 image = loader(file)
                 props.update(
                     decodable=True,
-                    shape=stored_shape(file) or "x".join(str(int(s)) for s in image.shape),
+                    shape="x".join(str(int(s)) for s in image.shape),
+                    stored_shape=stored_shape(file) or "",
                     min_intensity=float(image.min()),
                     max_intensity=float(image.max()),
                 )

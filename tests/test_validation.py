@@ -59,12 +59,13 @@ def test_manifest_suite_names_each_problem(demo, demo_dir, tmp_path) -> None:
     assert examples["label"][0]["row"] == 4 and examples["label"][0]["label"] == "cat"
 
 
-def test_wrong_image_shape_is_caught(demo, demo_dir) -> None:
-    from medunlearn.data.images import ImageSpec
+def test_stored_shape_is_recorded_and_decoded_shape_checked(demo, demo_dir) -> None:
+    from medunlearn.validation import image_properties
 
     info, manifest = demo
-    report = validate_manifest(manifest, demo_dir, info.class_names, ImageSpec(28, 3))
-    assert "model expects 3x28x28 images" in report.summary()
+    props = image_properties(manifest.head(3), demo_dir, info.spec)
+    assert set(props["stored_shape"]) == {"1x28x28"} and set(props["shape"]) == {"1x28x28"}
+    assert (props["max_intensity"] > props["min_intensity"]).all()
 
 
 def test_missing_required_column_fails(demo, demo_dir) -> None:
