@@ -101,9 +101,11 @@ def maintenance_flow(
     inputs = load_revision_inputs(
         maintain["dataset"], maintain["deployed"], request or maintain["request"]
     )
+    clock.lap("load")
     data, cohorts = validate_data(
         inputs, validation, reports["validation"], float(maintain.get("max_in_memory_mb", 1024))
     )
+    clock.lap("validate")
     configs = sweep_configs(maintain, unlearn, inputs.request.reason)
     runner = unlearn_candidate.with_options(refresh_cache=refresh_cache)
     futures = [

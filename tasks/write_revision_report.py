@@ -95,6 +95,7 @@ def write_revision_report(
             "gates": selected.gates if selected else [c.gates for c in candidates],
             "parity": export["parity"] if export else None,
             "counts": cohorts.masks.counts,
+            "step_seconds": timings or {},
         },
     )
     write_text(cfg["tradeoff"], tradeoff_csv(candidates, name))

@@ -130,6 +130,8 @@ def test_demo_revision_reports(demo_revision) -> None:
     tmp, _, result, _ = demo_revision
     metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
     assert metrics["passed"] and metrics["selected"] == result["selected"]
+    steps = ("load", "validate", "unlearn", "compose", "evaluate", "export")
+    assert set(steps) <= set(metrics["step_seconds"]) and metrics["step_seconds"]["unlearn"] > 0
     with open(tmp / "reports" / "tradeoff.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["candidate"] for r in rows} == {c["name"] for c in result["candidates"]}
