@@ -314,15 +314,19 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
     request = {"reason": "class_retirement", "selector": {"labels": ["3"]}}
     gates = {"class_retirement": {"max_forget_test_acc": 1.0, "max_retain_drop": 1.0}}
     slow = {"name": "slow", "method": "psg", "lr": 3e-4, "epochs": 400}
-    params = make_project(
-        tmp_path,
-        demo_dir,
-        demo_model,
-        request,
-        gates,
-        sweep=[SWEEP[0], slow],
-        compose={"enabled": False},
-    )
+
+    def project(slow_entry: dict) -> Path:
+        return make_project(
+            tmp_path,
+            demo_dir,
+            demo_model,
+            request,
+            gates,
+            sweep=[SWEEP[0], slow_entry],
+            compose={"enabled": False},
+        )
+
+    params = project(slow)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
@@ -345,15 +349,7 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
         proc.wait()
     (finished,) = list((tmp_path / "work").glob("psg-a-*.pt"))
     stamp = finished.stat().st_mtime_ns
-    params = make_project(
-        tmp_path,
-        demo_dir,
-        demo_model,
-        request,
-        gates,
-        sweep=[SWEEP[0], {**slow, "epochs": 1}],
-        compose={"enabled": False},
-    )
+    params = project({**slow, "epochs": 1})
     result = maintenance_flow(str(params))
     assert {c["name"] for c in result["candidates"]} == {"psg-a", "slow"}
     assert finished.stat().st_mtime_ns == stamp, "the finished run was recomputed"
