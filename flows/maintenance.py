@@ -24,13 +24,13 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.config import load_section
-from medunlearn.revision import GatesFailed, select_candidate
+from medunlearn.revision import GatesFailed, run_timings, select_candidate
 from medunlearn.unlearn.methods import psg_settings
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.export_onnx import export_revision
 from tasks.load_revision_inputs import load_revision_inputs
-from tasks.unlearn_candidate import unlearn_candidate
+from tasks.unlearn_candidate import run_is_intact, with_local_cache
 from tasks.validate_data import validate_data
 from tasks.write_revision_report import write_revision_report
 
@@ -89,6 +89,7 @@ def maintenance_flow(
 ) -> dict[str, Any]:
     """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``."""
     logger = get_run_logger()
+    started_at = time.time()
     clock = Timings()
     maintain = load_section("maintain", params_path)
     validation = load_section("validation", params_path)
@@ -107,32 +108,41 @@ def maintenance_flow(
     )
     clock.lap("validate")
     configs = sweep_configs(maintain, unlearn, inputs.request.reason)
-    runner = unlearn_candidate.with_options(refresh_cache=refresh_cache)
-    futures = [
-        runner.submit(
+
+    def submit(config: dict[str, Any], refresh: bool):
+        return with_local_cache(work_dir, refresh).submit(
             inputs,
             cohorts,
-            c["name"],
-            c["config"],
+            config["name"],
+            config["config"],
             work_dir,
             inputs.deployed_sha256,
             inputs.data_fingerprint,
             inputs.request.hash,
         )
-        for c in configs
-    ]
+
+    futures = [submit(c, refresh_cache) for c in configs]
     runs = []  # in order: a failure raises after the earlier runs finished (and were cached)
-    for future in tqdm(futures, desc="unlearning sweep", disable=not sys.stderr.isatty()):
-        runs.append(future.result())
+    pending = list(zip(configs, futures, strict=True))
+    for config, future in tqdm(pending, desc="unlearning sweep", disable=not sys.stderr.isatty()):
+        run = future.result()
+        if not run_is_intact(run):  # a cache record whose checkpoint was deleted or edited
+            logger.warning("%s: cached checkpoint missing or changed; recomputing", run["name"])
+            run = submit(config, True).result()
+        runs.append(run)
     clock.lap("unlearn")
     composed = compose_candidates(runs, cohorts, maintain.get("compose", {}), work_dir)
     clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
-    before, results = evaluate_candidates(inputs, cohorts, candidates, bounds)
+    before, results, evaluate_seconds = evaluate_candidates(inputs, cohorts, candidates, bounds)
     clock.lap("evaluate")
+
+    def timings() -> dict[str, Any]:
+        return run_timings(clock.laps, runs, composed, evaluate_seconds, started_at)
+
     selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
-        write_revision_report(cohorts, before, results, None, reports, timings=clock.laps)
+        write_revision_report(cohorts, before, results, None, reports, timings=timings())
         raise GatesFailed(
             f"no candidate of {len(results)} passed the {inputs.request.reason} gates; "
             f"report in {reports['summary']}, nothing exported"
@@ -149,11 +159,16 @@ def maintenance_flow(
     )
     clock.lap("export")
     summary = write_revision_report(
-        cohorts, before, results, selected, reports, export, timings=clock.laps
+        cohorts, before, results, selected, reports, export, timings=timings()
     )
     clock.lap("report")
+    final = timings()
     logger.info(
-        "revision %s selected %s; step seconds %s", export["revision_id"], selected.name, clock.laps
+        "revision %s selected %s; step seconds %s; overhead %.1f s",
+        export["revision_id"],
+        selected.name,
+        final["step_seconds"],
+        final["overhead_seconds"],
     )
     return {
         "revision_id": export["revision_id"],
@@ -161,7 +176,7 @@ def maintenance_flow(
         "summary": summary,
         "export": export,
         "candidates": [c.to_dict() for c in results],
-        "timings": clock.laps,
+        "timings": final,
     }
 
 

@@ -182,3 +182,39 @@ def summary_markdown(
                 )
             )
     return "\n".join(lines) + "\n"
+
+
+def run_timings(
+    laps: dict[str, float],
+    sweep_runs: list[dict[str, Any]],
+    composed: list[dict[str, Any]],
+    evaluate_seconds: float,
+    flow_started_at: float,
+) -> dict[str, Any]:
+    """Step wall seconds, seconds spent computing, and the orchestration overhead.
+
+    Compute is what the tasks timed themselves: the sweep's span from the first run's start
+    to the last run's end (runs overlap on a thread pool; a run restored from the cache
+    started before ``flow_started_at`` and counts zero), composition's fine-tuning and
+    interpolation, and evaluation. Overhead is every other second of the flow: Prefect task
+    dispatch and result persistence, Great Expectations, checkpoint I/O, ONNX export, reports.
+    """
+    fresh = [r for r in sweep_runs if r["finished_at"] - r["seconds"] >= flow_started_at]
+    unlearn = (
+        max(r["finished_at"] for r in fresh) - min(r["finished_at"] - r["seconds"] for r in fresh)
+        if fresh
+        else 0.0
+    )
+    compute = {
+        "unlearn": round(unlearn, 3),
+        "compose": round(sum(c.get("seconds", 0.0) for c in composed), 3),
+        "evaluate": round(evaluate_seconds, 3),
+    }
+    total = sum(laps.values())
+    return {
+        "step_seconds": dict(laps),
+        "compute_seconds": compute,
+        "flow_seconds": round(total, 3),
+        "overhead_seconds": round(total - sum(compute.values()), 3),
+        "cached_runs": len(sweep_runs) - len(fresh),
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -21,9 +22,11 @@ def evaluate_candidates(
     cohorts: Cohorts,
     candidates: list[dict[str, Any]],
     bounds: dict[str, dict[str, float]],
-) -> tuple[UnlearnMetrics, list[CandidateResult]]:
-    """The deployed model's metrics (the gates' "before") and each candidate's, with gates."""
+) -> tuple[UnlearnMetrics, list[CandidateResult], float]:
+    """The deployed model's metrics (the gates' "before") and each candidate's, with gates,
+    and the seconds spent computing them (the flow subtracts them to measure its overhead)."""
     logger = get_run_logger()
+    start = time.perf_counter()
     reason = inputs.request.reason
     before = unlearning_metrics(inputs.deployed, cohorts)
     results = []
@@ -49,4 +52,4 @@ def evaluate_candidates(
             after.retain_test_acc if after.retain_test_acc is not None else float("nan"),
             "pass" if gates.passed else "FAIL",
         )
-    return before, results
+    return before, results, round(time.perf_counter() - start, 3)

@@ -5,6 +5,10 @@ file hash, the data manifest's hash, the request hash and this task's source. Th
 images themselves are left out of the key (they are identified by those hashes). A finished
 run's result (checkpoint path + hash, JSON) is persisted, so a re-run after a crash reuses
 it instead of recomputing; a checkpoint that changed on disk is detected, not trusted.
+
+Results and cache records live under the run's ``work_dir`` (``with_local_cache``), next to
+the checkpoints they point at: a cache shared across checkouts (Prefect's default, under
+``PREFECT_HOME``) would hand a fresh clone a record whose checkpoint is not there.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from pathlib import Path
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
 from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
@@ -27,9 +32,12 @@ def config_key(config: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
+CACHE_POLICY = (INPUTS + TASK_SOURCE) - "inputs" - "cohorts"
+
+
 @task(
     name="unlearn-candidate",
-    cache_policy=(INPUTS + TASK_SOURCE) - "inputs" - "cohorts",
+    cache_policy=CACHE_POLICY,
     persist_result=True,
     result_serializer="json",
 )
@@ -79,3 +87,19 @@ def unlearn_candidate(
         "info": json.loads(json.dumps(getattr(model, "unlearn_info", {}) or {}, default=str)),
         "finished_at": time.time(),
     }
+
+
+def with_local_cache(work_dir: str, refresh: bool = False) -> Task:
+    """The task with its results and cache records stored under ``work_dir/results``."""
+    store = Path(work_dir).resolve() / "results"
+    store.mkdir(parents=True, exist_ok=True)
+    return unlearn_candidate.with_options(
+        refresh_cache=refresh,
+        result_storage=store,  # a Path: local storage, no server-side block needed
+    )
+
+
+def run_is_intact(run: dict[str, Any]) -> bool:
+    """Whether a (possibly cached) run's checkpoint is on disk with the hash it was saved with."""
+    path = Path(run["checkpoint"])
+    return path.is_file() and file_sha256(path) == run["sha256"]

@@ -64,9 +64,13 @@ def write_revision_report(
     selected: CandidateResult | None,
     cfg: dict[str, Any],
     export: dict[str, Any] | None = None,
-    timings: dict[str, float] | None = None,
+    timings: dict[str, Any] | None = None,
 ) -> str:
-    """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``)."""
+    """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``).
+
+    ``timings`` (from ``medunlearn.revision.run_timings``) go into the metrics file as they
+    are: step, compute and overhead seconds up to the report step.
+    """
     request = {**cohorts.request.__dict__, "hash": cohorts.request.hash}
     name = selected.name if selected else None
     summary = summary_markdown(
@@ -95,7 +99,7 @@ def write_revision_report(
             "gates": selected.gates if selected else [c.gates for c in candidates],
             "parity": export["parity"] if export else None,
             "counts": cohorts.masks.counts,
-            "step_seconds": timings or {},
+            **(timings or {"step_seconds": {}}),
         },
     )
     write_text(cfg["tradeoff"], tradeoff_csv(candidates, name))

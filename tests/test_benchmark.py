@@ -10,6 +10,7 @@ import yaml
 
 from medunlearn.benchmark import DEFAULT_GRIDS, ScenarioError, load_scenario
 from medunlearn.benchmark.report import best_method, markdown_table
+from medunlearn.benchmark.runner import method_config
 from medunlearn.unlearn.methods import METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,6 +63,22 @@ def test_quick_applies_overrides_and_keeps_one_seed(tmp_path: Path) -> None:
     assert len(full.grid_for("psg")) == 4 and len(quick.grid_for("psg")) == 2
     assert len(full.grid_for("neggrad_plus")) == 4 and len(quick.grid_for("neggrad_plus")) == 2
     assert quick.grid_for("retrain") == [{}]
+
+
+def test_quick_method_budgets_merge_into_the_psg_base(tmp_path: Path) -> None:
+    obj = minimal() | {"methods": {"scrub": {"epochs": 3, "msteps": 1}}}
+    obj["quick"] |= {
+        "methods": {"scrub": {"epochs": 1}, "psg_compose": {"psg": {"epochs": 2}}},
+        "grid": {"psg_compose": {"forget_weight": [1.0]}},
+    }
+    quick = load_scenario(write(tmp_path, obj), quick=True)
+    base = {"lr": 1e-3, "epochs": 5, "gamma": 0.5}
+    scrub = method_config(quick, "scrub", base, {"lr": 2e-3}, seed=1)
+    assert scrub == {"epochs": 1, "msteps": 1, "lr": 2e-3, "seed": 1}
+    compose = method_config(quick, "psg_compose", base, {"forget_weight": 1.0}, seed=0)
+    assert compose["psg"] == {"lr": 1e-3, "epochs": 2, "gamma": 0.5}  # base kept, epochs cut
+    assert quick.grid_for("psg_compose") == [{"forget_weight": 1.0}]
+    assert method_config(load_scenario(write(tmp_path, obj)), "psg", base, {}, 0)["epochs"] == 5
 
 
 @pytest.mark.parametrize(

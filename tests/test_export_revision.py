@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from medunlearn.export import check_parity, export_onnx, read_metadata
-from medunlearn.revision import CandidateResult, select_candidate, tradeoff_csv
+from medunlearn.revision import CandidateResult, run_timings, select_candidate, tradeoff_csv
 
 
 def test_onnx_export_dynamic_batch_metadata_and_parity(tmp_path, demo_model, demo_splits) -> None:
@@ -62,3 +62,18 @@ def test_selection_rule() -> None:
     csv_text = tradeoff_csv(cs, "c").splitlines()
     assert csv_text[0].startswith("candidate,kind,forget_test_acc") and len(csv_text) == 5
     assert csv_text[3].endswith("True,True")
+
+
+def test_run_timings_subtract_task_compute_and_ignore_cached_runs() -> None:
+    laps = {"load": 1.0, "validate": 2.0, "unlearn": 12.0, "compose": 3.0, "evaluate": 4.0}
+    runs = [  # two overlapping fresh runs (100-108, 102-110) and one restored from the cache
+        {"finished_at": 108.0, "seconds": 8.0},
+        {"finished_at": 110.0, "seconds": 8.0},
+        {"finished_at": 50.0, "seconds": 9.0},
+    ]
+    t = run_timings(laps, runs, [{"seconds": 1.5}, {"seconds": 0.5}], 3.0, flow_started_at=99.0)
+    assert t["compute_seconds"] == {"unlearn": 10.0, "compose": 2.0, "evaluate": 3.0}
+    assert t["flow_seconds"] == 22.0 and t["overhead_seconds"] == 7.0
+    assert t["cached_runs"] == 1 and t["step_seconds"] == laps
+    cached = run_timings(laps, runs[2:], [], 3.0, flow_started_at=99.0)
+    assert cached["compute_seconds"]["unlearn"] == 0.0 and cached["overhead_seconds"] == 19.0

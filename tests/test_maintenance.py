@@ -132,6 +132,12 @@ def test_demo_revision_reports(demo_revision) -> None:
     assert metrics["passed"] and metrics["selected"] == result["selected"]
     steps = ("load", "validate", "unlearn", "compose", "evaluate", "export")
     assert set(steps) <= set(metrics["step_seconds"]) and metrics["step_seconds"]["unlearn"] > 0
+    compute = metrics["compute_seconds"]
+    assert 0 < compute["unlearn"] <= metrics["step_seconds"]["unlearn"]
+    assert 0 < compute["evaluate"] <= metrics["step_seconds"]["evaluate"]
+    assert metrics["overhead_seconds"] == pytest.approx(
+        metrics["flow_seconds"] - sum(compute.values()), abs=0.01
+    )
     with open(tmp / "reports" / "tradeoff.csv") as f:
         rows = list(csv.DictReader(f))
     assert {r["candidate"] for r in rows} == {c["name"] for c in result["candidates"]}
@@ -254,6 +260,17 @@ def test_rerun_after_a_failed_sweep_reuses_finished_runs(
     assert list((tmp_path / "work").glob("psg-a-*.pt")) == first
     again = maintenance_flow(str(params))  # everything cached now: identical results
     assert [c["metrics"] for c in again["candidates"]] == [
+        c["metrics"] for c in result["candidates"]
+    ]
+    assert (
+        again["timings"]["cached_runs"] == 2
+        and again["timings"]["compute_seconds"]["unlearn"] == 0.0
+    )
+    assert list((tmp_path / "work" / "results").iterdir())  # the cache lives with the run
+    first[0].unlink()  # a cache record whose checkpoint is gone is recomputed, not trusted
+    healed = maintenance_flow(str(params))
+    assert healed["timings"]["cached_runs"] == 1 and first[0].is_file()
+    assert [c["metrics"] for c in healed["candidates"]] == [
         c["metrics"] for c in result["candidates"]
     ]
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from medunlearn.benchmark.scenario import Scenario
+from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.sources import load_source
 from medunlearn.inference import LogitCache
@@ -148,7 +148,11 @@ def train_model(
 def method_config(
     scenario: Scenario, method: str, psg_base: dict[str, Any], point: dict[str, Any], seed: int
 ) -> dict[str, Any]:
-    """Settings of one run: method base, scenario's fixed settings, grid point, seed."""
+    """Settings of one run: method base, scenario's fixed settings, grid point, seed.
+
+    Nested settings merge key by key, so ``psg_compose: {psg: {epochs: 2}}`` in a scenario
+    changes only the epochs of the PSG base, not the whole of it.
+    """
     if method in ("psg", "boundary_shrink"):
         base = dict(psg_base)
         if method == "boundary_shrink":
@@ -163,7 +167,8 @@ def method_config(
         base = dict(scenario.recipe)
     else:
         base = {}
-    return {**base, **scenario.methods.get(method, {}), **point, "seed": seed}
+    merged = merge_settings(merge_settings(base, scenario.methods.get(method, {})), point)
+    return {**merged, "seed": seed}
 
 
 def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:

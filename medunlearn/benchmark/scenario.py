@@ -97,10 +97,12 @@ class Scenario:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Deep merge: mappings merge key by key, every other value in ``override`` replaces."""
     out = copy.deepcopy(base)
     for k, v in override.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        nested = isinstance(v, dict) and isinstance(out.get(k), dict)
+        out[k] = merge_settings(out[k], v) if nested else copy.deepcopy(v)
     return out
 
 
@@ -119,7 +121,7 @@ def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
         if key not in obj:
             raise ScenarioError(f"{path}: missing required key '{key}'")
     if quick and obj.get("quick"):
-        obj = _merge(obj, obj["quick"])
+        obj = merge_settings(obj, obj["quick"])
     for section in ("methods", "grid"):
         bad = set(obj.get(section) or {}) - set(METHODS)
         if bad:
