@@ -42,9 +42,13 @@ def sweep_configs(
     maintain: dict[str, Any], unlearn: dict[str, Any], reason: str
 ) -> list[dict[str, Any]]:
     """One config per sweep entry: PSG-family entries start from the ``unlearn`` section (with
-    its ``by_reason`` overrides for this request's reason); other methods from their defaults."""
+    its ``by_reason`` overrides for this request's reason); other methods from their defaults.
+
+    ``maintain.sweep_by_reason[reason]`` adds entries for one reason only: where another
+    method measured best for that reason (BENCHMARKS.md), it competes in the sweep too."""
     configs, names = [], set()
-    for i, entry in enumerate(maintain.get("sweep") or []):
+    extra = (maintain.get("sweep_by_reason") or {}).get(reason) or []
+    for i, entry in enumerate(list(maintain.get("sweep") or []) + list(extra)):
         entry = dict(entry)
         name = str(entry.pop("name", f"run{i}"))
         method = entry.pop("method", "psg")

@@ -91,3 +91,16 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     assert (project / "models" / "deployed.pt").read_bytes() == checkpoint
     assert (project / "data" / "demo" / "manifest.csv").is_file()
     assert "up to date" in run(project, "dvc", "status")
+
+    # a what-if: `dvc exp run -S` changes one parameter and re-runs only the stages that read it
+    run(project, "git", "add", "-A")
+    run(
+        project,
+        *("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost", "commit", "-qm", "base"),
+    )
+    what_if = run(project, "dvc", "exp", "run", "-S", "unlearn.gamma=1.0")
+    assert "Running stage 'maintain'" in what_if and "Running stage 'train'" not in what_if
+    changed = run(project, "dvc", "params", "diff", "--md")
+    assert "unlearn.gamma" in changed and "1.0" in changed
+    assert "unlearn.gamma" in run(project, "dvc", "exp", "show", "--md")
+    assert (project / "models" / "candidate.onnx").is_file()
