@@ -17,9 +17,10 @@ step laps and the seconds its tasks spent computing); from both it prints
 Target (issue 5): orchestration overhead under 15 s on 2 cores. A sweep restored from the
 result cache computes nothing, so the figures are only meaningful on a first run; the script
 refuses to report when ``cached_runs`` is not 0. ``--maintain-only`` deletes the sweep's
-work folder (``maintain.work_dir``, a cache) and forces ``dvc repro --force --single-item maintain``: use it
-to compare set-ups, e.g. with a running Prefect server (``PREFECT_API_URL`` set) instead of
-the ephemeral one each process starts. Run it in a scratch clone.
+work folder (``maintain.work_dir``, a cache) and forces ``dvc repro -f -s maintain`` (this
+stage only): use it to compare set-ups, e.g. with a running Prefect server
+(``PREFECT_API_URL`` set) instead of the ephemeral one each process starts. Run it in a
+scratch clone.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--maintain-only",
         action="store_true",
-        help="delete maintain.work_dir and time `dvc repro -f maintain` alone",
+        help="delete maintain.work_dir and time `dvc repro -f -s maintain` alone",
     )
     args = parser.parse_args(argv)
     for var, value in (
@@ -80,7 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     if metrics.get("cached_runs"):
         raise SystemExit(
             f"{metrics['cached_runs']} sweep run(s) came from the result cache: "
-            "run this on a fresh checkout (or delete .cache/maintain) to measure"
+            "run this on a fresh checkout (or use --maintain-only) to measure"
         )
     compute = sum(metrics["compute_seconds"].values())
     result = {
