@@ -25,7 +25,8 @@ from tqdm.auto import tqdm
 
 from medunlearn.config import load_section
 from medunlearn.revision import GatesFailed, run_timings, select_candidate
-from medunlearn.unlearn.methods import psg_settings
+from medunlearn.sweep import check_sweeps, sweep_configs
+from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.export_onnx import export_revision
@@ -34,40 +35,7 @@ from tasks.unlearn_candidate import run_is_intact, with_local_cache
 from tasks.validate_data import validate_data
 from tasks.write_revision_report import write_revision_report
 
-PSG_METHODS = ("psg", "boundary_shrink")
 REPORT_KEYS = ("metrics", "tradeoff", "summary", "tradeoff_png", "validation")
-
-
-def sweep_configs(
-    maintain: dict[str, Any], unlearn: dict[str, Any], reason: str
-) -> list[dict[str, Any]]:
-    """One config per sweep entry: PSG-family entries start from the ``unlearn`` section (with
-    its ``by_reason`` overrides for this request's reason); other methods from their defaults.
-
-    ``maintain.sweep_by_reason[reason]`` adds entries for one reason only: where another
-    method measured best for that reason (BENCHMARKS.md), it competes in the sweep too."""
-    configs, names = [], set()
-    extra = (maintain.get("sweep_by_reason") or {}).get(reason) or []
-    for i, entry in enumerate(list(maintain.get("sweep") or []) + list(extra)):
-        entry = dict(entry)
-        name = str(entry.pop("name", f"run{i}"))
-        method = entry.pop("method", "psg")
-        if name in names:
-            raise ValueError(f"maintain.sweep: duplicate name '{name}'")
-        names.add(name)
-        base: dict[str, Any] = {}
-        if method in PSG_METHODS:
-            base = psg_settings(unlearn, reason)
-            if method == "boundary_shrink":
-                base = {
-                    k: v
-                    for k, v in base.items()
-                    if k not in ("steps", "step_size", "eps", "lam", "gamma")
-                }
-        configs.append({"name": name, "config": {"method": method, **base, **entry}})
-    if not configs:
-        raise ValueError("maintain.sweep lists no configs")
-    return configs
 
 
 def task_runner(maintain: dict[str, Any]):
@@ -103,6 +71,7 @@ def maintenance_flow(
     work_dir = str(Path(maintain.get("work_dir", ".cache/maintain")))
     Path(work_dir).mkdir(parents=True, exist_ok=True)
 
+    check_sweeps(maintain, unlearn)  # a bad sweep entry fails before any data is read
     inputs = load_revision_inputs(
         maintain["dataset"], maintain["deployed"], request or maintain["request"]
     )
@@ -112,6 +81,7 @@ def maintenance_flow(
     )
     clock.lap("validate")
     configs = sweep_configs(maintain, unlearn, inputs.request.reason)
+    core_hash = source_hash()
 
     def submit(config: dict[str, Any], refresh: bool):
         return with_local_cache(work_dir, refresh).submit(
@@ -123,6 +93,7 @@ def maintenance_flow(
             inputs.deployed_sha256,
             inputs.data_fingerprint,
             inputs.request.hash,
+            core_hash,
         )
 
     futures = [submit(c, refresh_cache) for c in configs]
@@ -138,7 +109,9 @@ def maintenance_flow(
     composed = compose_candidates(runs, cohorts, maintain.get("compose", {}), work_dir)
     clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
-    before, results, evaluate_seconds = evaluate_candidates(inputs, cohorts, candidates, bounds)
+    before, baseline, results, evaluate_seconds = evaluate_candidates(
+        inputs, cohorts, candidates, bounds
+    )
     clock.lap("evaluate")
 
     def timings() -> dict[str, Any]:
@@ -146,7 +119,9 @@ def maintenance_flow(
 
     selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
-        write_revision_report(cohorts, before, results, None, reports, timings=timings())
+        write_revision_report(
+            cohorts, before, results, None, reports, timings=timings(), baseline=baseline
+        )
         raise GatesFailed(
             f"no candidate of {len(results)} passed the {inputs.request.reason} gates; "
             f"report in {reports['summary']}, nothing exported"
@@ -163,7 +138,7 @@ def maintenance_flow(
     )
     clock.lap("export")
     summary = write_revision_report(
-        cohorts, before, results, selected, reports, export, timings=timings()
+        cohorts, before, results, selected, reports, export, timings=timings(), baseline=baseline
     )
     clock.lap("report")
     final = timings()

@@ -37,6 +37,9 @@ class CheckpointMeta:
     data_version: str | None = None
     params_hash: str | None = None
     metrics: dict[str, Any] = field(default_factory=dict)
+    # The training augmentation (flip, rotate_deg, shift): fine-tuning for unlearning reuses
+    # it, so updates see images like those the model was trained on. None: not recorded.
+    augmentation: dict[str, Any] | None = None
     created_at: str = field(
         default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds")
     )
@@ -88,6 +91,7 @@ def load_checkpoint(
             f"{path}: weights do not fit {meta.architecture['name']}: {exc}"
         ) from exc
     model.eval()
+    model.train_augmentation = meta.augmentation
     return model, meta
 
 

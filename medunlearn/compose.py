@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from medunlearn.data.images import LabelledImages
 from medunlearn.models import ZooModel
+from medunlearn.unlearn.augment import augmented, training_transform
 from medunlearn.unlearn.psg import recompute_bn, set_bn_eval
 
 
@@ -47,13 +48,18 @@ def fine_tune(
     freeze_features: bool = True,
     batch_size: int = 64,
     seed: int = 0,
+    augment: bool = True,
 ) -> ZooModel:
     """Fine-tune a composed model on retain-train with BatchNorm statistics kept fixed.
 
     ``freeze_features`` trains the head only (the usual choice after a swap: the features
-    already retained well). Returns a new model; the input is not modified.
+    already retained well). Images go through the model's training augmentation unless
+    ``augment`` is false. Returns a new model; the input is not modified.
     """
     model = copy.deepcopy(model)
+    if len(retain):
+        size = int(retain[0][0].shape[-1])
+        retain = augmented(retain, training_transform(model, size, seed, augment))
     params = model.classifier.parameters() if freeze_features else model.parameters()
     if freeze_features:
         for p in model.body.parameters():

@@ -1,90 +1,366 @@
 """Evaluation gates: the checks a revision must pass before it may be exported.
 
-Each request ``reason`` has a profile; every bound comes from ``params.yaml`` (``gates``).
-A gate result names each check, its value, its bound and whether it passed, so a failed
-revision says exactly why.
+Each request ``reason`` has a **profile**: which checks are *required* (all must pass),
+which are *informative* (reported, never blocking), and what replaces a check that cannot
+apply. Bounds come from ``params.yaml`` (``gates``). Every check ends in one of three
+states: ``pass``, ``fail`` or ``not_applicable`` (with the reason); a required check that is
+not applicable is replaced by the check its profile names, and with no replacement the gate
+is *undecided* and does not pass. Nothing is silently passed or failed.
+
+The profiles follow from what forgetting means for each reason:
+
+- ``class_retirement``: the class must no longer be predicted. Required: accuracy on the
+  forgotten training images and on held-out images of the class at most ``max_forget_acc``
+  (no held-out images of the class: replaced by the training images alone), retention.
+- ``device_deprecation``, ``outlier_removal``, ``consent_withdrawal``: the forgotten
+  training images must look to the model like held-out images of the same kind, i.e. like
+  non-members. Required: the **membership test** (rank attack against matched held-out rows,
+  ``medunlearn.mia``) and the **member accuracy gap**, plus retention. An outlier or a
+  patient has no held-out twin, so these compare with rows matched on label, device and
+  site. A bound on held-out accuracy alone is no evidence (on HAM10000 the untouched model
+  already met one on a deprecated device's held-out images) and is not used.
+
+Decision rule of the two membership checks (same for every cohort size): a check fails only
+when the evidence is both *significant* (one-sided p-value below ``alpha``) and *material*
+(AUC above 0.5 by more than ``mia_auc_margin``; accuracy gap above ``max_member_gap``). A
+retrain reference, whose forgotten images are true non-members, therefore fails with
+probability at most ``alpha``; the untouched deployed model fails whenever it measurably
+memorised the cohort. Below ``min_members`` forgotten images the check is marked
+*underpowered*: it can flag only extreme memorisation (one image: its loss must fall below
+nearly every matched held-out image), and when the smallest reachable p-value is not below
+``alpha`` the check states that it cannot detect anything at this size.
+
+Retention is measured on the retained held-out rows (val and test) with the deployed model
+as the baseline: accuracy and balanced accuracy may not drop by more than
+``max_retain_drop`` / ``max_balanced_drop``; the largest per-class recall drop is reported.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from medunlearn.metrics import UnlearnMetrics
 
+PASS, FAIL, NA = "pass", "fail", "not_applicable"
+REQUIRED, INFORMATIVE = "required", "informative"
+
+SHARED_DEFAULTS: dict[str, float] = {"alpha": 0.01, "min_members": 10}
+RETENTION = {"max_retain_drop": 0.03, "max_balanced_drop": 0.03, "max_class_recall_drop": 0.10}
+MEMBERSHIP = {"mia_auc_margin": 0.05, "max_member_gap": 0.05}
 DEFAULT_BOUNDS: dict[str, dict[str, float]] = {
-    "class_retirement": {"max_forget_test_acc": 0.05, "max_retain_drop": 0.03},
-    "device_deprecation": {"max_forget_test_acc": 0.5, "max_retain_drop": 0.03},
-    "outlier_removal": {"max_forget_test_acc": 0.5, "max_retain_drop": 0.03},
-    "consent_withdrawal": {"mia_auc_margin": 0.05, "max_member_gap": 0.05, "max_retain_drop": 0.03},
+    "class_retirement": {"max_forget_acc": 0.05, **MEMBERSHIP, **RETENTION},
+    "device_deprecation": {**MEMBERSHIP, **RETENTION},
+    "outlier_removal": {**MEMBERSHIP, **RETENTION},
+    "consent_withdrawal": {**MEMBERSHIP, **RETENTION},
+}
+
+
+class GateConfigError(ValueError):
+    """The ``gates`` section names an unknown reason or bound."""
+
+
+@dataclass(frozen=True)
+class CheckSpec:
+    """One check of a profile: its name, role and replacement when not applicable."""
+
+    name: str
+    role: str
+    replaced_by: str | None = None
+
+
+PROFILES: dict[str, tuple[CheckSpec, ...]] = {
+    "class_retirement": (
+        CheckSpec("forget_train_acc", REQUIRED),
+        CheckSpec("forget_heldout_acc", REQUIRED, replaced_by="forget_train_acc"),
+        CheckSpec("retain_drop", REQUIRED),
+        CheckSpec("retain_balanced_drop", REQUIRED),
+        CheckSpec("class_recall_drop", INFORMATIVE),
+        CheckSpec("membership", INFORMATIVE),
+    ),
+    **{
+        reason: (
+            CheckSpec("membership", REQUIRED),
+            CheckSpec("member_accuracy_gap", REQUIRED),
+            CheckSpec("retain_drop", REQUIRED),
+            CheckSpec("retain_balanced_drop", REQUIRED),
+            CheckSpec("class_recall_drop", INFORMATIVE),
+            CheckSpec("over_forgetting", INFORMATIVE),
+        )
+        for reason in ("device_deprecation", "outlier_removal", "consent_withdrawal")
+    },
 }
 
 
 @dataclass
 class Check:
+    """The outcome of one check (``value`` and ``bound`` in [0, 1] units unless named)."""
+
     name: str
+    role: str
+    status: str  # pass | fail | not_applicable
     value: float | None
-    bound: float
-    rule: str  # human-readable, e.g. "<= 0.05"
-    passed: bool
+    bound: float | None
+    rule: str  # human-readable decision rule
+    detail: str = ""
+    underpowered: bool = False
+
+    @property
+    def passed(self) -> bool:
+        return self.status == PASS
 
 
 @dataclass
 class GateResult:
     reason: str
     checks: list[Check] = field(default_factory=list)
+    replacements: dict[str, str] = field(default_factory=dict)
+    undecided: list[str] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
-        return bool(self.checks) and all(c.passed for c in self.checks)
+        return not self.undecided and all(c.passed for c in self.deciding())
+
+    def deciding(self) -> list[Check]:
+        """The required checks that decide the gate (replacements in place of n/a ones)."""
+        by_name = {c.name: c for c in self.checks}
+        out = []
+        for c in self.checks:
+            if c.role != REQUIRED:
+                continue
+            if c.status == NA:
+                if c.name in self.replacements:
+                    out.append(by_name[self.replacements[c.name]])
+                continue
+            out.append(c)
+        return out
+
+    def failed(self) -> list[str]:
+        return [c.name for c in self.deciding() if not c.passed] + self.undecided
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "reason": self.reason,
             "passed": self.passed,
+            "failed": self.failed(),
+            "undecided": list(self.undecided),
+            "replacements": dict(self.replacements),
             "checks": [asdict(c) for c in self.checks],
         }
 
 
-def _at_most(name: str, value: float | None, bound: float) -> Check:
-    return Check(name, value, bound, f"<= {bound}", value is not None and value <= bound)
+def resolve_bounds(reason: str, section: dict[str, Any] | None) -> dict[str, float]:
+    """Bounds for ``reason``: defaults, then ``gates`` shared keys, then ``gates[reason]``.
+
+    Raises :class:`GateConfigError` naming an unknown reason or key.
+    """
+    if reason not in PROFILES:
+        raise GateConfigError(f"no gate profile for reason '{reason}'")
+    section = dict(section or {})
+    shared = {k: section.pop(k) for k in list(section) if k in SHARED_DEFAULTS}
+    unknown_reasons = set(section) - set(PROFILES)
+    if unknown_reasons:
+        raise GateConfigError(f"gates: unknown reason(s) or key(s) {sorted(unknown_reasons)}")
+    own = dict(section.get(reason) or {})
+    unknown = set(own) - set(DEFAULT_BOUNDS[reason])
+    if unknown:
+        raise GateConfigError(
+            f"gates.{reason}: unknown bound(s) {sorted(unknown)}; "
+            f"allowed: {sorted(DEFAULT_BOUNDS[reason])}"
+        )
+    return {**SHARED_DEFAULTS, **shared, **DEFAULT_BOUNDS[reason], **own}
+
+
+def _na(name: str, role: str, why: str) -> Check:
+    return Check(name, role, NA, None, None, "", why)
+
+
+def _at_most(name: str, role: str, value: float | None, bound: float, why_na: str) -> Check:
+    if value is None:
+        return _na(name, role, why_na)
+    return Check(name, role, PASS if value <= bound else FAIL, value, bound, f"<= {bound}")
+
+
+def _drop(before: float | None, after: float | None) -> float | None:
+    if before is None or after is None:
+        return None
+    return max(0.0, before - after)
+
+
+def _power(m: dict[str, Any], b: dict[str, float]) -> tuple[bool, str]:
+    n = m.get("n_members") or 0
+    notes = []
+    under = n < b["min_members"]
+    if under:
+        notes.append(f"underpowered: {n} forgotten image(s) < {int(b['min_members'])}")
+    min_p = m.get("min_p")
+    if min_p is not None and min_p >= b["alpha"]:
+        notes.append(
+            f"cannot detect at this size: smallest reachable p = {min_p:.3g} >= alpha "
+            f"{b['alpha']} ({n} vs {m.get('n_nonmembers')} matched held-out images)"
+        )
+        under = True
+    return under, "; ".join(notes)
+
+
+def _membership(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
+    m = after.membership
+    if m.get("auc") is None:
+        return _na("membership", role, m.get("note") or "no membership comparison possible")
+    under, note = _power(m, b)
+    significant = m["p_value"] < b["alpha"]
+    material = m["auc"] - 0.5 > b["mia_auc_margin"]
+    detail = (
+        f"AUC {m['auc']:.3f} [95% CI {m['auc_low']:.3f}, {m['auc_high']:.3f}], p = "
+        f"{m['p_value']:.3g}; {m['n_members']} forgotten vs {m['n_nonmembers']} matched "
+        f"held-out images"
+    )
+    if m.get("null"):
+        detail += (
+            f"; null (held-out vs held-out) AUC {m['null']['low']:.3f}-{m['null']['high']:.3f}"
+        )
+    return Check(
+        "membership",
+        role,
+        FAIL if significant and material else PASS,
+        m["auc"],
+        0.5 + b["mia_auc_margin"],
+        f"fail iff p < {b['alpha']} and AUC > {0.5 + b['mia_auc_margin']:.2f}",
+        detail + (f"; {note}" if note else ""),
+        under,
+    )
+
+
+def _member_gap(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
+    m = after.membership
+    if m.get("acc_gap") is None:
+        return _na("member_accuracy_gap", role, m.get("note") or "no held-out comparison")
+    under, note = _power(m, b)
+    significant = m["acc_p_value"] < b["alpha"]
+    material = m["acc_gap"] > b["max_member_gap"]
+    detail = (
+        f"forgotten {m['member_acc']:.3f} vs matched held-out {m['nonmember_acc']:.3f}, "
+        f"Fisher p = {m['acc_p_value']:.3g}"
+    )
+    return Check(
+        "member_accuracy_gap",
+        role,
+        FAIL if significant and material else PASS,
+        m["acc_gap"],
+        b["max_member_gap"],
+        f"fail iff p < {b['alpha']} and gap > {b['max_member_gap']}",
+        detail + (f"; {note}" if note else ""),
+        under,
+    )
+
+
+def _over_forgetting(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
+    gap = after.membership.get("acc_gap")
+    if gap is None:
+        return _na("over_forgetting", role, "no held-out comparison")
+    return Check(
+        "over_forgetting",
+        role,
+        PASS if gap >= -b["max_member_gap"] else FAIL,
+        gap,
+        -b["max_member_gap"],
+        f">= -{b['max_member_gap']} (forgotten images much worse than held-out ones are "
+        f"recognisable too)",
+    )
+
+
+def _class_recall_drop(
+    role: str, after: UnlearnMetrics, before: UnlearnMetrics, b: dict[str, float]
+) -> Check:
+    drops = {
+        k: before.retain_test_recall[k] - v
+        for k, v in after.retain_test_recall.items()
+        if v is not None and before.retain_test_recall.get(k) is not None
+    }
+    if not drops:
+        return _na("class_recall_drop", role, "no retained class in retain-test")
+    worst = max(drops, key=drops.get)
+    value = max(0.0, drops[worst])
+    return Check(
+        "class_recall_drop",
+        role,
+        PASS if value <= b["max_class_recall_drop"] else FAIL,
+        value,
+        b["max_class_recall_drop"],
+        f"<= {b['max_class_recall_drop']}",
+        f"largest drop: class {worst}",
+    )
+
+
+CHECKS: dict[str, Callable[[str, UnlearnMetrics, UnlearnMetrics, dict[str, float]], Check]] = {
+    "forget_train_acc": lambda role, a, _, b: _at_most(
+        "forget_train_acc", role, a.forget_train_acc, b["max_forget_acc"], "no forget-train rows"
+    ),
+    "forget_heldout_acc": lambda role, a, _, b: _at_most(
+        "forget_heldout_acc",
+        role,
+        a.forget_heldout_acc,
+        b["max_forget_acc"],
+        "no held-out row matches the selector",
+    ),
+    "retain_drop": lambda role, a, before, b: _at_most(
+        "retain_drop",
+        role,
+        _drop(before.retain_test_acc, a.retain_test_acc),
+        b["max_retain_drop"],
+        "no retained held-out rows",
+    ),
+    "retain_balanced_drop": lambda role, a, before, b: _at_most(
+        "retain_balanced_drop",
+        role,
+        _drop(before.retain_test_balanced_acc, a.retain_test_balanced_acc),
+        b["max_balanced_drop"],
+        "no retained held-out rows",
+    ),
+    "class_recall_drop": lambda role, a, before, b: _class_recall_drop(role, a, before, b),
+    "membership": lambda role, a, _, b: _membership(role, a, b),
+    "member_accuracy_gap": lambda role, a, _, b: _member_gap(role, a, b),
+    "over_forgetting": lambda role, a, _, b: _over_forgetting(role, a, b),
+}
 
 
 def evaluate_gates(
     reason: str,
     after: UnlearnMetrics,
     before: UnlearnMetrics,
-    bounds: dict[str, dict[str, float]] | None = None,
+    section: dict[str, Any] | None = None,
 ) -> GateResult:
-    """Check ``after`` (the candidate) against its profile; ``before`` is the deployed model.
-
-    Retain drop is ``before.retain_test_acc - after.retain_test_acc`` (a gain counts as 0).
-    """
-    if reason not in DEFAULT_BOUNDS:
-        raise ValueError(f"no gate profile for reason '{reason}'")
-    b = {**DEFAULT_BOUNDS[reason], **((bounds or {}).get(reason, {}))}
+    """Check ``after`` (a candidate) against the profile of ``reason``; ``before`` is the
+    deployed model (the retention baseline). ``section`` is ``params.yaml:gates``."""
+    b = resolve_bounds(reason, section)
     result = GateResult(reason)
-    drop = None
-    if after.retain_test_acc is not None and before.retain_test_acc is not None:
-        drop = max(0.0, before.retain_test_acc - after.retain_test_acc)
-    if reason == "consent_withdrawal":
-        auc = after.mia_loss.get("auc")
-        result.checks.append(
-            Check(
-                "mia_auc_distance_from_0.5",
-                None if auc is None else abs(auc - 0.5),
-                b["mia_auc_margin"],
-                f"|auc - 0.5| <= {b['mia_auc_margin']}",
-                auc is not None and abs(auc - 0.5) <= b["mia_auc_margin"],
-            )
-        )
-        gap = None
-        if after.forget_train_acc is not None and after.forget_test_acc is not None:
-            gap = abs(after.forget_train_acc - after.forget_test_acc)
-        result.checks.append(_at_most("member_accuracy_gap", gap, b["max_member_gap"]))
-    else:
-        result.checks.append(
-            _at_most("forget_test_acc", after.forget_test_acc, b["max_forget_test_acc"])
-        )
-    result.checks.append(_at_most("retain_test_drop", drop, b["max_retain_drop"]))
+    for spec in PROFILES[reason]:
+        check = CHECKS[spec.name](spec.role, after, before, b)
+        result.checks.append(check)
+    by_name = {c.name: c for c in result.checks}
+    for spec in PROFILES[reason]:
+        check = by_name[spec.name]
+        if spec.role != REQUIRED or check.status != NA:
+            continue
+        if spec.replaced_by:
+            result.replacements[spec.name] = spec.replaced_by
+            check.detail += f"; replaced by {spec.replaced_by}"
+        else:
+            result.undecided.append(spec.name)
+            check.detail += "; required and not applicable: the gate cannot pass"
     return result
+
+
+def describe_profiles() -> str:
+    """The shipped profiles as a markdown table (README, reports)."""
+    lines = ["| reason | required | informative |", "|---|---|---|"]
+    for reason, specs in PROFILES.items():
+        req = [
+            s.name + (f" (n/a: {s.replaced_by})" if s.replaced_by else "")
+            for s in specs
+            if s.role == REQUIRED
+        ]
+        inf = [s.name for s in specs if s.role == INFORMATIVE]
+        lines.append(f"| {reason} | {', '.join(req)} | {', '.join(inf)} |")
+    return "\n".join(lines)

@@ -6,6 +6,7 @@ and per class, macro AUC over the classes that can be scored) and feeds it batch
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from medunlearn.inference import LogitCache, predict_logits
 
@@ -43,10 +44,13 @@ def classification_metrics(
             "n": int(mask.sum()),
             "accuracy": float((pred[mask] == k).mean()) if mask.any() else None,
         }
+    with warnings.catch_warnings():  # a retired class predicted on retain rows is an error,
+        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")  # as wanted
+        balanced = float(balanced_accuracy_score(y, pred))
     return {
         "n": int(len(y)),
         "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": float(balanced_accuracy_score(y, pred)),
+        "balanced_accuracy": balanced,
         "macro_auc": float(np.mean(aucs)) if aucs else None,
         "per_class": per_class,
     }
@@ -74,43 +78,95 @@ def accuracy_on(
     return float((logits.argmax(1) == labels).float().mean())
 
 
+# Avg Gap (SalUn, Fan et al. ICLR 2024, Table 1): UA, RA, TA and MIA-efficacy, i.e. forget-train
+# accuracy, retain-train accuracy, retain-test accuracy and MIA-efficacy.
 GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "mia_efficacy")
+# The benchmark's tuning signal on validation rows: the same accuracies and the rank-AUC
+# membership attack against matched held-out rows (medunlearn.mia).
+TUNING_GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "mia_auc")
 
 
 @dataclass
 class UnlearnMetrics:
     """Metrics of one model on one request's cohorts; serialises to JSON.
 
-    Avg Gap (with a retrain reference) is the mean absolute difference, in points of [0, 1],
-    over ``GAP_KEYS``: forget accuracy (forget-train), retain accuracy (retain-train), test
-    accuracy on the retained data (retain-test), and MIA-efficacy; the SalUn protocol.
+    Accuracies are in [0, 1]. ``membership`` is :class:`medunlearn.mia.MembershipEvidence`
+    as a dict (forget-train vs matched held-out rows). With a retrain reference
+    (:meth:`with_reference`), ``gaps`` and ``avg_gap`` are absolute differences in
+    **percentage points** over ``GAP_KEYS`` (SalUn's Avg Gap), and ``tuning_gaps`` /
+    ``tuning_gap`` the same over ``TUNING_GAP_KEYS``.
     """
 
     request_hash: str
     forget_train_acc: float | None
-    forget_test_acc: float | None
+    forget_test_acc: float | None  # test rows the selector matches (may be none)
+    forget_heldout_acc: float | None  # held-out rows (pool splits) the selector matches
     retain_train_acc: float | None
     retain_test_acc: float | None
+    retain_test_balanced_acc: float | None
+    retain_test_recall: dict[str, float | None]  # per class, on retain-test
     test_acc: float | None
+    test_balanced_acc: float | None
     per_class_test_acc: dict[str, float | None]
-    mia_loss: dict[str, Any]
+    membership: dict[str, Any]
     mia_efficacy: float | None
     gaps: dict[str, float] = field(default_factory=dict)
     avg_gap: float | None = None
+    tuning_gaps: dict[str, float] = field(default_factory=dict)
+    tuning_gap: float | None = None
+
+    @property
+    def mia_auc(self) -> float | None:
+        return self.membership.get("auc")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def with_reference(self, retrain: UnlearnMetrics) -> UnlearnMetrics:
-        """Gaps to a retrain reference measured on the same cohorts."""
-        gaps = {}
-        for key in GAP_KEYS:
-            mine, ref = getattr(self, key), getattr(retrain, key)
-            if mine is not None and ref is not None:
-                gaps[key] = abs(mine - ref)
-        self.gaps = gaps
-        self.avg_gap = float(np.mean(list(gaps.values()))) if gaps else None
+        """Gaps (percentage points) to a retrain reference measured on the same cohorts."""
+        self.gaps = _gaps(self, retrain, GAP_KEYS)
+        self.avg_gap = float(np.mean(list(self.gaps.values()))) if self.gaps else None
+        self.tuning_gaps = _gaps(self, retrain, TUNING_GAP_KEYS)
+        self.tuning_gap = (
+            float(np.mean(list(self.tuning_gaps.values()))) if self.tuning_gaps else None
+        )
         return self
+
+
+def _gaps(mine: UnlearnMetrics, ref: UnlearnMetrics, keys: tuple[str, ...]) -> dict[str, float]:
+    out = {}
+    for key in keys:
+        a, b = getattr(mine, key), getattr(ref, key)
+        if a is not None and b is not None:
+            out[key] = 100.0 * abs(a - b)
+    return out
+
+
+def _concat_mask(cohorts: Any, forget: bool) -> Any:
+    """Held-out rows of the pool splits the selector matches (``forget``) as one dataset."""
+    parts = []
+    for name in cohorts.pool_splits:
+        images = getattr(cohorts, f"{'forget' if forget else 'retain'}_{name}", None)
+        if images is not None and len(images):
+            parts.append(images)
+    if not parts:
+        return None
+    return parts[0] if len(parts) == 1 else ConcatDataset(parts)
+
+
+def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any]:
+    """(held-out reference, shadow sets, forget held-out rows) of ``cohorts``, built once per
+    cohorts object and seed (matched sampling is the slow part)."""
+    from medunlearn.mia import heldout_reference, shadow_sets
+
+    memo = cohorts.__dict__.setdefault("_evidence_sets", {})
+    if seed not in memo:
+        memo[seed] = (
+            heldout_reference(cohorts, seed),
+            shadow_sets(cohorts, seed),
+            _concat_mask(cohorts, forget=True),
+        )
+    return memo[seed]
 
 
 def unlearning_metrics(
@@ -118,32 +174,43 @@ def unlearning_metrics(
 ) -> UnlearnMetrics:
     """Every metric of ``model`` on a request's cohorts (``medunlearn.unlearn.request.Cohorts``).
 
-    The loss-threshold MIA compares forget-train with forget-test; when the selector matches
-    no held-out rows (e.g. explicit patient ids, who live in one split), it falls back to
-    retain-test and says so in ``mia_loss["nonmembers"]``. ``predict`` (a
-    :class:`LogitCache` of ``model``) lets callers share forward passes across calls.
+    Membership evidence compares forget-train with held-out rows matched on label, device and
+    site (``medunlearn.mia``); ``predict`` (a :class:`LogitCache` of ``model``) lets callers
+    share forward passes across calls.
     """
-    from medunlearn.mia import loss_threshold_attack, svc_mia_efficacy
+    from medunlearn.mia import measure_membership, svc_mia_efficacy
 
-    nonmembers, source = cohorts.forget_test, "forget_test"
-    if len(nonmembers) < 2:
-        nonmembers, source = cohorts.retain_test, "retain_test"
     predict = predict or LogitCache(model)
-    attack = loss_threshold_attack(
-        model, cohorts.forget_train, nonmembers, seed=seed, predict=predict
-    )
+    reference, shadow, forget_heldout = evidence_sets(cohorts, seed)
     logits, labels = predict(cohorts.test)
     test = classification_metrics(labels, torch.softmax(logits, dim=1), cohorts.class_names)
+    retain = None
+    if len(cohorts.retain_test):
+        r_logits, r_labels = predict(cohorts.retain_test)
+        retain = classification_metrics(
+            r_labels, torch.softmax(r_logits, dim=1), cohorts.class_names
+        )
     return UnlearnMetrics(
         request_hash=cohorts.request.hash,
         forget_train_acc=accuracy_on(model, cohorts.forget_train, predict),
         forget_test_acc=accuracy_on(model, cohorts.forget_test, predict),
-        retain_train_acc=accuracy_on(model, cohorts.retain_train, predict),
-        retain_test_acc=accuracy_on(model, cohorts.retain_test, predict),
-        test_acc=test["accuracy"],
-        per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
-        mia_loss={**asdict(attack), "nonmembers": source},
-        mia_efficacy=svc_mia_efficacy(
-            model, cohorts.retain_train, cohorts.test, cohorts.forget_train, seed, predict
+        forget_heldout_acc=(
+            accuracy_on(model, forget_heldout, predict) if forget_heldout is not None else None
         ),
+        retain_train_acc=accuracy_on(model, cohorts.retain_train, predict),
+        retain_test_acc=retain["accuracy"] if retain else None,
+        retain_test_balanced_acc=_balanced(retain),
+        retain_test_recall=(
+            {k: v["accuracy"] for k, v in retain["per_class"].items() if v["n"]} if retain else {}
+        ),
+        test_acc=test["accuracy"],
+        test_balanced_acc=test["balanced_accuracy"],
+        per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
+        membership=measure_membership(model, reference, seed, predict).to_dict(),
+        mia_efficacy=svc_mia_efficacy(model, shadow, cohorts.forget_train, predict),
     )
+
+
+def _balanced(report: dict[str, Any] | None) -> float | None:
+    """Balanced accuracy over the classes present (sklearn's, which ignores absent ones)."""
+    return None if report is None else report["balanced_accuracy"]

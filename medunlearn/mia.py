@@ -1,40 +1,170 @@
-"""Membership inference attacks, the privacy evidence of an unlearning run.
+"""Membership evidence: does a model treat the forgotten images like images it never saw?
 
-Both attacks use scikit-learn; this module only builds their features and the member /
-non-member sets, which is where the reference code went wrong: comparing forget-train with
-the *whole* test set measures the class, not membership. Here non-members come from the same
-distribution as members: held-out rows matching the same selector (forget-test).
+Every attack here compares *members* (the forget-train images) with **matched non-members**:
+held-out rows that never trained the model, drawn to look like the members in everything but
+membership. Comparing with anything else measures something else: the whole test split
+measures the class or the split's shift, an unmatched pool measures the label mix.
+
+How non-members are drawn (:func:`matched_sample`, used by :func:`heldout_reference`):
+
+1. The pool is every held-out row (``val`` and ``test``; ``val`` only when tuning a
+   benchmark) whose patient is not being forgotten.
+2. Strata are the values of ``label`` and, where the manifest has them, ``device`` and
+   ``site``. The label and the columns the selector names are always matched.
+3. ``r`` non-members are drawn per member in every stratum (seeded, without replacement),
+   ``r`` the largest ratio every stratum can supply, at most enough for
+   ``target_nonmembers`` in total (default 500: tiny cohorts get many non-members, which is
+   what gives their test any power). A stratum too thin for ``r = 1`` first drops the last
+   optional column (site, then device); if even the label (and the selector's columns)
+   cannot supply one per member, thin strata give what they have and the result is marked
+   ``exact: false``. Members whose stratum has no held-out row at all are left out of the
+   comparison and counted (``unmatched``).
+
+Statistics (scipy and scikit-learn compute every number; this module only chooses them):
+
+- rank attack: AUC of ``-loss`` (members have lower loss when memorised) by
+  ``sklearn.metrics.roc_auc_score``, i.e. P(member loss < non-member loss), unbiased, no
+  fitted attacker (a cross-validated classifier on one feature is biased low at these sizes);
+  a percentile bootstrap 95% interval (members and non-members resampled separately); and the
+  **null**: the same AUC between two disjoint random halves of the non-members (median and
+  95% range over random splits), what "indistinguishable" looks like on this data.
+- membership test: one-sided Mann-Whitney U (``scipy.stats.mannwhitneyu``, alternative
+  "less" on members' losses). With one member its p-value is that image's loss percentile
+  among the non-members; with several it tests those percentiles as a group (the rank sum).
+  The smallest p-value the test can reach, ``1 / C(n + m, n)``, is reported: when it is
+  not below the gate's alpha the test cannot flag anything and says so.
+- accuracy gap: members' accuracy minus the non-members', one-sided Fisher exact test
+  (``scipy.stats.fisher_exact``) that members are more often right.
+- MIA-efficacy (Jia et al. 2023, Fan et al. 2024): a shadow SVC on the true-class
+  confidence, members = retain-train, non-members = the retained held-out rows of the same
+  pool, the two matched on strata and size; efficacy = share of forget-train it calls
+  non-members. The same definition in benchmark tuning and test, so both mean one thing.
+
+The per-example likelihood-ratio audit with reference models (offline LiRA) lives in
+``medunlearn.audit``; it needs retrained models, so it runs in the benchmark only.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
-from sklearn.linear_model import LogisticRegression
+from scipy import stats
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.svm import SVC
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
 from medunlearn.inference import LogitCache
 
+STRATA = ("label", "device", "site")
+TARGET_NONMEMBERS = 500
+BOOTSTRAP = 1000
+NULL_SPLITS = 200
+
+
+# --------------------------------------------------------------------------- matching
+
 
 @dataclass
-class AttackResult:
-    accuracy: float | None
-    auc: float | None
-    n_members: int
-    n_nonmembers: int
-    note: str = ""
+class MatchedSample:
+    """Rows drawn from a pool to match a set of members on their strata."""
+
+    positions: np.ndarray  # manifest row positions of the drawn rows, sorted
+    columns: list[str]  # strata columns matched
+    per_member: int  # rows drawn per member (the ratio r)
+    exact: bool  # every stratum supplied r rows per member
+    unmatched: int = 0  # members whose stratum had no pool row (left out)
+    member_positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "columns": list(self.columns),
+            "per_member": self.per_member,
+            "exact": self.exact,
+            "n": int(len(self.positions)),
+            "unmatched_members": self.unmatched,
+        }
+
+
+def _strata(frame: pd.DataFrame, columns: Sequence[str]) -> pd.Series:
+    if not columns:
+        return pd.Series("all", index=frame.index)
+    return frame[list(columns)].astype(str).agg("\x1f".join, axis=1)
+
+
+def matched_sample(
+    manifest: pd.DataFrame,
+    members: np.ndarray,
+    pool: np.ndarray,
+    columns: Sequence[str] = STRATA,
+    required: Sequence[str] = (),
+    target: int = TARGET_NONMEMBERS,
+    seed: int = 0,
+) -> MatchedSample:
+    """Draw rows of ``pool`` (a boolean mask over ``manifest``) matching ``members``' strata.
+
+    ``columns`` are tried in order; ``required`` ones are kept first and never dropped, the
+    rest are dropped from the end while a stratum cannot supply one row per member. See the
+    module docstring for the whole rule. Raises ``ValueError`` if ``members`` is empty.
+    """
+    frame = manifest.reset_index(drop=True)
+    members = np.asarray(members, dtype=bool)
+    pool = np.asarray(pool, dtype=bool) & ~members
+    if not members.any():
+        raise ValueError("no members to match")
+    present = [c for c in columns if c in frame.columns and frame.loc[members, c].notna().all()]
+    keep = [c for c in ("label", *required) if c in present]
+    keep = list(dict.fromkeys(keep))  # the label is always matched, never dropped
+    optional = [c for c in present if c not in keep]
+    rng = np.random.default_rng(seed)
+    n_members = int(members.sum())
+    cap = max(1, math.ceil(target / n_members))
+    for k in range(len(optional), -1, -1):
+        cols = keep + optional[:k]
+        key = _strata(frame, cols)
+        need = key[members].value_counts()
+        have = key[pool].value_counts().reindex(need.index, fill_value=0)
+        ratio = int((have // need).min())
+        if ratio >= 1:
+            ratio = min(ratio, cap)
+            drawn = _draw(key, pool, {s: ratio * int(c) for s, c in need.items()}, rng)
+            return MatchedSample(drawn, cols, ratio, True, 0, np.flatnonzero(members))
+    # Even the coarsest strata are too thin: take what each has, drop unmatched members.
+    cols = keep
+    key = _strata(frame, cols)
+    need = key[members].value_counts()
+    have = key[pool].value_counts().reindex(need.index, fill_value=0)
+    empty = set(have[have == 0].index)
+    unmatched = int(need[list(empty)].sum()) if empty else 0
+    want = {s: min(int(have[s]), int(c) * cap) for s, c in need.items() if s not in empty}
+    drawn = _draw(key, pool, want, rng)
+    kept_members = np.flatnonzero(members & ~key.isin(empty).to_numpy())
+    return MatchedSample(drawn, cols, 0, False, unmatched, kept_members)
+
+
+def _draw(
+    key: pd.Series, pool: np.ndarray, want: dict[str, int], rng: np.random.Generator
+) -> np.ndarray:
+    chosen = []
+    for stratum in sorted(want):
+        rows = np.flatnonzero(pool & (key == stratum).to_numpy())
+        chosen.append(rng.choice(rows, size=want[stratum], replace=False))
+    return np.sort(np.concatenate(chosen)) if chosen else np.empty(0, dtype=int)
+
+
+# --------------------------------------------------------------------------- per-image scores
 
 
 def per_sample_loss(
     model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
 ) -> np.ndarray:
-    """Cross-entropy of each image under its true label."""
+    """Cross-entropy (nats) of each image under its true label, shape (N,)."""
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
@@ -44,75 +174,262 @@ def per_sample_loss(
 def true_class_confidence(
     model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
 ) -> np.ndarray:
-    """Softmax probability of the true class for each image."""
+    """Softmax probability of the true class for each image, shape (N,), in [0, 1]."""
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
     return torch.softmax(logits, 1).gather(1, labels[:, None]).squeeze(1).numpy()
 
 
-def loss_threshold_attack(
-    model: torch.nn.Module,
-    members: Dataset,
-    nonmembers: Dataset,
-    seed: int = 0,
-    folds: int = 5,
-    predict: LogitCache | None = None,
-) -> AttackResult:
-    """MIA (a): can a logistic regression on the per-sample loss tell members from non-members?
+def correct(model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None):
+    """Boolean (N,): whether the top-1 prediction equals the label."""
+    logits, labels = (predict or LogitCache(model))(dataset)
+    if len(labels) == 0:
+        return np.empty(0, dtype=bool)
+    return (logits.argmax(1) == labels).numpy()
 
-    Members = forget-train, non-members = forget-test (same selector, held out). The larger
-    side is subsampled to the smaller one (balanced, so chance is 0.5), and accuracy and AUC
-    come from stratified ``folds``-fold cross-validated predictions. AUC 0.5 means the model
-    treats the forgotten rows like rows it never saw.
-    """
-    predict = predict or LogitCache(model)
-    m_loss = per_sample_loss(model, members, predict)
-    n_loss = per_sample_loss(model, nonmembers, predict)
-    n = min(len(m_loss), len(n_loss))
-    if n < 2:
-        return AttackResult(None, None, len(m_loss), len(n_loss), "too few members or non-members")
+
+# --------------------------------------------------------------------------- rank statistics
+
+
+def rank_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
+    """P(member score > non-member score) + half the ties (scikit-learn's ROC AUC)."""
+    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
+    return float(roc_auc_score(y, np.r_[member_scores, nonmember_scores]))
+
+
+def _auc_rows(members: np.ndarray, nonmembers: np.ndarray) -> np.ndarray:
+    """AUC of each row pair (R, n) vs (R, m) through the rank-sum identity (Mann-Whitney)."""
+    n, m = members.shape[1], nonmembers.shape[1]
+    ranks = stats.rankdata(np.concatenate([members, nonmembers], axis=1), axis=1)
+    return (ranks[:, :n].sum(axis=1) - n * (n + 1) / 2) / (n * m)
+
+
+def bootstrap_auc_interval(
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    seed: int = 0,
+    resamples: int = BOOTSTRAP,
+    level: float = 0.95,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the rank AUC (both sides resampled separately)."""
     rng = np.random.default_rng(seed)
-    m_loss = rng.choice(m_loss, n, replace=False)
-    n_loss = rng.choice(n_loss, n, replace=False)
-    x = np.log1p(np.concatenate([m_loss, n_loss]))[:, None]
-    y = np.concatenate([np.ones(n), np.zeros(n)])
-    k = min(folds, n)
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    proba = cross_val_predict(LogisticRegression(), x, y, cv=cv, method="predict_proba")[:, 1]
-    return AttackResult(
-        accuracy=float(((proba > 0.5) == y).mean()),
-        auc=float(roc_auc_score(y, proba)),
-        n_members=n,
-        n_nonmembers=n,
+    a = rng.choice(member_scores, size=(resamples, len(member_scores)), replace=True)
+    b = rng.choice(nonmember_scores, size=(resamples, len(nonmember_scores)), replace=True)
+    aucs = _auc_rows(a, b)
+    tail = (1 - level) / 2 * 100
+    lo, hi = np.percentile(aucs, [tail, 100 - tail])
+    return float(lo), float(hi)
+
+
+def null_auc(
+    nonmember_scores: np.ndarray, seed: int = 0, splits: int = NULL_SPLITS
+) -> dict[str, float] | None:
+    """The rank AUC between two disjoint random halves of the non-members, over ``splits``
+    random splits: median and 95% range. ``None`` with fewer than 4 non-members."""
+    m = len(nonmember_scores)
+    if m < 4:
+        return None
+    rng = np.random.default_rng(seed)
+    half = m // 2
+    order = np.argsort(rng.random((splits, m)), axis=1)
+    shuffled = nonmember_scores[order]
+    aucs = _auc_rows(shuffled[:, :half], shuffled[:, half : 2 * half])
+    lo, med, hi = np.percentile(aucs, [2.5, 50, 97.5])
+    return {"median": float(med), "low": float(lo), "high": float(hi)}
+
+
+# --------------------------------------------------------------------------- evidence
+
+
+@dataclass
+class MembershipEvidence:
+    """Members vs matched non-members under one model (JSON-ready via ``asdict``).
+
+    ``auc`` > 0.5 means the members' losses are lower than the non-members' (the model
+    recognises them); ``p_value`` is the one-sided Mann-Whitney test of that; ``min_p`` the
+    smallest p-value the test could reach at these sizes. Accuracies are in [0, 1].
+    """
+
+    n_members: int
+    n_nonmembers: int
+    auc: float | None = None
+    auc_low: float | None = None
+    auc_high: float | None = None
+    null: dict[str, float] | None = None
+    p_value: float | None = None
+    min_p: float | None = None
+    member_acc: float | None = None
+    nonmember_acc: float | None = None
+    acc_gap: float | None = None  # member_acc - nonmember_acc
+    acc_p_value: float | None = None  # one-sided Fisher exact: members more often right
+    matching: dict[str, Any] = field(default_factory=dict)
+    note: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def min_attainable_p(n: int, m: int) -> float:
+    """Smallest one-sided Mann-Whitney p-value with ``n`` and ``m`` untied observations."""
+    return 1.0 / math.comb(n + m, n)
+
+
+def membership_evidence(
+    member_loss: np.ndarray,
+    nonmember_loss: np.ndarray,
+    member_correct: np.ndarray,
+    nonmember_correct: np.ndarray,
+    seed: int = 0,
+    matching: dict[str, Any] | None = None,
+) -> MembershipEvidence:
+    """Every membership statistic of one model from per-image losses and correctness."""
+    n, m = len(member_loss), len(nonmember_loss)
+    ev = MembershipEvidence(n, m, matching=dict(matching or {}))
+    if n == 0 or m == 0:
+        ev.note = "no members" if n == 0 else "no held-out rows to compare with"
+        return ev
+    ev.auc = rank_auc(-member_loss, -nonmember_loss)
+    ev.auc_low, ev.auc_high = bootstrap_auc_interval(-member_loss, -nonmember_loss, seed)
+    ev.null = null_auc(-nonmember_loss, seed)
+    ev.p_value = float(
+        stats.mannwhitneyu(member_loss, nonmember_loss, alternative="less", method="auto").pvalue
     )
+    ev.min_p = min_attainable_p(n, m)
+    ev.member_acc = float(np.mean(member_correct))
+    ev.nonmember_acc = float(np.mean(nonmember_correct))
+    ev.acc_gap = ev.member_acc - ev.nonmember_acc
+    table = [
+        [int(member_correct.sum()), int(n - member_correct.sum())],
+        [int(nonmember_correct.sum()), int(m - nonmember_correct.sum())],
+    ]
+    ev.acc_p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)
+    return ev
+
+
+@dataclass
+class HeldoutReference:
+    """The matched non-members of a request's forget-train cohort, as images."""
+
+    members: Dataset
+    nonmembers: Dataset
+    sample: MatchedSample
+
+
+def _rows_of(cohorts: Any, positions: np.ndarray) -> Dataset:
+    """Images of manifest row ``positions`` (held-out splits only), in manifest order."""
+    split = cohorts.manifest["split"].to_numpy()
+    parts = []
+    for name, images in (("val", cohorts.val), ("test", cohorts.test)):
+        in_split = np.flatnonzero(split == name)
+        wanted = np.isin(in_split, positions)
+        if wanted.any():
+            parts.append(images.subset(wanted))
+    return ConcatDataset(parts) if len(parts) != 1 else parts[0]
+
+
+def heldout_pool(cohorts: Any) -> np.ndarray:
+    """Held-out rows (``cohorts.pool_splits``) of patients not being forgotten (a mask)."""
+    manifest = cohorts.manifest
+    pool = manifest["split"].isin(cohorts.pool_splits).to_numpy().copy()
+    if "patient_id" in manifest.columns:
+        forgotten = set(manifest.loc[cohorts.masks.forget_train, "patient_id"].astype(str))
+        pool &= ~manifest["patient_id"].astype(str).isin(forgotten).to_numpy()
+    return pool
+
+
+def heldout_reference(cohorts: Any, seed: int = 0) -> HeldoutReference:
+    """Forget-train and its matched non-members (see the module docstring)."""
+    sample = matched_sample(
+        cohorts.manifest,
+        cohorts.masks.forget_train,
+        heldout_pool(cohorts),
+        required=selector_columns(cohorts.request.selector),
+        seed=seed,
+    )
+    members = cohorts.forget_train
+    if sample.unmatched:
+        train_positions = np.flatnonzero(cohorts.manifest["split"].to_numpy() == "train")
+        kept = np.isin(train_positions, sample.member_positions)
+        members = cohorts.forget_train.subset(kept[cohorts.masks.forget_train[train_positions]])
+    return HeldoutReference(members, _rows_of(cohorts, sample.positions), sample)
+
+
+def selector_columns(selector: dict[str, Any]) -> list[str]:
+    """Strata columns a selector fixes (they must match exactly)."""
+    cols = []
+    if "labels" in selector:
+        cols.append("label")
+    if "devices" in selector:
+        cols.append("device")
+    return cols
+
+
+def measure_membership(
+    model: torch.nn.Module,
+    reference: HeldoutReference,
+    seed: int = 0,
+    predict: LogitCache | None = None,
+) -> MembershipEvidence:
+    """:func:`membership_evidence` of ``model`` on a held-out reference."""
+    predict = predict or LogitCache(model)
+    return membership_evidence(
+        per_sample_loss(model, reference.members, predict),
+        per_sample_loss(model, reference.nonmembers, predict),
+        correct(model, reference.members, predict),
+        correct(model, reference.nonmembers, predict),
+        seed=seed,
+        matching=reference.sample.summary(),
+    )
+
+
+# --------------------------------------------------------------------------- MIA-efficacy
+
+
+@dataclass
+class ShadowSets:
+    """The shadow model's training sets: retain-train members vs retained held-out rows."""
+
+    members: Dataset
+    nonmembers: Dataset
+
+
+def shadow_sets(cohorts: Any, seed: int = 0) -> ShadowSets | None:
+    """Retained held-out rows of the pool and as many retain-train rows matched to them."""
+    manifest = cohorts.manifest
+    heldout = heldout_pool(cohorts) & (cohorts.masks.retain_val | cohorts.masks.retain_test)
+    if not heldout.any() or not cohorts.masks.retain_train.any():
+        return None
+    sample = matched_sample(
+        manifest, heldout, cohorts.masks.retain_train, target=int(heldout.sum()), seed=seed
+    )
+    if len(sample.positions) == 0:
+        return None
+    train_positions = np.flatnonzero(manifest["split"].to_numpy() == "train")
+    retain_rows = train_positions[cohorts.masks.retain_train[train_positions]]
+    members = cohorts.retain_train.subset(np.isin(retain_rows, sample.positions))
+    keep = sample.member_positions  # held-out rows whose stratum retain-train could match
+    return ShadowSets(members, _rows_of(cohorts, keep))
 
 
 def svc_mia_efficacy(
     model: torch.nn.Module,
-    retain_train: Dataset,
-    test: Dataset,
+    shadow: ShadowSets | None,
     forget_train: Dataset,
-    seed: int = 0,
     predict: LogitCache | None = None,
 ) -> float | None:
-    """MIA (b), the "MIA-efficacy" of Unlearn-Sparse / SalUn (Jia et al. 2023, Fan et al. 2024).
-
-    A shadow SVC (RBF, C=3, gamma="auto") learns members = retain-train (subsampled to the
-    test size) vs non-members = test, on the true-class confidence; the efficacy is the
-    fraction of forget-train it then calls non-members. Higher means better forgotten; a
-    retrained model is the reference value.
-    """
-    predict = predict or LogitCache(model)
-    conf_r = true_class_confidence(model, retain_train, predict)
-    conf_t = true_class_confidence(model, test, predict)
-    conf_f = true_class_confidence(model, forget_train, predict)
-    if len(conf_r) == 0 or len(conf_t) == 0 or len(conf_f) == 0:
+    """MIA-efficacy in [0, 1]: the share of forget-train a shadow SVC (RBF, C=3,
+    gamma="auto", SalUn's settings) trained on ``shadow`` calls non-members. Higher means
+    better forgotten; the retrain reference's value is the target."""
+    if shadow is None or len(forget_train) == 0:
         return None
-    rng = np.random.default_rng(seed)
-    if len(conf_r) > len(conf_t):
-        conf_r = rng.choice(conf_r, len(conf_t), replace=False)
-    x = np.concatenate([conf_r, conf_t])[:, None]
-    y = np.concatenate([np.ones(len(conf_r)), np.zeros(len(conf_t))])
+    predict = predict or LogitCache(model)
+    conf_r = true_class_confidence(model, shadow.members, predict)
+    conf_h = true_class_confidence(model, shadow.nonmembers, predict)
+    conf_f = true_class_confidence(model, forget_train, predict)
+    x = np.concatenate([conf_r, conf_h])[:, None]
+    y = np.concatenate([np.ones(len(conf_r)), np.zeros(len(conf_h))])
+    if len(np.unique(y)) < 2:
+        return None
     clf = SVC(C=3, gamma="auto", kernel="rbf").fit(x, y)
     return float(1 - clf.predict(conf_f[:, None]).mean())

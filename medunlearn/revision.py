@@ -4,7 +4,8 @@ A candidate is one model the run could ship: a sweep run, a swap or an interpola
 is measured on the held-out cohorts and checked against the gate profile of the request's
 reason. Selection rule (``maintain.select_by`` in ``params.yaml``): among candidates that
 pass every gate, the highest value of ``select_by`` (default ``retain_test_acc``), ties
-broken by the lower forget-test accuracy, then by name. No passing candidate: no revision.
+broken by the lower forget-train accuracy, then the lower membership AUC, then by name. No
+passing candidate: no revision.
 """
 
 from __future__ import annotations
@@ -20,11 +21,14 @@ SELECT_KEYS = ("retain_test_acc", "test_acc", "retain_train_acc")
 TRADEOFF_FIELDS = (
     "candidate",
     "kind",
-    "forget_test_acc",
     "forget_train_acc",
+    "forget_heldout_acc",
+    "nonmember_acc",
     "retain_test_acc",
+    "retain_test_balanced_acc",
     "test_acc",
     "mia_auc",
+    "mia_p_value",
     "passed",
     "selected",
 )
@@ -77,12 +81,14 @@ def select_candidate(
     if not passing:
         return None
 
-    def key(c: CandidateResult) -> tuple[float, float, str]:
+    def key(c: CandidateResult) -> tuple[float, float, float, str]:
         value = c.metrics.get(select_by)
-        forget = c.metrics.get("forget_test_acc")
+        forget = c.metrics.get("forget_train_acc")
+        auc = (c.metrics.get("membership") or {}).get("auc")
         return (
             -(value if value is not None else -1.0),
             forget if forget is not None else 1.0,
+            auc if auc is not None else 1.0,
             c.name,
         )
 
@@ -93,15 +99,19 @@ def tradeoff_rows(candidates: list[CandidateResult], selected: str | None) -> li
     rows = []
     for c in candidates:
         m = c.metrics
+        membership = m.get("membership") or {}
         rows.append(
             {
                 "candidate": c.name,
                 "kind": c.kind,
-                "forget_test_acc": m.get("forget_test_acc"),
                 "forget_train_acc": m.get("forget_train_acc"),
+                "forget_heldout_acc": m.get("forget_heldout_acc"),
+                "nonmember_acc": membership.get("nonmember_acc"),
                 "retain_test_acc": m.get("retain_test_acc"),
+                "retain_test_balanced_acc": m.get("retain_test_balanced_acc"),
                 "test_acc": m.get("test_acc"),
-                "mia_auc": (m.get("mia_loss") or {}).get("auc"),
+                "mia_auc": membership.get("auc"),
+                "mia_p_value": membership.get("p_value"),
                 "passed": c.passed,
                 "selected": c.name == selected,
             }
@@ -124,7 +134,44 @@ def tradeoff_csv(candidates: list[CandidateResult], selected: str | None) -> str
 
 
 def _f(v: Any) -> str:
-    return "n/a" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v)
+    if v is None:
+        return "n/a"
+    if isinstance(v, float):
+        return f"{v:.3g}" if 0 < abs(v) < 1e-3 else f"{v:.3f}"
+    return str(v)
+
+
+def gate_lines(gates: dict[str, Any]) -> list[str]:
+    """One markdown line per check: role, status, value, rule and detail."""
+    lines = []
+    for check in gates["checks"]:
+        status = {"pass": "pass", "fail": "**FAIL**", "not_applicable": "not applicable"}[
+            check["status"]
+        ]
+        value = "" if check["value"] is None else f" {_f(check['value'])}"
+        rule = f" ({check['rule']})" if check["rule"] else ""
+        detail = f": {check['detail']}" if check["detail"] else ""
+        lines.append(f"- [{check['role']}] {check['name']}{value}{rule} {status}{detail}")
+    return lines
+
+
+def baseline_sentence(reason: str, baseline: dict[str, Any] | None) -> str:
+    """What the deployed model's own result on the profile says about the evidence."""
+    if baseline is None:
+        return ""
+    if not baseline["passed"]:
+        return (
+            f"The deployed model fails this profile ({', '.join(baseline['failed'])}): the "
+            "checks can tell it has not forgotten, so a passing candidate is evidence of change."
+        )
+    if reason == "class_retirement":
+        return "The deployed model passes this profile: the class was not predicted before."
+    return (
+        "The deployed model already passes this profile: it shows no measurable memorisation "
+        "of this cohort (the membership checks could not tell its images from held-out ones), "
+        "so the gates here certify retention and the absence of measurable memorisation, not a "
+        "change."
+    )
 
 
 def summary_markdown(
@@ -135,38 +182,50 @@ def summary_markdown(
     selected: CandidateResult | None,
     onnx_path: str | None = None,
     parity: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> str:
     """The run's one-screen summary (also a Prefect markdown artifact)."""
+    dm = deployed.get("membership") or {}
+    matching = dm.get("matching") or {}
     lines = [
         f"# Revision for request `{request['hash']}` ({request['reason']})",
         "",
         f"Forgot {counts.get('forget_train', 0)} training images "
         f"(selector keys: {', '.join(sorted(request['selector']))}"
         + (f", fraction {request['fraction']}" if request.get("fraction") else "")
-        + f"); retain-train {counts.get('retain_train', 0)}; held-out forget/retain "
-        f"{counts.get('forget_test', 0)}/{counts.get('retain_test', 0)}.",
-        f"Deployed model: forget-test acc {_f(deployed.get('forget_test_acc'))}, retain-test acc "
-        f"{_f(deployed.get('retain_test_acc'))}.",
+        + f"); retain-train {counts.get('retain_train', 0)}. Membership evidence compares them "
+        f"with {dm.get('n_nonmembers', 0)} held-out images matched on "
+        f"{', '.join(matching.get('columns') or ['nothing'])}"
+        + ("" if matching.get("exact", True) else " (approximately: thin strata)")
+        + ".",
+        f"Deployed model: forget-train acc {_f(deployed.get('forget_train_acc'))}, "
+        f"matched held-out acc {_f(dm.get('nonmember_acc'))}, membership AUC "
+        f"{_f(dm.get('auc'))} (p {_f(dm.get('p_value'))}), retain-test acc "
+        f"{_f(deployed.get('retain_test_acc'))} (balanced {_f(deployed.get('retain_test_balanced_acc'))}).",
+        baseline_sentence(request["reason"], baseline),
         "",
-        "| candidate | kind | forget-test | retain-test | test | MIA AUC | gates |",
-        "|---|---|---|---|---|---|---|",
+        "| candidate | kind | forget-train | forget held-out | matched held-out | retain-test "
+        "| retain bal. | test | MIA AUC | MIA p | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in candidates:
         m = c.metrics
+        mem = m.get("membership") or {}
         mark = " **(selected)**" if selected is not None and c.name == selected.name else ""
         lines.append(
-            f"| {c.name}{mark} | {c.kind} | {_f(m.get('forget_test_acc'))} | "
-            f"{_f(m.get('retain_test_acc'))} | {_f(m.get('test_acc'))} | "
-            f"{_f((m.get('mia_loss') or {}).get('auc'))} | {'pass' if c.passed else 'FAIL'} |"
+            f"| {c.name}{mark} | {c.kind} | {_f(m.get('forget_train_acc'))} | "
+            f"{_f(m.get('forget_heldout_acc'))} | {_f(mem.get('nonmember_acc'))} | "
+            f"{_f(m.get('retain_test_acc'))} | {_f(m.get('retain_test_balanced_acc'))} | "
+            f"{_f(m.get('test_acc'))} | {_f(mem.get('auc'))} | {_f(mem.get('p_value'))} | "
+            f"{'pass' if c.passed else 'FAIL: ' + ', '.join(c.gates.get('failed', []))} |"
         )
-    lines += ["", "Gates of the " + ("selected candidate:" if selected else "best candidate:")]
     shown = selected or (candidates[0] if candidates else None)
     if shown is not None:
-        for check in shown.gates["checks"]:
-            lines.append(
-                f"- {check['name']}: {_f(check['value'])} (bound {check['rule']}) "
-                f"{'pass' if check['passed'] else 'FAIL'}"
-            )
+        lines += [
+            "",
+            f"Gates of {'the selected' if selected else 'the first'} candidate `{shown.name}`:",
+            *gate_lines(shown.gates),
+        ]
     if selected is None:
         lines += ["", "**No candidate passed the gates: no revision exported.**"]
     else:

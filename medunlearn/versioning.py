@@ -7,9 +7,29 @@ always be traced to the exact data it saw, or be seen not to be traceable.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import yaml
+
+CORE = Path(__file__).resolve().parent
+
+
+def source_hash(root: Path = CORE, parts: tuple[str, ...] = (".",)) -> str:
+    """sha256 (16 hex) of the Python sources under ``root/parts``, in sorted path order.
+
+    Cache keys include it, so a fix in the core invalidates every result computed before.
+    """
+    digest = hashlib.sha256()
+    for part in parts:
+        target = (root / part).resolve()
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for path in files:
+            if "__pycache__" in path.parts:
+                continue
+            digest.update(path.relative_to(root.resolve()).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def dvc_file_hash(dvc_file: str | Path) -> str | None:

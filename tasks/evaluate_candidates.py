@@ -1,4 +1,9 @@
-"""Step: metrics of every candidate on the held-out cohorts, and its gate profile."""
+"""Step: metrics of every candidate on the held-out cohorts, and its gate profile.
+
+The deployed model is put through the same profile (the *baseline*): if it already passes,
+the membership checks could not tell its forgotten images from held-out ones, and the
+report says that the gates then certify retention, not a change.
+"""
 
 from __future__ import annotations
 
@@ -21,14 +26,21 @@ def evaluate_candidates(
     inputs: RevisionInputs,
     cohorts: Cohorts,
     candidates: list[dict[str, Any]],
-    bounds: dict[str, dict[str, float]],
-) -> tuple[UnlearnMetrics, list[CandidateResult], float]:
-    """The deployed model's metrics (the gates' "before") and each candidate's, with gates,
-    and the seconds spent computing them (the flow subtracts them to measure its overhead)."""
+    bounds: dict[str, Any],
+) -> tuple[UnlearnMetrics, dict[str, Any], list[CandidateResult], float]:
+    """The deployed model's metrics (the gates' "before") and its own gate result (the
+    baseline), each candidate's metrics and gates, and the seconds spent computing them (the
+    flow subtracts them to measure its overhead)."""
     logger = get_run_logger()
     start = time.perf_counter()
     reason = inputs.request.reason
     before = unlearning_metrics(inputs.deployed, cohorts)
+    baseline = evaluate_gates(reason, before, before, bounds).to_dict()
+    logger.info(
+        "deployed model on the %s profile: %s",
+        reason,
+        "passes" if baseline["passed"] else f"fails ({', '.join(baseline['failed'])})",
+    )
     results = []
     for c in candidates:
         model, _ = load_run(c)
@@ -46,10 +58,15 @@ def evaluate_candidates(
             )
         )
         logger.info(
-            "%s: forget-test %.3f, retain-test %.3f, gates %s",
+            "%s: forget-train %s, membership AUC %s, retain-test %s, gates %s",
             c["name"],
-            after.forget_test_acc if after.forget_test_acc is not None else float("nan"),
-            after.retain_test_acc if after.retain_test_acc is not None else float("nan"),
-            "pass" if gates.passed else "FAIL",
+            _f(after.forget_train_acc),
+            _f(after.mia_auc),
+            _f(after.retain_test_acc),
+            "pass" if gates.passed else f"FAIL ({', '.join(gates.failed())})",
         )
-    return before, results, round(time.perf_counter() - start, 3)
+    return before, baseline, results, round(time.perf_counter() - start, 3)
+
+
+def _f(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

@@ -44,8 +44,15 @@ def export_revision(
     rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)
     metrics = {
         k: selected.metrics.get(k)
-        for k in ("forget_test_acc", "forget_train_acc", "retain_test_acc", "test_acc")
+        for k in (
+            "forget_train_acc",
+            "forget_heldout_acc",
+            "retain_test_acc",
+            "retain_test_balanced_acc",
+            "test_acc",
+        )
     }
+    metrics["mia_auc"] = (selected.metrics.get("membership") or {}).get("auc")
     metadata = {
         "revision_id": rev,
         "request_hash": inputs.request.hash,

@@ -50,6 +50,7 @@ def save_model(
         data_version=version,
         params_hash=context["params_hash"],
         metrics={"val": metrics["val"], "test": metrics["test"]},
+        augmentation=dict(cfg.get("augmentation") or {}),
         extra={k: context[k] for k in ("role", "dataset", "exclude", "n_train")}
         | {"best_epoch": result.best_epoch},
     )

@@ -1,8 +1,10 @@
 """Step: one unlearning run of the sweep (a mapped task per config), cached on its inputs.
 
 The cache key is everything that determines the result: the config, the deployed model's
-file hash, the data manifest's hash, the request hash and this task's source. The model and
-images themselves are left out of the key (they are identified by those hashes). A finished
+file hash, the data manifest's hash, the request hash, the source hash of the whole core
+package (``medunlearn/``: a fix to a method invalidates its old results) and this task's
+source. The model and images themselves are left out of the key (they are identified by
+those hashes). A finished
 run's result (checkpoint path + hash, JSON) is persisted, so a re-run after a crash reuses
 it instead of recomputing; a checkpoint that changed on disk is detected, not trusted.
 
@@ -50,10 +52,11 @@ def unlearn_candidate(
     deployed_sha256: str,
     data_fingerprint: str,
     request_hash: str,
+    core_hash: str = "",
 ) -> dict[str, Any]:
     """Run ``config['method']`` with the rest of ``config`` on the deployed model; save it.
 
-    The three hashes are passed explicitly so they enter the cache key.
+    The four hashes are passed explicitly so they enter the cache key.
     """
     logger = get_run_logger()
     settings = {k: v for k, v in config.items() if k != "method"}
@@ -61,7 +64,13 @@ def unlearn_candidate(
     model = run_method(config["method"], inputs.deployed, cohorts, settings)
     seconds = time.perf_counter() - start
     key = config_key(
-        {**config, "model": deployed_sha256, "data": data_fingerprint, "request": request_hash}
+        {
+            **config,
+            "model": deployed_sha256,
+            "data": data_fingerprint,
+            "request": request_hash,
+            "core": core_hash,
+        }
     )
     path = f"{work_dir}/{name}-{key}.pt"
     meta = CheckpointMeta(
@@ -70,6 +79,7 @@ def unlearn_candidate(
         input_shape=list(inputs.deployed_meta.input_shape),
         normalization=model.cpu().norm.statistics(),
         data_version=inputs.deployed_meta.data_version,
+        augmentation=inputs.deployed_meta.augmentation,
         extra={
             "request": request_hash,
             "config": json.dumps(config, sort_keys=True),

@@ -31,23 +31,23 @@ def _plot(rows: list[dict[str, Any]], deployed: dict[str, Any], path: str) -> No
             s=200 if r["selected"] else 50,
             color="tab:green" if r["passed"] else "tab:red",
         )
-        ax.scatter([r["forget_test_acc"] or 0], [r["retain_test_acc"] or 0], **style)
+        ax.scatter([r["forget_train_acc"] or 0], [r["retain_test_acc"] or 0], **style)
         ax.annotate(
             r["candidate"],
-            (r["forget_test_acc"] or 0, r["retain_test_acc"] or 0),
+            (r["forget_train_acc"] or 0, r["retain_test_acc"] or 0),
             fontsize=7,
             xytext=(4, 3),
             textcoords="offset points",
         )
     ax.scatter(
-        [deployed["forget_test_acc"] or 0],
+        [deployed["forget_train_acc"] or 0],
         [deployed["retain_test_acc"] or 0],
         marker="X",
         s=120,
         color="grey",
         label="deployed",
     )
-    ax.set_xlabel("forget-test accuracy")
+    ax.set_xlabel("forget-train accuracy")
     ax.set_ylabel("retain-test accuracy")
     ax.set_title("candidates (green: gates pass, star: selected)")
     ax.legend(fontsize=7)
@@ -65,6 +65,7 @@ def write_revision_report(
     cfg: dict[str, Any],
     export: dict[str, Any] | None = None,
     timings: dict[str, Any] | None = None,
+    baseline: dict[str, Any] | None = None,
 ) -> str:
     """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``).
 
@@ -81,6 +82,7 @@ def write_revision_report(
         selected,
         export["onnx"] if export else None,
         export["parity"] if export else None,
+        baseline,
     )
     rows = tradeoff_rows(candidates, name)
     write_json(
@@ -93,8 +95,17 @@ def write_revision_report(
             "revision_id": export["revision_id"] if export else None,
             "deployed": {
                 k: deployed.to_dict()[k]
-                for k in ("forget_test_acc", "forget_train_acc", "retain_test_acc", "test_acc")
+                for k in (
+                    "forget_train_acc",
+                    "forget_heldout_acc",
+                    "retain_test_acc",
+                    "retain_test_balanced_acc",
+                    "test_acc",
+                    "test_balanced_acc",
+                    "membership",
+                )
             },
+            "deployed_gates": baseline,
             "selected_metrics": selected.metrics if selected else None,
             "gates": selected.gates if selected else [c.gates for c in candidates],
             "parity": export["parity"] if export else None,

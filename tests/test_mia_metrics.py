@@ -1,117 +1,159 @@
-"""Membership attacks, the unlearning metrics record, and gates."""
+"""Membership evidence and the metrics record, against hand-computed or simulated truths."""
 
 from __future__ import annotations
 
+import copy
+import itertools
 import json
+import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from scipy.stats import norm
 
-from medunlearn.gates import evaluate_gates
-from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
-from medunlearn.mia import loss_threshold_attack, svc_mia_efficacy
-from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
-
-
-def halves(images, n: int, seed: int = 0):
-    order = np.random.default_rng(seed).permutation(len(images))
-    a, b = np.zeros(len(images), bool), np.zeros(len(images), bool)
-    a[order[:n]], b[order[n : 2 * n]] = True, True
-    return images.subset(a), images.subset(b)
-
-
-def test_attack_detects_a_memorising_model(demo_splits) -> None:
-    members, nonmembers = halves(demo_splits.train, 120)
-    g = torch.Generator().manual_seed(0)
-    members.labels = torch.randint(0, 10, (len(members),), generator=g)  # only memorisable
-    nonmembers.labels = torch.randint(0, 10, (len(nonmembers),), generator=g)
-    model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
-    cfg = TrainConfig(epochs=40, batch_size=32, lr=3e-3, seed=0, scheduler="none")
-    memoriser = train_classifier(model, members, members, [str(i) for i in range(10)], cfg).model
-    attack = loss_threshold_attack(memoriser, members, nonmembers)
-    assert attack.auc > 0.9 and attack.accuracy > 0.8
-    assert attack.n_members == attack.n_nonmembers == 120
+from medunlearn.metrics import unlearning_metrics
+from medunlearn.mia import (
+    bootstrap_auc_interval,
+    matched_sample,
+    membership_evidence,
+    min_attainable_p,
+    null_auc,
+    rank_auc,
+    shadow_sets,
+    svc_mia_efficacy,
+)
 
 
-def test_attack_is_near_chance_on_a_random_split(demo_model, demo_splits) -> None:
-    a, b = halves(demo_splits.test, 170, seed=1)
-    attack = loss_threshold_attack(demo_model, a, b)
-    assert abs(attack.auc - 0.5) < 0.12 and abs(attack.accuracy - 0.5) < 0.12
+def brute_force_auc(a: np.ndarray, b: np.ndarray) -> float:
+    """P(a > b) + 0.5 P(a == b) by counting every pair (a second implementation)."""
+    wins = sum((x > y) + 0.5 * (x == y) for x, y in itertools.product(a, b))
+    return wins / (len(a) * len(b))
 
 
-def test_attack_needs_two_of_each(demo_model, demo_splits) -> None:
-    one = demo_splits.test.subset(np.arange(len(demo_splits.test)) < 1)
-    assert loss_threshold_attack(demo_model, one, demo_splits.test).auc is None
+def test_rank_auc_hand_computed_with_ties() -> None:
+    # pairs: (2>1) (2=2 half) (2<3) (4>1) (4>2) (4>3) -> 4.5 of 6
+    assert rank_auc(np.array([2.0, 4.0]), np.array([1.0, 2.0, 3.0])) == pytest.approx(0.75)
+    rng = np.random.default_rng(1)
+    a, b = rng.integers(0, 5, 17).astype(float), rng.integers(0, 5, 23).astype(float)
+    assert rank_auc(a, b) == pytest.approx(brute_force_auc(a, b))
 
 
-@pytest.fixture(scope="module")
-def cohorts(demo_cohorts):
-    return demo_cohorts
+def test_rank_auc_is_unbiased_when_members_and_nonmembers_are_one_distribution() -> None:
+    # The issue's case: 92 per side from one loss distribution. E[AUC] = 0.5 exactly.
+    rng = np.random.default_rng(0)
+    aucs = [rank_auc(-rng.gamma(0.5, 1.0, 92), -rng.gamma(0.5, 1.0, 92)) for _ in range(600)]
+    assert abs(np.mean(aucs) - 0.5) < 0.006  # standard error of the mean ~0.0018
+    # and a +-0.05 band around 0.5 holds the null AUC about 2/3 of the time at this size
+    # (sd of the AUC ~ sqrt((n + m + 1) / (12 n m)) = 0.043): why the gates test, not band
+    sd = math.sqrt((92 + 92 + 1) / (12 * 92 * 92))
+    assert np.std(aucs) == pytest.approx(sd, rel=0.15)
 
 
-def test_metrics_record(demo_model, cohorts) -> None:
-    m = unlearning_metrics(demo_model, cohorts)
+def test_bootstrap_interval_covers_the_true_auc() -> None:
+    # Normal scores shifted by d have AUC Phi(d / sqrt 2); the 95% interval covers it ~95%.
+    rng = np.random.default_rng(3)
+    d = 0.5
+    truth = norm.cdf(d / math.sqrt(2))
+    covered = 0
+    for i in range(150):
+        a, b = rng.normal(d, 1, 60), rng.normal(0, 1, 80)
+        lo, hi = bootstrap_auc_interval(a, b, seed=i, resamples=400)
+        covered += lo <= truth <= hi
+    assert 0.87 <= covered / 150 <= 0.99
+
+
+def test_null_auc_of_one_distribution_is_centred_on_half() -> None:
+    null = null_auc(np.random.default_rng(0).normal(size=400), seed=0)
+    assert abs(null["median"] - 0.5) < 0.02 and null["low"] < 0.5 < null["high"]
+    assert null_auc(np.arange(3.0)) is None
+
+
+def test_one_member_p_value_is_its_loss_percentile_among_nonmembers() -> None:
+    nonmember_loss = np.linspace(0.1, 1.0, 10)  # member loss 0.05 is below all ten
+    ev = membership_evidence(np.array([0.05]), nonmember_loss, np.array([True]), np.ones(10, bool))
+    assert ev.p_value == pytest.approx(1 / 11)
+    assert ev.min_p == pytest.approx(1 / 11) and ev.auc == 1.0
+    mid = membership_evidence(np.array([0.55]), nonmember_loss, np.array([True]), np.ones(10, bool))
+    assert mid.p_value == pytest.approx(6 / 11)  # 5 non-members below it: (5 + 1) / 11
+
+
+def test_accuracy_gap_test_hand_computed() -> None:
+    # members 3/3 right, non-members 1/3: P(X >= 3), X ~ Hypergeom(N=6, K=4, n=3) = 4/20
+    ev = membership_evidence(
+        np.array([0.1, 0.2, 0.3]),
+        np.array([0.4, 0.5, 0.6]),
+        np.array([True, True, True]),
+        np.array([True, False, False]),
+    )
+    assert ev.acc_gap == pytest.approx(2 / 3) and ev.acc_p_value == pytest.approx(0.2)
+    assert min_attainable_p(3, 3) == pytest.approx(1 / 20)
+
+
+def manifest(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["image_id", "label", "device", "split"])
+
+
+def test_matched_sample_draws_the_members_strata_mix() -> None:
+    rows = [(f"m{i}", "a", "d1", "train") for i in range(2)] + [("m2", "b", "d2", "train")]
+    rows += [(f"p{i}", "a", "d1", "val") for i in range(20)]
+    rows += [(f"q{i}", "b", "d2", "test") for i in range(7)]
+    rows += [(f"r{i}", "a", "d2", "test") for i in range(50)]  # wrong device: never drawn
+    df = manifest(rows)
+    members = df["image_id"].str.startswith("m").to_numpy()
+    pool = df["split"].isin(["val", "test"]).to_numpy()
+    s = matched_sample(df, members, pool, seed=0)
+    drawn = df.iloc[s.positions]
+    # ratio limited by stratum (b, d2): 7 rows for 1 member -> 7 per member
+    assert s.exact and s.per_member == 7 and s.columns == ["label", "device"]
+    assert (drawn[["label", "device"]].value_counts().to_dict()) == {
+        ("a", "d1"): 14,
+        ("b", "d2"): 7,
+    }
+    capped = matched_sample(df, members, pool, target=6, seed=0)  # at most ceil(6/3)=2 each
+    assert capped.per_member == 2 and len(capped.positions) == 6
+    again = matched_sample(df, members, pool, seed=0)
+    assert np.array_equal(again.positions, s.positions)  # seeded
+
+
+def test_matched_sample_coarsens_then_reports_thin_strata() -> None:
+    rows = [("m0", "a", "d1", "train"), ("m1", "c", "d9", "train")]
+    rows += [(f"p{i}", "a", "d2", "val") for i in range(5)]  # label a exists, device d1 does not
+    rows += [(f"q{i}", "b", "d1", "val") for i in range(5)]
+    df = manifest(rows)
+    members = df["image_id"].str.startswith("m").to_numpy()
+    pool = df["split"].eq("val").to_numpy()
+    # device cannot be matched for d1, and label 'c' has no held-out row at all
+    s = matched_sample(df, members, pool, seed=0)
+    assert not s.exact and s.columns == ["label"] and s.unmatched == 1
+    assert set(df.iloc[s.positions]["label"]) == {"a"} and list(s.member_positions) == [0]
+    # a required column is never dropped: no held-out (a, d1) row -> nothing drawn, counted
+    req = matched_sample(df, np.r_[True, [False] * 11], pool, required=["device"])
+    assert req.columns == ["label", "device"] and req.unmatched == 1 and len(req.positions) == 0
+
+
+def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
+    m = unlearning_metrics(demo_model, demo_cohorts)
     assert m.forget_train_acc > 0.8 and m.retain_test_acc > 0.8  # the deployed model knows '3'
-    assert 0 <= m.mia_efficacy <= 1 and m.mia_loss["nonmembers"] == "forget_test"
-    assert m.request_hash == cohorts.request.hash
-    json.dumps(m.to_dict())  # serialisable
-    untrained = unlearning_metrics(build_model("allcnn", 10, 1, 28, seed=5, width=0.25), cohorts)
-    m.with_reference(untrained)
-    expected = np.mean([abs(getattr(m, k) - getattr(untrained, k)) for k in m.gaps])
-    assert len(m.gaps) == 4 and m.avg_gap == pytest.approx(expected)
+    assert 0 <= m.retain_test_balanced_acc <= 1 and set(m.retain_test_recall) <= set("0124567891")
+    assert m.membership["matching"]["columns"][0] == "label"  # class request: label required
+    assert m.request_hash == demo_cohorts.request.hash
+    json.dumps(m.to_dict())
+    other = copy.deepcopy(m)
+    other.forget_train_acc, other.retain_train_acc = m.forget_train_acc - 0.1, m.retain_train_acc
+    other.retain_test_acc, other.mia_efficacy = m.retain_test_acc - 0.02, m.mia_efficacy
+    m.with_reference(other)
+    assert m.gaps["forget_train_acc"] == pytest.approx(10.0)  # points, not fractions
+    assert m.avg_gap == pytest.approx((10.0 + 0 + 2.0 + 0) / 4)
 
 
-def test_svc_efficacy_rises_when_the_forget_class_loses_confidence(demo_model, cohorts) -> None:
-    import copy
-
-    forget = cohorts.forget_train
-    before = svc_mia_efficacy(demo_model, cohorts.retain_train, cohorts.test, forget)
+def test_svc_efficacy_rises_when_the_forget_class_loses_confidence(demo_model, demo_cohorts):
+    shadow = shadow_sets(demo_cohorts)
+    forget = demo_cohorts.forget_train
+    before = svc_mia_efficacy(demo_model, shadow, forget)
     silenced = copy.deepcopy(demo_model)
     with torch.no_grad():  # class '3' can no longer be predicted with any confidence
         silenced.classifier.bias[3] -= 50.0
-    after = svc_mia_efficacy(silenced, cohorts.retain_train, cohorts.test, forget)
+    after = svc_mia_efficacy(silenced, shadow, forget)
     assert 0 <= before < after <= 1 and after > 0.9
-
-
-def metrics(**values) -> UnlearnMetrics:
-    base = dict(
-        request_hash="h",
-        forget_train_acc=0.0,
-        forget_test_acc=0.0,
-        retain_train_acc=0.9,
-        retain_test_acc=0.9,
-        test_acc=0.8,
-        per_class_test_acc={},
-        mia_loss={"auc": 0.5},
-        mia_efficacy=0.5,
-    )
-    return UnlearnMetrics(**{**base, **values})
-
-
-def test_gates_name_value_bound_and_verdict() -> None:
-    before = metrics(forget_test_acc=0.9, retain_test_acc=0.92)
-    ok = evaluate_gates(
-        "class_retirement", metrics(forget_test_acc=0.02, retain_test_acc=0.91), before
-    )
-    assert ok.passed and [c.name for c in ok.checks] == ["forget_test_acc", "retain_test_drop"]
-    bad = evaluate_gates(
-        "class_retirement", metrics(forget_test_acc=0.2, retain_test_acc=0.85), before
-    )
-    assert not bad.passed
-    drop = bad.to_dict()["checks"][1]
-    assert drop["value"] == pytest.approx(0.07) and drop["bound"] == 0.03 and not drop["passed"]
-    custom = evaluate_gates(
-        "class_retirement",
-        metrics(forget_test_acc=0.2, retain_test_acc=0.85),
-        before,
-        {"class_retirement": {"max_forget_test_acc": 0.25, "max_retain_drop": 0.1}},
-    )
-    assert custom.passed
-    consent = evaluate_gates(
-        "consent_withdrawal",
-        metrics(mia_loss={"auc": 0.62}, forget_train_acc=0.95, forget_test_acc=0.9),
-        before,
-    )
-    assert [c.passed for c in consent.checks] == [False, True, True]

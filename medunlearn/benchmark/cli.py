@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from medunlearn.benchmark.report import markdown_table, write_outputs
-from medunlearn.benchmark.runner import run_benchmark
+from medunlearn.benchmark.runner import pretrain, run_benchmark
 from medunlearn.benchmark.scenario import load_scenario
 from medunlearn.config import load_section
 from medunlearn.unlearn.methods import METHODS, psg_settings
@@ -46,11 +46,20 @@ def main(argv: list[str] | None = None) -> None:
         help="where materialised datasets are cached",
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument(
+        "--models-only",
+        action="store_true",
+        help="only train (or find cached) each scenario's deployed and reference models",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     out = args.out or Path("reports/bench/quick" if args.quick else "reports/bench")
     unlearn = load_section("unlearn", args.params)
     scenarios = [load_scenario(p, quick=args.quick) for p in args.scenarios]  # fail early
+    if args.models_only:
+        for scenario in scenarios:
+            pretrain(scenario, args.cache)
+        return
     for scenario in scenarios:
         result = run_benchmark(
             scenario,

@@ -23,13 +23,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from medunlearn.benchmark.bank import ModelBank
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.sources import load_source
 from medunlearn.inference import LogitCache
 from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
-from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
 from medunlearn.unlearn.methods import METHODS, run_method
 from medunlearn.unlearn.request import Cohorts, build_cohorts
 
@@ -126,23 +125,74 @@ def val_cohorts(cohorts: Cohorts, val_split: Any) -> Cohorts:
     )
 
 
-def train_model(
-    scenario: Scenario, splits: DatasetSplits, train: Any, val: Any, seed: int
-) -> tuple[torch.nn.Module, float]:
-    """Train the scenario's architecture with its recipe; return the model and wall seconds."""
+@dataclass
+class ScenarioModels:
+    """The trained models of a scenario: deployed, retrain reference, extra references."""
+
+    deployed: torch.nn.Module
+    deployed_seconds: float
+    reference: torch.nn.Module
+    reference_seconds: float
+    references: list[torch.nn.Module]  # retrains with seeds reference_seed + 1, + 2, ...
+    reference_peak_mb: float | None = None
+
+
+def scenario_models(
+    scenario: Scenario,
+    splits: DatasetSplits,
+    cohorts: Cohorts,
+    cache_dir: Path,
+    n_references: int | None = None,
+    log: Callable[[str], None] = print,
+) -> ScenarioModels:
+    """Train (or load from the bank) the deployed model and every retrain reference."""
     info = splits.info
-    model = build_model(
-        scenario.model["name"],
-        len(info.class_names),
+    bank = ModelBank(
+        cache_dir / "models",
+        scenario.model,
+        scenario.recipe,
+        info.class_names,
         info.channels,
         info.image_size,
-        seed=seed,
-        **scenario.model.get("kwargs", {}),
+        splits.directory,
     )
-    cfg = TrainConfig.from_params({**scenario.recipe, "seed": seed})
-    start = time.perf_counter()
-    model = train_classifier(model, train, val, info.class_names, cfg).model
-    return model, time.perf_counter() - start
+    deployed, deployed_seconds, _ = bank.get(
+        splits.train, splits.val, int(scenario.recipe.get("seed", 0)), "deployed"
+    )
+    retain_val = cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
+    with PeakMemory() as mem:
+        reference, reference_seconds, cached = bank.get(
+            cohorts.retain_train, retain_val, scenario.reference_seed, "reference"
+        )
+    n = scenario.reference_models if n_references is None else n_references
+    references = []
+    for k in range(n):
+        model, seconds, hit = bank.get(
+            cohorts.retain_train, retain_val, scenario.reference_seed + 1 + k, "reference"
+        )
+        log(
+            f"[{scenario.name}] reference model {k + 1}/{n}: {'cached' if hit else f'{seconds:.1f} s'}"
+        )
+        references.append(model)
+    peak = None if cached else round(mem.cuda_mb if mem.cuda_mb else (mem.mb or 0.0), 1)
+    return ScenarioModels(
+        deployed, deployed_seconds, reference, reference_seconds, references, peak
+    )
+
+
+def pretrain(scenario: Scenario, cache_dir: Path, log: Callable[[str], None] = print) -> None:
+    """Fill the model bank for ``scenario`` (the long trainings), running no method."""
+    splits = prepare_data(scenario, cache_dir)
+    cohorts = build_cohorts(
+        splits.manifest,
+        splits.train,
+        splits.val,
+        splits.test,
+        splits.info.class_names,
+        scenario.request,
+    )
+    log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
+    scenario_models(scenario, splits, cohorts, cache_dir, log=log)
 
 
 def method_config(
@@ -217,14 +267,9 @@ def run_benchmark(
     tuning = val_cohorts(cohorts, splits.val)
     log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
 
-    deployed, deployed_seconds = train_model(
-        scenario, splits, splits.train, splits.val, int(scenario.recipe.get("seed", 0))
-    )
-    retain_val = cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
-    with PeakMemory() as mem:
-        reference, retrain_seconds = train_model(
-            scenario, splits, cohorts.retain_train, retain_val, scenario.reference_seed
-        )
+    models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
+    deployed, reference = models.deployed, models.reference
+    deployed_seconds, retrain_seconds = models.deployed_seconds, models.reference_seconds
     log(
         f"[{scenario.name}] deployed {deployed_seconds:.1f} s, retrain reference {retrain_seconds:.1f} s"
     )
@@ -330,7 +375,7 @@ def run_benchmark(
         "seeds": seeds,
         "deployed_train_seconds": round(deployed_seconds, 2),
         "retrain_seconds": round(retrain_seconds, 2),
-        "retrain_peak_mb": round(mem.cuda_mb if mem.cuda_mb else (mem.mb or 0.0), 1),
+        "retrain_peak_mb": models.reference_peak_mb,
         "reference": _reference_row(ref_test),
         "deployed": _reference_row(deployed_test),
         "runs": [asdict(r) for r in records],

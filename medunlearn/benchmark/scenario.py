@@ -55,6 +55,7 @@ KNOWN_KEYS = {
     "grid",
     "seeds",
     "reference_seed",
+    "reference_models",
     "quick",
 }
 
@@ -74,6 +75,7 @@ class Scenario:
     grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     reference_seed: int = 100
+    reference_models: int = 4  # extra retrains (seeds reference_seed+1...): audit + calibration
     description: str = ""
     source_file: str = ""
     quick: bool = False
@@ -140,6 +142,7 @@ def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
         grid={k: dict(v or {}) for k, v in (obj.get("grid") or {}).items()},
         seeds=[int(s) for s in obj.get("seeds", [0, 1, 2])][: 1 if quick else None],
         reference_seed=int(obj.get("reference_seed", 100)),
+        reference_models=int(obj.get("reference_models", 4)),
         description=str(obj.get("description", "")),
         source_file=str(path),
         quick=quick,

@@ -4,19 +4,28 @@ Written by hand because no maintained library offers them for arbitrary PyTorch 
 (the SalUn, SCRUB and Unlearn-Sparse code bases are research scripts tied to their own
 training loops and datasets). Each follows its paper; every one keeps BatchNorm running
 statistics fixed while it updates weights, the same rule as PSG, so the comparison measures
-the method and not the statistics drift that forget-only batches cause.
+the method and not the statistics drift that forget-only batches cause; and every one sees
+training images through the deployed model's training augmentation (``augment``,
+``augmentation``: ``medunlearn.unlearn.augment``).
 
 - ``finetune``: SGD on retain-train only (catastrophic forgetting of the rest);
 - ``l1_sparse`` (Jia et al., NeurIPS 2023): fine-tuning plus an l1 penalty on the weights
   whose weight decays linearly to zero;
 - ``neggrad_plus`` (Kurmanji et al., NeurIPS 2023): ``alpha * CE(retain) - (1 - alpha) *
   CE(forget)``;
-- ``random_label`` (Golatkar et al. / Hayase et al.): forget images relabelled at random (never
-  their own label), retain images mixed into every step;
-- ``salun`` (Fan et al., ICLR 2024): a weight-saliency mask from the forget loss's gradient,
-  then random-label training that only moves the salient weights;
-- ``scrub`` (Kurmanji et al., NeurIPS 2023): a separate frozen teacher; max-steps push the
-  student away from it on forget, min-steps pull it back on retain (KL + CE);
+- ``random_label`` (Golatkar et al. 2020; as in SalUn's reference code, ``unlearn/RL.py``,
+  CIFAR-10 path): every epoch is one pass over the forget set with labels drawn uniformly
+  from *all* classes, redrawn every batch (the true label can come up), then one full pass
+  over the retain set with true labels. Budget: ``epochs`` x (|forget| + |retain|) images;
+- ``salun`` (Fan et al., ICLR 2024): a weight-saliency mask (the ``mask_ratio`` = 0.5 share
+  of weights with the largest |gradient| of the forget loss, one global threshold, as in
+  ``generate_mask.py``), then the same random-label training moving only masked weights;
+- ``scrub`` (Kurmanji et al., NeurIPS 2023): a separate frozen teacher; in the first
+  ``msteps`` epochs a max-step pass over forget maximises KL(teacher || student), then every
+  epoch a min-step pass over retain minimises ``gamma * CE + alpha * KL``. Defaults are the
+  paper code's (meghdadk/SCRUB, ``SCRUB_args``: SGD lr 5e-4, momentum 0.9, weight decay
+  5e-4, alpha 0.001, gamma 0.99, temperature 4, msteps 2, 3 epochs, retain batch 128,
+  forget batch 32, lr x 0.1 after each of epochs 3, 5, 9);
 - ``boundary_expand`` (Chen et al., CVPR 2023): add a shadow class, train forget images into
   it, prune it.
 """
@@ -33,6 +42,7 @@ from torch.utils.data import DataLoader
 
 from medunlearn.data.images import LabelledImages
 from medunlearn.device import pick_device
+from medunlearn.unlearn.augment import augmented, training_transform
 from medunlearn.unlearn.psg import set_bn_eval
 
 
@@ -66,32 +76,26 @@ def endless(
         yield from batches(images, batch_size, generator, device)
 
 
-def random_other_labels(labels: torch.Tensor, num_classes: int, seed: int) -> torch.Tensor:
-    """A uniformly random label different from each true label (fixed by ``seed``)."""
-    generator = torch.Generator().manual_seed(seed)
-    shift = torch.randint(1, num_classes, labels.shape, generator=generator)
-    return (labels.cpu() + shift) % num_classes
-
-
-class _Relabelled(torch.utils.data.Dataset):
-    """A view of a forget set with replacement labels."""
-
-    def __init__(self, images: LabelledImages, labels: torch.Tensor):
-        self.images, self.labels = images, labels
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int):
-        return self.images[i][0], self.labels[i]
-
-
 def _start(
     model: nn.Module, device: str, seed: int
 ) -> tuple[nn.Module, torch.device, torch.Generator]:
     dev = pick_device(device)
     torch.manual_seed(seed)
     return trainable_copy(model, dev), dev, torch.Generator().manual_seed(seed)
+
+
+def _views(
+    model: nn.Module,
+    forget: LabelledImages,
+    retain: LabelledImages,
+    seed: int,
+    augment: bool,
+    spec: dict | None,
+) -> tuple[LabelledImages, LabelledImages]:
+    """Forget and retain sets seen through the run's training augmentation."""
+    size = int((forget if len(forget) else retain)[0][0].shape[-1])
+    transform = training_transform(model, size, seed, augment, spec)
+    return augmented(forget, transform), augmented(retain, transform)
 
 
 def finetune(
@@ -105,6 +109,8 @@ def finetune(
     weight_decay: float = 5e-4,
     batch_size: int = 64,
     l1: float = 0.0,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
@@ -113,8 +119,8 @@ def finetune(
     The l1 weight decays linearly from ``l1`` to 0 over the run (Jia et al.'s schedule),
     so the model is pushed to a sparse solution early and recovers accuracy late.
     """
-    del forget  # fine-tuning never looks at the forget set
     student, dev, generator = _start(model, device, seed)
+    _, retain = _views(model, forget, retain, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, weight_decay)
     total = max(1, epochs * -(-len(retain) // batch_size))
     step = 0
@@ -141,11 +147,14 @@ def neggrad_plus(
     alpha: float = 0.95,
     momentum: float = 0.9,
     batch_size: int = 64,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
     """Gradient ascent on forget and descent on retain, one retain batch per forget batch."""
     student, dev, generator = _start(model, device, seed)
+    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum)
     retain_stream = endless(retain, batch_size, generator, dev)
     for _ in range(epochs):
@@ -160,6 +169,32 @@ def neggrad_plus(
     return student.eval()
 
 
+def uniform_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
+    """``n`` labels drawn uniformly from all ``num_classes`` (SalUn's ``torch.randint``)."""
+    return torch.randint(0, num_classes, (n,), generator=generator)
+
+
+def _masked_step(
+    optimizer: torch.optim.Optimizer,
+    loss: torch.Tensor,
+    named: dict[str, torch.Tensor],
+    mask: dict[str, torch.Tensor] | None,
+    mask_decay: float = 0.0,
+) -> None:
+    """One step; with a mask, weight decay (``mask_decay``) and the update reach only the
+    masked weights (the reference restores masked-out weights after each step instead)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if mask is not None:
+        for name, m in mask.items():
+            param = named[name]
+            if param.grad is not None:
+                if mask_decay:
+                    param.grad.add_(param.detach(), alpha=mask_decay)
+                param.grad.mul_(m)
+    optimizer.step()
+
+
 def _random_label_training(
     student: nn.Module,
     forget: LabelledImages,
@@ -168,28 +203,21 @@ def _random_label_training(
     epochs: int,
     optimizer: torch.optim.Optimizer,
     batch_size: int,
-    seed: int,
     generator: torch.Generator,
     dev: torch.device,
     mask: dict[str, torch.Tensor] | None = None,
+    mask_decay: float = 0.0,
 ) -> nn.Module:
-    relabelled = _Relabelled(forget, random_other_labels(forget.labels, num_classes, seed))
-    retain_stream = endless(retain, batch_size, generator, dev)
+    """SalUn's RL epoch, ``epochs`` times: forget with fresh uniform labels, then retain."""
     named = dict(student.named_parameters())
     for _ in range(epochs):
-        for xf, yf in DataLoader(
-            relabelled, batch_size=batch_size, shuffle=True, generator=generator
-        ):
-            xf, yf = xf.to(dev), yf.to(dev)
-            xr, yr = next(retain_stream)
-            loss = F.cross_entropy(student(xf), yf) + F.cross_entropy(student(xr), yr)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if mask is not None:
-                for name, m in mask.items():
-                    if named[name].grad is not None:
-                        named[name].grad.mul_(m)
-            optimizer.step()
+        for xf, _ in batches(forget, batch_size, generator, dev):
+            yf = uniform_labels(len(xf), num_classes, generator).to(dev)
+            loss = F.cross_entropy(student(xf), yf)
+            _masked_step(optimizer, loss, named, mask, mask_decay)
+        for xr, yr in batches(retain, batch_size, generator, dev):
+            loss = F.cross_entropy(student(xr), yr)
+            _masked_step(optimizer, loss, named, mask, mask_decay)
     return student.eval()
 
 
@@ -198,19 +226,27 @@ def random_label(
     forget: LabelledImages,
     retain: LabelledImages,
     *,
-    epochs: int = 5,
+    epochs: int = 3,
     lr: float = 1e-3,
     momentum: float = 0.9,
+    weight_decay: float = 5e-4,
     batch_size: int = 64,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """Train forget images toward random wrong labels while keeping retain images right."""
+    """Random-label unlearning as SalUn's reference code runs it (see the module docstring).
+
+    SalUn trains 10 such epochs on CIFAR-10 (SGD, momentum 0.9, weight decay 5e-4); the
+    default here is 3, each a full pass over the retain set, to fit the CPU budget.
+    """
     student, dev, generator = _start(model, device, seed)
-    optimizer = sgd(student, lr, momentum)
-    num_classes = int(student(forget[0][0][None].to(dev)).shape[1])
+    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    optimizer = sgd(student, lr, momentum, weight_decay)
+    num_classes = int(student.classifier.out_features)
     return _random_label_training(
-        student, forget, retain, num_classes, epochs, optimizer, batch_size, seed, generator, dev
+        student, forget, retain, num_classes, epochs, optimizer, batch_size, generator, dev
     )
 
 
@@ -237,19 +273,24 @@ def salun(
     forget: LabelledImages,
     retain: LabelledImages,
     *,
-    epochs: int = 5,
+    epochs: int = 3,
     lr: float = 1e-3,
     mask_ratio: float = 0.5,
     momentum: float = 0.9,
+    weight_decay: float = 5e-4,
     batch_size: int = 64,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """Random-label training restricted to the weights salient for the forget loss."""
+    """SalUn: the saliency mask (computed on un-augmented forget images, as in the paper's
+    ``generate_mask.py``), then random-label training moving only the masked weights."""
     student, dev, generator = _start(model, device, seed)
     mask = saliency_mask(student, forget, mask_ratio, dev)
-    optimizer = sgd(student, lr, momentum)
-    num_classes = int(student(forget[0][0][None].to(dev)).shape[1])
+    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    optimizer = sgd(student, lr, momentum, 0.0)  # decay applied to masked weights only
+    num_classes = int(student.classifier.out_features)
     return _random_label_training(
         student,
         forget,
@@ -258,10 +299,10 @@ def salun(
         epochs,
         optimizer,
         batch_size,
-        seed,
         generator,
         dev,
         mask,
+        weight_decay,
     )
 
 
@@ -286,25 +327,35 @@ def scrub(
     epochs: int = 3,
     msteps: int = 2,
     lr: float = 5e-4,
-    alpha: float = 1.0,
-    gamma: float = 1.0,
+    lr_decay_epochs: tuple[int, ...] = (3, 5, 9),
+    lr_decay_rate: float = 0.1,
+    alpha: float = 0.001,
+    gamma: float = 0.99,
     temperature: float = 4.0,
     momentum: float = 0.9,
-    batch_size: int = 64,
+    weight_decay: float = 5e-4,
+    batch_size: int = 128,
+    forget_batch_size: int = 32,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """SCRUB: a frozen teacher (a separate copy, never updated); in each of the first
-    ``msteps`` epochs a max-step pass over forget maximises KL(teacher || student), then every
-    epoch a min-step pass over retain minimises ``alpha * KL + gamma * CE``."""
+    """SCRUB with the paper code's defaults (see the module docstring). Epochs count from 1;
+    the learning rate is ``lr * lr_decay_rate ** k`` where k = number of ``lr_decay_epochs``
+    strictly below the epoch (repdistiller's ``adjust_learning_rate``)."""
     student, dev, generator = _start(model, device, seed)
+    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
     teacher = copy.deepcopy(model).to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    optimizer = sgd(student, lr, momentum)
-    for epoch in range(epochs):
-        if epoch < msteps:
-            for xf, _ in batches(forget, batch_size, generator, dev):
+    optimizer = sgd(student, lr, momentum, weight_decay)
+    for epoch in range(1, epochs + 1):
+        decay = sum(epoch > e for e in lr_decay_epochs)
+        for group in optimizer.param_groups:
+            group["lr"] = lr * lr_decay_rate**decay
+        if epoch <= msteps:
+            for xf, _ in batches(forget, forget_batch_size, generator, dev):
                 with torch.no_grad():
                     t = teacher(xf)
                 loss = -_kl(student(xf), t, temperature)
@@ -315,7 +366,7 @@ def scrub(
             with torch.no_grad():
                 t = teacher(xr)
             logits = student(xr)
-            loss = alpha * _kl(logits, t, temperature) + gamma * F.cross_entropy(logits, yr)
+            loss = gamma * F.cross_entropy(logits, yr) + alpha * _kl(logits, t, temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -331,13 +382,15 @@ def boundary_expand(
     lr: float = 1e-3,
     momentum: float = 0.9,
     batch_size: int = 64,
+    augment: bool = True,
+    augmentation: dict | None = None,
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
     """Boundary Expanding: widen the head by one shadow class, fine-tune forget images into
     it, then prune the shadow neuron so their features land in no real class's region."""
-    del retain  # the paper's method uses forget data only
     student, dev, generator = _start(model, device, seed)
+    forget, _ = _views(model, forget, retain, seed, augment, augmentation)
     head: nn.Linear = student.classifier
     num_classes = head.out_features
     wide = nn.Linear(head.in_features, num_classes + 1).to(dev)
@@ -346,12 +399,10 @@ def boundary_expand(
         wide.bias[:num_classes] = head.bias
     student.classifier = wide
     optimizer = sgd(student, lr, momentum)
-    shadow = torch.full((len(forget),), num_classes, dtype=torch.long)
     for _ in range(epochs):
-        for xf, yf in DataLoader(
-            _Relabelled(forget, shadow), batch_size=batch_size, shuffle=True, generator=generator
-        ):
-            loss = F.cross_entropy(student(xf.to(dev)), yf.to(dev))
+        for xf, _ in batches(forget, batch_size, generator, dev):
+            shadow = torch.full((len(xf),), num_classes, dtype=torch.long, device=dev)
+            loss = F.cross_entropy(student(xf), shadow)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -43,6 +43,34 @@ def _keyword_defaults(fn: Callable) -> dict[str, Any]:
     }
 
 
+def allowed_settings(name: str) -> set[str]:
+    """Every setting ``name`` accepts (``MethodConfigError`` for an unknown method)."""
+    if name not in METHODS:
+        raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
+    if name in ("psg", "boundary_shrink"):
+        keys = {f.name for f in fields(PSGConfig)}
+        return keys - set(BOUNDARY_SHRINK) if name == "boundary_shrink" else keys
+    if name == "retrain":
+        return {f.name for f in fields(TrainConfig)}
+    if name == "psg_compose":
+        return set(COMPOSE_DEFAULTS)
+    return set(_keyword_defaults(BASELINE_FUNCTIONS[name]))
+
+
+def check_settings(name: str, cfg: Mapping[str, Any]) -> None:
+    """Refuse settings ``name`` does not know (before anything runs), naming them."""
+    _check(name, cfg, allowed_settings(name))
+    if name == "psg":
+        psg_config(cfg)
+
+
+def psg_base(unlearn_section: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``unlearn`` section without its ``by_reason`` overrides (validated)."""
+    base = {k: v for k, v in unlearn_section.items() if k != "by_reason"}
+    psg_config(base)
+    return base
+
+
 def _check(name: str, cfg: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = set(cfg) - allowed
     if unknown:
@@ -189,6 +217,7 @@ def psg_compose(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> n
                 epochs=c["fine_tune_epochs"],
                 lr=c["fine_tune_lr"],
                 seed=c["seed"],
+                augment=bool(c["psg"].get("augment", True)),
             )
         candidates["swap"] = swapped
         for alpha in c["alphas"]:
@@ -207,6 +236,16 @@ def psg_compose(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> n
     }
     return result
 
+
+BASELINE_FUNCTIONS: dict[str, Callable] = {
+    "finetune": baselines.finetune,
+    "l1_sparse": baselines.finetune,
+    "neggrad_plus": baselines.neggrad_plus,
+    "random_label": baselines.random_label,
+    "boundary_expand": baselines.boundary_expand,
+    "scrub": baselines.scrub,
+    "salun": baselines.salun,
+}
 
 METHODS: dict[str, Method] = {
     "retrain": retrain,

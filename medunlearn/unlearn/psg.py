@@ -7,7 +7,8 @@ Inner problem, on the frozen original model f0 in [0, 1] pixel space: K steps
 move each forget image towards the nearest decision boundary; the label f0 gives the moved
 image is the "nearest wrong" label y_hat. Outer problem: fine-tune a copy of the model so
 forget images take those labels (hard CE, or soft / top-k KL to f0's view of x_adv), plus
-``phi`` times a retain-set term.
+``phi`` times a retain-set term. The outer updates see forget and retain images through the
+deployed model's training augmentation (``augment``; ``medunlearn.unlearn.augment``).
 
 Written by hand (no library implements this method). It fixes the reference code's defects:
 lambda acts in pixel space on (x - x0); no CIFAR normalisation (models normalise inside);
@@ -36,6 +37,7 @@ from torch.utils.data import DataLoader
 
 from medunlearn.data.images import LabelledImages
 from medunlearn.device import autocast, pick_device
+from medunlearn.unlearn.augment import augment_batch, augmented, training_transform
 
 NOISES = ("normal", "laplace", "cauchy", "uniform")
 SCHEDULES = ("none", "inverse", "exp", "linear")
@@ -76,6 +78,8 @@ class PSGConfig:
     batch_size: int = 64
     target_forget_accuracy: float | None = None
     bn_mode: str = "frozen"  # frozen | recompute (on retain after) | train (reference bug)
+    augment: bool = True  # outer updates see the deployed model's training augmentation
+    augmentation: dict[str, Any] | None = None  # None: as recorded in the checkpoint
     seed: int = 0
     device: str = "auto"
     amp: bool = True
@@ -356,10 +360,20 @@ def psg_unlearn(
         p.requires_grad_(True)
     optimizer = _optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
+    size = int(x0.shape[-1]) if len(x0) else 0
+    transform = (
+        training_transform(original, size, cfg.seed, cfg.augment, cfg.augmentation)
+        if size
+        else None
+    )
     retain_iter = None
     if cfg.phi and retain is not None and len(retain):
         retain_loader = DataLoader(
-            retain, batch_size=cfg.batch_size, shuffle=True, generator=generator, drop_last=False
+            augmented(retain, transform),
+            batch_size=cfg.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=False,
         )
         retain_iter = _cycle(retain_loader)
 
@@ -383,7 +397,7 @@ def psg_unlearn(
             if cfg.bn_mode != "train":
                 set_bn_eval(model)
             with autocast(device, cfg.amp):
-                logits = model(x_train[idx]).float()
+                logits = model(augment_batch(x_train[idx], transform)).float()
                 loss = forget_loss(
                     logits, y_hat[idx], teacher[idx] if teacher is not None else None, cfg
                 )
@@ -408,6 +422,7 @@ def psg_unlearn(
         "n_failed": int((~usable).sum()),
         "n_retried": found.retries,
         "epochs_run": epochs_run,
+        "augmentation": transform is not None,
         "inner_seconds": round(inner_seconds, 3),
         "seconds": round(time.perf_counter() - start, 3),
         "config": asdict(cfg),

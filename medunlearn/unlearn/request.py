@@ -119,6 +119,7 @@ class CohortMasks:
     forget_test: np.ndarray
     retain_test: np.ndarray
     request_hash: str
+    selected: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=bool))
     counts: dict[str, int] = field(default_factory=dict)
 
 
@@ -140,6 +141,7 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
         forget_test=selected & (split == "test"),
         retain_test=_retain_heldout(split == "test", selected),
         request_hash=request.hash,
+        selected=selected,
     )
     masks.counts = {
         name: int(getattr(masks, name).sum())
@@ -176,7 +178,12 @@ def _sample_groups(
 
 @dataclass
 class Cohorts:
-    """Images of each cohort (sharing the decoded tensors of their split)."""
+    """Images of each cohort (sharing the decoded tensors of their split).
+
+    ``val``, ``test`` and ``manifest`` give the held-out pool the membership evidence draws
+    matched non-members from (``medunlearn.mia``); ``pool_splits`` names the splits of that
+    pool: ``("val", "test")`` in a revision, ``("val",)`` when a benchmark tunes.
+    """
 
     forget_train: LabelledImages
     retain_train: LabelledImages
@@ -188,6 +195,9 @@ class Cohorts:
     class_names: list[str]
     request: ForgetRequest
     masks: CohortMasks
+    val: LabelledImages | None = None
+    manifest: pd.DataFrame | None = None
+    pool_splits: tuple[str, ...] = ("val", "test")
 
 
 def build_cohorts(
@@ -221,4 +231,6 @@ def build_cohorts(
         class_names=list(class_names),
         request=request,
         masks=masks,
+        val=val,
+        manifest=manifest.reset_index(drop=True),
     )

@@ -1,0 +1,121 @@
+"""Trained models of a benchmark scenario, cached on disk under a key of everything that
+determines them.
+
+A benchmark needs many full trainings: the deployed model, the retrain reference, and the
+reference models of the likelihood-ratio audit and of the gate calibration (each a retrain
+without the forget cohort, another seed). They cost minutes each, so they are trained once
+and kept as weights-only checkpoints. The key covers the dataset (its settings and the
+materialised manifest's bytes), the architecture, the training recipe, the seed, the exact
+training and validation rows (sorted image ids) and the source code of the training core
+(``medunlearn/training.py``, ``medunlearn/models``, ``medunlearn/data``): same key, same
+inputs. A checkpoint that does not load is retrained, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from medunlearn.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from medunlearn.data.images import LabelledImages
+from medunlearn.models import ZooModel, build_model
+from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.versioning import source_hash
+
+TRAINING_SOURCES = ("training.py", "models", "data")
+
+
+def rows_hash(images: LabelledImages) -> str:
+    """sha256 (16 hex) of the sorted image ids of a set: which rows trained a model."""
+    ids = sorted(images.rows["image_id"].astype(str))
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+class ModelBank:
+    """Cached trainings of one scenario's architecture and recipe.
+
+    ``dataset_dir`` is the materialised dataset the splits come from (its manifest's bytes
+    enter every key); ``cache_dir`` holds ``<key>.pt`` checkpoints.
+    """
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        model: dict[str, Any],
+        recipe: dict[str, Any],
+        class_names: list[str],
+        channels: int,
+        image_size: int,
+        dataset_dir: Path,
+    ):
+        self.cache_dir = Path(cache_dir)
+        self.model = dict(model)
+        self.recipe = dict(recipe)
+        self.class_names = list(class_names)
+        self.channels = channels
+        self.image_size = image_size
+        manifest = Path(dataset_dir) / "manifest.csv"
+        self.data_hash = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
+        self.code_hash = source_hash(parts=TRAINING_SOURCES)
+
+    def key(self, train: LabelledImages, val: LabelledImages, seed: int) -> str:
+        blob = {
+            "data": self.data_hash,
+            "model": self.model,
+            "recipe": {**self.recipe, "seed": seed},
+            "train_rows": rows_hash(train),
+            "val_rows": rows_hash(val),
+            "code": self.code_hash,
+            "shape": [self.channels, self.image_size],
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()[
+            :20
+        ]
+
+    def get(
+        self, train: LabelledImages, val: LabelledImages, seed: int, role: str = "model"
+    ) -> tuple[ZooModel, float, bool]:
+        """The model trained on ``train`` (best epoch on ``val``) with ``seed``.
+
+        Returns ``(model, training seconds, cached)``; seconds are those of the original
+        training even when the model comes from the cache (``t/retrain`` stays meaningful).
+        """
+        path = self.cache_dir / f"{self.key(train, val, seed)}.pt"
+        if path.is_file():
+            try:
+                model, meta = load_checkpoint(path)
+                return model, float(meta.extra["seconds"]), True
+            except (CheckpointError, KeyError):
+                pass  # unreadable or foreign: retrain and overwrite atomically
+        model = build_model(
+            self.model["name"],
+            len(self.class_names),
+            self.channels,
+            self.image_size,
+            seed=seed,
+            **self.model.get("kwargs", {}),
+        )
+        cfg = TrainConfig.from_params({**self.recipe, "seed": seed})
+        start = time.perf_counter()
+        model = train_classifier(model, train, val, self.class_names, cfg).model
+        seconds = time.perf_counter() - start
+        meta = CheckpointMeta.for_model(
+            model,
+            self.class_names,
+            self.image_size,
+            extra={"seconds": round(seconds, 3), "role": role, "seed": seed},
+        )
+        save_checkpoint(path, model.cpu(), meta)
+        return model.cpu().eval(), seconds, False
+
+
+def finite(model: torch.nn.Module) -> bool:
+    """Whether every floating-point weight and buffer of ``model`` is finite."""
+    return all(
+        torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()
+    )

@@ -1,0 +1,114 @@
+"""The maintenance sweep: which unlearning runs a revision tries, resolved and named.
+
+An entry of ``maintain.sweep`` (or of ``maintain.sweep_by_reason[reason]``, added for that
+reason only) is one of two kinds, and nothing else:
+
+- ``{method: psg}`` (optionally ``name``): **inherits the reason's settings untouched**: for
+  the PSG family (``psg``, ``boundary_shrink``) the ``unlearn`` section with its
+  ``by_reason[reason]`` overrides (the best measured settings per reason), for every other
+  method its defaults.
+- ``{method: psg, settings: {lr: 0.0003, ...}}``: **names its full settings** on top of the
+  method's base, the same for every reason: the ``unlearn`` section *without* ``by_reason``
+  for the PSG family, the method's defaults otherwise. ``by_reason`` never leaks into it.
+
+A name, when given, is the user's label; when omitted it is derived from what runs
+(``psg``, ``psg[lr=0.0003]``). Loading refuses unknown keys, unknown settings, duplicate
+names and two entries that resolve to the same settings for a reason (two names for one run).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from medunlearn.unlearn.methods import (
+    BOUNDARY_SHRINK,
+    METHOD_DEFAULTS,
+    METHODS,
+    MethodConfigError,
+    check_settings,
+    psg_base,
+    psg_settings,
+)
+
+PSG_FAMILY = ("psg", "boundary_shrink")
+ENTRY_KEYS = {"name", "method", "settings"}
+
+
+class SweepError(ValueError):
+    """A sweep entry is malformed, ambiguous or a duplicate."""
+
+
+def _base(method: str, unlearn: Mapping[str, Any], reason: str, inherit: bool) -> dict[str, Any]:
+    if method not in PSG_FAMILY:
+        return dict(METHOD_DEFAULTS[method])
+    base = psg_settings(unlearn, reason) if inherit else psg_base(unlearn)
+    if method == "boundary_shrink":
+        base = {k: v for k, v in base.items() if k not in BOUNDARY_SHRINK}
+    return base
+
+
+def _label(method: str, settings: Mapping[str, Any]) -> str:
+    if not settings:
+        return method
+    return f"{method}[{','.join(f'{k}={settings[k]}' for k in sorted(settings))}]"
+
+
+def sweep_configs(
+    maintain: Mapping[str, Any], unlearn: Mapping[str, Any], reason: str
+) -> list[dict[str, Any]]:
+    """Resolved sweep for ``reason``: ``[{"name", "config": {"method", **settings}}]``.
+
+    Raises :class:`SweepError` naming the entry (``maintain.sweep[i]``) that is wrong.
+    """
+    extra = (maintain.get("sweep_by_reason") or {}).get(reason) or []
+    entries = [(f"maintain.sweep[{i}]", e) for i, e in enumerate(maintain.get("sweep") or [])]
+    entries += [(f"maintain.sweep_by_reason.{reason}[{i}]", e) for i, e in enumerate(extra)]
+    if not entries:
+        raise SweepError("maintain.sweep lists no runs")
+    configs: list[dict[str, Any]] = []
+    seen_names: dict[str, str] = {}
+    seen_runs: dict[str, str] = {}
+    for where, entry in entries:
+        if not isinstance(entry, Mapping):
+            raise SweepError(f"{where}: an entry is a mapping with 'method' (and 'settings')")
+        unknown = set(entry) - ENTRY_KEYS
+        if unknown:
+            raise SweepError(
+                f"{where}: unknown key(s) {sorted(unknown)}; settings go under 'settings:'"
+            )
+        method = entry.get("method")
+        if method not in METHODS:
+            raise SweepError(f"{where}: unknown method {method!r}; choose from {sorted(METHODS)}")
+        settings = dict(entry.get("settings") or {})
+        inherit = "settings" not in entry
+        try:
+            config = {**_base(method, unlearn, reason, inherit), **settings}
+            check_settings(method, config)
+        except MethodConfigError as exc:
+            raise SweepError(f"{where}: {exc}") from exc
+        name = str(entry.get("name") or _label(method, settings))
+        if name in seen_names:
+            raise SweepError(f"{where}: duplicate name '{name}' (also {seen_names[name]})")
+        run_key = json.dumps({"method": method, **config}, sort_keys=True, default=str)
+        if run_key in seen_runs:
+            raise SweepError(
+                f"{where} ('{name}') resolves to the same settings as {seen_runs[run_key]} "
+                f"for reason {reason}: one run under two names"
+            )
+        seen_names[name] = where
+        seen_runs[run_key] = f"{where} ('{name}')"
+        configs.append({"name": name, "config": {"method": method, **config}})
+    return configs
+
+
+def check_sweeps(maintain: Mapping[str, Any], unlearn: Mapping[str, Any]) -> None:
+    """Resolve the sweep for every reason (refusing a bad entry before any run starts)."""
+    from medunlearn.unlearn.request import REASONS
+
+    unknown = set(maintain.get("sweep_by_reason") or {}) - set(REASONS)
+    if unknown:
+        raise SweepError(f"maintain.sweep_by_reason: unknown reason(s) {sorted(unknown)}")
+    for reason in REASONS:
+        sweep_configs(maintain, unlearn, reason)

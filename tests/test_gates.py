@@ -1,0 +1,223 @@
+"""Gate profiles: required vs informative, replacements, not-applicable, and the consent gate
+on real models (a retrain passes, a model that memorised the cohort fails, one image passes
+marked underpowered)."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from medunlearn.gates import (
+    PROFILES,
+    REQUIRED,
+    GateConfigError,
+    evaluate_gates,
+    resolve_bounds,
+)
+from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
+from medunlearn.models import build_model
+from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.unlearn import ForgetRequest, build_cohorts
+
+
+def membership(auc=0.5, p=0.5, gap=0.0, acc_p=0.5, n=50, m=200) -> dict:
+    return {
+        "n_members": n,
+        "n_nonmembers": m,
+        "auc": auc,
+        "auc_low": auc - 0.05,
+        "auc_high": auc + 0.05,
+        "null": {"median": 0.5, "low": 0.45, "high": 0.55},
+        "p_value": p,
+        "min_p": 1e-30,
+        "member_acc": 0.9 + gap,
+        "nonmember_acc": 0.9,
+        "acc_gap": gap,
+        "acc_p_value": acc_p,
+        "matching": {"columns": ["label"]},
+    }
+
+
+def metrics(**values) -> UnlearnMetrics:
+    base = dict(
+        request_hash="h",
+        forget_train_acc=0.0,
+        forget_test_acc=0.0,
+        forget_heldout_acc=0.0,
+        retain_train_acc=0.95,
+        retain_test_acc=0.90,
+        retain_test_balanced_acc=0.90,
+        retain_test_recall={"0": 0.9, "1": 0.9},
+        test_acc=0.8,
+        test_balanced_acc=0.8,
+        per_class_test_acc={},
+        membership=membership(),
+        mia_efficacy=0.5,
+    )
+    return UnlearnMetrics(**{**base, **values})
+
+
+BEFORE = metrics(forget_train_acc=0.9, forget_heldout_acc=0.9)
+
+
+def statuses(result) -> dict[str, str]:
+    return {c.name: c.status for c in result.checks}
+
+
+def test_every_profile_names_its_required_checks() -> None:
+    assert set(PROFILES) == {
+        "class_retirement",
+        "device_deprecation",
+        "outlier_removal",
+        "consent_withdrawal",
+    }
+    for reason in ("device_deprecation", "outlier_removal", "consent_withdrawal"):
+        required = {s.name for s in PROFILES[reason] if s.role == REQUIRED}
+        assert {"membership", "member_accuracy_gap", "retain_drop"} <= required
+
+
+def test_class_retirement_values_bounds_and_replacement() -> None:
+    ok = evaluate_gates("class_retirement", metrics(forget_train_acc=0.01), BEFORE)
+    assert ok.passed and statuses(ok)["forget_heldout_acc"] == "pass"
+    bad = evaluate_gates("class_retirement", metrics(retain_test_acc=0.85), BEFORE)
+    drop = next(c for c in bad.checks if c.name == "retain_drop")
+    assert not bad.passed and drop.value == pytest.approx(0.05) and drop.status == "fail"
+    assert bad.failed() == ["retain_drop"]
+    # no held-out image of the class: reported n/a with the reason, replaced, still decided
+    none = evaluate_gates("class_retirement", metrics(forget_heldout_acc=None), BEFORE)
+    heldout = next(c for c in none.checks if c.name == "forget_heldout_acc")
+    assert heldout.status == "not_applicable" and "replaced by forget_train_acc" in heldout.detail
+    assert none.passed and none.replacements == {"forget_heldout_acc": "forget_train_acc"}
+    # the deployed model itself fails: it still predicts the class
+    assert not evaluate_gates("class_retirement", BEFORE, BEFORE).passed
+
+
+@pytest.mark.parametrize(
+    "auc, p, passed",
+    [
+        (0.80, 1e-6, False),  # significant and material: memorised
+        (0.53, 1e-6, True),  # significant but below the margin (e.g. a small residual shift)
+        (0.80, 0.2, True),  # large but not significant (tiny cohort)
+        (0.50, 0.5, True),
+    ],
+)
+def test_membership_check_needs_significant_and_material(auc, p, passed) -> None:
+    result = evaluate_gates("consent_withdrawal", metrics(membership=membership(auc, p)), BEFORE)
+    assert (statuses(result)["membership"] == "pass") is passed
+    assert result.passed is passed
+
+
+def test_member_gap_and_informative_over_forgetting() -> None:
+    gap = evaluate_gates(
+        "device_deprecation", metrics(membership=membership(gap=0.2, acc_p=1e-4)), BEFORE
+    )
+    assert gap.failed() == ["member_accuracy_gap"]
+    over = evaluate_gates(
+        "device_deprecation", metrics(membership=membership(gap=-0.3, acc_p=1.0)), BEFORE
+    )
+    assert over.passed and statuses(over)["over_forgetting"] == "fail"  # informative only
+
+
+def test_underpowered_and_vacuous_tests_say_so() -> None:
+    small = membership(auc=1.0, p=0.09, n=1, m=10)
+    small["min_p"] = 1 / 11
+    result = evaluate_gates("consent_withdrawal", metrics(membership=small), BEFORE)
+    check = next(c for c in result.checks if c.name == "membership")
+    assert check.underpowered and check.status == "pass"
+    assert "underpowered" in check.detail and "cannot detect at this size" in check.detail
+
+
+def test_required_check_not_applicable_without_replacement_is_undecided() -> None:
+    empty = {"n_members": 8, "n_nonmembers": 0, "auc": None, "note": "no held-out rows"}
+    result = evaluate_gates("outlier_removal", metrics(membership=empty), BEFORE)
+    assert not result.passed and result.undecided == ["membership", "member_accuracy_gap"]
+    assert result.to_dict()["failed"] == ["membership", "member_accuracy_gap"]
+    assert statuses(result)["membership"] == "not_applicable"
+
+
+def test_bounds_come_from_params_and_unknown_keys_are_named() -> None:
+    b = resolve_bounds(
+        "consent_withdrawal", {"alpha": 0.05, "consent_withdrawal": {"mia_auc_margin": 0.1}}
+    )
+    assert b["alpha"] == 0.05 and b["mia_auc_margin"] == 0.1 and b["max_retain_drop"] == 0.03
+    with pytest.raises(GateConfigError, match="max_forget_test_acc"):
+        resolve_bounds("class_retirement", {"class_retirement": {"max_forget_test_acc": 0.1}})
+    with pytest.raises(GateConfigError, match="no gate profile"):
+        resolve_bounds("teleportation", {})
+
+
+# ---------------------------------------------------------------- real models on the demo
+
+
+@pytest.fixture(scope="module")
+def consent_case(demo_splits):
+    """Ten demo patients (about 25 training images) withdraw; a model retrained without them
+    (the reference) and the deployed model trained 30 extra epochs on them (memorised)."""
+    d = demo_splits
+    train_rows = d.manifest[d.manifest["split"] == "train"]
+    patients = sorted(train_rows["patient_id"].unique())[:10]
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": patients})
+    cohorts = build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=0)
+    names = d.info.class_names
+    fresh = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
+    retrained = train_classifier(fresh, cohorts.retain_train, d.val, names, cfg).model
+    return cohorts, retrained
+
+
+def memorise(model, images, epochs: int = 30, lr: float = 3e-3):
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    torch.manual_seed(0)
+    for _ in range(epochs):
+        for x, y in DataLoader(images, batch_size=16, shuffle=True):
+            model.eval()  # keep BatchNorm statistics: only the weights memorise
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def test_consent_gate_passes_a_retrain_and_fails_a_memorised_model(
+    demo_model, consent_case
+) -> None:
+    cohorts, retrained = consent_case
+    before = unlearning_metrics(demo_model, cohorts)
+    ref = unlearning_metrics(retrained, cohorts)
+    ref_gate = evaluate_gates(
+        "consent_withdrawal",
+        ref,
+        before,
+        {"consent_withdrawal": {"max_retain_drop": 0.1, "max_balanced_drop": 0.1}},
+    )
+    assert statuses(ref_gate)["membership"] == "pass"
+    assert statuses(ref_gate)["member_accuracy_gap"] == "pass"
+    memorised = memorise(demo_model, cohorts.forget_train)
+    mem = unlearning_metrics(memorised, cohorts)
+    gate = evaluate_gates("consent_withdrawal", mem, before)
+    assert mem.membership["auc"] > 0.65 and mem.membership["p_value"] < 1e-3
+    assert not gate.passed and "membership" in gate.failed()
+    # the matched non-members never include a forgotten patient's rows
+    assert mem.membership["n_nonmembers"] >= mem.membership["n_members"]
+
+
+def test_single_image_consent_request_passes_marked_underpowered(demo_splits, consent_case):
+    d = demo_splits
+    _, retrained = consent_case
+    counts = d.manifest[d.manifest["split"] == "train"]["patient_id"].value_counts()
+    patient = sorted(counts[counts == 1].index)[0]  # a patient with one training image
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": [patient]})
+    cohorts = build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+    assert len(cohorts.forget_train) == 1 and len(cohorts.forget_test) == 0
+    after = unlearning_metrics(retrained, cohorts)
+    gate = evaluate_gates("consent_withdrawal", after, after)
+    check = next(c for c in gate.checks if c.name == "membership")
+    assert gate.passed and check.underpowered and "underpowered: 1 forgotten" in check.detail
+    assert after.membership["n_nonmembers"] >= 10  # matched on label and device
+    assert np.isclose(after.membership["min_p"], 1 / (1 + after.membership["n_nonmembers"]))
