@@ -37,13 +37,28 @@ def minimal() -> dict:
 
 def test_every_method_has_a_tuning_grid_of_at_most_two_keys() -> None:
     assert set(DEFAULT_GRIDS) == set(METHODS)
-    assert all(len(g) <= 2 for g in DEFAULT_GRIDS.values())
+    assert all(len(g) <= 2 for g in DEFAULT_GRIDS.values() if isinstance(g, dict))
 
 
-def test_four_scenarios_ship_one_per_clinical_case() -> None:
-    reasons = {load_scenario(p).request.reason for p in SCENARIOS}
-    assert len(SCENARIOS) == 4
-    assert reasons == {"class_retirement", "device_deprecation", "consent_withdrawal"}
+def test_psg_grid_tunes_the_forget_loss_temperature_and_phi() -> None:
+    grid = DEFAULT_GRIDS["psg"]
+    assert {p["forget_loss"] for p in grid} == {"hard", "soft", "topk"}
+    assert {p.get("temperature", 1.0) for p in grid} >= {1.0, 2.0}
+    assert {p["phi"] for p in grid} == {1.0, 0.3}
+    assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)  # no duplicate points
+
+
+def test_scenarios_cover_every_reason() -> None:
+    reasons = [load_scenario(p).request.reason for p in SCENARIOS]
+    assert len(SCENARIOS) == 6
+    assert set(reasons) == {
+        "class_retirement",
+        "device_deprecation",
+        "consent_withdrawal",
+        "outlier_removal",
+    }
+    consent = [load_scenario(p) for p in SCENARIOS if "consent" in p.stem]
+    assert all(s.reference_models >= 19 for s in consent)  # 20 retrains calibrate the gate
 
 
 @pytest.mark.parametrize("path", SCENARIOS, ids=lambda p: p.stem)
@@ -60,7 +75,7 @@ def test_quick_applies_overrides_and_keeps_one_seed(tmp_path: Path) -> None:
     assert full.recipe["epochs"] == 2 and quick.recipe["epochs"] == 1
     assert quick.recipe["lr"] == 0.003  # deep merge keeps the rest
     assert full.seeds == [0, 1] and quick.seeds == [0]
-    assert len(full.grid_for("psg")) == 4 and len(quick.grid_for("psg")) == 2
+    assert len(full.grid_for("psg")) == 18 and len(quick.grid_for("psg")) == 2
     assert len(full.grid_for("neggrad_plus")) == 4 and len(quick.grid_for("neggrad_plus")) == 2
     assert quick.grid_for("retrain") == [{}]
 
@@ -105,7 +120,7 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
     """``medunlearn bench --quick`` end to end on the demo: every method, JSON, table, plots."""
     from flows.cli import main
 
-    obj = minimal()
+    obj = minimal() | {"reference_models": 2}
     obj["grid"] = {m: {} for m in METHODS}  # one point per method keeps the test short
     obj["methods"] = {
         "psg": {"epochs": 2},
@@ -118,20 +133,25 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
     main(["bench", str(scenario), "--quick", "--out", str(out), "--cache", str(tmp_path / "c")])
 
     result = json.loads((out / "tiny.json").read_text())
-    assert set(result["summary"]) == set(METHODS) - {"retrain"}  # quick: reference row only
+    assert set(result["summary"]) == set(METHODS) - {"retrain"}  # references give that row
     assert result["quick"] and result["seeds"] == [0]
     assert result["reference"]["avg_gap"] == 0.0
     assert result["retrain_seconds"] > 0
+    assert result["noise_floor"]["n_references"] == 2
+    assert result["calibration"]["summary"]["retrain"]["n"] == 3  # main reference + 2
+    assert result["calibration"]["summary"]["memorised"]["n"] == 3
     for method, s in result["summary"].items():
         assert s["seconds"]["mean"] > 0, method
-        assert 0 <= s["avg_gap"]["mean"] <= 1, method
+        assert 0 <= s["avg_gap"]["mean"] <= 100, method  # percentage points
+        assert 0 <= s["lira_auc"]["mean"] <= 1, method
         assert s["time_ratio"]["mean"] == pytest.approx(
             s["seconds"]["mean"] / result["retrain_seconds"], rel=0.01
         )
         assert s["peak_mb"]["mean"] > 0
     assert {t["method"] for t in result["tuning"]} == set(METHODS) - {"retrain"}
     table = (out / "tiny.md").read_text()
-    assert "| psg |" in table and "retrain (reference)" in table
+    assert "| psg |" in table and "retrain (reference)" in table and "Avg Gap (pp)" in table
+    assert "Gate calibration" in table and "noise floor" in table
     assert f"**{best_method(result)}**" in table
     for png in ("tiny_tradeoff.png", "tiny_time_gap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -141,7 +161,7 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path) -> None:
     """Two grid points: the row reports the one with the lower Avg Gap on *val*."""
     from medunlearn.benchmark.runner import run_benchmark
 
-    obj = minimal()
+    obj = minimal() | {"reference_models": 0}
     obj["grid"] = {"psg": {"lr": [1e-6, 3e-3]}}
     obj["methods"] = {"psg": {"epochs": 2}}
     result = run_benchmark(
@@ -152,8 +172,8 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path) -> None:
         progress=False,
         log=lambda _: None,
     )
-    gaps = {t["setting"]["lr"]: t["val_avg_gap"] for t in result["tuning"]}
+    gaps = {t["setting"]["lr"]: t["val_tuning_gap"] for t in result["tuning"]}
     chosen = result["summary"]["psg"]["setting"]["lr"]
     assert gaps[chosen] == min(gaps.values())
-    assert result["summary"]["psg"]["val_avg_gap"] == gaps[chosen]
+    assert result["summary"]["psg"]["val_tuning_gap"] == gaps[chosen]
     assert "psg" in markdown_table(result)

@@ -370,26 +370,3 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
     result = maintenance_flow(str(params))
     assert {c["name"] for c in result["candidates"]} == {"psg-a", "slow"}
     assert finished.stat().st_mtime_ns == stamp, "the finished run was recomputed"
-
-
-def test_sweep_by_reason_adds_the_best_measured_method_for_that_reason_only() -> None:
-    from flows.maintenance import sweep_configs
-
-    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    maintain, unlearn = params["maintain"], params["unlearn"]
-    consent = {
-        c["name"]: c["config"] for c in sweep_configs(maintain, unlearn, "consent_withdrawal")
-    }
-    retire = {c["name"]: c["config"] for c in sweep_configs(maintain, unlearn, "class_retirement")}
-    assert set(consent) - set(retire) == {"scrub-lr5e-4", "shrink-lr1e-5"}
-    assert consent["scrub-lr5e-4"] == {"method": "scrub", "lr": 5e-4, "msteps": 1}
-    shrink = consent["shrink-lr1e-5"]
-    assert shrink["method"] == "boundary_shrink" and shrink["lr"] == 1e-5
-    assert "gamma" not in shrink and "lam" not in shrink  # Boundary Shrink drops PSG's terms
-    assert retire["psg-lr1e-3"]["gamma"] == unlearn["gamma"]  # class retirement: the defaults
-    with pytest.raises(ValueError, match="duplicate name"):
-        sweep_configs(
-            {**maintain, "sweep_by_reason": {"class_retirement": maintain["sweep"][:1]}},
-            unlearn,
-            "class_retirement",
-        )

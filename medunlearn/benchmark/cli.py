@@ -3,8 +3,9 @@
     medunlearn bench benchmarks/retina_class_retirement.yaml [--methods psg scrub]
                      [--seeds 0 1 2] [--quick] [--out reports/bench] [--params params.yaml]
 
-PSG's base settings come from the ``unlearn`` section of ``params.yaml`` (with the
-``by_reason`` overrides for the scenario's request reason); everything else from the scenario.
+PSG's base settings come from the ``unlearn`` section of ``params.yaml`` *without* its
+``by_reason`` overrides (the benchmark is what chooses them), the gate profiles from its
+``gates`` section; everything else from the scenario.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from medunlearn.benchmark.report import markdown_table, write_outputs
 from medunlearn.benchmark.runner import pretrain, run_benchmark
 from medunlearn.benchmark.scenario import load_scenario
 from medunlearn.config import load_section
-from medunlearn.unlearn.methods import METHODS, psg_settings
+from medunlearn.unlearn.methods import METHODS, psg_base
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -55,6 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     out = args.out or Path("reports/bench/quick" if args.quick else "reports/bench")
     unlearn = load_section("unlearn", args.params)
+    gates = load_section("gates", args.params)
     scenarios = [load_scenario(p, quick=args.quick) for p in args.scenarios]  # fail early
     if args.models_only:
         for scenario in scenarios:
@@ -63,11 +65,12 @@ def main(argv: list[str] | None = None) -> None:
     for scenario in scenarios:
         result = run_benchmark(
             scenario,
-            psg_settings(unlearn, scenario.request.reason),
+            psg_base(unlearn),
             methods=args.methods,
             seeds=args.seeds,
             quick=args.quick,
             cache_dir=args.cache,
+            gates_section=gates,
         )
         result["machine"] = {
             "cpu_threads": torch.get_num_threads(),

@@ -11,14 +11,17 @@ from typing import Any
 from medunlearn.atomic import write_json, write_text, write_with
 
 COLUMNS = (
-    ("forget_test_acc", "forget-test"),
     ("forget_train_acc", "forget-train"),
+    ("forget_heldout_acc", "forget held-out"),
     ("retain_test_acc", "retain-test"),
+    ("retain_test_balanced_acc", "retain bal."),
+    ("worst_class_recall", "worst recall"),
     ("test_acc", "test"),
     ("mia_auc", "MIA AUC"),
     ("mia_efficacy", "MIA-eff."),
-    ("avg_gap", "Avg Gap"),
+    ("lira_auc", "LiRA AUC"),
 )
+GAP_COLUMNS = (("avg_gap", "Avg Gap (pp)"),)
 
 
 def _f(v: float | None, digits: int = 3) -> str:
@@ -33,37 +36,58 @@ def _ms(stat: dict[str, float | None], digits: int = 3) -> str:
     return f"{_f(stat['mean'], digits)} ± {_f(stat['std'], digits)}"
 
 
+def _mean_std(values: list[float | None]) -> dict[str, float | None]:
+    xs = [float(v) for v in values if v is not None]
+    if not xs:
+        return {"mean": None, "std": None}
+    mean = sum(xs) / len(xs)
+    std = (sum((x - mean) ** 2 for x in xs) / len(xs)) ** 0.5 if len(xs) > 1 else 0.0
+    return {"mean": mean, "std": std}
+
+
 def markdown_table(result: dict[str, Any]) -> str:
-    """One row per method (mean ± std over seeds), plus the reference and deployed rows."""
+    """One row per method (mean ± std over seeds), plus reference, noise-floor and deployed
+    rows; then per-class recall, the tuning agreement and the gate calibration."""
     head = [
         "method",
         "setting (tuned on val)",
         *[c[1] for c in COLUMNS],
-        "val gap",
+        "Avg Gap (pp)",
+        "val gap (pp)",
         "s",
         "t/retrain",
         "peak MB",
     ]
+    request = result["request"]
+    noise = result.get("noise_floor") or {"n_references": 0, "rows": []}
     lines = [
         f"### {result['scenario']}" + (" (quick)" if result["quick"] else ""),
         "",
-        f"Request `{result['request']['reason']}` {result['request']['selector']}"
-        + (
-            f", fraction {result['request']['fraction']}"
-            if result["request"].get("fraction")
-            else ""
-        )
+        f"Request `{request['reason']}` {request['selector']}"
+        + (f", fraction {request['fraction']}" if request.get("fraction") else "")
         + f"; cohorts {result['counts']}; seeds {result['seeds']}; retrain reference "
-        f"{result['retrain_seconds']:.1f} s (deployed model {result['deployed_train_seconds']:.1f} s).",
+        f"{result['retrain_seconds']:.1f} s (deployed model {result['deployed_train_seconds']:.1f} s); "
+        f"{noise['n_references']} more retrains for the noise floor, LiRA and calibration.",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
-    for label, row in (
+    fixed = [
         ("retrain (reference)", result["reference"]),
         ("deployed (no unlearning)", result["deployed"]),
-    ):
-        cells = [label, "", *[_f(row[k]) for k, _ in COLUMNS], "", "", "", ""]
+    ]
+    for label, row in fixed:
+        cells = [label, "", *[_f(row.get(k)) for k, _ in COLUMNS], _f(row.get("avg_gap"), 1)]
+        cells += [_f(row.get("val_tuning_gap"), 1), "", "", ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    if noise["rows"]:
+        cells = [f"retrain x{noise['n_references']} (noise floor)", "other seeds"]
+        cells += [_ms(_mean_std([r.get(k) for r in noise["rows"]])) for k, _ in COLUMNS]
+        cells += [
+            _ms(noise["avg_gap"], 1),
+            _ms(_mean_std([r.get("val_tuning_gap") for r in noise["rows"]]), 1),
+        ]
+        cells += ["", "", ""]
         lines.append("| " + " | ".join(cells) + " |")
     for method, s in result["summary"].items():
         setting = ", ".join(f"{k}={v}" for k, v in s["setting"].items()) or "defaults"
@@ -71,7 +95,8 @@ def markdown_table(result: dict[str, Any]) -> str:
             method,
             setting,
             *[_ms(s[k]) for k, _ in COLUMNS],
-            _f(s["val_avg_gap"]),
+            _ms(s["avg_gap"], 1),
+            _f(s["val_tuning_gap"], 1),
             _ms(s["seconds"], 1),
             _ms(s["time_ratio"], 3),
             _f(s["peak_mb"]["mean"], 0),
@@ -80,7 +105,74 @@ def markdown_table(result: dict[str, Any]) -> str:
     best = best_method(result)
     if best:
         lines += ["", f"Lowest mean Avg Gap: **{best}**."]
+    lines += _recall_table(result)
+    agreement = result.get("tuning_agreement") or {}
+    if agreement.get("spearman") is not None:
+        lines += [
+            "",
+            f"Tuning agreement: Spearman {agreement['spearman']:.2f} (p {agreement['p_value']:.3g}) "
+            f"between the validation tuning gap and the test tuning gap over "
+            f"{agreement['n_methods']} methods.",
+        ]
+    lines += calibration_lines(result.get("calibration"))
     return "\n".join(lines) + "\n"
+
+
+def _recall_table(result: dict[str, Any]) -> list[str]:
+    """Retain-test recall per class (mean over seeds), one row per model."""
+    rows: list[tuple[str, dict[str, float]]] = []
+    for label, row in (
+        ("retrain (reference)", result["reference"]),
+        ("deployed", result["deployed"]),
+    ):
+        rows.append((label, row.get("retain_test_recall") or {}))
+    for method in result["summary"]:
+        recalls = [
+            r["metrics"].get("retain_test_recall") or {}
+            for r in result["runs"]
+            if r["method"] == method
+        ]
+        classes = sorted({c for rec in recalls for c in rec})
+        rows.append(
+            (method, {c: _mean_std([rec.get(c) for rec in recalls])["mean"] for c in classes})
+        )
+    classes = sorted({c for _, rec in rows for c in rec})
+    if not classes:
+        return []
+    lines = ["", "Retain-test recall per class:", "", "| model | " + " | ".join(classes) + " |"]
+    lines.append("|" + "---|" * (len(classes) + 1))
+    for label, rec in rows:
+        lines.append(f"| {label} | " + " | ".join(_f(rec.get(c), 2) for c in classes) + " |")
+    return lines
+
+
+def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
+    """The gate calibration as a table: refusals of retrains, detections of memorised models."""
+    if not calibration:
+        return []
+    labels = {
+        "deployed": "deployed model (no unlearning)",
+        "retrain": "retrain references (should pass)",
+        "memorised": f"memorised (+{calibration['extra_epochs']} epochs on the cohort; should fail)",
+        "single_retrain": "one-image request, retrain (should pass)",
+        "single_memorised": "one-image request, memorised",
+    }
+    lines = [
+        "",
+        f"Gate calibration (`{calibration['reason']}` profile):",
+        "",
+        "| model | n | passed | refused | refused on membership | median MIA AUC | underpowered |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for kind, label in labels.items():
+        s = calibration["summary"].get(kind) or {"n": 0}
+        if not s["n"]:
+            continue
+        lines.append(
+            f"| {label} | {s['n']} | {s['passed']} | {s['refused']} | {s['privacy_refused']} | "
+            f"{_f(s['median_auc'])} | {s['underpowered']} |"
+        )
+    return lines
 
 
 def best_method(result: dict[str, Any], exclude: tuple[str, ...] = ("retrain",)) -> str | None:
@@ -93,7 +185,7 @@ def best_method(result: dict[str, Any], exclude: tuple[str, ...] = ("retrain",))
 
 
 def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
-    """Forget-test vs retain-test accuracy, one point per method and seed; retrain a star."""
+    """Forget-train vs retain-test accuracy, one point per method and seed; retrain a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -105,7 +197,7 @@ def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
     for i, method in enumerate(methods):
         runs = [r for r in result["runs"] if r["method"] == method]
         ax.scatter(
-            [r["metrics"]["forget_test_acc"] or 0 for r in runs],
+            [r["metrics"]["forget_train_acc"] or 0 for r in runs],
             [r["metrics"]["retain_test_acc"] or 0 for r in runs],
             color=cmap(i % 20),
             label=method,
@@ -114,7 +206,7 @@ def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
         )
     ref, dep = result["reference"], result["deployed"]
     ax.scatter(
-        [ref["forget_test_acc"]],
+        [ref["forget_train_acc"]],
         [ref["retain_test_acc"]],
         marker="*",
         s=260,
@@ -123,7 +215,7 @@ def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
         zorder=5,
     )
     ax.scatter(
-        [dep["forget_test_acc"]],
+        [dep["forget_train_acc"]],
         [dep["retain_test_acc"]],
         marker="X",
         s=120,
@@ -131,7 +223,7 @@ def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
         label="deployed",
         zorder=5,
     )
-    ax.set_xlabel("forget-test accuracy")
+    ax.set_xlabel("forget-train accuracy")
     ax.set_ylabel("retain-test accuracy")
     ax.set_title(f"{result['scenario']}: forgetting vs retention")
     ax.legend(fontsize=7, loc="best")
@@ -156,7 +248,7 @@ def plot_time_gap(result: dict[str, Any], path: Path) -> None:
     ax.axvline(0.1, color="grey", ls="--", lw=0.8)
     ax.set_xscale("log")
     ax.set_xlabel("unlearning wall time / retrain wall time (log)")
-    ax.set_ylabel("Avg Gap to retrain (lower is better)")
+    ax.set_ylabel("Avg Gap to retrain, percentage points (lower is better)")
     ax.set_title(f"{result['scenario']}: cost vs closeness to retraining")
     ax.grid(alpha=0.3)
     _save(fig, path)

@@ -1,10 +1,16 @@
 """Run every unlearning method on one scenario, measured the same way, against retraining.
 
-Protocol (also in BENCHMARKS.md): train the deployed model once and the retrain reference
-once (on retain-train, seed ``reference_seed``, timed); for each method, run every point of
-its tuning grid with seed 0 and score it by Avg Gap to the reference on the **validation**
-split (forget-val / retain-val / val stand in for the test cohorts); keep the best point, run
-it with every seed, and report the test-split metrics of those runs. Wall time and peak
+Protocol (also in BENCHMARKS.md): train (or load from the model bank) the deployed model,
+the retrain reference (retain-train only, seed ``reference_seed``, timed) and
+``reference_models`` more retrains (seeds ``reference_seed + 1...``). For each method, run
+every point of its tuning grid with seed 0 and score it by the **tuning gap** on the
+validation split: mean |difference| to the reference, in points, of forget-train,
+retain-train and retain-val accuracy and of the rank-AUC membership attack against matched
+held-out *validation* rows; keep the best point, run it with every seed, and report the
+test metrics of those runs (held-out pool: val + test, as in a revision). Every run is also
+audited with offline LiRA against the extra retrains (``medunlearn.audit``). The extra
+retrains' own Avg Gap to the reference is the noise floor. Finally the scenario's gate
+profile is calibrated on them (``medunlearn.benchmark.calibration``). Wall time and peak
 memory are measured around each method call.
 """
 
@@ -21,25 +27,35 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from medunlearn.benchmark.bank import ModelBank
+from medunlearn.audit import logit_confidence, offline_lira, reference_statistics
+from medunlearn.benchmark.bank import ModelBank, finite
+from medunlearn.benchmark.calibration import calibrate_gates
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.sources import load_source
 from medunlearn.inference import LogitCache
-from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
+from medunlearn.metrics import evidence_sets, unlearning_metrics
 from medunlearn.unlearn.methods import METHODS, run_method
 from medunlearn.unlearn.request import Cohorts, build_cohorts
 
 SUMMARY_KEYS = (
-    "forget_test_acc",
     "forget_train_acc",
+    "forget_heldout_acc",
+    "forget_test_acc",
     "retain_test_acc",
+    "retain_test_balanced_acc",
+    "worst_class_recall",
     "test_acc",
+    "test_balanced_acc",
     "mia_auc",
     "mia_efficacy",
+    "lira_auc",
+    "lira_tpr_at_5fpr",
     "avg_gap",
+    "tuning_gap",
     "seconds",
     "time_ratio",
     "peak_mb",
@@ -52,32 +68,50 @@ class Diverged(RuntimeError):
 
 @dataclass
 class RunRecord:
-    """One method run: its settings, seed, test metrics (gaps to retrain), cost."""
+    """One method run: its settings, seed, test metrics (gaps to retrain), audit, cost."""
 
     method: str
     setting: dict[str, Any]
     seed: int
     metrics: dict[str, Any]
-    val_avg_gap: float | None
+    val_tuning_gap: float | None
     seconds: float
     time_ratio: float
     peak_mb: float | None
+    audit: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
-        m = self.metrics
         return {
-            "forget_test_acc": m["forget_test_acc"],
-            "forget_train_acc": m["forget_train_acc"],
-            "retain_test_acc": m["retain_test_acc"],
-            "test_acc": m["test_acc"],
-            "mia_auc": m["mia_loss"]["auc"],
-            "mia_efficacy": m["mia_efficacy"],
-            "avg_gap": m["avg_gap"],
+            **flat_metrics(self.metrics, self.audit),
             "seconds": self.seconds,
             "time_ratio": self.time_ratio,
             "peak_mb": self.peak_mb,
         }
+
+
+def flat_metrics(m: dict[str, Any], audit: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The reported numbers of one metrics record (and its LiRA audit) as one flat row."""
+    recalls = [v for v in (m.get("retain_test_recall") or {}).values() if v is not None]
+    audit = audit or {}
+    return {
+        "forget_train_acc": m["forget_train_acc"],
+        "forget_heldout_acc": m["forget_heldout_acc"],
+        "forget_test_acc": m["forget_test_acc"],
+        "retain_test_acc": m["retain_test_acc"],
+        "retain_test_balanced_acc": m["retain_test_balanced_acc"],
+        "worst_class_recall": min(recalls) if recalls else None,
+        "retain_test_recall": m.get("retain_test_recall"),
+        "test_acc": m["test_acc"],
+        "test_balanced_acc": m["test_balanced_acc"],
+        "mia_auc": m["membership"].get("auc"),
+        "mia_p_value": m["membership"].get("p_value"),
+        "mia_efficacy": m["mia_efficacy"],
+        "lira_auc": audit.get("auc"),
+        "lira_tpr_at_5fpr": audit.get("tpr_at_5fpr"),
+        "avg_gap": m["avg_gap"],
+        "tuning_gap": m["tuning_gap"],
+    }
 
 
 class PeakMemory:
@@ -119,9 +153,14 @@ def prepare_data(scenario: Scenario, cache_dir: Path) -> DatasetSplits:
 
 
 def val_cohorts(cohorts: Cohorts, val_split: Any) -> Cohorts:
-    """The cohorts with validation rows in place of test rows (for tuning without test data)."""
+    """The cohorts with validation rows in place of test rows (for tuning without test data):
+    retain-val measures retention, and matched non-members come from validation rows only."""
     return replace(
-        cohorts, forget_test=cohorts.forget_val, retain_test=cohorts.retain_val, test=val_split
+        cohorts,
+        forget_test=cohorts.forget_val,
+        retain_test=cohorts.retain_val,
+        test=val_split,
+        pool_splits=("val",),
     )
 
 
@@ -237,7 +276,7 @@ def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
         out[method] = {
             "setting": rs[0].setting,
             "seeds": [r.seed for r in rs],
-            "val_avg_gap": rs[0].val_avg_gap,
+            "val_tuning_gap": rs[0].val_tuning_gap,
             **{k: _mean_std([f[k] for f in flat]) for k in SUMMARY_KEYS},
         }
     return out
@@ -252,11 +291,11 @@ def run_benchmark(
     cache_dir: Path = Path(".cache/bench"),
     progress: bool = True,
     log: Callable[[str], None] = print,
+    gates_section: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``methods`` (default: all) on ``scenario``; return the JSON-ready result."""
-    methods = list(methods or METHODS)
-    if quick and "retrain" in methods and methods != ["retrain"]:
-        methods.remove("retrain")  # quick mode: the reference row stands for retraining
+    """Benchmark ``methods`` (default: every method but ``retrain``, whose row the
+    reference models give) on ``scenario``; return the JSON-ready result."""
+    methods = list(methods or [m for m in METHODS if m != "retrain"])
     seeds = list(seeds if seeds is not None else scenario.seeds)
     torch.manual_seed(0)
     splits = prepare_data(scenario, cache_dir)
@@ -269,40 +308,59 @@ def run_benchmark(
 
     models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
     deployed, reference = models.deployed, models.reference
+    deployed.train_augmentation = dict(scenario.recipe.get("augmentation") or {})
     deployed_seconds, retrain_seconds = models.deployed_seconds, models.reference_seconds
     log(
-        f"[{scenario.name}] deployed {deployed_seconds:.1f} s, retrain reference {retrain_seconds:.1f} s"
+        f"[{scenario.name}] deployed {deployed_seconds:.1f} s, retrain reference "
+        f"{retrain_seconds:.1f} s, {len(models.references)} more references"
     )
     ref_test = unlearning_metrics(reference, cohorts)
     ref_test.with_reference(ref_test)
     ref_val = unlearning_metrics(reference, tuning)
     ref_val.with_reference(ref_val)
-    deployed_test = unlearning_metrics(deployed, cohorts).with_reference(ref_test)
+    held = evidence_sets(cohorts)[0]
+    lira_refs = reference_statistics(models.references, held.members, held.nonmembers)
+
+    def audit(model: torch.nn.Module, predict: LogitCache) -> dict[str, Any]:
+        return offline_lira(
+            logit_confidence(model, held.members, predict),
+            logit_confidence(model, held.nonmembers, predict),
+            *lira_refs,
+        ).to_dict()
+
+    def row(model: torch.nn.Module) -> dict[str, Any]:
+        predict = LogitCache(model)
+        test = unlearning_metrics(model, cohorts, predict=predict).with_reference(ref_test)
+        val = unlearning_metrics(model, tuning).with_reference(ref_val)
+        return {
+            **flat_metrics(test.to_dict(), audit(model, predict)),
+            "val_tuning_gap": val.tuning_gap,
+        }
+
+    reference_row = row(reference)
+    deployed_row = row(deployed)
+    noise = [row(r) for r in models.references]
 
     def one_run(method: str, point: dict[str, Any], seed: int) -> tuple[torch.nn.Module, RunRecord]:
         cfg = method_config(scenario, method, psg_base, point, seed)
-        if method == "retrain":
-            cfg["seed"] = seed
         with PeakMemory() as m:
             start = time.perf_counter()
             model = run_method(method, deployed, cohorts, cfg)
             seconds = time.perf_counter() - start
-        if not all(
-            torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()
-        ):
+        if not finite(model):
             raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf")
         predict = LogitCache(model)
         test = unlearning_metrics(model, cohorts, predict=predict).with_reference(ref_test)
-        model.logit_cache = predict  # reused for the validation metrics of this model
         return model, RunRecord(
             method=method,
             setting=point,
             seed=seed,
             metrics=test.to_dict(),
-            val_avg_gap=None,
+            val_tuning_gap=None,
             seconds=round(seconds, 3),
             time_ratio=round(seconds / retrain_seconds, 4),
             peak_mb=round(m.cuda_mb if m.cuda_mb else (m.mb or 0.0), 1),
+            audit=audit(model, predict),
             info=dict(getattr(model, "unlearn_info", {}) or {}),
         )
 
@@ -327,16 +385,21 @@ def run_benchmark(
             except Diverged as exc:
                 log(f"[{scenario.name}] {exc}: grid point rejected")
                 tuning_log.append(
-                    {"method": method, "setting": point, "val_avg_gap": None, "diverged": True}
+                    {"method": method, "setting": point, "val_tuning_gap": None, "diverged": True}
                 )
                 continue
-            val = unlearning_metrics(model, tuning, predict=model.logit_cache).with_reference(
-                ref_val
+            val = unlearning_metrics(model, tuning).with_reference(ref_val)
+            record.val_tuning_gap = val.tuning_gap
+            tuning_log.append(
+                {
+                    "method": method,
+                    "setting": point,
+                    "val_tuning_gap": val.tuning_gap,
+                    "test_tuning_gap": record.metrics["tuning_gap"],
+                    "test_avg_gap": record.metrics["avg_gap"],
+                }
             )
-            del model.logit_cache
-            record.val_avg_gap = val.avg_gap
-            tuning_log.append({"method": method, "setting": point, "val_avg_gap": val.avg_gap})
-            score = val.avg_gap if val.avg_gap is not None else float("inf")
+            score = val.tuning_gap if val.tuning_gap is not None else float("inf")
             if best is None or score < best[0]:
                 best = (score, point, record)
         if best is None:
@@ -345,8 +408,6 @@ def run_benchmark(
             continue
         _, point, record = best
         records.append(record)
-        # Retraining is the reference's own recipe: one extra seed measures its seed-to-seed
-        # spread (the noise floor of Avg Gap); more would cost a full training each.
         for seed in seeds[1:] if method != "retrain" else []:
             bar.set_postfix_str(f"{method} seed {seed}")
             bar.update(1)
@@ -356,13 +417,23 @@ def run_benchmark(
                 log(f"[{scenario.name}] {exc}")
                 diverged.append({"method": method, "setting": point, "seed": seed})
                 continue
-            extra.val_avg_gap = record.val_avg_gap
+            extra.val_tuning_gap = record.val_tuning_gap
             records.append(extra)
         log(
             f"[{scenario.name}] {method:16s} {point} test Avg Gap "
-            f"{_mean_std([r.metrics['avg_gap'] for r in records if r.method == method])['mean']:.4f}"
+            f"{_mean_std([r.metrics['avg_gap'] for r in records if r.method == method])['mean']:.2f} pp"
         )
     bar.close()
+    summary = summarise(records)
+    calibration = calibrate_gates(
+        cohorts,
+        deployed,
+        [reference, *models.references],
+        gates_section or {},
+        seeds=1 + len(models.references),
+        lr=float(scenario.recipe.get("lr", 1e-3)),
+        log=lambda msg: log(f"[{scenario.name}] {msg}"),
+    )
     return {
         "scenario": scenario.name,
         "description": scenario.description,
@@ -376,24 +447,33 @@ def run_benchmark(
         "deployed_train_seconds": round(deployed_seconds, 2),
         "retrain_seconds": round(retrain_seconds, 2),
         "retrain_peak_mb": models.reference_peak_mb,
-        "reference": _reference_row(ref_test),
-        "deployed": _reference_row(deployed_test),
+        "reference": reference_row,
+        "deployed": deployed_row,
+        "noise_floor": {
+            "n_references": len(noise),
+            "avg_gap": _mean_std([n["avg_gap"] for n in noise]),
+            "tuning_gap": _mean_std([n["tuning_gap"] for n in noise]),
+            "rows": noise,
+        },
         "runs": [asdict(r) for r in records],
         "tuning": tuning_log,
+        "tuning_agreement": tuning_agreement(summary),
         "diverged": diverged,
-        "summary": summarise(records),
+        "summary": summary,
+        "calibration": calibration,
         "psg_base": copy.deepcopy(psg_base),
     }
 
 
-def _reference_row(metrics: UnlearnMetrics) -> dict[str, Any]:
-    d = metrics.to_dict()
-    return {
-        "forget_test_acc": d["forget_test_acc"],
-        "forget_train_acc": d["forget_train_acc"],
-        "retain_test_acc": d["retain_test_acc"],
-        "test_acc": d["test_acc"],
-        "mia_auc": d["mia_loss"]["auc"],
-        "mia_efficacy": d["mia_efficacy"],
-        "avg_gap": d["avg_gap"],
-    }
+def tuning_agreement(summary: dict[str, Any]) -> dict[str, Any]:
+    """Spearman rank correlation, across methods, of the validation tuning gap of the chosen
+    setting with the same gap measured on test (does tuning rank methods as test does?)."""
+    pairs = [
+        (s["val_tuning_gap"], s["tuning_gap"]["mean"])
+        for s in summary.values()
+        if s["val_tuning_gap"] is not None and s["tuning_gap"]["mean"] is not None
+    ]
+    if len(pairs) < 3:
+        return {"n_methods": len(pairs), "spearman": None, "p_value": None}
+    rho, p = spearmanr([a for a, _ in pairs], [b for _, b in pairs])
+    return {"n_methods": len(pairs), "spearman": float(rho), "p_value": float(p)}

@@ -30,8 +30,22 @@ import yaml
 from medunlearn.unlearn.methods import METHODS
 from medunlearn.unlearn.request import ForgetRequest
 
-# Tuning grids: 1-2 key hyperparameters per method; the first value of each is the default.
-DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
+# PSG's grid (Nahass et al.'s tunable outer loss): learning rate x forget loss (hard labels,
+# soft targets at temperature 2, top-2 targets at temperature 2) x retain weight phi.
+PSG_GRID: list[dict[str, Any]] = [
+    {"lr": lr, **loss, "phi": phi}
+    for lr in (1e-3, 1e-4, 1e-5)
+    for loss in (
+        {"forget_loss": "hard"},
+        {"forget_loss": "soft", "temperature": 2.0},
+        {"forget_loss": "topk", "topk": 2, "temperature": 2.0},
+    )
+    for phi in (1.0, 0.3)
+]
+
+# Tuning grids: a mapping of 1-2 key hyperparameters (every combination; the first value of
+# each is the default) or an explicit list of points.
+DEFAULT_GRIDS: dict[str, dict[str, list[Any]] | list[dict[str, Any]]] = {
     "retrain": {},
     "finetune": {"lr": [0.003, 0.001, 0.01]},
     "l1_sparse": {"lr": [0.003, 0.001], "l1": [1e-3, 1e-2]},
@@ -41,7 +55,7 @@ DEFAULT_GRIDS: dict[str, dict[str, list[Any]]] = {
     "boundary_expand": {"lr": [1e-3, 1e-4, 1e-2]},
     "scrub": {"lr": [5e-4, 2e-3], "msteps": [2, 1]},
     "salun": {"lr": [1e-3, 3e-3, 3e-4]},
-    "psg": {"lr": [1e-3, 3e-4, 1e-4, 1e-5]},
+    "psg": PSG_GRID,
     "psg_compose": {"forget_weight": [1.0, 2.0]},
 }
 KNOWN_KEYS = {
@@ -72,7 +86,7 @@ class Scenario:
     recipe: dict[str, Any]
     request: ForgetRequest
     methods: dict[str, dict[str, Any]] = field(default_factory=dict)
-    grid: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     reference_seed: int = 100
     reference_models: int = 4  # extra retrains (seeds reference_seed+1...): audit + calibration
@@ -81,9 +95,12 @@ class Scenario:
     quick: bool = False
 
     def grid_for(self, method: str, quick: bool | None = None) -> list[dict[str, Any]]:
-        """Grid points (dicts of settings) for ``method``; quick keeps 2 values of the first key."""
+        """Grid points (dicts of settings) for ``method``; quick keeps 2 values of the first key
+        (or the first 2 points of an explicit list)."""
         quick = self.quick if quick is None else quick
         grid = self.grid.get(method, DEFAULT_GRIDS.get(method, {}))
+        if isinstance(grid, list):
+            return [dict(p) for p in grid][: 2 if quick else None]
         keys = list(grid)
         points: list[dict[str, Any]] = [{}]
         for i, key in enumerate(keys):
@@ -139,7 +156,10 @@ def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
         recipe=dict(obj["recipe"]),
         request=request,
         methods={k: dict(v or {}) for k, v in (obj.get("methods") or {}).items()},
-        grid={k: dict(v or {}) for k, v in (obj.get("grid") or {}).items()},
+        grid={
+            k: [dict(p) for p in v] if isinstance(v, list) else dict(v or {})
+            for k, v in (obj.get("grid") or {}).items()
+        },
         seeds=[int(s) for s in obj.get("seeds", [0, 1, 2])][: 1 if quick else None],
         reference_seed=int(obj.get("reference_seed", 100)),
         reference_models=int(obj.get("reference_models", 4)),

@@ -180,7 +180,7 @@ def _sample_groups(
 class Cohorts:
     """Images of each cohort (sharing the decoded tensors of their split).
 
-    ``val``, ``test`` and ``manifest`` give the held-out pool the membership evidence draws
+    ``train``, ``val``, ``test`` and ``manifest`` give the held-out pool the membership evidence draws
     matched non-members from (``medunlearn.mia``); ``pool_splits`` names the splits of that
     pool: ``("val", "test")`` in a revision, ``("val",)`` when a benchmark tunes.
     """
@@ -197,6 +197,7 @@ class Cohorts:
     masks: CohortMasks
     val: LabelledImages | None = None
     manifest: pd.DataFrame | None = None
+    train: LabelledImages | None = None  # the whole split (new requests on the same data)
     pool_splits: tuple[str, ...] = ("val", "test")
 
 
@@ -233,4 +234,5 @@ def build_cohorts(
         masks=masks,
         val=val,
         manifest=manifest.reset_index(drop=True),
+        train=train,
     )

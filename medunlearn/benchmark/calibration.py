@@ -1,0 +1,198 @@
+"""Gate calibration: how often a gate refuses a true retrain, and how often it catches a
+model that memorised the forget cohort.
+
+- **False refusal**: every retrain reference of a scenario (seeds ``reference_seed``,
+  ``+1``, ...; trained on retain-train only, so the forgotten images are true non-members)
+  is put through the scenario's gate profile with the deployed model as the retention
+  baseline, each with its own evidence-sampling seed.
+- **Detection**: for each seed, the deployed model trained ``extra_epochs`` more on the
+  forget cohort alone (Adam at the recipe's learning rate, BatchNorm statistics fixed, no
+  augmentation: it demonstrably memorises those images) is put through the same profile.
+  A detection counts the gate failing on a *membership* check (membership test or member
+  accuracy gap), not on retention, which a memorised model may also break.
+- **Single image**: the same two rates for consent requests of one image (seed s: the s-th
+  image of the forget cohort, so every retrain reference is still a true retrain for it),
+  where the tests are underpowered by design.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from medunlearn.gates import evaluate_gates
+from medunlearn.metrics import unlearning_metrics
+from medunlearn.unlearn.request import Cohorts, ForgetRequest, build_cohorts
+
+PRIVACY_CHECKS = ("membership", "member_accuracy_gap")
+
+
+def memorise(
+    model: torch.nn.Module,
+    images: Any,
+    epochs: int = 10,
+    lr: float = 1e-3,
+    batch_size: int = 32,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """A copy of ``model`` trained ``epochs`` more on ``images`` only (BN statistics fixed)."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for x, y in DataLoader(images, batch_size=batch_size, shuffle=True, generator=generator):
+            model.eval()  # BatchNorm statistics stay; only weights memorise
+            loss = F.cross_entropy(model(x), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return model.eval()
+
+
+def _row(kind: str, seed: int, reason: str, after: Any, before: Any, section: dict) -> dict:
+    gate = evaluate_gates(reason, after, before, section)
+    m = after.membership
+    return {
+        "kind": kind,
+        "seed": seed,
+        "passed": gate.passed,
+        "failed": gate.failed(),
+        "privacy_failed": [c for c in gate.failed() if c in PRIVACY_CHECKS],
+        "auc": m.get("auc"),
+        "p_value": m.get("p_value"),
+        "acc_gap": m.get("acc_gap"),
+        "n_members": m.get("n_members"),
+        "n_nonmembers": m.get("n_nonmembers"),
+        "underpowered": any(c.underpowered for c in gate.checks if c.name in PRIVACY_CHECKS),
+    }
+
+
+def _rates(rows: Sequence[dict], kind: str) -> dict[str, Any]:
+    sel = [r for r in rows if r["kind"] == kind]
+    if not sel:
+        return {"n": 0}
+    return {
+        "n": len(sel),
+        "passed": sum(r["passed"] for r in sel),
+        "refused": sum(not r["passed"] for r in sel),
+        "privacy_refused": sum(bool(r["privacy_failed"]) for r in sel),
+        "median_auc": float(np.median([r["auc"] for r in sel if r["auc"] is not None] or [np.nan])),
+        "underpowered": sum(r["underpowered"] for r in sel),
+    }
+
+
+def calibrate_gates(
+    cohorts: Cohorts,
+    deployed: torch.nn.Module,
+    references: Sequence[torch.nn.Module],
+    gates_section: dict[str, Any],
+    seeds: int = 20,
+    extra_epochs: int = 10,
+    lr: float = 1e-3,
+    single_images: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """False-refusal and detection rates of the request's gate profile (module docstring).
+
+    ``references`` are retrains without the forget cohort (the main reference first); up to
+    ``seeds`` of them are used, and as many memorised models are made.
+    """
+    reason = cohorts.request.reason
+    before = unlearning_metrics(deployed, cohorts)
+    rows = [_row("deployed", 0, reason, before, before, gates_section)]
+    refs = list(references)[:seeds]
+    for i, ref in enumerate(refs):
+        rows.append(
+            _row(
+                "retrain",
+                i,
+                reason,
+                unlearning_metrics(ref, cohorts, seed=i),
+                before,
+                gates_section,
+            )
+        )
+    for s in range(seeds):
+        mem = memorise(deployed, cohorts.forget_train, extra_epochs, lr, seed=s)
+        rows.append(
+            _row(
+                "memorised",
+                s,
+                reason,
+                unlearning_metrics(mem, cohorts, seed=s),
+                before,
+                gates_section,
+            )
+        )
+    if single_images and len(cohorts.forget_train) > 1:
+        rows += _single_image_rows(cohorts, deployed, refs, gates_section, seeds, extra_epochs, lr)
+    log(
+        f"gate calibration ({reason}): retrain refused {_rates(rows, 'retrain').get('refused')}/"
+        f"{len(refs)}, memorised caught {_rates(rows, 'memorised').get('privacy_refused')}/{seeds}"
+    )
+    return {
+        "reason": reason,
+        "gates": gates_section,
+        "extra_epochs": extra_epochs,
+        "summary": {
+            kind: _rates(rows, kind)
+            for kind in ("deployed", "retrain", "memorised", "single_retrain", "single_memorised")
+        },
+        "rows": rows,
+    }
+
+
+def _single_image_rows(
+    cohorts: Cohorts,
+    deployed: torch.nn.Module,
+    refs: Sequence[torch.nn.Module],
+    gates_section: dict[str, Any],
+    seeds: int,
+    extra_epochs: int,
+    lr: float,
+) -> list[dict]:
+    """Consent requests of one forgotten image each (the s-th image of the forget cohort)."""
+    ids = cohorts.forget_train.rows["image_id"].astype(str).tolist()
+    rng = np.random.default_rng(0)
+    picks = rng.choice(len(ids), size=min(seeds, len(ids)), replace=False)
+    rows = []
+    for s, index in enumerate(picks):
+        request = ForgetRequest("consent_withdrawal", {"image_ids": [ids[index]]})
+        single = build_cohorts(
+            cohorts.manifest,
+            cohorts.train,
+            cohorts.val,
+            cohorts.test,
+            cohorts.class_names,
+            request,
+        )
+        before = unlearning_metrics(deployed, single, seed=s)
+        ref = refs[s % len(refs)]
+        rows.append(
+            _row(
+                "single_retrain",
+                s,
+                "consent_withdrawal",
+                unlearning_metrics(ref, single, seed=s),
+                before,
+                gates_section,
+            )
+        )
+        mem = memorise(deployed, single.forget_train, extra_epochs, lr, seed=s)
+        rows.append(
+            _row(
+                "single_memorised",
+                s,
+                "consent_withdrawal",
+                unlearning_metrics(mem, single, seed=s),
+                before,
+                gates_section,
+            )
+        )
+    return rows
