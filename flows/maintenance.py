@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 import time
 from pathlib import Path
@@ -172,6 +173,18 @@ class Timings:
         self._last = now
 
 
+class QuietRefusal(logging.Filter):
+    """Drop the traceback Prefect logs for a refused revision: a refusal is an answer, not a
+    crash, and the user gets the report instead. Other exceptions keep their tracebacks."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, GatesFailed):
+            record.exc_info, record.exc_text = None, None
+            record.msg, record.args = "revision refused by the gates", ()
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -186,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     maintain = load_section("maintain", args.params)
+    flow_logger = logging.getLogger("prefect.flow_runs")
+    if not any(isinstance(f, QuietRefusal) for f in flow_logger.filters):
+        flow_logger.addFilter(QuietRefusal())
     flow_fn = maintenance_flow.with_options(task_runner=task_runner(maintain))
     try:
         result = flow_fn(args.params, args.request, args.refresh_cache)
