@@ -77,6 +77,7 @@ class RunRecord:
     val_tuning_gap: float | None
     seconds: float
     time_ratio: float
+    cpu_seconds: float | None
     peak_mb: float | None
     audit: dict[str, Any] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
@@ -174,6 +175,7 @@ class ScenarioModels:
     reference_seconds: float
     references: list[torch.nn.Module]  # retrains with seeds reference_seed + 1, + 2, ...
     reference_peak_mb: float | None = None
+    reference_cpu_seconds: float | None = None
 
 
 def scenario_models(
@@ -310,6 +312,9 @@ def run_benchmark(
     deployed, reference = models.deployed, models.reference
     deployed.train_augmentation = dict(scenario.recipe.get("augmentation") or {})
     deployed_seconds, retrain_seconds = models.deployed_seconds, models.reference_seconds
+    # t/retrain compares CPU seconds (all threads) when the reference recorded them: immune
+    # to other work on the machine; else wall seconds.
+    retrain_cpu = models.reference_cpu_seconds
     log(
         f"[{scenario.name}] deployed {deployed_seconds:.1f} s, retrain reference "
         f"{retrain_seconds:.1f} s, {len(models.references)} more references"
@@ -344,9 +349,9 @@ def run_benchmark(
     def one_run(method: str, point: dict[str, Any], seed: int) -> tuple[torch.nn.Module, RunRecord]:
         cfg = method_config(scenario, method, psg_base, point, seed)
         with PeakMemory() as m:
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             model = run_method(method, deployed, cohorts, cfg)
-            seconds = time.perf_counter() - start
+            seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
         if not finite(model):
             raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf")
         predict = LogitCache(model)
@@ -358,7 +363,10 @@ def run_benchmark(
             metrics=test.to_dict(),
             val_tuning_gap=None,
             seconds=round(seconds, 3),
-            time_ratio=round(seconds / retrain_seconds, 4),
+            time_ratio=round(
+                cpu_seconds / retrain_cpu if retrain_cpu else seconds / retrain_seconds, 4
+            ),
+            cpu_seconds=round(cpu_seconds, 3),
             peak_mb=round(m.cuda_mb if m.cuda_mb else (m.mb or 0.0), 1),
             audit=audit(model, predict),
             info=dict(getattr(model, "unlearn_info", {}) or {}),
@@ -446,6 +454,8 @@ def run_benchmark(
         "seeds": seeds,
         "deployed_train_seconds": round(deployed_seconds, 2),
         "retrain_seconds": round(retrain_seconds, 2),
+        "retrain_cpu_seconds": retrain_cpu,
+        "time_ratio_basis": "cpu" if retrain_cpu else "wall",
         "retrain_peak_mb": models.reference_peak_mb,
         "reference": reference_row,
         "deployed": deployed_row,
