@@ -79,7 +79,7 @@ def row(name: str, metrics, seconds: float, retrain_seconds: float, stats=None) 
         "retain_train_acc": d["retain_train_acc"],
         "retain_test_acc": d["retain_test_acc"],
         "test_acc": d["test_acc"],
-        "mia_auc": d["mia_loss"]["auc"],
+        "mia_auc": d["membership"]["auc"],
         "mia_efficacy": d["mia_efficacy"],
         "avg_gap": d["avg_gap"],
         "seconds": round(seconds, 2),
