@@ -274,12 +274,12 @@ def _class_recall_drop(
     role: str, after: UnlearnMetrics, before: UnlearnMetrics, b: dict[str, float]
 ) -> Check:
     drops = {
-        k: before.retain_test_recall[k] - v
-        for k, v in after.retain_test_recall.items()
-        if v is not None and before.retain_test_recall.get(k) is not None
+        k: before.retain_heldout_recall[k] - v
+        for k, v in after.retain_heldout_recall.items()
+        if v is not None and before.retain_heldout_recall.get(k) is not None
     }
     if not drops:
-        return _na("class_recall_drop", role, "no retained class in retain-test")
+        return _na("class_recall_drop", role, "no retained class in the held-out rows")
     worst = max(drops, key=drops.get)
     value = max(0.0, drops[worst])
     return Check(
@@ -307,14 +307,14 @@ CHECKS: dict[str, Callable[[str, UnlearnMetrics, UnlearnMetrics, dict[str, float
     "retain_drop": lambda role, a, before, b: _at_most(
         "retain_drop",
         role,
-        _drop(before.retain_test_acc, a.retain_test_acc),
+        _drop(before.retain_heldout_acc, a.retain_heldout_acc),
         b["max_retain_drop"],
         "no retained held-out rows",
     ),
     "retain_balanced_drop": lambda role, a, before, b: _at_most(
         "retain_balanced_drop",
         role,
-        _drop(before.retain_test_balanced_acc, a.retain_test_balanced_acc),
+        _drop(before.retain_heldout_balanced_acc, a.retain_heldout_balanced_acc),
         b["max_balanced_drop"],
         "no retained held-out rows",
     ),

@@ -90,7 +90,9 @@ TUNING_GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "m
 class UnlearnMetrics:
     """Metrics of one model on one request's cohorts; serialises to JSON.
 
-    Accuracies are in [0, 1]. ``membership`` is :class:`medunlearn.mia.MembershipEvidence`
+    Accuracies are in [0, 1]. ``retain_test_*`` are measured on the test split's retained
+    rows (the benchmark's TA); ``retain_heldout_*`` on every retained held-out row of the
+    pool (val and test in a revision), which the gates use. ``membership`` is :class:`medunlearn.mia.MembershipEvidence`
     as a dict (forget-train vs matched held-out rows). With a retrain reference
     (:meth:`with_reference`), ``gaps`` and ``avg_gap`` are absolute differences in
     **percentage points** over ``GAP_KEYS`` (SalUn's Avg Gap), and ``tuning_gaps`` /
@@ -105,6 +107,9 @@ class UnlearnMetrics:
     retain_test_acc: float | None
     retain_test_balanced_acc: float | None
     retain_test_recall: dict[str, float | None]  # per class, on retain-test
+    retain_heldout_acc: float | None  # retained held-out rows of the pool (gates' retention)
+    retain_heldout_balanced_acc: float | None
+    retain_heldout_recall: dict[str, float | None]
     test_acc: float | None
     test_balanced_acc: float | None
     per_class_test_acc: dict[str, float | None]
@@ -154,9 +159,9 @@ def _concat_mask(cohorts: Any, forget: bool) -> Any:
     return parts[0] if len(parts) == 1 else ConcatDataset(parts)
 
 
-def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any]:
-    """(held-out reference, shadow sets, forget held-out rows) of ``cohorts``, built once per
-    cohorts object and seed (matched sampling is the slow part)."""
+def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
+    """(held-out reference, shadow sets, forget held-out rows, retain held-out rows) of
+    ``cohorts``, built once per cohorts object and seed (matched sampling is the slow part)."""
     from medunlearn.mia import heldout_reference, shadow_sets
 
     memo = cohorts.__dict__.setdefault("_evidence_sets", {})
@@ -165,6 +170,7 @@ def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any]:
             heldout_reference(cohorts, seed),
             shadow_sets(cohorts, seed),
             _concat_mask(cohorts, forget=True),
+            _concat_mask(cohorts, forget=False),
         )
     return memo[seed]
 
@@ -181,15 +187,17 @@ def unlearning_metrics(
     from medunlearn.mia import measure_membership, svc_mia_efficacy
 
     predict = predict or LogitCache(model)
-    reference, shadow, forget_heldout = evidence_sets(cohorts, seed)
+    reference, shadow, forget_heldout, retain_heldout = evidence_sets(cohorts, seed)
     logits, labels = predict(cohorts.test)
     test = classification_metrics(labels, torch.softmax(logits, dim=1), cohorts.class_names)
-    retain = None
-    if len(cohorts.retain_test):
-        r_logits, r_labels = predict(cohorts.retain_test)
-        retain = classification_metrics(
-            r_labels, torch.softmax(r_logits, dim=1), cohorts.class_names
-        )
+
+    def report(images: Any) -> dict[str, Any] | None:
+        if images is None or len(images) == 0:
+            return None
+        r_logits, r_labels = predict(images)
+        return classification_metrics(r_labels, torch.softmax(r_logits, dim=1), cohorts.class_names)
+
+    retain, pooled = report(cohorts.retain_test), report(retain_heldout)
     return UnlearnMetrics(
         request_hash=cohorts.request.hash,
         forget_train_acc=accuracy_on(model, cohorts.forget_train, predict),
@@ -200,15 +208,23 @@ def unlearning_metrics(
         retain_train_acc=accuracy_on(model, cohorts.retain_train, predict),
         retain_test_acc=retain["accuracy"] if retain else None,
         retain_test_balanced_acc=_balanced(retain),
-        retain_test_recall=(
-            {k: v["accuracy"] for k, v in retain["per_class"].items() if v["n"]} if retain else {}
-        ),
+        retain_test_recall=_recall(retain),
+        retain_heldout_acc=pooled["accuracy"] if pooled else None,
+        retain_heldout_balanced_acc=_balanced(pooled),
+        retain_heldout_recall=_recall(pooled),
         test_acc=test["accuracy"],
         test_balanced_acc=test["balanced_accuracy"],
         per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
         membership=measure_membership(model, reference, seed, predict).to_dict(),
         mia_efficacy=svc_mia_efficacy(model, shadow, cohorts.forget_train, predict),
     )
+
+
+def _recall(report: dict[str, Any] | None) -> dict[str, float | None]:
+    """Recall of each class present in the set (per-class accuracy)."""
+    if report is None:
+        return {}
+    return {k: v["accuracy"] for k, v in report["per_class"].items() if v["n"]}
 
 
 def _balanced(report: dict[str, Any] | None) -> float | None:

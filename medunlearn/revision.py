@@ -141,6 +141,12 @@ def _f(v: Any) -> str:
     return str(v)
 
 
+def _recalls(recall: dict[str, float | None] | None) -> str:
+    if not recall:
+        return "n/a"
+    return " ".join(f"{k}:{'n/a' if v is None else f'{v:.2f}'}" for k, v in recall.items())
+
+
 def gate_lines(gates: dict[str, Any]) -> list[str]:
     """One markdown line per check: role, status, value, rule and detail."""
     lines = []
@@ -201,12 +207,14 @@ def summary_markdown(
         f"Deployed model: forget-train acc {_f(deployed.get('forget_train_acc'))}, "
         f"matched held-out acc {_f(dm.get('nonmember_acc'))}, membership AUC "
         f"{_f(dm.get('auc'))} (p {_f(dm.get('p_value'))}), retain-test acc "
-        f"{_f(deployed.get('retain_test_acc'))} (balanced {_f(deployed.get('retain_test_balanced_acc'))}).",
+        f"{_f(deployed.get('retain_test_acc'))} (balanced {_f(deployed.get('retain_test_balanced_acc'))}); "
+        f"retained held-out acc {_f(deployed.get('retain_heldout_acc'))} (balanced "
+        f"{_f(deployed.get('retain_heldout_balanced_acc'))}), the gates' retention baseline.",
         baseline_sentence(request["reason"], baseline),
         "",
         "| candidate | kind | forget-train | forget held-out | matched held-out | retain-test "
-        "| retain bal. | test | MIA AUC | MIA p | gates |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| retain bal. | recall per class (retained held-out) | test | MIA AUC | MIA p | gates |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for c in candidates:
         m = c.metrics
@@ -216,6 +224,7 @@ def summary_markdown(
             f"| {c.name}{mark} | {c.kind} | {_f(m.get('forget_train_acc'))} | "
             f"{_f(m.get('forget_heldout_acc'))} | {_f(mem.get('nonmember_acc'))} | "
             f"{_f(m.get('retain_test_acc'))} | {_f(m.get('retain_test_balanced_acc'))} | "
+            f"{_recalls(m.get('retain_heldout_recall'))} | "
             f"{_f(m.get('test_acc'))} | {_f(mem.get('auc'))} | {_f(mem.get('p_value'))} | "
             f"{'pass' if c.passed else 'FAIL: ' + ', '.join(c.gates.get('failed', []))} |"
         )

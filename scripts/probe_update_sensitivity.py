@@ -54,8 +54,7 @@ def main() -> None:
         m = unlearning_metrics(model, cohorts)
         recall = ", ".join(f"{k} {v:.3f}" for k, v in m.retain_test_recall.items())
         print(
-            f"{tag:50s} test {m.test_acc:.3f}  balanced {m.test_balanced_acc:.3f}  "
-            f"recall {recall}"
+            f"{tag:50s} test {m.test_acc:.3f}  balanced {m.test_balanced_acc:.3f}  recall {recall}"
         )
 
     show("deployed", deployed)

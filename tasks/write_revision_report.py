@@ -100,6 +100,8 @@ def write_revision_report(
                     "forget_heldout_acc",
                     "retain_test_acc",
                     "retain_test_balanced_acc",
+                    "retain_heldout_acc",
+                    "retain_heldout_balanced_acc",
                     "test_acc",
                     "test_balanced_acc",
                     "membership",

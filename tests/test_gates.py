@@ -53,6 +53,9 @@ def metrics(**values) -> UnlearnMetrics:
         retain_test_acc=0.90,
         retain_test_balanced_acc=0.90,
         retain_test_recall={"0": 0.9, "1": 0.9},
+        retain_heldout_acc=0.90,
+        retain_heldout_balanced_acc=0.90,
+        retain_heldout_recall={"0": 0.9, "1": 0.9},
         test_acc=0.8,
         test_balanced_acc=0.8,
         per_class_test_acc={},
@@ -84,7 +87,7 @@ def test_every_profile_names_its_required_checks() -> None:
 def test_class_retirement_values_bounds_and_replacement() -> None:
     ok = evaluate_gates("class_retirement", metrics(forget_train_acc=0.01), BEFORE)
     assert ok.passed and statuses(ok)["forget_heldout_acc"] == "pass"
-    bad = evaluate_gates("class_retirement", metrics(retain_test_acc=0.85), BEFORE)
+    bad = evaluate_gates("class_retirement", metrics(retain_heldout_acc=0.85), BEFORE)
     drop = next(c for c in bad.checks if c.name == "retain_drop")
     assert not bad.passed and drop.value == pytest.approx(0.05) and drop.status == "fail"
     assert bad.failed() == ["retain_drop"]
