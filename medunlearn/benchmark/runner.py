@@ -197,27 +197,32 @@ def scenario_models(
         info.image_size,
         splits.directory,
     )
-    deployed, deployed_seconds, _ = bank.get(
+    deployed, deployed_cost, _ = bank.get(
         splits.train, splits.val, int(scenario.recipe.get("seed", 0)), "deployed"
     )
     retain_val = cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
     with PeakMemory() as mem:
-        reference, reference_seconds, cached = bank.get(
+        reference, reference_cost, cached = bank.get(
             cohorts.retain_train, retain_val, scenario.reference_seed, "reference"
         )
     n = scenario.reference_models if n_references is None else n_references
     references = []
     for k in range(n):
-        model, seconds, hit = bank.get(
+        model, cost, hit = bank.get(
             cohorts.retain_train, retain_val, scenario.reference_seed + 1 + k, "reference"
         )
-        log(
-            f"[{scenario.name}] reference model {k + 1}/{n}: {'cached' if hit else f'{seconds:.1f} s'}"
-        )
+        done = "cached" if hit else f"{cost['seconds']:.1f} s"
+        log(f"[{scenario.name}] reference model {k + 1}/{n}: {done}")
         references.append(model)
     peak = None if cached else round(mem.cuda_mb if mem.cuda_mb else (mem.mb or 0.0), 1)
     return ScenarioModels(
-        deployed, deployed_seconds, reference, reference_seconds, references, peak
+        deployed,
+        deployed_cost["seconds"],
+        reference,
+        reference_cost["seconds"],
+        references,
+        peak,
+        reference_cost["cpu_seconds"],
     )
 
 
