@@ -154,6 +154,9 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
     table = (out / "tiny.md").read_text()
     assert "| psg |" in table and "retrain (reference)" in table and "Avg Gap (pp)" in table
     assert "Gate calibration" in table and "noise floor" in table
+    # the validation tuning signal ranks the methods as the same signal on test does
+    agreement = result["tuning_agreement"]
+    assert agreement["n_methods"] == 10 and agreement["spearman"] > 0.6
     assert f"**{best_method(result)}**" in table
     for png in ("tiny_tradeoff.png", "tiny_time_gap.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -157,3 +157,27 @@ def test_svc_efficacy_rises_when_the_forget_class_loses_confidence(demo_model, d
         silenced.classifier.bias[3] -= 50.0
     after = svc_mia_efficacy(silenced, shadow, forget)
     assert 0 <= before < after <= 1 and after > 0.9
+
+
+def test_mia_efficacy_has_one_definition_in_tuning_and_test(demo_model, demo_cohorts) -> None:
+    """Shadow members are retain-train rows, non-members retained held-out rows of the
+    protocol's pool (val when tuning, val + test in a revision), matched on strata: the two
+    protocols measure the same thing and agree (the old definition flipped 0.94 -> 0.24)."""
+    from medunlearn.benchmark.runner import val_cohorts
+
+    tuning = val_cohorts(demo_cohorts, demo_cohorts.val)
+    for cohorts, splits in ((demo_cohorts, {"val", "test"}), (tuning, {"val"})):
+        shadow = shadow_sets(cohorts)
+        member_ids = set(shadow.members.rows["image_id"])
+        train_ids = set(demo_cohorts.retain_train.rows["image_id"])
+        assert member_ids <= train_ids
+        manifest = demo_cohorts.manifest.set_index("image_id")
+        parts = getattr(shadow.nonmembers, "datasets", [shadow.nonmembers])
+        nonmember_ids = [i for part in parts for i in part.rows["image_id"]]
+        assert len(nonmember_ids) == len(member_ids)  # matched one to one
+        assert set(manifest.loc[nonmember_ids, "split"]) == splits
+        assert set(manifest.loc[nonmember_ids, "label"]) <= set("012456789")  # no class 3
+        assert set(manifest.loc[list(member_ids), "split"]) == {"train"}
+    test_value = svc_mia_efficacy(demo_model, shadow_sets(demo_cohorts), demo_cohorts.forget_train)
+    tune_value = svc_mia_efficacy(demo_model, shadow_sets(tuning), demo_cohorts.forget_train)
+    assert abs(test_value - tune_value) < 0.15
