@@ -5,11 +5,14 @@ model that memorised the forget cohort.
   ``+1``, ...; trained on retain-train only, so the forgotten images are true non-members)
   is put through the scenario's gate profile with the deployed model as the retention
   baseline, each with its own evidence-sampling seed.
-- **Detection**: for each seed, the deployed model trained ``extra_epochs`` more on the
-  forget cohort alone (Adam at the recipe's learning rate, BatchNorm statistics fixed, no
-  augmentation: it demonstrably memorises those images) is put through the same profile.
-  A detection counts the gate failing on a *membership* check (membership test or member
-  accuracy gap), not on retention, which a memorised model may also break.
+- **Detection**: for each seed, the deployed model trained ``extra_epochs`` more passes
+  over the forget cohort, each forget batch paired with a retain batch (Adam at 0.3 x the
+  recipe's learning rate, BatchNorm statistics fixed, no augmentation): the cohort is seen
+  far more often than its share, as by a model that memorised it, while retention is kept.
+  Whether it *measurably* memorised is shown independently by the offline LiRA audit
+  (``medunlearn.audit``) when reference models are given. A detection counts the gate
+  failing on a *membership* check (membership test or member accuracy gap), not on
+  retention.
 - **Single image**: the same two rates for consent requests of one image (seed s: the s-th
   image of the forget cohort, so every retrain reference is still a true retrain for it),
   where the tests are underpowered by design.
@@ -36,29 +39,49 @@ PRIVACY_CHECKS = ("membership", "member_accuracy_gap")
 def memorise(
     model: torch.nn.Module,
     images: Any,
-    epochs: int = 10,
-    lr: float = 1e-3,
+    retain: Any | None = None,
+    epochs: int = 30,
+    lr: float = 3e-4,
     batch_size: int = 32,
     seed: int = 0,
 ) -> torch.nn.Module:
-    """A copy of ``model`` trained ``epochs`` more on ``images`` only (BN statistics fixed)."""
+    """A copy of ``model`` trained ``epochs`` more passes over ``images``, each batch paired
+    with a batch of ``retain`` (when given); BatchNorm statistics stay fixed."""
     model = copy.deepcopy(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
+
+    def retain_batches():
+        while True:
+            yield from DataLoader(retain, batch_size=batch_size, shuffle=True, generator=generator)
+
+    stream = retain_batches() if retain is not None and len(retain) else None
     for _ in range(epochs):
         for x, y in DataLoader(images, batch_size=batch_size, shuffle=True, generator=generator):
             model.eval()  # BatchNorm statistics stay; only weights memorise
             loss = F.cross_entropy(model(x), y)
+            if stream is not None:
+                xr, yr = next(stream)
+                loss = loss + F.cross_entropy(model(xr), yr)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
     return model.eval()
 
 
-def _row(kind: str, seed: int, reason: str, after: Any, before: Any, section: dict) -> dict:
+def _row(
+    kind: str,
+    seed: int,
+    reason: str,
+    after: Any,
+    before: Any,
+    section: dict,
+    lira: dict | None = None,
+) -> dict:
     gate = evaluate_gates(reason, after, before, section)
     m = after.membership
     return {
+        "lira_auc": (lira or {}).get("auc"),
         "kind": kind,
         "seed": seed,
         "passed": gate.passed,
@@ -82,9 +105,15 @@ def _rates(rows: Sequence[dict], kind: str) -> dict[str, Any]:
         "passed": sum(r["passed"] for r in sel),
         "refused": sum(not r["passed"] for r in sel),
         "privacy_refused": sum(bool(r["privacy_failed"]) for r in sel),
-        "median_auc": float(np.median([r["auc"] for r in sel if r["auc"] is not None] or [np.nan])),
+        "median_auc": _median([r["auc"] for r in sel]),
+        "median_lira_auc": _median([r.get("lira_auc") for r in sel]),
         "underpowered": sum(r["underpowered"] for r in sel),
     }
+
+
+def _median(values: Sequence[float | None]) -> float | None:
+    xs = [v for v in values if v is not None]
+    return float(np.median(xs)) if xs else None
 
 
 def calibrate_gates(
@@ -93,16 +122,19 @@ def calibrate_gates(
     references: Sequence[torch.nn.Module],
     gates_section: dict[str, Any],
     seeds: int = 20,
-    extra_epochs: int = 10,
-    lr: float = 1e-3,
+    extra_epochs: int = 30,
+    lr: float = 3e-4,
     single_images: bool = True,
     log: Callable[[str], None] = print,
+    audit: Callable[[torch.nn.Module], dict] | None = None,
 ) -> dict[str, Any]:
     """False-refusal and detection rates of the request's gate profile (module docstring).
 
     ``references`` are retrains without the forget cohort (the main reference first); up to
-    ``seeds`` of them are used, and as many memorised models are made.
+    ``seeds`` of them are used, and as many memorised models are made. ``audit`` (model ->
+    LiRA result) adds the per-example audit of each full-cohort model.
     """
+    audit = audit or (lambda _model: {})
     reason = cohorts.request.reason
     before = unlearning_metrics(deployed, cohorts)
     rows = [_row("deployed", 0, reason, before, before, gates_section)]
@@ -140,6 +172,7 @@ def calibrate_gates(
         "reason": reason,
         "gates": gates_section,
         "extra_epochs": extra_epochs,
+        "memorise_lr": lr,
         "summary": {
             kind: _rates(rows, kind)
             for kind in ("deployed", "retrain", "memorised", "single_retrain", "single_memorised")
@@ -184,7 +217,9 @@ def _single_image_rows(
                 gates_section,
             )
         )
-        mem = memorise(deployed, single.forget_train, extra_epochs, lr, seed=s)
+        mem = memorise(
+            deployed, single.forget_train, cohorts.retain_train, extra_epochs, lr, seed=s
+        )
         rows.append(
             _row(
                 "single_memorised",

@@ -11,16 +11,21 @@ PSG's base settings come from the ``unlearn`` section of ``params.yaml`` *withou
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
 import torch
 
-from medunlearn.benchmark.report import markdown_table, write_outputs
-from medunlearn.benchmark.runner import pretrain, run_benchmark
+from medunlearn.benchmark.report import calibration_lines, markdown_table, write_outputs
+from medunlearn.benchmark.runner import calibrate_scenario, pretrain, run_benchmark
 from medunlearn.benchmark.scenario import load_scenario
 from medunlearn.config import load_section
 from medunlearn.unlearn.methods import METHODS, psg_base
+
+
+def calibration_lines_text(result: dict) -> str:
+    return "\n".join(calibration_lines(result.get("calibration")))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -48,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument(
+        "--calibration-only",
+        action="store_true",
+        help="recompute only the gate calibration of each scenario into its existing result",
+    )
+    parser.add_argument(
         "--models-only",
         action="store_true",
         help="only train (or find cached) each scenario's deployed and reference models",
@@ -58,6 +68,16 @@ def main(argv: list[str] | None = None) -> None:
     unlearn = load_section("unlearn", args.params)
     gates = load_section("gates", args.params)
     scenarios = [load_scenario(p, quick=args.quick) for p in args.scenarios]  # fail early
+    if args.calibration_only:
+        for scenario in scenarios:
+            path = out / f"{scenario.name}.json"
+            if not path.is_file():
+                raise SystemExit(f"{path}: no result to add a calibration to; run the benchmark")
+            result = json.loads(path.read_text())
+            result["calibration"] = calibrate_scenario(scenario, gates, args.cache)
+            write_outputs(result, out)
+            print(calibration_lines_text(result))
+        return
     if args.models_only:
         for scenario in scenarios:
             pretrain(scenario, args.cache)

@@ -153,7 +153,7 @@ def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
     labels = {
         "deployed": "deployed model (no unlearning)",
         "retrain": "retrain references (should pass)",
-        "memorised": f"memorised (+{calibration['extra_epochs']} epochs on the cohort; should fail)",
+        "memorised": f"memorised (+{calibration['extra_epochs']} passes over the cohort)",
         "single_retrain": "one-image request, retrain (should pass)",
         "single_memorised": "one-image request, memorised",
     }
@@ -161,8 +161,9 @@ def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
         "",
         f"Gate calibration (`{calibration['reason']}` profile):",
         "",
-        "| model | n | passed | refused | refused on membership | median MIA AUC | underpowered |",
-        "|---|---|---|---|---|---|---|",
+        "| model | n | passed | refused | refused on membership | median MIA AUC | "
+        "median LiRA AUC | underpowered |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for kind, label in labels.items():
         s = calibration["summary"].get(kind) or {"n": 0}
@@ -170,7 +171,7 @@ def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
             continue
         lines.append(
             f"| {label} | {s['n']} | {s['passed']} | {s['refused']} | {s['privacy_refused']} | "
-            f"{_f(s['median_auc'])} | {s['underpowered']} |"
+            f"{_f(s['median_auc'])} | {_f(s.get('median_lira_auc'))} | {s['underpowered']} |"
         )
     return lines
 

@@ -328,15 +328,7 @@ def run_benchmark(
     ref_test.with_reference(ref_test)
     ref_val = unlearning_metrics(reference, tuning)
     ref_val.with_reference(ref_val)
-    held = evidence_sets(cohorts)[0]
-    lira_refs = reference_statistics(models.references, held.members, held.nonmembers)
-
-    def audit(model: torch.nn.Module, predict: LogitCache) -> dict[str, Any]:
-        return offline_lira(
-            logit_confidence(model, held.members, predict),
-            logit_confidence(model, held.nonmembers, predict),
-            *lira_refs,
-        ).to_dict()
+    audit = lira_audit(cohorts, models.references)
 
     def row(model: torch.nn.Module) -> dict[str, Any]:
         predict = LogitCache(model)
@@ -444,8 +436,9 @@ def run_benchmark(
         [reference, *models.references],
         gates_section or {},
         seeds=1 + len(models.references),
-        lr=float(scenario.recipe.get("lr", 1e-3)),
+        lr=0.3 * float(scenario.recipe.get("lr", 1e-3)),
         log=lambda msg: log(f"[{scenario.name}] {msg}"),
+        audit=audit,
     )
     return {
         "scenario": scenario.name,
@@ -478,6 +471,55 @@ def run_benchmark(
         "calibration": calibration,
         "psg_base": copy.deepcopy(psg_base),
     }
+
+
+def lira_audit(
+    cohorts: Cohorts, references: Sequence[torch.nn.Module]
+) -> Callable[[torch.nn.Module, LogitCache | None], dict[str, Any]]:
+    """Offline LiRA of any model on the request's members and matched non-members,
+    calibrated on ``references`` (their statistics computed once)."""
+    held = evidence_sets(cohorts)[0]
+    stats = reference_statistics(references, held.members, held.nonmembers)
+
+    def audit(model: torch.nn.Module, predict: LogitCache | None = None) -> dict[str, Any]:
+        predict = predict or LogitCache(model)
+        return offline_lira(
+            logit_confidence(model, held.members, predict),
+            logit_confidence(model, held.nonmembers, predict),
+            *stats,
+        ).to_dict()
+
+    return audit
+
+
+def calibrate_scenario(
+    scenario: Scenario,
+    gates_section: dict[str, Any],
+    cache_dir: Path = Path(".cache/bench"),
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Only the gate calibration of a scenario (its models from the bank)."""
+    splits = prepare_data(scenario, cache_dir)
+    cohorts = build_cohorts(
+        splits.manifest,
+        splits.train,
+        splits.val,
+        splits.test,
+        splits.info.class_names,
+        scenario.request,
+    )
+    models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
+    audit = lira_audit(cohorts, models.references)
+    return calibrate_gates(
+        cohorts,
+        models.deployed,
+        [models.reference, *models.references],
+        gates_section,
+        seeds=1 + len(models.references),
+        lr=0.3 * float(scenario.recipe.get("lr", 1e-3)),
+        log=lambda msg: log(f"[{scenario.name}] {msg}"),
+        audit=audit,
+    )
 
 
 def tuning_agreement(summary: dict[str, Any]) -> dict[str, Any]:
