@@ -137,31 +137,17 @@ def calibrate_gates(
     audit = audit or (lambda _model: {})
     reason = cohorts.request.reason
     before = unlearning_metrics(deployed, cohorts)
-    rows = [_row("deployed", 0, reason, before, before, gates_section)]
+    rows = [_row("deployed", 0, reason, before, before, gates_section, audit(deployed))]
     refs = list(references)[:seeds]
     for i, ref in enumerate(refs):
-        rows.append(
-            _row(
-                "retrain",
-                i,
-                reason,
-                unlearning_metrics(ref, cohorts, seed=i),
-                before,
-                gates_section,
-            )
-        )
+        after = unlearning_metrics(ref, cohorts, seed=i)
+        rows.append(_row("retrain", i, reason, after, before, gates_section, audit(ref)))
     for s in range(seeds):
-        mem = memorise(deployed, cohorts.forget_train, extra_epochs, lr, seed=s)
-        rows.append(
-            _row(
-                "memorised",
-                s,
-                reason,
-                unlearning_metrics(mem, cohorts, seed=s),
-                before,
-                gates_section,
-            )
+        mem = memorise(
+            deployed, cohorts.forget_train, cohorts.retain_train, extra_epochs, lr, seed=s
         )
+        after = unlearning_metrics(mem, cohorts, seed=s)
+        rows.append(_row("memorised", s, reason, after, before, gates_section, audit(mem)))
     if single_images and len(cohorts.forget_train) > 1:
         rows += _single_image_rows(cohorts, deployed, refs, gates_section, seeds, extra_epochs, lr)
     log(
