@@ -13,9 +13,9 @@ model that memorised the forget cohort.
   (``medunlearn.audit``) when reference models are given. A detection counts the gate
   failing on a *membership* check (membership test or member accuracy gap), not on
   retention.
-- **Single image**: the same two rates for consent requests of one image (seed s: the s-th
-  image of the forget cohort, so every retrain reference is still a true retrain for it),
-  where the tests are underpowered by design.
+- **Single image** (consent scenarios only): the same two rates for consent requests of one
+  image (seed s: a random image of the forget cohort, so every retrain reference is still a
+  true retrain for it), where the tests are underpowered by design.
 """
 
 from __future__ import annotations
@@ -148,7 +148,9 @@ def calibrate_gates(
         )
         after = unlearning_metrics(mem, cohorts, seed=s)
         rows.append(_row("memorised", s, reason, after, before, gates_section, audit(mem)))
-    if single_images and len(cohorts.forget_train) > 1:
+    # One forgotten image of the cohort is a valid consent request only when the cohort is a
+    # random sample of patients: a class or device cohort's retrains never saw its kind.
+    if single_images and reason == "consent_withdrawal" and len(cohorts.forget_train) > 1:
         rows += _single_image_rows(cohorts, deployed, refs, gates_section, seeds, extra_epochs, lr)
     log(
         f"gate calibration ({reason}): retrain refused {_rates(rows, 'retrain').get('refused')}/"
