@@ -59,7 +59,9 @@ def ham_params(params: dict) -> dict:
         work_dir=".cache/maintain-ham",
         candidate="models/ham/candidate.pt",
         onnx="models/ham/candidate.onnx",
-        reports={k: v.replace("reports/", "reports/ham/") for k, v in p["maintain"]["reports"].items()},
+        reports={
+            k: v.replace("reports/", "reports/ham/") for k, v in p["maintain"]["reports"].items()
+        },
     )
     return p
 

@@ -17,11 +17,15 @@ from pathlib import Path
 import torch
 
 from medunlearn.benchmark import load_scenario
-from medunlearn.benchmark.runner import method_config, prepare_data, scenario_models
+from medunlearn.benchmark.runner import (
+    method_config,
+    prepare_data,
+    scenario_cohorts,
+    scenario_models,
+)
 from medunlearn.config import load_section
 from medunlearn.metrics import unlearning_metrics
 from medunlearn.unlearn.methods import psg_base, run_method
-from medunlearn.unlearn.request import build_cohorts
 
 SCENARIO = "benchmarks/pneumonia_consent_withdrawal.yaml"
 RUNS = [
@@ -38,14 +42,7 @@ def main() -> None:
     scenario = load_scenario(SCENARIO, quick=args.quick)
     cache = Path(".cache/bench")
     splits = prepare_data(scenario, cache)
-    cohorts = build_cohorts(
-        splits.manifest,
-        splits.train,
-        splits.val,
-        splits.test,
-        splits.info.class_names,
-        scenario.request,
-    )
+    cohorts = scenario_cohorts(splits, scenario)
     deployed = scenario_models(scenario, splits, cohorts, cache, n_references=0).deployed
     deployed.train_augmentation = dict(scenario.recipe.get("augmentation") or {})
     base = psg_base(load_section("unlearn", "params.yaml"))

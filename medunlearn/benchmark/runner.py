@@ -153,6 +153,18 @@ def prepare_data(scenario: Scenario, cache_dir: Path) -> DatasetSplits:
     return open_splits(target)
 
 
+def scenario_cohorts(splits: DatasetSplits, scenario: Scenario) -> Cohorts:
+    """The cohorts of a scenario's request on its opened dataset."""
+    return build_cohorts(
+        splits.manifest,
+        splits.train,
+        splits.val,
+        splits.test,
+        splits.info.class_names,
+        scenario.request,
+    )
+
+
 def val_cohorts(cohorts: Cohorts, val_split: Any) -> Cohorts:
     """The cohorts with validation rows in place of test rows (for tuning without test data):
     retain-val measures retention, and matched non-members come from validation rows only."""
@@ -229,14 +241,7 @@ def scenario_models(
 def pretrain(scenario: Scenario, cache_dir: Path, log: Callable[[str], None] = print) -> None:
     """Fill the model bank for ``scenario`` (the long trainings), running no method."""
     splits = prepare_data(scenario, cache_dir)
-    cohorts = build_cohorts(
-        splits.manifest,
-        splits.train,
-        splits.val,
-        splits.test,
-        splits.info.class_names,
-        scenario.request,
-    )
+    cohorts = scenario_cohorts(splits, scenario)
     log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
     scenario_models(scenario, splits, cohorts, cache_dir, log=log)
 
@@ -306,10 +311,7 @@ def run_benchmark(
     seeds = list(seeds if seeds is not None else scenario.seeds)
     torch.manual_seed(0)
     splits = prepare_data(scenario, cache_dir)
-    names = splits.info.class_names
-    cohorts = build_cohorts(
-        splits.manifest, splits.train, splits.val, splits.test, names, scenario.request
-    )
+    cohorts = scenario_cohorts(splits, scenario)
     tuning = val_cohorts(cohorts, splits.val)
     log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
 
@@ -500,14 +502,7 @@ def calibrate_scenario(
 ) -> dict[str, Any]:
     """Only the gate calibration of a scenario (its models from the bank)."""
     splits = prepare_data(scenario, cache_dir)
-    cohorts = build_cohorts(
-        splits.manifest,
-        splits.train,
-        splits.val,
-        splits.test,
-        splits.info.class_names,
-        scenario.request,
-    )
+    cohorts = scenario_cohorts(splits, scenario)
     models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
     audit = lira_audit(cohorts, models.references)
     return calibrate_gates(
