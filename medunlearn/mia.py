@@ -8,7 +8,14 @@ measures the class or the split's shift, an unmatched pool measures the label mi
 How non-members are drawn (:func:`matched_sample`, used by :func:`heldout_reference`):
 
 1. The pool is every held-out row (``val`` and ``test``; ``val`` only when tuning a
-   benchmark) whose patient is not being forgotten.
+   benchmark) whose patient is not being forgotten. Members come from ``train``, and the
+   validation split is drawn like it (both were split from one pool); a test split can be
+   shifted (MedMNIST's comes from another source). :func:`choose_pool` therefore compares
+   the two held-out splits first, with the deployed model's losses on label-matched rows
+   (two-sided Mann-Whitney): when they differ significantly (p < alpha) and materially
+   (|AUC - 0.5| > margin), the test split is left out of the pool and the report says so.
+   On the PneumoniaMNIST subset this is what made retrain references fail (their forgotten
+   images against val + test gave AUC 0.55, p < 0.01; against val alone 0.47-0.49).
 2. Strata are the values of ``label`` and, where the manifest has them, ``device`` and
    ``site``. The label and the columns the selector names are always matched.
 3. ``r`` non-members are drawn per member in every stratum (seeded, without replacement),
@@ -336,6 +343,41 @@ def heldout_pool(cohorts: Any) -> np.ndarray:
         forgotten = set(manifest.loc[cohorts.masks.forget_train, "patient_id"].astype(str))
         pool &= ~manifest["patient_id"].astype(str).isin(forgotten).to_numpy()
     return pool
+
+
+def choose_pool(
+    cohorts: Any,
+    model: torch.nn.Module,
+    alpha: float = 0.01,
+    margin: float = 0.05,
+    seed: int = 0,
+) -> Any:
+    """``cohorts`` with the held-out pool the evidence may use (see the module docstring),
+    and the check that chose it in ``cohorts.pool_check``. Only a ``("val", "test")`` pool
+    is checked; ``model`` is the deployed model (it trained on neither split)."""
+    from dataclasses import replace
+
+    if set(cohorts.pool_splits) != {"val", "test"}:
+        return cohorts
+    manifest = cohorts.manifest
+    pool = heldout_pool(cohorts)
+    split = manifest["split"].to_numpy()
+    val, test = pool & (split == "val"), pool & (split == "test")
+    check: dict[str, Any] = {"splits": ["val", "test"], "excluded": None}
+    if val.sum() < 10 or test.sum() < 10:
+        check["note"] = "a held-out split has fewer than 10 rows: not compared"
+        return replace(cohorts, pool_check=check)
+    sample = matched_sample(manifest, val, test, seed=seed)
+    predict = LogitCache(model)
+    a = per_sample_loss(model, _rows_of(cohorts, sample.member_positions), predict)
+    b = per_sample_loss(model, _rows_of(cohorts, sample.positions), predict)
+    auc = rank_auc(-a, -b)
+    p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    check.update(auc_val_vs_test=auc, p_value=p, n_val=len(a), n_test=len(b))
+    if p < alpha and abs(auc - 0.5) > margin:
+        check.update(excluded="test", splits=["val"])
+        return replace(cohorts, pool_splits=("val",), pool_check=check)
+    return replace(cohorts, pool_check=check)
 
 
 def heldout_reference(cohorts: Any, seed: int = 0) -> HeldoutReference:

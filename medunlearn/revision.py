@@ -180,6 +180,24 @@ def baseline_sentence(reason: str, baseline: dict[str, Any] | None) -> str:
     )
 
 
+def pool_sentence(check: dict[str, Any] | None) -> str:
+    """Which held-out splits the membership evidence drew from, and why."""
+    if not check:
+        return ""
+    if check.get("excluded"):
+        return (
+            f"Non-members come from the validation split only: the test split is shifted from "
+            f"it (deployed model, label-matched: AUC {check['auc_val_vs_test']:.3f}, p "
+            f"{check['p_value']:.2g}), and training rows resemble the validation split."
+        )
+    if "auc_val_vs_test" in check:
+        return (
+            f"Non-members come from the validation and test splits (no shift between them: "
+            f"AUC {check['auc_val_vs_test']:.3f}, p {check['p_value']:.2g})."
+        )
+    return f"Non-members come from the validation and test splits ({check.get('note', '')})."
+
+
 def summary_markdown(
     request: dict[str, Any],
     counts: dict[str, int],
@@ -211,6 +229,7 @@ def summary_markdown(
         f"retained held-out acc {_f(deployed.get('retain_heldout_acc'))} (balanced "
         f"{_f(deployed.get('retain_heldout_balanced_acc'))}), the gates' retention baseline.",
         baseline_sentence(request["reason"], baseline),
+        pool_sentence((baseline or {}).get("pool_check")),
         "",
         "| candidate | kind | forget-train | forget held-out | matched held-out | retain-test "
         "| retain bal. | recall per class (retained held-out) | test | MIA AUC | MIA p | gates |",

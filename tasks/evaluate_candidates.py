@@ -1,8 +1,10 @@
 """Step: metrics of every candidate on the held-out cohorts, and its gate profile.
 
-The deployed model is put through the same profile (the *baseline*): if it already passes,
-the membership checks could not tell its forgotten images from held-out ones, and the
-report says that the gates then certify retention, not a change.
+First the held-out pool of the membership evidence is checked (``medunlearn.mia.choose_pool``:
+a test split shifted from the validation split is left out). The deployed model is put
+through the same profile (the *baseline*): if it already passes, the membership checks
+could not tell its forgotten images from held-out ones, and the report says that the gates
+then certify retention, not a change.
 """
 
 from __future__ import annotations
@@ -13,8 +15,9 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.gates import evaluate_gates
+from medunlearn.gates import evaluate_gates, resolve_bounds
 from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
+from medunlearn.mia import choose_pool
 from medunlearn.revision import CandidateResult, make_candidate
 from medunlearn.unlearn.request import Cohorts
 from tasks.compose_candidates import load_run
@@ -34,8 +37,13 @@ def evaluate_candidates(
     logger = get_run_logger()
     start = time.perf_counter()
     reason = inputs.request.reason
+    b = resolve_bounds(reason, bounds)
+    cohorts = choose_pool(cohorts, inputs.deployed, b["alpha"], b["mia_auc_margin"])
+    if cohorts.pool_check and cohorts.pool_check.get("excluded"):
+        logger.info("non-member pool: val only, the test split is shifted (%s)", cohorts.pool_check)
     before = unlearning_metrics(inputs.deployed, cohorts)
     baseline = evaluate_gates(reason, before, before, bounds).to_dict()
+    baseline["pool_check"] = cohorts.pool_check
     logger.info(
         "deployed model on the %s profile: %s",
         reason,

@@ -181,3 +181,20 @@ def test_mia_efficacy_has_one_definition_in_tuning_and_test(demo_model, demo_coh
     test_value = svc_mia_efficacy(demo_model, shadow_sets(demo_cohorts), demo_cohorts.forget_train)
     tune_value = svc_mia_efficacy(demo_model, shadow_sets(tuning), demo_cohorts.forget_train)
     assert abs(test_value - tune_value) < 0.15
+
+
+def test_a_shifted_test_split_is_left_out_of_the_nonmember_pool(demo_model, demo_cohorts):
+    """Training rows resemble the validation split; a test split from another source would
+    make true non-members look like non-members of another kind (the PneumoniaMNIST case)."""
+    from dataclasses import replace
+
+    from medunlearn.data.images import LabelledImages
+    from medunlearn.mia import choose_pool
+
+    same = choose_pool(demo_cohorts, demo_model)
+    assert same.pool_splits == ("val", "test") and same.pool_check["excluded"] is None
+    test = demo_cohorts.test
+    inverted = LabelledImages(test.rows, test.labels, images=1.0 - test.images)  # new scanner
+    shifted = choose_pool(replace(demo_cohorts, test=inverted), demo_model)
+    assert shifted.pool_splits == ("val",) and shifted.pool_check["excluded"] == "test"
+    assert shifted.pool_check["auc_val_vs_test"] > 0.6 and shifted.pool_check["p_value"] < 0.01

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -185,13 +186,17 @@ def _single_image_rows(
     rows = []
     for s, index in enumerate(picks):
         request = ForgetRequest("consent_withdrawal", {"image_ids": [ids[index]]})
-        single = build_cohorts(
-            cohorts.manifest,
-            cohorts.train,
-            cohorts.val,
-            cohorts.test,
-            cohorts.class_names,
-            request,
+        single = replace(
+            build_cohorts(
+                cohorts.manifest,
+                cohorts.train,
+                cohorts.val,
+                cohorts.test,
+                cohorts.class_names,
+                request,
+            ),
+            pool_splits=cohorts.pool_splits,  # the pool the scenario's check chose
+            pool_check=cohorts.pool_check,
         )
         before = unlearning_metrics(deployed, single, seed=s)
         ref = refs[s % len(refs)]

@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"{path}: no result to add a calibration to; run the benchmark")
             result = json.loads(path.read_text())
             result["calibration"] = calibrate_scenario(scenario, gates, args.cache)
+            result["pool_check"] = result["calibration"].pop("pool_check")
             write_outputs(result, out)
             print(calibration_lines_text(result))
         return

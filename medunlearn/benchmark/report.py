@@ -105,6 +105,20 @@ def markdown_table(result: dict[str, Any]) -> str:
     best = best_method(result)
     if best:
         lines += ["", f"Lowest mean Avg Gap: **{best}**."]
+    check = result.get("pool_check") or {}
+    if check.get("excluded"):
+        lines += [
+            "",
+            f"Non-member pool: validation rows only; the test split is shifted from val "
+            f"(deployed model, label-matched AUC {check['auc_val_vs_test']:.3f}, p "
+            f"{check['p_value']:.2g}).",
+        ]
+    elif "auc_val_vs_test" in check:
+        lines += [
+            "",
+            f"Non-member pool: val + test (val vs test AUC {check['auc_val_vs_test']:.3f}, "
+            f"p {check['p_value']:.2g}: no material shift).",
+        ]
     lines += _recall_table(result)
     agreement = result.get("tuning_agreement") or {}
     if agreement.get("spearman") is not None:

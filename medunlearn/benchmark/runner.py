@@ -36,8 +36,10 @@ from medunlearn.benchmark.calibration import calibrate_gates
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.sources import load_source
+from medunlearn.gates import resolve_bounds
 from medunlearn.inference import LogitCache
 from medunlearn.metrics import evidence_sets, unlearning_metrics
+from medunlearn.mia import choose_pool
 from medunlearn.unlearn.methods import METHODS, run_method
 from medunlearn.unlearn.request import Cohorts, build_cohorts
 
@@ -312,11 +314,14 @@ def run_benchmark(
     torch.manual_seed(0)
     splits = prepare_data(scenario, cache_dir)
     cohorts = scenario_cohorts(splits, scenario)
-    tuning = val_cohorts(cohorts, splits.val)
     log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
 
     models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
     deployed, reference = models.deployed, models.reference
+    bounds = resolve_bounds(scenario.request.reason, gates_section)
+    cohorts = choose_pool(cohorts, deployed, bounds["alpha"], bounds["mia_auc_margin"])
+    tuning = val_cohorts(cohorts, splits.val)
+    log(f"[{scenario.name}] non-member pool {cohorts.pool_splits}: {cohorts.pool_check}")
     deployed.train_augmentation = dict(scenario.recipe.get("augmentation") or {})
     deployed_seconds, retrain_seconds = models.deployed_seconds, models.reference_seconds
     # t/retrain compares CPU seconds (all threads) when the reference recorded them: immune
@@ -449,6 +454,7 @@ def run_benchmark(
         "quick": quick,
         "request": asdict(scenario.request) | {"hash": scenario.request.hash},
         "counts": cohorts.masks.counts,
+        "pool_check": cohorts.pool_check,
         "model": scenario.model,
         "recipe": scenario.recipe,
         "seeds": seeds,
@@ -500,12 +506,15 @@ def calibrate_scenario(
     cache_dir: Path = Path(".cache/bench"),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Only the gate calibration of a scenario (its models from the bank)."""
+    """Only the gate calibration of a scenario (its models from the bank), with the held-out
+    pool check that chose its non-members under ``"pool_check"``."""
     splits = prepare_data(scenario, cache_dir)
     cohorts = scenario_cohorts(splits, scenario)
     models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
+    bounds = resolve_bounds(scenario.request.reason, gates_section)
+    cohorts = choose_pool(cohorts, models.deployed, bounds["alpha"], bounds["mia_auc_margin"])
     audit = lira_audit(cohorts, models.references)
-    return calibrate_gates(
+    calibration = calibrate_gates(
         cohorts,
         models.deployed,
         [models.reference, *models.references],
@@ -515,6 +524,7 @@ def calibrate_scenario(
         log=lambda msg: log(f"[{scenario.name}] {msg}"),
         audit=audit,
     )
+    return {**calibration, "pool_check": cohorts.pool_check}
 
 
 def tuning_agreement(summary: dict[str, Any]) -> dict[str, Any]:

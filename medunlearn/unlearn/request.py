@@ -198,6 +198,7 @@ class Cohorts:
     val: LabelledImages | None = None
     manifest: pd.DataFrame | None = None
     train: LabelledImages | None = None  # the whole split (new requests on the same data)
+    pool_check: dict[str, Any] | None = None  # why the pool is what it is (mia.choose_pool)
     pool_splits: tuple[str, ...] = ("val", "test")
 
 
