@@ -156,6 +156,7 @@ def maintenance_flow(
         "summary": summary,
         "export": export,
         "candidates": [c.to_dict() for c in results],
+        "baseline": baseline,  # the untouched deployed model under the same gates
         "timings": final,
     }
 

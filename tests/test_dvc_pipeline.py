@@ -45,12 +45,16 @@ def make_project(tmp: Path) -> Path:
     params["unlearn"].update(epochs=2)
     params["maintain"].update(
         sweep=[
-            {"name": "a", "method": "psg", "lr": 1e-3},
-            {"name": "b", "method": "psg", "lr": 3e-4},
+            {"name": "a", "method": "psg", "settings": {"lr": 1e-3}},
+            {"name": "b", "method": "psg", "settings": {"lr": 3e-4}},
         ]
     )
     # this test is about reproducibility, not model quality: gates that a 1-epoch model passes
-    params["gates"]["class_retirement"] = {"max_forget_test_acc": 1.0, "max_retain_drop": 1.0}
+    params["gates"]["class_retirement"] = {
+        "max_forget_acc": 1.0,
+        "max_retain_drop": 1.0,
+        "max_balanced_drop": 1.0,
+    }
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     run(project, "git", "init", "-q")
     run(project, "dvc", "init", "-q")

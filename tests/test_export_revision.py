@@ -43,7 +43,7 @@ def candidate(name: str, passed: bool, retain: float, forget: float) -> Candidat
         name,
         "sweep",
         {},
-        {"retain_test_acc": retain, "forget_test_acc": forget, "mia_loss": {"auc": 0.5}},
+        {"retain_test_acc": retain, "forget_train_acc": forget, "membership": {"auc": 0.5}},
         {"passed": passed, "checks": []},
     )
 
@@ -60,7 +60,7 @@ def test_selection_rule() -> None:
     with pytest.raises(ValueError, match="select_by"):
         select_candidate(cs, "forget_test_acc")
     csv_text = tradeoff_csv(cs, "c").splitlines()
-    assert csv_text[0].startswith("candidate,kind,forget_test_acc") and len(csv_text) == 5
+    assert csv_text[0].startswith("candidate,kind,forget_train_acc") and len(csv_text) == 5
     assert csv_text[3].endswith("True,True")
 
 

@@ -219,11 +219,12 @@ def test_shipped_params_are_valid() -> None:
 
     import yaml
 
-    from medunlearn.gates import DEFAULT_BOUNDS
+    from medunlearn.gates import DEFAULT_BOUNDS, SHARED_DEFAULTS, resolve_bounds
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     cfg = PSGConfig.from_params(params["unlearn"])
     assert cfg.noise_scale == "relative" and cfg.bn_mode == "frozen"
-    assert set(params["gates"]) == set(DEFAULT_BOUNDS)
-    for reason, bounds in params["gates"].items():
-        assert set(bounds) == set(DEFAULT_BOUNDS[reason])
+    assert set(params["gates"]) == set(DEFAULT_BOUNDS) | set(SHARED_DEFAULTS)
+    for reason in DEFAULT_BOUNDS:  # every bound written out, none unknown
+        assert set(params["gates"][reason]) == set(DEFAULT_BOUNDS[reason])
+        resolve_bounds(reason, params["gates"])
