@@ -162,23 +162,41 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path) -> None:
-    """Two grid points: the row reports the one with the lower Avg Gap on *val*."""
+def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> None:
+    """Two grid points: the row reports the one with the lower Avg Gap on *val*. A second
+    run restores every finished run from the run cache; changed settings recompute."""
+    from medunlearn.benchmark import runner
     from medunlearn.benchmark.runner import run_benchmark
 
     obj = minimal() | {"reference_models": 0}
     obj["grid"] = {"psg": {"lr": [1e-6, 3e-3]}}
     obj["methods"] = {"psg": {"epochs": 2}}
-    result = run_benchmark(
-        load_scenario(write(tmp_path, obj), quick=True),
-        psg_base={},
-        methods=["psg"],
-        cache_dir=tmp_path / "c",
-        progress=False,
-        log=lambda _: None,
-    )
+
+    def bench(o: dict) -> dict:
+        return run_benchmark(
+            load_scenario(write(tmp_path, o), quick=True),
+            psg_base={},
+            methods=["psg"],
+            cache_dir=tmp_path / "c",
+            progress=False,
+            log=lambda _: None,
+        )
+
+    result = bench(obj)
     gaps = {t["setting"]["lr"]: t["val_tuning_gap"] for t in result["tuning"]}
     chosen = result["summary"]["psg"]["setting"]["lr"]
     assert gaps[chosen] == min(gaps.values())
     assert result["summary"]["psg"]["val_tuning_gap"] == gaps[chosen]
     assert "psg" in markdown_table(result)
+
+    class Ran(Exception):
+        pass
+
+    def must_not_run(*args, **kwargs):
+        raise Ran
+
+    monkeypatch.setattr(runner, "run_method", must_not_run)
+    again = bench(obj)  # every run restored: nothing trains
+    assert again["runs"] == result["runs"] and again["tuning"] == result["tuning"]
+    with pytest.raises(Ran):  # a different budget is a different run
+        bench({**obj, "methods": {"psg": {"epochs": 1}}})

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 from medunlearn.audit import logit_confidence, offline_lira, reference_statistics
 from medunlearn.benchmark.bank import ModelBank, finite
 from medunlearn.benchmark.calibration import calibrate_gates
+from medunlearn.benchmark.runcache import RunCache
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.sources import load_source
@@ -190,6 +191,7 @@ class ScenarioModels:
     references: list[torch.nn.Module]  # retrains with seeds reference_seed + 1, + 2, ...
     reference_peak_mb: float | None = None
     reference_cpu_seconds: float | None = None
+    keys: list[str] = field(default_factory=list)  # bank keys: deployed, reference, extras
 
 
 def scenario_models(
@@ -211,10 +213,10 @@ def scenario_models(
         info.image_size,
         splits.directory,
     )
-    deployed, deployed_cost, _ = bank.get(
-        splits.train, splits.val, int(scenario.recipe.get("seed", 0)), "deployed"
-    )
+    deployed_seed = int(scenario.recipe.get("seed", 0))
+    deployed, deployed_cost, _ = bank.get(splits.train, splits.val, deployed_seed, "deployed")
     retain_val = cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
+    keys = [bank.key(splits.train, splits.val, deployed_seed)]
     with PeakMemory() as mem:
         reference, reference_cost, cached = bank.get(
             cohorts.retain_train, retain_val, scenario.reference_seed, "reference"
@@ -222,13 +224,16 @@ def scenario_models(
     n = scenario.reference_models if n_references is None else n_references
     references = []
     for k in range(n):
-        model, cost, hit = bank.get(
-            cohorts.retain_train, retain_val, scenario.reference_seed + 1 + k, "reference"
-        )
+        seed = scenario.reference_seed + 1 + k
+        model, cost, hit = bank.get(cohorts.retain_train, retain_val, seed, "reference")
         done = "cached" if hit else f"{cost['seconds']:.1f} s"
         log(f"[{scenario.name}] reference model {k + 1}/{n}: {done}")
         references.append(model)
     peak = None if cached else round(mem.cuda_mb if mem.cuda_mb else (mem.mb or 0.0), 1)
+    keys += [
+        bank.key(cohorts.retain_train, retain_val, scenario.reference_seed + k)
+        for k in range(n + 1)
+    ]
     return ScenarioModels(
         deployed,
         deployed_cost["seconds"],
@@ -237,6 +242,7 @@ def scenario_models(
         references,
         peak,
         reference_cost["cpu_seconds"],
+        keys,
     )
 
 
@@ -349,9 +355,35 @@ def run_benchmark(
     reference_row = row(reference)
     deployed_row = row(deployed)
     noise = [row(r) for r in models.references]
+    runs = RunCache(
+        cache_dir / "runs",
+        {
+            "scenario": scenario.name,
+            "models": models.keys,
+            "request": scenario.request.hash,
+            "pool": list(cohorts.pool_splits),
+            "quick": quick,
+        },
+    )
 
-    def one_run(method: str, point: dict[str, Any], seed: int) -> tuple[torch.nn.Module, RunRecord]:
+    def one_run(method: str, point: dict[str, Any], seed: int) -> RunRecord:
+        """Run (or restore) one method run, with its test metrics and validation gap."""
         cfg = method_config(scenario, method, psg_base, point, seed)
+        key = runs.key(method, cfg, seed)
+        stored = runs.get(key)
+        if stored is not None:
+            if stored.get("diverged"):
+                raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf (cached)")
+            return RunRecord(**stored)
+        try:
+            record = fresh_run(method, point, seed, cfg)
+        except Diverged:
+            runs.put(key, {"diverged": True})
+            raise
+        runs.put(key, asdict(record))
+        return record
+
+    def fresh_run(method: str, point: dict[str, Any], seed: int, cfg: dict[str, Any]) -> RunRecord:
         with PeakMemory() as m:
             start, cpu = time.perf_counter(), time.process_time()
             model = run_method(method, deployed, cohorts, cfg)
@@ -360,12 +392,13 @@ def run_benchmark(
             raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf")
         predict = LogitCache(model)
         test = unlearning_metrics(model, cohorts, predict=predict).with_reference(ref_test)
-        return model, RunRecord(
+        val = unlearning_metrics(model, tuning).with_reference(ref_val)
+        return RunRecord(
             method=method,
             setting=point,
             seed=seed,
             metrics=test.to_dict(),
-            val_tuning_gap=None,
+            val_tuning_gap=val.tuning_gap,
             seconds=round(seconds, 3),
             time_ratio=round(
                 cpu_seconds / retrain_cpu if retrain_cpu else seconds / retrain_seconds, 4
@@ -393,25 +426,24 @@ def run_benchmark(
             bar.set_postfix_str(f"{method} {point}")
             bar.update(1)
             try:
-                model, record = one_run(method, point, first_seed)
+                record = one_run(method, point, first_seed)
             except Diverged as exc:
                 log(f"[{scenario.name}] {exc}: grid point rejected")
                 tuning_log.append(
                     {"method": method, "setting": point, "val_tuning_gap": None, "diverged": True}
                 )
                 continue
-            val = unlearning_metrics(model, tuning).with_reference(ref_val)
-            record.val_tuning_gap = val.tuning_gap
             tuning_log.append(
                 {
                     "method": method,
                     "setting": point,
-                    "val_tuning_gap": val.tuning_gap,
+                    "val_tuning_gap": record.val_tuning_gap,
                     "test_tuning_gap": record.metrics["tuning_gap"],
                     "test_avg_gap": record.metrics["avg_gap"],
                 }
             )
-            score = val.tuning_gap if val.tuning_gap is not None else float("inf")
+            gap = record.val_tuning_gap
+            score = gap if gap is not None else float("inf")
             if best is None or score < best[0]:
                 best = (score, point, record)
         if best is None:
@@ -424,12 +456,12 @@ def run_benchmark(
             bar.set_postfix_str(f"{method} seed {seed}")
             bar.update(1)
             try:
-                _, extra = one_run(method, point, seed)
+                extra = one_run(method, point, seed)
             except Diverged as exc:
                 log(f"[{scenario.name}] {exc}")
                 diverged.append({"method": method, "setting": point, "seed": seed})
                 continue
-            extra.val_tuning_gap = record.val_tuning_gap
+            extra.val_tuning_gap = record.val_tuning_gap  # the tuned point's, as chosen
             records.append(extra)
         log(
             f"[{scenario.name}] {method:16s} {point} test Avg Gap "

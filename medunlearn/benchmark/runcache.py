@@ -1,0 +1,57 @@
+"""Finished benchmark runs on disk, so an interrupted benchmark resumes where it stopped.
+
+A full scenario is hours of CPU (PneumoniaMNIST: about 70 method runs of minutes each);
+a session ending mid-way must not throw the finished runs away. Each run's record (test
+metrics, validation tuning gap, LiRA audit, cost) is stored as JSON under a key of
+everything that decides it: the scenario's models (their bank keys: data, recipe, seeds,
+training rows, training code), the request and non-member pool, the run's full resolved
+settings and seed, and the hash of the core's code (``medunlearn/``), so any fix to a method
+or a metric recomputes every run. Writes are atomic (temporary file, then rename). A
+diverged run is stored too, as ``{"diverged": true}``, so it is not retried.
+
+No library does this for us: joblib.Memory pickles (we never unpickle cache files) and keys
+on function arguments, which here are models.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from medunlearn.versioning import source_hash
+
+
+class RunCache:
+    """JSON records of finished runs under ``directory``, keyed by :meth:`key`."""
+
+    def __init__(self, directory: Path, context: dict[str, Any]) -> None:
+        self.directory = Path(directory)
+        self.context = {**context, "code": source_hash()}
+
+    def key(self, method: str, config: dict[str, Any], seed: int) -> str:
+        blob = {"context": self.context, "method": method, "config": config, "seed": seed}
+        text = json.dumps(blob, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        """The stored record, or ``None`` when absent or unreadable (then it is recomputed)."""
+        path = self.directory / f"{key}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, record: dict[str, Any]) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(record, f, sort_keys=True)
+            os.replace(tmp, self.directory / f"{key}.json")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
