@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import threading
 
 import numpy as np
 import torch
@@ -27,11 +28,19 @@ def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractC
     return contextlib.nullcontext()
 
 
+# The flows run sweep entries in threads of one process, which share torch's global RNG.
+# Every write to it in the core (seeding, seeded weight initialisation) holds this lock, so
+# one run's seeding never lands in the middle of another's initialisation; everything else
+# draws from its own torch.Generator.
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, numpy and torch; return a CPU generator for data loader shuffling."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+    with GLOBAL_RNG_LOCK:
+        random.seed(seed)
+        np.random.seed(seed % 2**32)
+        torch.manual_seed(seed)
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     generator = torch.Generator()
     generator.manual_seed(seed)

@@ -188,17 +188,23 @@ def _drop(before: float | None, after: float | None) -> float | None:
     return max(0.0, before - after)
 
 
+def _units(m: dict[str, Any]) -> str:
+    """What the membership tests counted: images, or patient groups (clustered images)."""
+    return "group(s)" if m.get("unit") == "group" else "image(s)"
+
+
 def _power(m: dict[str, Any], b: dict[str, float]) -> tuple[bool, str]:
-    n = m.get("n_members") or 0
+    n = m.get("n_member_units") or m.get("n_members") or 0
     notes = []
     under = n < b["min_members"]
     if under:
-        notes.append(f"underpowered: {n} forgotten image(s) < {int(b['min_members'])}")
+        notes.append(f"underpowered: {n} forgotten {_units(m)} < {int(b['min_members'])}")
     min_p = m.get("min_p")
     if min_p is not None and min_p >= b["alpha"]:
         notes.append(
             f"cannot detect at this size: smallest reachable p = {min_p:.3g} >= alpha "
-            f"{b['alpha']} ({n} vs {m.get('n_nonmembers')} matched held-out images)"
+            f"{b['alpha']} ({n} vs {m.get('n_nonmember_units') or m.get('n_nonmembers')} "
+            f"matched held-out {_units(m)})"
         )
         under = True
     return under, "; ".join(notes)
@@ -216,6 +222,11 @@ def _membership(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
         f"{m['p_value']:.3g}; {m['n_members']} forgotten vs {m['n_nonmembers']} matched "
         f"held-out images"
     )
+    if m.get("unit") == "group":
+        detail += (
+            f" ({m['n_member_units']} vs {m['n_nonmember_units']} patient groups; tested "
+            "over group means, images of one group are not independent)"
+        )
     if m.get("null"):
         detail += (
             f"; null (held-out vs held-out) AUC {m['null']['low']:.3f}-{m['null']['high']:.3f}"
@@ -239,9 +250,10 @@ def _member_gap(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
     under, note = _power(m, b)
     significant = m["acc_p_value"] < b["alpha"]
     material = m["acc_gap"] > b["max_member_gap"]
-    detail = (
-        f"forgotten {m['member_acc']:.3f} vs matched held-out {m['nonmember_acc']:.3f}, "
-        f"Fisher p = {m['acc_p_value']:.3g}"
+    detail = f"forgotten {m['member_acc']:.3f} vs matched held-out {m['nonmember_acc']:.3f}, " + (
+        f"Mann-Whitney p over group accuracies = {m['acc_p_value']:.3g}"
+        if m.get("unit") == "group"
+        else f"Fisher p = {m['acc_p_value']:.3g}"
     )
     return Check(
         "member_accuracy_gap",

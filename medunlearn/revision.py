@@ -217,10 +217,22 @@ def summary_markdown(
         f"Forgot {counts.get('forget_train', 0)} training images "
         f"(selector keys: {', '.join(sorted(request['selector']))}"
         + (f", fraction {request['fraction']}" if request.get("fraction") else "")
-        + f"); retain-train {counts.get('retain_train', 0)}. Membership evidence compares them "
-        f"with {dm.get('n_nonmembers', 0)} held-out images matched on "
+        + f"); retain-train {counts.get('retain_train', 0)}. Membership evidence compares "
+        + (
+            "them"
+            if not matching.get("unmatched_members")
+            else f"{dm.get('n_members', 0)} of them (the held-out rows of their strata "
+            "allowed no more at one mix)"
+        )
+        + f" with {dm.get('n_nonmembers', 0)} held-out images matched on "
         f"{', '.join(matching.get('columns') or ['nothing'])}"
-        + ("" if matching.get("exact", True) else " (approximately: thin strata)")
+        + ("" if matching.get("exact", True) else " (thin strata: paired 1:1)")
+        + (
+            f"; tested over {dm.get('n_member_units')} vs {dm.get('n_nonmember_units')} "
+            "patient groups (their images are not independent)"
+            if dm.get("unit") == "group"
+            else ""
+        )
         + ".",
         f"Deployed model: forget-train acc {_f(deployed.get('forget_train_acc'))}, "
         f"matched held-out acc {_f(dm.get('nonmember_acc'))}, membership AUC "

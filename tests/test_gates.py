@@ -204,7 +204,9 @@ def test_consent_gate_passes_a_retrain_and_fails_a_memorised_model(
     memorised = memorise(demo_model, cohorts.forget_train)
     mem = unlearning_metrics(memorised, cohorts)
     gate = evaluate_gates("consent_withdrawal", mem, before)
-    assert mem.membership["auc"] > 0.65 and mem.membership["p_value"] < 1e-3
+    # demo patients have several images: the test runs over the 10 patients' mean losses
+    assert mem.membership["unit"] == "group" and mem.membership["n_member_units"] == 10
+    assert mem.membership["auc"] > 0.65 and mem.membership["p_value"] < 0.01
     assert not gate.passed and "membership" in gate.failed()
     # the matched non-members never include a forgotten patient's rows
     assert mem.membership["n_nonmembers"] >= mem.membership["n_members"]

@@ -133,6 +133,58 @@ def test_matched_sample_coarsens_then_reports_thin_strata() -> None:
     assert req.columns == ["label", "device"] and req.unmatched == 1 and len(req.positions) == 0
 
 
+def test_thin_strata_pair_members_one_to_one_so_both_sides_keep_one_label_mix() -> None:
+    """HAM10000's vienna_dias case in miniature: members are mostly 'mel', the device's
+    held-out rows mostly 'nv'. Comparing every member with them would compare label mixes."""
+    rows = [(f"m{i}", "mel", "d1", "train") for i in range(26)]
+    rows += [(f"n{i}", "nv", "d1", "train") for i in range(21)]
+    rows += [(f"p{i}", "mel", "d1", "val") for i in range(9)]
+    rows += [(f"q{i}", "nv", "d1", "test") for i in range(19)]
+    rows += [(f"r{i}", "mel", "d2", "val") for i in range(40)]  # other device: never drawn
+    df = manifest(rows)
+    members = df["split"].eq("train").to_numpy()
+    pool = ~members
+    s = matched_sample(df, members, pool, required=["device"], seed=0)
+    assert not s.exact and s.columns == ["label", "device"]
+    drawn, kept = df.iloc[s.positions], df.iloc[s.member_positions]
+    assert drawn["label"].value_counts().to_dict() == {"nv": 19, "mel": 9}
+    assert kept["label"].value_counts().to_dict() == {"nv": 19, "mel": 9}
+    assert set(drawn["device"]) == {"d1"} and s.unmatched == 26 - 9 + 21 - 19
+
+
+def test_clustered_images_are_tested_over_patient_means() -> None:
+    """Five patients with ten images each, every image of theirs scoring below each of 20
+    single-image held-out patients: over images the rank test would count 50 members (p
+    about 1e-17); over patients it has five, all ranked lowest, so p = 1 / C(25, 5)."""
+    member_loss = np.repeat([0.1, 0.2, 0.3, 0.4, 0.5], 10) + np.tile(np.arange(10) * 1e-3, 5)
+    member_groups = np.repeat([f"P{i}" for i in range(5)], 10)
+    nonmember_loss = np.linspace(1.0, 3.0, 20)
+    nonmember_groups = np.array([f"H{i}" for i in range(20)])
+    ev = membership_evidence(
+        member_loss,
+        nonmember_loss,
+        np.ones(50, bool),
+        np.r_[np.ones(10, bool), np.zeros(10, bool)],
+        member_groups=member_groups,
+        nonmember_groups=nonmember_groups,
+    )
+    assert ev.unit == "group" and (ev.n_member_units, ev.n_nonmember_units) == (5, 20)
+    assert ev.n_members == 50 and ev.auc == 1.0
+    assert ev.p_value == pytest.approx(1 / math.comb(25, 5))
+    assert ev.min_p == pytest.approx(1 / math.comb(25, 5))
+    assert ev.acc_gap == pytest.approx(0.5)
+    # one image per patient on both sides: the image-level tests, unchanged
+    single = membership_evidence(
+        nonmember_loss[:5] - 1,
+        nonmember_loss,
+        np.ones(5, bool),
+        np.ones(20, bool),
+        member_groups=np.array(list("abcde")),
+        nonmember_groups=nonmember_groups,
+    )
+    assert single.unit == "image" and single.n_member_units == 5
+
+
 def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
     m = unlearning_metrics(demo_model, demo_cohorts)
     assert m.forget_train_acc > 0.8 and m.retain_test_acc > 0.8  # the deployed model knows '3'

@@ -58,3 +58,29 @@ def test_unknown_model_and_option() -> None:
         build_model("vgg", 2, 1, 28)
     with pytest.raises(ValueError, match="bad option"):
         build_model("densenet121", 2, 1, 28, width=2)
+
+
+def test_seeded_build_is_immune_to_runs_seeding_in_other_threads() -> None:
+    """The flows run sweep entries in threads of one process: another run seeding the global
+    RNG (its ``seed_everything``) while a model is initialised must not change the weights."""
+    import threading
+
+    from medunlearn.device import seed_everything
+
+    expected = build_model("allcnn", 3, 1, 28, seed=5, width=0.5).state_dict()
+    stop = threading.Event()
+
+    def other_run() -> None:
+        while not stop.is_set():
+            seed_everything(0)
+
+    thread = threading.Thread(target=other_run)
+    thread.start()
+    try:
+        builds = [build_model("allcnn", 3, 1, 28, seed=5, width=0.5) for _ in range(20)]
+    finally:
+        stop.set()
+        thread.join()
+    for model in builds:
+        for name, value in model.state_dict().items():
+            assert torch.equal(value, expected[name]), name

@@ -5,6 +5,7 @@ would need a download, and ImageNet features are not what a clinical model was v
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -13,6 +14,7 @@ from monai.networks.nets import DenseNet121, EfficientNet, resnet18
 from monai.networks.nets.efficientnet import efficientnet_params
 from torch import nn
 
+from medunlearn.device import GLOBAL_RNG_LOCK
 from medunlearn.models.allcnn import AllCNNBody
 from medunlearn.models.base import ZooModel
 
@@ -113,7 +115,8 @@ def build_model(
     """
     if name not in BODIES:
         raise ValueError(f"unknown model '{name}'; choose one of {sorted(BODIES)}")
-    with torch.random.fork_rng(enabled=seed is not None):
+    lock = GLOBAL_RNG_LOCK if seed is not None else contextlib.nullcontext()
+    with lock, torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
         try:

@@ -79,8 +79,7 @@ def endless(
 def _start(
     model: nn.Module, device: str, seed: int
 ) -> tuple[nn.Module, torch.device, torch.Generator]:
-    dev = pick_device(device)
-    torch.manual_seed(seed)
+    dev = pick_device(device)  # randomness: the returned generator, not the global RNG
     return trainable_copy(model, dev), dev, torch.Generator().manual_seed(seed)
 
 

@@ -327,8 +327,7 @@ def psg_unlearn(
 
     ``original`` is never modified. The returned model is in eval mode.
     """
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
+    device = pick_device(cfg.device)  # randomness: seeded generators below, not the global RNG
     f0 = copy.deepcopy(original).to(device).eval()
     for p in f0.parameters():
         p.requires_grad_(False)
