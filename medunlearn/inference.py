@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from medunlearn.device import autocast
 
@@ -32,19 +32,37 @@ def predict_logits(
 
 
 class LogitCache:
-    """``predict_logits`` of one model, computed once per dataset object.
+    """``predict_logits`` of one model, computed once per split.
 
-    Metrics and attacks ask for the same cohorts several times (accuracy, MIA, shadow model);
-    with the cache each cohort costs one forward pass. The model must not change while the
-    cache is in use.
+    Metrics and attacks ask for many overlapping cohorts (forget/retain, matched held-out
+    rows, shadow sets), all cut from the train, val and test splits. A cohort that knows
+    where it was cut from (``LabelledImages.root``/``root_index``, also inside a
+    ``ConcatDataset``) is served by indexing its split's logits, so each split costs one
+    forward pass per model; anything else is computed once per dataset object. The model
+    must not change while the cache is in use.
     """
 
     def __init__(self, model: torch.nn.Module):
         self.model = model
         self._memo: dict[int, tuple[Dataset, tuple[torch.Tensor, torch.Tensor]]] = {}
 
-    def __call__(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+    def _whole(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
         key = id(dataset)
         if key not in self._memo:  # the dataset is kept alive so its id cannot be reused
             self._memo[key] = (dataset, predict_logits(self.model, dataset))
         return self._memo[key][1]
+
+    def __call__(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        if isinstance(dataset, ConcatDataset):
+            parts = [self(d) for d in dataset.datasets]
+            if parts and all(len(lab) for _, lab in parts):
+                return torch.cat([lg for lg, _ in parts]), torch.cat([lab for _, lab in parts])
+            return self._whole(dataset)
+        root = getattr(dataset, "root", None)
+        if root is not None and root is not dataset and getattr(dataset, "transform", 1) is None:
+            logits, labels = self._whole(root)
+            index = torch.as_tensor(dataset.root_index, dtype=torch.long)
+            if len(index) == 0:
+                return torch.empty(0, logits.shape[1] if logits.ndim == 2 else 0), labels[:0]
+            return logits[index], labels[index]
+        return self._whole(dataset)

@@ -174,6 +174,10 @@ class LabelledImages(Dataset):
         self.loader = loader
         self.source = source
         self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
+        # provenance: the set this one was cut from and its rows' positions there, so
+        # inference can compute a split once and index every cohort cut from it
+        self.root: LabelledImages = self
+        self.root_index: np.ndarray | None = None  # None: every row of root, in order
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -203,7 +207,7 @@ class LabelledImages(Dataset):
         """The rows where ``mask`` is true, sharing decoded images (no copy of the files)."""
         keep = np.flatnonzero(np.asarray(mask, dtype=bool))
         index = torch.as_tensor(keep, dtype=torch.long)
-        return LabelledImages(
+        sub = LabelledImages(
             rows=self.rows.iloc[keep],
             labels=self.labels[index],
             images=self.images[index] if self.images is not None else None,
@@ -211,6 +215,10 @@ class LabelledImages(Dataset):
             loader=self.loader,
             source=self.source,
         )
+        if self.transform is None:
+            sub.root = self.root
+            sub.root_index = keep if self.root_index is None else self.root_index[keep]
+        return sub
 
     def with_augmentation(self, transform: Compose | None) -> LabelledImages:
         """A view of the same data that applies ``transform`` on access (training only)."""

@@ -41,7 +41,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from medunlearn.data.images import LabelledImages
-from medunlearn.device import pick_device
+from medunlearn.device import GLOBAL_RNG_LOCK, pick_device
 from medunlearn.unlearn.augment import augmented, training_transform
 from medunlearn.unlearn.psg import set_bn_eval
 
@@ -392,7 +392,9 @@ def boundary_expand(
     forget, _ = _views(model, forget, retain, seed, augment, augmentation)
     head: nn.Linear = student.classifier
     num_classes = head.out_features
-    wide = nn.Linear(head.in_features, num_classes + 1).to(dev)
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng():  # the shadow neuron's init: seeded
+        torch.manual_seed(seed)
+        wide = nn.Linear(head.in_features, num_classes + 1).to(dev)
     with torch.no_grad():
         wide.weight[:num_classes] = head.weight
         wide.bias[:num_classes] = head.bias

@@ -1,0 +1,33 @@
+"""The logit cache serves every cohort cut from a split with one forward pass of the split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import ConcatDataset
+
+from medunlearn.inference import LogitCache, predict_logits
+
+
+def test_cohorts_cut_from_a_split_share_its_forward_pass(demo_model, demo_splits) -> None:
+    test = demo_splits.test
+    rng = np.random.default_rng(0)
+    a = test.subset(rng.random(len(test)) < 0.3)
+    b = a.subset(rng.random(len(a)) < 0.5)  # a cut of a cut
+    both = ConcatDataset([b, demo_splits.val.subset(np.arange(len(demo_splits.val)) < 7)])
+    calls = []
+    hook = demo_model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    try:
+        cache = LogitCache(demo_model)
+        got = {name: cache(d) for name, d in {"a": a, "b": b, "both": both}.items()}
+        cache(test)
+    finally:
+        hook.remove()
+    # one pass over test and one over val, whatever was asked
+    assert sum(calls) == len(test) + len(demo_splits.val)
+    for name, d in {"a": a, "b": b, "both": both}.items():
+        logits, labels = predict_logits(demo_model, d)  # computed directly, cohort by cohort
+        assert torch.equal(got[name][1], labels), name
+        assert torch.allclose(got[name][0], logits, atol=1e-5), name
+    empty = test.subset(np.zeros(len(test), dtype=bool))
+    assert len(cache(empty)[1]) == 0
