@@ -5,7 +5,7 @@
 
 Steps (one task module each): load-revision-inputs -> validate-data (Great Expectations)
 -> unlearn-candidate (mapped over ``maintain.sweep``, cached) -> compose-candidates ->
-evaluate-candidates (gates) -> write-revision-report -> export-onnx. Reads the ``maintain``,
+evaluate-candidates (gates) -> export-onnx -> write-revision-report. Reads the ``maintain``,
 ``validation``, ``unlearn`` and ``gates`` sections. If no candidate passes the gates the flow
 raises after writing its report, and nothing is exported; the deployed model is only read.
 """

@@ -218,7 +218,13 @@ def _membership(role: str, after: UnlearnMetrics, b: dict[str, float]) -> Check:
     significant = m["p_value"] < b["alpha"]
     material = m["auc"] - 0.5 > b["mia_auc_margin"]
     detail = (
-        f"AUC {m['auc']:.3f} [95% CI {m['auc_low']:.3f}, {m['auc_high']:.3f}], p = "
+        f"AUC {m['auc']:.3f} "
+        + (
+            f"[95% CI {m['auc_low']:.3f}, {m['auc_high']:.3f}]"
+            if m.get("auc_low") is not None
+            else "(too few forgotten units for an interval)"
+        )
+        + ", p = "
         f"{m['p_value']:.3g}; {m['n_members']} forgotten vs {m['n_nonmembers']} matched "
         f"held-out images"
     )

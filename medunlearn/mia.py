@@ -20,13 +20,16 @@ How non-members are drawn (:func:`matched_sample`, used by :func:`heldout_refere
    ``site``. The label and the columns the selector names are always matched.
 3. ``r`` non-members are drawn per member in every stratum (seeded, without replacement),
    ``r`` the largest ratio every stratum can supply, at most enough for
-   ``target_nonmembers`` in total (default 500: tiny cohorts get many non-members, which is
-   what gives their test any power). A stratum too thin for ``r = 1`` first drops the last
-   optional column (site, then device); if even the label (and the selector's columns)
-   cannot supply one per member, each stratum keeps as many members (seeded draw) as it has
-   held-out rows and pairs them 1:1, so both sides keep one mix (comparing every member
-   with whatever the strata have compares label mixes, not membership); the result is
-   marked ``exact: false`` and the members left out are counted (``unmatched``).
+   ``target_nonmembers`` in total (default 500), at the finest strata that can supply one
+   per member: a tiny cohort gets every row of its finest stratum (a one-image request on
+   the demo: 35), which bounds its test's power (``min_p`` says by how much). Members whose
+   coarsest stratum has no held-out row at all are left out first and counted. A stratum
+   too thin for ``r = 1`` first drops the last optional column (site, then device); if
+   even the label (and the selector's columns) cannot supply one per member, each stratum
+   keeps as many members (seeded draw) as it has held-out rows and pairs them 1:1, so both
+   sides keep one mix (comparing every member with whatever the strata have compares label
+   mixes, not membership); the result is marked ``exact: false`` and the members left out
+   are counted (``unmatched``).
 
 Statistics (scipy and scikit-learn compute every number; this module only chooses them):
 
@@ -37,8 +40,11 @@ Statistics (scipy and scikit-learn compute every number; this module only choose
   **null**: the same AUC between two disjoint random halves of the non-members (median and
   95% range over random splits), what "indistinguishable" looks like on this data.
 - membership test: one-sided Mann-Whitney U (``scipy.stats.mannwhitneyu``, alternative
-  "less" on members' losses). With one member its p-value is that image's loss percentile
-  among the non-members; with several it tests those percentiles as a group (the rank sum).
+  "less" on members' losses). With one member its p-value is the exact randomisation
+  p-value, (1 + #non-members with loss <= its loss) / (m + 1); with several it tests their
+  ranks as a group (the rank sum), by permutation when the cohort is small and losses tie
+  (:func:`rank_test`). Intervals need at least 5 members; the null draws as many
+  pseudo-members from the non-members as there are members.
   The smallest p-value the test can reach, ``1 / C(n + m, n)``, is reported: when it is
   not below the gate's alpha the test cannot flag anything and says so.
 - accuracy gap: members' accuracy minus the non-members', one-sided Fisher exact test
@@ -82,6 +88,7 @@ from medunlearn.inference import LogitCache
 STRATA = ("label", "device", "site")
 TARGET_NONMEMBERS = 500
 BOOTSTRAP = 1000
+MIN_BOOTSTRAP = 5  # members needed for a bootstrap interval (one member cannot be resampled)
 NULL_SPLITS = 200
 
 
@@ -140,8 +147,16 @@ def matched_sample(
     keep = list(dict.fromkeys(keep))  # the label is always matched, never dropped
     optional = [c for c in present if c not in keep]
     rng = np.random.default_rng(seed)
-    n_members = int(members.sum())
-    cap = max(1, math.ceil(target / n_members))
+    n_all = int(members.sum())
+    # Members whose coarsest stratum has no held-out row at all cannot be compared: leave
+    # them out first (counted), so one of them does not coarsen or thin everyone else.
+    coarse = _strata(frame, keep)
+    orphan = set(coarse[members].unique()) - set(coarse[pool].unique())
+    members = members & ~coarse.isin(orphan).to_numpy()
+    orphans = n_all - int(members.sum())
+    if not members.any():
+        return MatchedSample(np.empty(0, dtype=int), keep, 0, False, orphans)
+    cap = max(1, math.ceil(target / int(members.sum())))
     for k in range(len(optional), -1, -1):
         cols = keep + optional[:k]
         key = _strata(frame, cols)
@@ -151,21 +166,20 @@ def matched_sample(
         if ratio >= 1:
             ratio = min(ratio, cap)
             drawn = _draw(key, pool, {s: ratio * int(c) for s, c in need.items()}, rng)
-            return MatchedSample(drawn, cols, ratio, True, 0, np.flatnonzero(members))
+            return MatchedSample(drawn, cols, ratio, orphans == 0, orphans, np.flatnonzero(members))
     # Even the coarsest strata are too thin. Comparing all members with what each stratum
     # has would compare label mixes (HAM10000 vienna_dias: 26 of 57 members are melanomas,
     # 9 of its 33 held-out images; a retrain scored AUC 0.66, p 0.005). So each stratum
     # keeps as many members as it has held-out rows (a seeded draw) and uses them 1:1: both
     # sides then have one mix. The members left out are counted in ``unmatched``.
-    cols = keep
-    key = _strata(frame, cols)
+    key = coarse
     need = key[members].value_counts()
     have = key[pool].value_counts().reindex(need.index, fill_value=0)
-    take = {s: min(int(have[s]), int(c)) for s, c in need.items() if have[s] > 0}
+    take = {s: min(int(have[s]), int(c)) for s, c in need.items()}
     drawn = _draw(key, pool, take, rng)
     kept_members = _draw(key, members, take, rng)
-    unmatched = int(members.sum()) - len(kept_members)
-    return MatchedSample(drawn, cols, 1, False, unmatched, kept_members)
+    unmatched = n_all - len(kept_members)
+    return MatchedSample(drawn, keep, 1, False, unmatched, kept_members)
 
 
 def _draw(
@@ -243,18 +257,24 @@ def bootstrap_auc_interval(
 
 
 def null_auc(
-    nonmember_scores: np.ndarray, seed: int = 0, splits: int = NULL_SPLITS
+    nonmember_scores: np.ndarray,
+    seed: int = 0,
+    splits: int = NULL_SPLITS,
+    n_pseudo: int | None = None,
 ) -> dict[str, float] | None:
-    """The rank AUC between two disjoint random halves of the non-members, over ``splits``
-    random splits: median and 95% range. ``None`` with fewer than 4 non-members."""
+    """The rank AUC of ``n_pseudo`` random non-members (as many as there are members) against
+    the rest, over ``splits`` random draws: median and 95% range, what the attack's AUC looks
+    like at these sizes when nothing is remembered. Without ``n_pseudo``, or when it is more
+    than half the non-members, two disjoint halves. ``None`` with fewer than 4 non-members."""
     m = len(nonmember_scores)
     if m < 4:
         return None
     rng = np.random.default_rng(seed)
-    half = m // 2
+    first = m // 2 if n_pseudo is None or n_pseudo > m // 2 else max(1, n_pseudo)
     order = np.argsort(rng.random((splits, m)), axis=1)
     shuffled = nonmember_scores[order]
-    aucs = _auc_rows(shuffled[:, :half], shuffled[:, half : 2 * half])
+    rest = m - first if first < m // 2 else first
+    aucs = _auc_rows(shuffled[:, :first], shuffled[:, first : first + rest])
     lo, med, hi = np.percentile(aucs, [2.5, 50, 97.5])
     return {"median": float(med), "low": float(lo), "high": float(hi)}
 
@@ -298,6 +318,35 @@ def min_attainable_p(n: int, m: int) -> float:
     return 1.0 / math.comb(n + m, n)
 
 
+SMALL_N = 10  # below this many members, ties make the normal approximation wrong
+PERMUTATIONS = 1999
+
+
+def rank_test(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0) -> tuple[float, float]:
+    """One-sided rank test that ``members`` are lower than ``nonmembers``; ``(p, min_p)``.
+
+    One member: the exact randomisation p-value, (1 + #non-members at or below it) / (m + 1),
+    ties counted against the member. Fewer than ``SMALL_N`` members and any tie: scipy's
+    permutation Mann-Whitney (``PermutationMethod``, exact when the permutations are few);
+    scipy's default would switch to a normal approximation as soon as two losses tie (a
+    memorised model's losses are often exactly 0), which with one member gave p = 0.042
+    where the exact value is 0.002. Otherwise ``mannwhitneyu`` with ``method="auto"``.
+    ``min_p`` is the smallest p-value the test used can return at these sizes.
+    """
+    n, m = len(members), len(nonmembers)
+    if n == 1:
+        return float((1 + np.sum(nonmembers <= members[0])) / (m + 1)), 1.0 / (m + 1)
+    exact_floor = min_attainable_p(n, m)
+    tied = len(np.unique(np.r_[members, nonmembers])) < n + m
+    if n < SMALL_N and tied:
+        method = stats.PermutationMethod(n_resamples=PERMUTATIONS, random_state=seed)
+        p = stats.mannwhitneyu(members, nonmembers, alternative="less", method=method).pvalue
+        floor = exact_floor if math.comb(n + m, n) <= PERMUTATIONS else 1 / (PERMUTATIONS + 1)
+        return float(p), max(exact_floor, floor)
+    p = stats.mannwhitneyu(members, nonmembers, alternative="less", method="auto").pvalue
+    return float(p), exact_floor
+
+
 def group_means(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
     """Mean of ``values`` (N,) per distinct ``groups`` label, in sorted group order."""
     _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
@@ -326,7 +375,11 @@ def membership_evidence(
     n, m = len(member_loss), len(nonmember_loss)
     ev = MembershipEvidence(n, m, matching=dict(matching or {}))
     if n == 0 or m == 0:
-        ev.note = "no members" if n == 0 else "no held-out rows to compare with"
+        ev.note = (
+            "no held-out row matches the forgotten images' strata"
+            if m == 0
+            else "no forgotten images to compare"
+        )
         return ev
     ev.member_acc = float(np.mean(member_correct))
     ev.nonmember_acc = float(np.mean(nonmember_correct))
@@ -350,10 +403,10 @@ def membership_evidence(
         ev.acc_p_value = float(stats.fisher_exact(table, alternative="greater").pvalue)
     ev.n_member_units, ev.n_nonmember_units = len(a), len(b)
     ev.auc = rank_auc(-a, -b)
-    ev.auc_low, ev.auc_high = bootstrap_auc_interval(-a, -b, seed)
-    ev.null = null_auc(-b, seed)
-    ev.p_value = float(stats.mannwhitneyu(a, b, alternative="less", method="auto").pvalue)
-    ev.min_p = min_attainable_p(len(a), len(b))
+    if len(a) >= MIN_BOOTSTRAP:  # fewer members cannot be resampled meaningfully
+        ev.auc_low, ev.auc_high = bootstrap_auc_interval(-a, -b, seed)
+    ev.null = null_auc(-b, seed, n_pseudo=len(a))
+    ev.p_value, ev.min_p = rank_test(a, b, seed)
     return ev
 
 
@@ -377,6 +430,8 @@ def _rows_of(cohorts: Any, positions: np.ndarray) -> Dataset:
         wanted = np.isin(in_split, positions)
         if wanted.any():
             parts.append(images.subset(wanted))
+    if not parts:  # nothing matched: an empty set (the evidence says "not applicable")
+        return cohorts.val.subset(np.zeros(len(cohorts.val), dtype=bool))
     return ConcatDataset(parts) if len(parts) != 1 else parts[0]
 
 

@@ -200,3 +200,14 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> 
     assert again["runs"] == result["runs"] and again["tuning"] == result["tuning"]
     with pytest.raises(Ran):  # a different budget is a different run
         bench({**obj, "methods": {"psg": {"epochs": 1}}})
+
+
+def test_benchmark_reports_carry_hashed_patient_ids_only() -> None:
+    from medunlearn.benchmark.runner import redacted_request
+    from medunlearn.unlearn.request import ForgetRequest
+
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": ["P0529", "P0109"]})
+    out = redacted_request(request)
+    assert "P0529" not in json.dumps(out) and "P0109" not in json.dumps(out)
+    assert [t[:3] for t in out["selector"]["patient_ids"]] == ["pt-", "pt-"]
+    assert out["hash"] == request.hash  # the request stays identifiable by its hash

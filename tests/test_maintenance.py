@@ -436,7 +436,13 @@ def test_shipped_consent_request_passes_on_the_demo(
     checks = {c["name"]: c for c in selected["gates"]["checks"]}
     assert selected["metrics"]["forget_test_acc"] is None  # no held-out twin
     assert checks["membership"]["status"] == "pass" and checks["membership"]["underpowered"]
-    assert "underpowered: 8 forgotten" in checks["membership"]["detail"]
+    # two patients, four images each: the test counts patients, not images
+    assert selected["metrics"]["membership"]["unit"] == "group"
+    assert "underpowered: 2 forgotten group(s)" in checks["membership"]["detail"]
+    # the untouched model shows no measurable memorisation of these 8 images either, and the
+    # report says so instead of presenting the pass as evidence of change
+    assert result["baseline"]["passed"]
+    assert "already passes this profile" in result["summary"]
     # each sweep entry ran what its name says: no two candidates with one config
     configs = [json.dumps(c["config"], sort_keys=True) for c in result["candidates"]]
     assert len(set(configs)) == len(configs)

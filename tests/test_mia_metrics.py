@@ -185,6 +185,63 @@ def test_clustered_images_are_tested_over_patient_means() -> None:
     assert single.unit == "image" and single.n_member_units == 5
 
 
+def test_ties_do_not_switch_small_cohorts_to_the_normal_approximation() -> None:
+    """A memorised model's losses tie (often at 0). One forgotten image below 500 held-out
+    losses, two of which tie: its exact randomisation p-value is 1 / 501, not scipy's
+    normal-approximation 0.042, so a one-image request *can* be refused."""
+    nonmember = np.r_[np.full(2, 5.0), np.linspace(1, 4, 498)]
+    one = membership_evidence(np.array([0.0]), nonmember, np.ones(1, bool), np.ones(500, bool))
+    assert one.p_value == pytest.approx(1 / 501) and one.min_p == pytest.approx(1 / 501)
+    assert one.p_value < 0.01
+    # ties with the member count against it: loss 1.0 ties the lowest held-out loss
+    tie = membership_evidence(np.array([1.0]), nonmember, np.ones(1, bool), np.ones(500, bool))
+    assert tie.p_value == pytest.approx(2 / 501)
+    # three tied members, all below every held-out loss: the permutation test's floor
+    three = membership_evidence(np.zeros(3), nonmember, np.ones(3, bool), np.ones(500, bool))
+    assert three.p_value == pytest.approx(1 / 2000) and three.min_p == pytest.approx(1 / 2000)
+    assert three.auc_low is None  # three members cannot be resampled into an interval
+
+
+def test_null_has_the_members_size() -> None:
+    """With one member the null is the AUC of one random held-out row against the rest:
+    its percentile, uniform on [0, 1], so the 95% range is about [0.025, 0.975]."""
+    scores = np.random.default_rng(1).normal(size=400)
+    null = null_auc(scores, seed=0, splits=2000, n_pseudo=1)
+    assert null["low"] < 0.06 and null["high"] > 0.94
+    halves = null_auc(scores, seed=0, splits=2000)
+    assert 0.4 < halves["low"] < 0.5 < halves["high"] < 0.6
+
+
+def test_a_member_with_no_heldout_twin_does_not_thin_the_others() -> None:
+    rows = [(f"a{i}", "a", "d1", "train") for i in range(20)] + [("c0", "c", "d1", "train")]
+    rows += [(f"p{i}", "a", "d1", "val") for i in range(1000)]
+    df = manifest(rows)
+    members = df["split"].eq("train").to_numpy()
+    s = matched_sample(df, members, ~members, seed=0)
+    assert s.unmatched == 1 and s.per_member == 25 and len(s.positions) == 500
+    assert list(s.member_positions) == list(range(20))
+
+
+def test_no_heldout_row_for_the_cohort_is_not_applicable(demo_model, demo_splits) -> None:
+    """A device seen only in training: the membership checks cannot apply; they say so."""
+    from medunlearn.gates import evaluate_gates
+    from medunlearn.unlearn.request import ForgetRequest, build_cohorts
+
+    d = demo_splits
+    frame = d.manifest.copy()
+    rows = np.flatnonzero(frame["split"].eq("train").to_numpy())[:3]
+    frame.loc[frame.index[rows], "device"] = "dX"
+    request = ForgetRequest("device_deprecation", {"devices": ["dX"]})
+    cohorts = build_cohorts(frame, d.train, d.val, d.test, d.info.class_names, request)
+    after = unlearning_metrics(demo_model, cohorts)
+    assert after.membership["n_nonmembers"] == 0 and after.membership["auc"] is None
+    assert "no held-out row" in after.membership["note"]
+    gate = evaluate_gates("device_deprecation", after, after)
+    check = next(c for c in gate.checks if c.name == "membership")
+    assert check.status == "not_applicable" and "no held-out row" in check.detail
+    assert not gate.passed  # a required check that cannot apply is never a pass
+
+
 def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
     m = unlearning_metrics(demo_model, demo_cohorts)
     assert m.forget_train_acc > 0.8 and m.retain_test_acc > 0.8  # the deployed model knows '3'

@@ -63,7 +63,11 @@ def markdown_table(result: dict[str, Any]) -> str:
     lines = [
         f"### {result['scenario']}" + (" (quick)" if result["quick"] else ""),
         "",
-        f"Request `{request['reason']}` {request['selector']}"
+        f"Request `{request['reason']}` "
+        + ", ".join(
+            f"{k}: {len(v)} id(s)" if k in ("patient_ids", "image_ids") else f"{k}: {v}"
+            for k, v in request["selector"].items()
+        )
         + (f", fraction {request['fraction']}" if request.get("fraction") else "")
         + f"; cohorts {result['counts']}; seeds {result['seeds']}; retrain reference "
         f"{result['retrain_seconds']:.1f} s (deployed model {result['deployed_train_seconds']:.1f} s); "

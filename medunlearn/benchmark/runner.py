@@ -36,6 +36,7 @@ from medunlearn.benchmark.calibration import calibrate_gates
 from medunlearn.benchmark.runcache import RunCache
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
+from medunlearn.data.manifest import hash_identifier
 from medunlearn.data.sources import load_source
 from medunlearn.gates import resolve_bounds
 from medunlearn.inference import LogitCache
@@ -484,7 +485,7 @@ def run_benchmark(
         "description": scenario.description,
         "source_file": scenario.source_file,
         "quick": quick,
-        "request": asdict(scenario.request) | {"hash": scenario.request.hash},
+        "request": redacted_request(scenario.request),
         "counts": cohorts.masks.counts,
         "pool_check": cohorts.pool_check,
         "model": scenario.model,
@@ -511,6 +512,21 @@ def run_benchmark(
         "calibration": calibration,
         "psg_base": copy.deepcopy(psg_base),
     }
+
+
+IDENTIFIER_KEYS = ("patient_ids", "image_ids")
+
+
+def redacted_request(request: Any) -> dict[str, Any]:
+    """The request for a report: identifier lists replaced by their salted hashes
+    (``hash_identifier``), so benchmark JSON and tables never carry raw patient ids."""
+    out = asdict(request) | {"hash": request.hash}
+    selector = dict(out.get("selector") or {})
+    for key in IDENTIFIER_KEYS:
+        if key in selector:
+            selector[key] = [hash_identifier(v) for v in selector[key]]
+    out["selector"] = selector
+    return out
 
 
 def lira_audit(
