@@ -5,7 +5,8 @@
 Prints, from ``reports/bench/<scenario>.json``:
 1. per scenario: the retrain noise floor (Avg Gap of the extra retrains, mean ± sd), the
    best of the PSG family (psg, boundary_shrink, psg_compose) and plain Boundary Shrink, the
-   lowest Avg Gap overall, and whether the PSG family is within the noise floor (mean + 1 sd);
+   lowest Avg Gap overall, and whether the PSG family (here with psg_compose)
+   is within the noise floor (its best Avg Gap <= the retrains' mean + 1 sd);
 2. the gate calibration of every scenario: retrains refused, memorised models refused on a
    membership check, with median membership and LiRA AUCs.
 """
@@ -80,8 +81,11 @@ def calibration_rows(results: list[dict]) -> list[str]:
 
 def main() -> None:
     folder = Path(sys.argv[1] if len(sys.argv) > 1 else "reports/bench")
-    results = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-    results = [r for r in results if "noise_floor" in r]  # issue-11 protocol only
+    loaded = {p.name: json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))}
+    results = [r for r in loaded.values() if "noise_floor" in r]  # issue-11 protocol only
+    stale = [name for name, r in loaded.items() if "noise_floor" not in r]
+    if stale:
+        print(f"not shown (older protocol, no noise floor): {', '.join(stale)}\n")
     print("\n".join(gap_rows(results)))
     print()
     print("\n".join(calibration_rows(results)))
