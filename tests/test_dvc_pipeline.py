@@ -47,7 +47,8 @@ def make_project(tmp: Path) -> Path:
         sweep=[
             {"name": "a", "method": "psg", "settings": {"lr": 1e-3}},
             {"name": "b", "method": "psg", "settings": {"lr": 3e-4}},
-        ]
+        ],
+        sweep_by_reason={},  # exactly the two entries above
     )
     # this test is about reproducibility, not model quality: gates that a 1-epoch model passes
     params["gates"]["class_retirement"] = {
