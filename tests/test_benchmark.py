@@ -190,7 +190,7 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> 
     assert "psg" in markdown_table(result)
 
     class Ran(Exception):
-        pass
+        """Raised if a method actually trains on the second, cached run."""
 
     def must_not_run(*args, **kwargs):
         raise Ran
