@@ -3,9 +3,12 @@
 A candidate is one model the run could ship: a sweep run, a swap or an interpolation. Each
 is measured on the held-out cohorts and checked against the gate profile of the request's
 reason. Selection rule (``maintain.select_by`` in ``params.yaml``): among candidates that
-pass every gate, the highest value of ``select_by`` (default ``retain_test_acc``), ties
-broken by the lower forget-train accuracy, then the lower membership AUC, then by name. No
-passing candidate: no revision.
+pass every gate, the highest value of ``select_by`` (default ``retain_test_acc``); ties are
+broken by how close the forgetting is to its target, then by name. The target depends on the
+reason: a retired class should score zero (lower forget-train accuracy first), every other
+reason should make the forgotten images look unseen (membership AUC closest to 0.5, then the
+member/held-out accuracy gap closest to 0), so a tie never favours over-forgetting, which
+itself reveals the cohort (the "Streisand effect"). No passing candidate: no revision.
 """
 
 from __future__ import annotations
@@ -84,13 +87,15 @@ def select_candidate(
     def key(c: CandidateResult) -> tuple[float, float, float, str]:
         value = c.metrics.get(select_by)
         forget = c.metrics.get("forget_train_acc")
-        auc = (c.metrics.get("membership") or {}).get("auc")
-        return (
-            -(value if value is not None else -1.0),
-            forget if forget is not None else 1.0,
-            auc if auc is not None else 1.0,
-            c.name,
-        )
+        membership = c.metrics.get("membership") or {}
+        auc, gap = membership.get("auc"), membership.get("acc_gap")
+        auc_off = abs(auc - 0.5) if auc is not None else 1.0
+        gap_off = abs(gap) if gap is not None else 1.0
+        if c.gates.get("reason") == "class_retirement":
+            tie = (forget if forget is not None else 1.0, auc_off)
+        else:
+            tie = (auc_off, gap_off)
+        return (-(value if value is not None else -1.0), *tie, c.name)
 
     return sorted(passing, key=key)[0]
 

@@ -38,13 +38,20 @@ def test_parity_catches_a_different_model(tmp_path, demo_model, demo_splits) -> 
     assert not parity.passed and parity.max_abs_diff == pytest.approx(0.5, abs=1e-3)
 
 
-def candidate(name: str, passed: bool, retain: float, forget: float) -> CandidateResult:
+def candidate(
+    name: str,
+    passed: bool,
+    retain: float,
+    forget: float,
+    auc: float = 0.5,
+    reason: str = "class_retirement",
+) -> CandidateResult:
     return CandidateResult(
         name,
         "sweep",
         {},
-        {"retain_test_acc": retain, "forget_train_acc": forget, "membership": {"auc": 0.5}},
-        {"passed": passed, "checks": []},
+        {"retain_test_acc": retain, "forget_train_acc": forget, "membership": {"auc": auc}},
+        {"passed": passed, "checks": [], "reason": reason},
     )
 
 
@@ -57,6 +64,14 @@ def test_selection_rule() -> None:
     ]
     assert select_candidate(cs).name == "c"  # best retain among passing; tie -> lower forget
     assert select_candidate([candidate("a", False, 0.99, 0.0)]) is None
+    # consent: equal retention, the tie goes to the model whose forgotten images look unseen
+    # (AUC 0.52), not to the one that over-forgot them (forget acc 0.0, AUC 0.30)
+    consent = [
+        candidate("over", True, 0.90, 0.0, auc=0.30, reason="consent_withdrawal"),
+        candidate("unseen", True, 0.90, 0.6, auc=0.52, reason="consent_withdrawal"),
+        candidate("kept", True, 0.90, 1.0, auc=0.60, reason="consent_withdrawal"),
+    ]
+    assert select_candidate(consent).name == "unseen"
     with pytest.raises(ValueError, match="select_by"):
         select_candidate(cs, "forget_test_acc")
     csv_text = tradeoff_csv(cs, "c").splitlines()
