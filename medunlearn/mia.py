@@ -12,8 +12,9 @@ How non-members are drawn (:func:`matched_sample`, used by :func:`heldout_refere
    validation split is drawn like it (both were split from one pool); a test split can be
    shifted (MedMNIST's comes from another source). :func:`choose_pool` therefore compares
    the two held-out splits first, with the deployed model's losses on label-matched rows
-   (two-sided Mann-Whitney): when they differ significantly (p < alpha) and materially
-   (|AUC - 0.5| > margin), the test split is left out of the pool and the report says so.
+   (two-sided Mann-Whitney, over patient means when a patient has several images): when
+   they differ significantly (p < alpha) and materially (|AUC - 0.5| > margin), the test
+   split is left out of the pool and the report says so.
    On the PneumoniaMNIST subset this is what made retrain references fail (their forgotten
    images against val + test gave AUC 0.55, p < 0.01; against val alone 0.47-0.49).
 2. Strata are the values of ``label`` and, where the manifest has them, ``device`` and
@@ -198,11 +199,21 @@ def _draw(
 def per_sample_loss(
     model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
 ) -> np.ndarray:
-    """Cross-entropy (nats) of each image under its true label, shape (N,)."""
+    """Cross-entropy (nats) of each image under its true label, shape (N,), float64.
+
+    Computed as softplus(logsumexp of the other logits - true logit) in float64, which is the
+    same cross-entropy but does not round to exactly 0 once the true class wins by more than
+    about 17 logits (float32 ``F.cross_entropy`` does): a confident model would otherwise tie
+    most losses at 0, and a rank test counting ties against the member could never see a
+    memorised image.
+    """
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
-    return F.cross_entropy(logits, labels, reduction="none").numpy()
+    z = logits.double()
+    true = z.gather(1, labels[:, None]).squeeze(1)
+    others = z.scatter(1, labels[:, None], float("-inf"))
+    return F.softplus(torch.logsumexp(others, 1) - true).numpy()
 
 
 def true_class_confidence(
@@ -481,6 +492,13 @@ def choose_pool(
     predict = LogitCache(model)
     a = per_sample_loss(model, _rows_of(cohorts, sample.member_positions), predict)
     b = per_sample_loss(model, _rows_of(cohorts, sample.positions), predict)
+    check.update(unit="image", n_val_images=len(a), n_test_images=len(b))
+    if "patient_id" in manifest.columns and manifest["patient_id"].notna().all():
+        groups_a = _groups_of(manifest, sample.member_positions, ("val",))
+        groups_b = _groups_of(manifest, sample.positions, ("test",))
+        if _clustered(groups_a, groups_b):  # images of one patient are not independent
+            a, b = group_means(a, groups_a), group_means(b, groups_b)
+            check["unit"] = "group"
     auc = rank_auc(-a, -b)
     p = float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue)
     check.update(auc_val_vs_test=auc, p_value=p, n_val=len(a), n_test=len(b))

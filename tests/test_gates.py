@@ -235,3 +235,31 @@ def test_single_image_consent_request_passes_marked_underpowered(demo_splits, co
     assert (n < 99) == ("cannot detect at this size" in check.detail)
     assert after.membership["n_nonmembers"] >= 10  # matched on label and device
     assert np.isclose(after.membership["min_p"], 1 / (1 + after.membership["n_nonmembers"]))
+
+
+def test_single_image_decision_can_fail_a_memorised_image(demo_model, demo_splits, consent_case):
+    """The one-image rule is a real test, not a formality: at alpha 0.1 (reachable with at
+    least 10 matched rows; the demo matches 11 on label and device) the deployed model
+    trained on that one image until its loss is far below every matched held-out row's is
+    refused on membership; the retrain is not."""
+    d = demo_splits
+    case, retrained = consent_case
+    counts = d.manifest[d.manifest["split"] == "train"]["patient_id"].value_counts()
+    patient = next(p for p in case.request.selector["patient_ids"] if counts[p] == 1)
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": [patient]})
+    cohorts = build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+    section = {
+        "alpha": 0.1,
+        "consent_withdrawal": {"max_retain_drop": 1.0, "max_balanced_drop": 1.0},
+    }
+    before = unlearning_metrics(demo_model, cohorts)
+    assert before.membership["n_nonmembers"] >= 10
+    ref_gate = evaluate_gates(
+        "consent_withdrawal", unlearning_metrics(retrained, cohorts), before, section
+    )
+    assert statuses(ref_gate)["membership"] == "pass"
+    mem = unlearning_metrics(memorise(demo_model, cohorts.forget_train, epochs=10, lr=3e-4), cohorts)
+    gate = evaluate_gates("consent_withdrawal", mem, before, section)
+    # the exact randomisation p-value: (1 + #held-out losses <= the image's loss) / (m + 1)
+    assert mem.membership["p_value"] == pytest.approx(1 / (1 + mem.membership["n_nonmembers"]))
+    assert statuses(gate)["membership"] == "fail"

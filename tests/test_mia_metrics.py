@@ -20,6 +20,7 @@ from medunlearn.mia import (
     membership_evidence,
     min_attainable_p,
     null_auc,
+    per_sample_loss,
     rank_auc,
     shadow_sets,
     svc_mia_efficacy,
@@ -77,6 +78,32 @@ def test_one_member_p_value_is_its_loss_percentile_among_nonmembers() -> None:
     assert ev.min_p == pytest.approx(1 / 11) and ev.auc == 1.0
     mid = membership_evidence(np.array([0.55]), nonmember_loss, np.array([True]), np.ones(10, bool))
     assert mid.p_value == pytest.approx(6 / 11)  # 5 non-members below it: (5 + 1) / 11
+
+
+class _FixedLogits(torch.nn.Module):
+    def __init__(self, logits: torch.Tensor) -> None:
+        super().__init__()
+        self.logits = torch.nn.Parameter(logits, requires_grad=False)  # gives the model a device
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logits[x[:, 0, 0, 0].long()]
+
+
+def test_losses_of_confident_predictions_do_not_round_to_zero() -> None:
+    """A true class ahead by 40 logits has loss log(1 + e^-40 + e^-39) = 1.5797e-17 nats;
+    float32 cross-entropy returns exactly 0 there, which tied every confident image."""
+    logits = torch.tensor([[40.0, 0.0, 1.0], [0.0, 2.0, 1.0], [60.0, 0.0, 0.0]])
+    data = torch.utils.data.TensorDataset(
+        torch.arange(3.0).reshape(3, 1, 1, 1), torch.tensor([0, 1, 0])
+    )
+    loss = per_sample_loss(_FixedLogits(logits), data)
+    expected = [
+        math.exp(-40) + math.exp(-39),
+        math.log(1 + math.exp(-2) + math.exp(-1)),
+        2 * math.exp(-60),
+    ]
+    assert loss == pytest.approx(expected, rel=1e-9)
+    assert loss[2] < loss[0]  # the more confident image ranks lower, no tie
 
 
 def test_accuracy_gap_test_hand_computed() -> None:
@@ -302,6 +329,11 @@ def test_a_shifted_test_split_is_left_out_of_the_nonmember_pool(demo_model, demo
 
     same = choose_pool(demo_cohorts, demo_model)
     assert same.pool_splits == ("val", "test") and same.pool_check["excluded"] is None
+    # demo patients have several images: the two splits are compared over patient means
+    check = same.pool_check
+    assert check["unit"] == "group" and check["n_val"] < check["n_val_images"]
+    val_rows = demo_cohorts.manifest.query("split == 'val'")
+    assert check["n_val"] <= val_rows["patient_id"].nunique()
     test = demo_cohorts.test
     inverted = LabelledImages(test.rows, test.labels, images=1.0 - test.images)  # new scanner
     shifted = choose_pool(replace(demo_cohorts, test=inverted), demo_model)
