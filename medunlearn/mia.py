@@ -472,10 +472,12 @@ def choose_pool(
     alpha: float = 0.01,
     margin: float = 0.05,
     seed: int = 0,
+    predict: LogitCache | None = None,
 ) -> Any:
     """``cohorts`` with the held-out pool the evidence may use (see the module docstring),
     and the check that chose it in ``cohorts.pool_check``. Only a ``("val", "test")`` pool
-    is checked; ``model`` is the deployed model (it trained on neither split)."""
+    is checked; ``model`` is the deployed model (it trained on neither split); ``predict``
+    (a :class:`LogitCache` of it) shares its forward passes with later metrics."""
     from dataclasses import replace
 
     if set(cohorts.pool_splits) != {"val", "test"}:
@@ -489,7 +491,7 @@ def choose_pool(
         check["note"] = "a held-out split has fewer than 10 rows: not compared"
         return replace(cohorts, pool_check=check)
     sample = matched_sample(manifest, val, test, seed=seed)
-    predict = LogitCache(model)
+    predict = predict or LogitCache(model)
     a = per_sample_loss(model, _rows_of(cohorts, sample.member_positions), predict)
     b = per_sample_loss(model, _rows_of(cohorts, sample.positions), predict)
     check.update(unit="image", n_val_images=len(a), n_test_images=len(b))

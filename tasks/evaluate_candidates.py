@@ -16,6 +16,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.gates import evaluate_gates, resolve_bounds
+from medunlearn.inference import LogitCache
 from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
 from medunlearn.mia import choose_pool
 from medunlearn.revision import CandidateResult, make_candidate
@@ -38,10 +39,13 @@ def evaluate_candidates(
     start = time.perf_counter()
     reason = inputs.request.reason
     b = resolve_bounds(reason, bounds)
-    cohorts = choose_pool(cohorts, inputs.deployed, b["alpha"], b["mia_auc_margin"])
+    deployed = LogitCache(inputs.deployed)  # one forward pass per split for both uses
+    cohorts = choose_pool(
+        cohorts, inputs.deployed, b["alpha"], b["mia_auc_margin"], predict=deployed
+    )
     if cohorts.pool_check and cohorts.pool_check.get("excluded"):
         logger.info("non-member pool: val only, the test split is shifted (%s)", cohorts.pool_check)
-    before = unlearning_metrics(inputs.deployed, cohorts)
+    before = unlearning_metrics(inputs.deployed, cohorts, predict=deployed)
     baseline = evaluate_gates(reason, before, before, bounds).to_dict()
     baseline["pool_check"] = cohorts.pool_check
     logger.info(
