@@ -15,17 +15,23 @@ import yaml
 CORE = Path(__file__).resolve().parent
 
 
-def source_hash(root: Path = CORE, parts: tuple[str, ...] = (".",)) -> str:
-    """sha256 (16 hex) of the Python sources under ``root/parts``, in sorted path order.
+def source_hash(
+    root: Path = CORE, parts: tuple[str, ...] = (".",), exclude: tuple[str, ...] = ()
+) -> str:
+    """sha256 (16 hex) of the Python sources under ``root/parts``, in sorted path order,
+    leaving out the folders or files ``exclude`` (relative to ``root``).
 
     Cache keys include it, so a fix in the core invalidates every result computed before.
     """
     digest = hashlib.sha256()
+    skipped = [(root / e).resolve() for e in exclude]
     for part in parts:
         target = (root / part).resolve()
         files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
         for path in files:
             if "__pycache__" in path.parts:
+                continue
+            if any(path == s or s in path.parents for s in skipped):
                 continue
             digest.update(path.relative_to(root.resolve()).as_posix().encode())
             digest.update(path.read_bytes())

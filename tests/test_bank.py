@@ -48,3 +48,41 @@ def test_bank_trains_once_and_keys_on_rows_seed_and_recipe(tmp_path, demo_dir, d
     (tmp_path / f"{bank.key(d.train, d.val, 0)}.pt").write_bytes(b"not a checkpoint")
     _, _, cached_broken = bank.get(d.train, d.val, seed=0)  # unreadable: retrained, not trusted
     assert not cached_broken
+
+
+def test_bank_key_follows_the_decoded_pixels_not_the_decoder_source(
+    tmp_path, demo_dir, demo_splits
+):
+    """One changed pixel (a decoder fix that alters the input) gives a new key; the same
+    pixels decoded again into a new object keep it, so decoder refactors keep the bank."""
+    from medunlearn.data.images import LabelledImages
+
+    d = demo_splits
+    bank = ModelBank(
+        tmp_path,
+        {"name": "allcnn", "kwargs": {}},
+        {"epochs": 1},
+        d.info.class_names,
+        1,
+        28,
+        demo_dir,
+    )
+    images = d.train.all_images().clone()
+    same = LabelledImages(d.train.rows, d.train.labels.clone(), images=images.clone())
+    images[0, 0, 0, 0] = 1.0 - images[0, 0, 0, 0]
+    changed = LabelledImages(d.train.rows, d.train.labels.clone(), images=images)
+    assert bank.key(same, d.val, 0) == bank.key(d.train, d.val, 0)
+    assert bank.key(changed, d.val, 0) != bank.key(d.train, d.val, 0)
+
+
+def test_source_hash_can_leave_out_a_folder(tmp_path) -> None:
+    from medunlearn.versioning import source_hash
+
+    (tmp_path / "data").mkdir()
+    (tmp_path / "a.py").write_text("x = 1\n")
+    (tmp_path / "data" / "decode.py").write_text("y = 1\n")
+    full, core = source_hash(tmp_path), source_hash(tmp_path, exclude=("data",))
+    (tmp_path / "data" / "decode.py").write_text("y = 2\n")
+    assert source_hash(tmp_path) != full and source_hash(tmp_path, exclude=("data",)) == core
+    (tmp_path / "a.py").write_text("x = 2\n")
+    assert source_hash(tmp_path, exclude=("data",)) != core

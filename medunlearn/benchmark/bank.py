@@ -6,9 +6,12 @@ reference models of the likelihood-ratio audit and of the gate calibration (each
 without the forget cohort, another seed). They cost minutes each, so they are trained once
 and kept as weights-only checkpoints. The key covers the dataset (its settings and the
 materialised manifest's bytes), the architecture, the training recipe, the seed, the exact
-training and validation rows (sorted image ids) and the source code of the training core
-(``medunlearn/training.py``, ``medunlearn/models``, ``medunlearn/data``): same key, same
-inputs. A checkpoint that does not load is retrained, never trusted.
+training and validation rows (sorted image ids), their decoded pixels and labels, and the
+code that trains on them (:func:`training_code_hash`): same key, same inputs. Decoders
+(``medunlearn/data`` apart from the dataset class and the augmentation) are covered by the
+pixels they produce rather than by their source, so a fix that leaves every pixel as it was
+does not throw away hours of trainings, and one that changes a pixel retrains. A checkpoint
+that does not load is retrained, never trusted.
 """
 
 from __future__ import annotations
@@ -27,7 +30,28 @@ from medunlearn.models import ZooModel, build_model
 from medunlearn.training import TrainConfig, train_classifier
 from medunlearn.versioning import source_hash
 
-TRAINING_SOURCES = ("training.py", "models", "data")
+TRAINING_SOURCES = ("training.py", "models")
+
+
+def training_code_hash() -> str:
+    """sha256 (16 hex) of the training core: ``training.py``, ``models/``, and the source of
+    the dataset class and the augmentation (what turns decoded pixels into batches)."""
+    import inspect
+
+    from medunlearn.data import images
+
+    digest = hashlib.sha256(source_hash(parts=TRAINING_SOURCES).encode())
+    for obj in (images.LabelledImages, images.augmentation):
+        digest.update(inspect.getsource(obj).encode())
+    return digest.hexdigest()[:16]
+
+
+def pixels_hash(images: LabelledImages) -> str:
+    """sha256 (16 hex) of a set's decoded images (N, C, H, W) and labels (N,), in row order."""
+    digest = hashlib.sha256()
+    digest.update(images.all_images().float().contiguous().numpy().tobytes())
+    digest.update(images.labels.numpy().astype("int64").tobytes())
+    return digest.hexdigest()[:16]
 
 
 def rows_hash(images: LabelledImages) -> str:
@@ -61,7 +85,13 @@ class ModelBank:
         self.image_size = image_size
         manifest = Path(dataset_dir) / "manifest.csv"
         self.data_hash = hashlib.sha256(manifest.read_bytes()).hexdigest()[:16]
-        self.code_hash = source_hash(parts=TRAINING_SOURCES)
+        self.code_hash = training_code_hash()
+        self._pixels: dict[int, tuple[LabelledImages, str]] = {}
+
+    def _pixels_of(self, images: LabelledImages) -> str:
+        if id(images) not in self._pixels:  # the set is kept so its id is not reused
+            self._pixels[id(images)] = (images, pixels_hash(images))
+        return self._pixels[id(images)][1]
 
     def key(self, train: LabelledImages, val: LabelledImages, seed: int) -> str:
         blob = {
@@ -70,6 +100,7 @@ class ModelBank:
             "recipe": {**self.recipe, "seed": seed},
             "train_rows": rows_hash(train),
             "val_rows": rows_hash(val),
+            "pixels": [self._pixels_of(train), self._pixels_of(val)],
             "code": self.code_hash,
             "shape": [self.channels, self.image_size],
         }

@@ -5,9 +5,11 @@ a session ending mid-way must not throw the finished runs away. Each run's recor
 metrics, validation tuning gap, LiRA audit, cost) is stored as JSON under a key of
 everything that decides it: the scenario's models (their bank keys: data, recipe, seeds,
 training rows, training code), the request and non-member pool, the run's full resolved
-settings and seed, and the hash of the core's code (``medunlearn/``), so any fix to a method
-or a metric recomputes every run. Writes are atomic (temporary file, then rename). A
-diverged run is stored too, as ``{"diverged": true}``, so it is not retried.
+settings and seed, and the hash of the core's code (``medunlearn/``; the decoders in
+``medunlearn/data`` are covered by the pixels in the models' keys instead, see
+``bank.py``), so any fix to a method or a metric recomputes every run. Writes are atomic
+(temporary file, then rename). A diverged run is stored too, as ``{"diverged": true}``, so
+it is not retried.
 
 No library does this for us: joblib.Memory pickles (we never unpickle cache files) and keys
 on function arguments, which here are models.
@@ -25,12 +27,20 @@ from typing import Any
 from medunlearn.versioning import source_hash
 
 
+def core_code_hash() -> str:
+    """The core's sources without ``data/``, plus the training code hash (dataset class and
+    augmentation): decoding is keyed by the pixels it produced (``bank.pixels_hash``)."""
+    from medunlearn.benchmark.bank import training_code_hash
+
+    return source_hash(exclude=("data",)) + training_code_hash()
+
+
 class RunCache:
     """JSON records of finished runs under ``directory``, keyed by :meth:`key`."""
 
     def __init__(self, directory: Path, context: dict[str, Any]) -> None:
         self.directory = Path(directory)
-        self.context = {**context, "code": source_hash()}
+        self.context = {**context, "code": core_code_hash()}
 
     def key(self, method: str, config: dict[str, Any], seed: int) -> str:
         blob = {"context": self.context, "method": method, "config": config, "seed": seed}
