@@ -4,12 +4,45 @@ Every image becomes a float32 tensor shaped (C, H, W) with values in [0, 1]: the
 method perturbs pixels in that space, and each model normalises its input itself. Small
 datasets are decoded once and held in memory; ones larger than a budget are streamed from
 disk so a big clinical export never has to fit in RAM.
+
+Decoding (:mod:`medunlearn.data.decode`; Pillow for PNG/JPEG/BMP/TIFF, pydicom for DICOM),
+then MONAI's ``Resize`` to the model's square size ("area" when shrinking, bilinear when
+enlarging). C is the model's ``channels`` (1 or 3): grey is copied to three channels;
+colour becomes one channel by ITU-R 601-2 luma (Pillow's ``convert("L")`` weights).
+
+=====================================  ==============================================  =========
+File / mode                            Mapping to [0, 1]                               Colour
+=====================================  ==============================================  =========
+PNG/JPEG/BMP/TIFF ``L`` (8-bit grey)   value / 255                                     grey
+``1`` (bi-level)                       Pillow ``convert("L")``: 0 -> 0, 1 -> 1         grey
+``I;16`` (16-bit grey PNG/TIFF)        value / 65535 (the file's 16-bit sample         grey
+                                       depth; a 12-bit detector exported unscaled
+                                       spans [0, 1/16] and is flagged by validation)
+``LA`` (grey + alpha)                  the grey band / 255; alpha (coverage) dropped   grey
+``RGB``, ``RGBA``/``RGBX``             value / 255; alpha dropped                      colour
+``P``/``PA`` (palette)                 the palette *colours* (Pillow ``convert``)/255  colour
+``CMYK``, ``YCbCr``, ``LAB``, ``HSV``  Pillow ``convert("RGB")`` / 255                 colour
+DICOM ``MONOCHROME2``                  Modality LUT (Rescale Slope/Intercept or LUT)   grey
+                                       -> VOI LUT, else the first window when present
+                                       (what the reader was shown; pydicom
+                                       ``apply_voi_lut``) -> scaled by the output
+                                       range (the stored bits' range after rescale,
+                                       or the VOI LUT's bit depth)
+DICOM ``MONOCHROME1``                  as MONOCHROME2, then inverted (1 - x): its      grey
+                                       minimum is white, so both polarities agree
+DICOM ``RGB``, ``YBR_*``               pydicom converts YBR to RGB; / (2^BitsStored-1)  colour
+DICOM ``PALETTE COLOR``                pydicom ``apply_color_lut``; / the LUT depth    colour
+=====================================  ==============================================  =========
+
+Refused, each with a :class:`~medunlearn.data.decode.DecodeError` (a ``ManifestError``)
+naming the file (the dataset adds the manifest row): 32-bit integer (``I``) and float
+(``F``) images (no defined intensity range), other Pillow modes, other photometric
+interpretations, multi-frame files and 3-D volumes (one 2-D image per file), and files
+neither library can read. ``.npz`` arrays are checked in :mod:`medunlearn.data.sources`.
 """
 
 from __future__ import annotations
 
-import logging
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,20 +50,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from monai.data import PILReader, PydicomReader
-from monai.transforms import Compose, LoadImage, RandAffine, RandFlip, Resize
+from monai.transforms import Compose, RandAffine, RandFlip, Resize
 from torch.utils.data import Dataset
 
+from medunlearn.data.decode import decode_file
 from medunlearn.data.manifest import ManifestError, resolve_paths
-
-# MONAI registers every reader it knows inside LoadImage, and warns about GPU decoders
-# (nvImageCodec) and read-only numpy buffers on each call; neither concerns CPU decoding here.
-warnings.filterwarnings("ignore", message=".*nvImageCodec.*")
-warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-warnings.filterwarnings("ignore", message="PydicomReader: ImageOrientationPatient")
-logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
-
-PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -50,75 +74,22 @@ class ImageSpec:
 
 
 class ImageLoader:
-    """Decode one image file (PNG/JPEG via Pillow, DICOM via pydicom) to a (C, H, W) tensor.
-
-    Integer images are scaled by their type's maximum (uint8 -> /255); DICOM and float images
-    are min-max scaled per image, since their stored range carries no fixed meaning.
-    """
+    """Decode one image file to a (C, H, W) tensor in [0, 1] at the spec's size (see the
+    module docstring for every accepted format); a refusal names the file."""
 
     def __init__(self, spec: ImageSpec):
         self.spec = spec
-        self._pil = LoadImage(
-            reader=PILReader(reverse_indexing=False),
-            image_only=True,
-            dtype=None,
-            ensure_channel_first=True,
-        )
-        self._dicom: LoadImage | None = None  # built on first DICOM: pydicom setup is noisy
         # "area" averages when shrinking (no aliasing, no dark borders from a padded blur);
         # bilinear when enlarging, where "area" would degrade to nearest-neighbour.
         self._shrink = Resize(spatial_size=(spec.size, spec.size), mode="area")
         self._enlarge = Resize(spatial_size=(spec.size, spec.size), mode="bilinear")
 
-    def _dicom_reader(self) -> LoadImage:
-        if self._dicom is None:
-            self._dicom = LoadImage(
-                # swap_ij=False keeps DICOM rows as image rows, as PILReader does above.
-                reader=PydicomReader(swap_ij=False),
-                image_only=True,
-                dtype=None,
-                ensure_channel_first=True,
-            )
-        return self._dicom
-
     def __call__(self, path: str | Path) -> torch.Tensor:
-        path = Path(path)
-        is_pil = path.suffix.lower() in PIL_SUFFIXES
-        try:
-            image = (self._pil if is_pil else self._dicom_reader())(str(path))
-        except Exception as exc:  # any decoder failure: name the file, keep the cause
-            raise ManifestError(
-                f"{path}: cannot decode image ({type(exc).__name__}: {exc})"
-            ) from exc
-        array = torch.as_tensor(np.array(image))
-        if array.ndim == 4:  # a single-slice DICOM volume (C, H, W, 1)
-            array = array[..., 0]
-        if array.ndim != 3:
-            raise ManifestError(f"{path}: expected a 2-D image, got shape {tuple(array.shape)}")
-        if is_pil and not array.dtype.is_floating_point:
-            scaled = array.float() / float(torch.iinfo(array.dtype).max)
-        else:
-            array = array.float()
-            lo, hi = array.min(), array.max()
-            scaled = (array - lo) / (hi - lo) if hi > lo else torch.zeros_like(array)
-        image = to_channels(scaled, self.spec.channels)
+        image = torch.from_numpy(decode_file(path, self.spec.channels))
         if tuple(image.shape[1:]) == (self.spec.size, self.spec.size):
             return image.clamp_(0, 1).contiguous()
         resize = self._shrink if image.shape[1] >= self.spec.size else self._enlarge
         return torch.as_tensor(resize(image)).clamp_(0, 1).contiguous()
-
-
-def to_channels(image: torch.Tensor, channels: int) -> torch.Tensor:
-    """Map a (C, H, W) image to ``channels``: drop alpha, grey->RGB by copying, RGB->grey by mean."""
-    if image.shape[0] == 4:
-        image = image[:3]
-    if image.shape[0] == channels:
-        return image
-    if image.shape[0] == 1:
-        return image.expand(channels, *image.shape[1:]).clone()
-    if channels == 1:
-        return image.mean(dim=0, keepdim=True)
-    raise ValueError(f"cannot map {image.shape[0]} channels to {channels}")
 
 
 def augmentation(

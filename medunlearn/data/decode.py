@@ -1,0 +1,179 @@
+"""One image file to intensities in [0, 1], shaped (C, H, W), with the format's own library.
+
+Pillow decodes PNG, JPEG, BMP and TIFF; pydicom decodes DICOM and applies its LUTs. Every
+accepted mode and how it maps to [0, 1] and to the model's channel count is tabled in the
+docstring of :mod:`medunlearn.data.images`; anything else is refused with a
+:class:`DecodeError` naming the file and the reason.
+
+Why not MONAI's ``LoadImage`` here: its ``PILReader`` hands over Pillow's raw array (palette
+*indices*, the alpha band as a channel, bi-level images as booleans) and its
+``PydicomReader`` applies neither the modality/VOI LUTs nor the MONOCHROME1 inversion. The
+right mapping depends on the image mode or the photometric interpretation, which only the
+file's own library exposes, so the decoding is done with Pillow and pydicom directly; MONAI
+still resizes (``medunlearn.data.images.ImageLoader``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from medunlearn.data.manifest import ManifestError
+
+PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+# ITU-R 601-2 luma, the weights of Pillow's convert("L"): colour -> one channel
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+PIL_8BIT = {"1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"}
+PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
+DICOM_GREY = {"MONOCHROME1", "MONOCHROME2"}
+DICOM_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
+
+
+class DecodeError(ManifestError):
+    """An image file is refused: the message names the file and why."""
+
+
+def decode_file(path: str | Path, channels: int) -> np.ndarray:
+    """Decode ``path`` to a float32 array (``channels``, H, W) with values in [0, 1].
+
+    Raises :class:`DecodeError` for an unreadable file, an unsupported mode or
+    photometric interpretation, or a multi-frame image/volume.
+    """
+    path = Path(path)
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, not {channels}")
+    if path.suffix.lower() in PIL_SUFFIXES:
+        return decode_pil(path, channels)
+    return decode_dicom(path, channels)
+
+
+def _to_channels(grey_or_rgb: np.ndarray, channels: int) -> np.ndarray:
+    """(H, W) grey or (H, W, 3) colour in [0, 1] -> (channels, H, W)."""
+    if grey_or_rgb.ndim == 2:
+        grey = grey_or_rgb[None]
+        return np.repeat(grey, 3, axis=0) if channels == 3 else grey
+    if channels == 1:
+        return (grey_or_rgb @ LUMA)[None].astype(np.float32)
+    return grey_or_rgb.transpose(2, 0, 1)
+
+
+def decode_pil(path: Path, channels: int) -> np.ndarray:
+    """PNG/JPEG/BMP/TIFF with Pillow (see the table in :mod:`medunlearn.data.images`)."""
+    try:
+        with Image.open(path) as im:
+            frames = getattr(im, "n_frames", 1)
+            if frames > 1:
+                raise DecodeError(
+                    f"{path}: {frames} frames ({im.format}); multi-frame images and 3-D "
+                    "volumes are not supported: export one 2-D image per file"
+                )
+            mode = im.mode
+            if mode in PIL_16BIT:
+                # the PNG/TIFF sample depth is 16 bits: 65535 is full intensity. A 12-bit
+                # detector exported unscaled spans [0, 1/16]; validation flags its range.
+                grey = np.asarray(im, dtype=np.float32) / 65535.0
+                return np.ascontiguousarray(_to_channels(grey, channels))
+            if mode not in PIL_8BIT:
+                raise DecodeError(
+                    f"{path}: image mode '{mode}' ({im.format}) is not supported: its "
+                    "intensity range is not defined by the file (export 8- or 16-bit "
+                    "greyscale or 8-bit colour)"
+                )
+            im.load()
+            if mode == "LA":
+                im = im.getchannel("L")  # alpha is coverage, not intensity: dropped
+            elif mode == "1":
+                im = im.convert("L")  # 0 -> 0, 1 -> 255
+            elif mode != "L":
+                # palette -> its colours; RGBA/RGBX/PA -> colour without alpha; CMYK,
+                # YCbCr, LAB, HSV -> RGB by Pillow's own conversion
+                im = im.convert("RGB")
+                if channels == 1:
+                    im = im.convert("L")  # ITU-R 601-2 luma
+            array = np.asarray(im, dtype=np.float32) / 255.0
+    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+        raise DecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
+    return np.ascontiguousarray(_to_channels(array, channels))
+
+
+def _modality_range(ds) -> tuple[float, float]:
+    """The range of stored values after the Modality LUT: pydicom's output range for
+    ``apply_windowing`` (PS3.3 C.11.1.1.1): the stored bits' range, rescaled when Rescale
+    Slope/Intercept are present; a Modality LUT Sequence's own bit depth otherwise."""
+    if ds.get("ModalityLUTSequence"):
+        depth = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**depth - 1)
+    bits = int(ds.BitsStored)
+    if int(ds.get("PixelRepresentation", 0)) == 0:
+        lo, hi = 0.0, float(2**bits - 1)
+    else:
+        lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    if slope is not None and intercept is not None:
+        lo, hi = sorted(
+            (lo * float(slope) + float(intercept), hi * float(slope) + float(intercept))
+        )
+    return lo, hi
+
+
+def decode_dicom(path: Path, channels: int) -> np.ndarray:
+    """A single-frame DICOM with pydicom (see the table in :mod:`medunlearn.data.images`)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise DecodeError(
+            f"{path}: not a readable DICOM file ({type(exc).__name__}: {exc})"
+        ) from exc
+    if "PixelData" not in ds:
+        raise DecodeError(f"{path}: DICOM file has no pixel data")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise DecodeError(
+            f"{path}: DICOM with {frames} frames; 3-D volumes and multi-frame series are not "
+            "supported: export one 2-D image per file"
+        )
+    interpretation = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if interpretation not in DICOM_GREY | DICOM_COLOUR | {"PALETTE COLOR"}:
+        raise DecodeError(
+            f"{path}: DICOM photometric interpretation '{interpretation}' is not supported "
+            f"(supported: {', '.join(sorted(DICOM_GREY | DICOM_COLOUR))}, PALETTE COLOR)"
+        )
+    try:
+        stored = ds.pixel_array  # YBR_* arrive converted to RGB (pydicom's as_rgb default)
+    except Exception as exc:  # a missing codec, truncated data: many exception types
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DecodeError(
+            f"{path}: cannot decode DICOM pixel data (transfer syntax {syntax}): "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    if interpretation in DICOM_GREY:
+        if stored.ndim != 2:
+            raise DecodeError(f"{path}: expected a 2-D image, got shape {stored.shape}")
+        # PS3.4 grayscale pipeline: Modality LUT (rescale to physical units), then the VOI
+        # LUT or window the export carries (what the reader was shown), then polarity.
+        values = apply_modality_lut(stored, ds)
+        lo, hi = _modality_range(ds)
+        if ds.get("VOILUTSequence"):
+            values = apply_voi_lut(values, ds, index=0)
+            lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
+        elif "WindowCenter" in ds and "WindowWidth" in ds:
+            values = apply_voi_lut(values, ds, index=0)  # output spans the modality range
+        grey = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
+        if interpretation == "MONOCHROME1":  # minimum value is white
+            grey = 1.0 - grey
+        return np.ascontiguousarray(_to_channels(grey.astype(np.float32), channels))
+    if interpretation == "PALETTE COLOR":
+        rgb = apply_color_lut(stored, ds)
+        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+    else:
+        rgb, depth = stored, int(ds.BitsStored)
+    if rgb.ndim != 3 or rgb.shape[-1] != 3:
+        raise DecodeError(f"{path}: expected an (H, W, 3) colour image, got shape {rgb.shape}")
+    colour = (rgb.astype(np.float32) / float(2**depth - 1)).clip(0.0, 1.0)
+    return np.ascontiguousarray(_to_channels(colour, channels))
