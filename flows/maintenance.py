@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 import time
 from pathlib import Path
@@ -25,8 +24,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.config import load_section
+from medunlearn.data.manifest import ManifestError
+from medunlearn.refusal import quiet_refusals
 from medunlearn.revision import GatesFailed, run_timings, select_candidate
 from medunlearn.sweep import check_sweeps, sweep_configs
+from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
@@ -174,18 +176,6 @@ class Timings:
         self._last = now
 
 
-class QuietRefusal(logging.Filter):
-    """Drop the traceback Prefect logs for a refused revision: a refusal is an answer, not a
-    crash, and the user gets the report instead. Other exceptions keep their tracebacks."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, GatesFailed):
-            record.exc_info, record.exc_text = None, None
-            record.msg, record.args = "revision refused by the gates", ()
-        return True
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -200,15 +190,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     maintain = load_section("maintain", args.params)
-    flow_logger = logging.getLogger("prefect.flow_runs")
-    if not any(isinstance(f, QuietRefusal) for f in flow_logger.filters):
-        flow_logger.addFilter(QuietRefusal())
+    quiet_refusals()
     flow_fn = maintenance_flow.with_options(task_runner=task_runner(maintain))
     try:
         result = flow_fn(args.params, args.request, args.refresh_cache)
     except GatesFailed as exc:
         print(f"revision refused: {exc}", file=sys.stderr)
         print(Path(maintain["reports"]["summary"]).read_text(), file=sys.stderr)
+        raise SystemExit(1) from exc
+    except (ManifestError, ValidationFailed) as exc:  # bad input: nothing was trained
+        print(f"revision refused, input data: {exc}", file=sys.stderr)
         raise SystemExit(1) from exc
     print(json.dumps(result, indent=2, default=str) if args.json else result["summary"])
 

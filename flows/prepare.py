@@ -9,11 +9,14 @@ when ``data.track_with_dvc`` is true and this is a DVC project).
 from __future__ import annotations
 
 import argparse
+import sys
 from typing import Any
 
 from prefect import flow
 
 from medunlearn.config import load_section
+from medunlearn.data.manifest import ManifestError
+from medunlearn.refusal import quiet_refusals
 from tasks.materialise_dataset import materialise_dataset
 from tasks.track_data import track_data
 
@@ -34,7 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    info = prepare_flow(args.params)
+    quiet_refusals()
+    try:
+        info = prepare_flow(args.params)
+    except ManifestError as exc:  # nothing under data/ was changed
+        print(f"prepare refused: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     print(
         f"dataset {info['dataset']} ({info['source']}): {info['counts']} images, "
         f"{len(info['class_names'])} classes, {info['channels']}x{info['image_size']}x"

@@ -128,3 +128,47 @@ def test_failed_train_leaves_the_checkpoint_untouched(trained_project) -> None:
     with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
         train_flow(str(params))
     assert checkpoint.read_bytes() == before
+
+
+def tree_digest(folder: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(folder.rglob("*")):
+        if f.is_file():
+            digest.update(f.relative_to(folder).as_posix().encode() + f.read_bytes())
+    return digest.hexdigest()
+
+
+def test_refused_export_prints_one_message_and_touches_nothing(trained_project, tmp_path) -> None:
+    """`python -m flows.prepare` on a file of 3-D volumes: exit 1, one message naming the
+    file and key, no traceback, and data/ and models/ exactly as they were."""
+    import os
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    tmp, _, _, _ = trained_project
+    npz = tmp_path / "volumes.npz"
+    np.savez(
+        npz,
+        **{f"{s}_images": np.zeros((4, 28, 28, 28), np.uint8) for s in ("train", "val", "test")},
+        **{f"{s}_labels": np.zeros((4, 1), np.int64) for s in ("train", "val", "test")},
+    )
+    params = write_params(tmp, data={"name": "demo", "source": "medmnist", "path": str(npz)})
+    before = tree_digest(tmp / "data"), tree_digest(tmp / "models")
+    proc = subprocess.run(
+        [sys.executable, "-m", "flows.prepare", "--params", str(params)],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 1, output
+    assert "prepare refused: " in proc.stderr
+    assert "volumes.npz: key 'train_images': shape (4, 28, 28, 28)" in proc.stderr
+    assert "Traceback" not in output
+    assert (tree_digest(tmp / "data"), tree_digest(tmp / "models")) == before

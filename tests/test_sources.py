@@ -133,6 +133,54 @@ def test_medmnist_missing_key(tmp_path) -> None:
         from_medmnist(tmp_path / "broken.npz")
 
 
+def medmnist_npz(path, images: dict, labels: dict | None = None):
+    """An .npz with the three splits; ``images``/``labels`` map split -> array."""
+    labels = labels or {k: np.arange(len(v)) % 2 for k, v in images.items()}
+    arrays = {f"{k}_images": v for k, v in images.items()}
+    arrays.update({f"{k}_labels": v for k, v in labels.items()})
+    np.savez(path, **arrays)
+    return path
+
+
+def test_medmnist_grey_with_a_channel_axis_materialises(tmp_path) -> None:
+    """(N, H, W, 1) is grey: it decodes to the same pixels as (N, H, W) (Pillow could not
+    write it: 'Cannot handle this data type: (1, 1, 1), |u1')."""
+    rng = np.random.default_rng(0)
+    grey = {s: rng.integers(0, 256, (n, 8, 8), dtype=np.uint8) for s, n in SPLIT_SIZES.items()}
+    plain = from_medmnist(medmnist_npz(tmp_path / "plain.npz", grey))
+    axis = from_medmnist(
+        medmnist_npz(tmp_path / "axis.npz", {k: v[..., None] for k, v in grey.items()})
+    )
+    np.testing.assert_array_equal(plain.arrays, axis.arrays)
+    materialise(axis, tmp_path / "data" / "axis", image_size=8, channels=1)
+    train = open_split(
+        tmp_path / "data" / "axis", "train", *load_dataset(tmp_path / "data" / "axis")
+    )
+    np.testing.assert_allclose(train.all_images()[:, 0].numpy(), grey["train"] / 255.0, atol=1e-7)
+
+
+SPLIT_SIZES = {"train": 6, "val": 4, "test": 4}
+
+
+def test_medmnist_volumes_and_multilabel_targets_are_refused_by_key(tmp_path) -> None:
+    volumes = {s: np.zeros((n, 28, 28, 28), np.uint8) for s, n in SPLIT_SIZES.items()}
+    with pytest.raises(
+        ManifestError,
+        match=r"vol.npz: key 'train_images': shape \(6, 28, 28, 28\).*3-D volumes are not supported",
+    ):
+        from_medmnist(medmnist_npz(tmp_path / "vol.npz", volumes))
+    images = {s: np.zeros((n, 8, 8), np.uint8) for s, n in SPLIT_SIZES.items()}
+    multi = {s: np.zeros((n, 14), np.int64) for s, n in SPLIT_SIZES.items()}
+    with pytest.raises(
+        ManifestError,
+        match=r"ml.npz: key 'train_labels': multi-label targets \(6, 14\) are not supported",
+    ):
+        from_medmnist(medmnist_npz(tmp_path / "ml.npz", images, multi))
+    floats = {s: np.zeros((n, 8, 8), np.float32) for s, n in SPLIT_SIZES.items()}
+    with pytest.raises(ManifestError, match=r"f.npz: key 'train_images': images must be uint8"):
+        from_medmnist(medmnist_npz(tmp_path / "f.npz", floats))
+
+
 def test_ham10000_split_by_lesion(shared_data, tmp_path) -> None:
     source = from_csv(shared_data / "ham10000_sites" / "manifest.csv", group_column="lesion_id")
     df = source.manifest

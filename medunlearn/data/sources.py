@@ -84,15 +84,17 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
         ]
         if missing:
             raise ManifestError(f"{npz_path}: missing key(s) {missing}")
-        parts = {s: (npz[f"{s}_images"], npz[f"{s}_labels"].reshape(-1)) for s in SPLITS}
+        parts = {
+            s: (
+                npz_images(npz[f"{s}_images"], f"{npz_path}: key '{s}_images'"),
+                npz_labels(npz[f"{s}_labels"], f"{npz_path}: key '{s}_labels'"),
+            )
+            for s in SPLITS
+        }
     for split, (images, labels) in parts.items():
         if len(images) != len(labels):
             raise ManifestError(
                 f"{npz_path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}"
-            )
-        if images.dtype != np.uint8 or images.ndim not in (3, 4):
-            raise ManifestError(
-                f"{npz_path}: {split}_images must be uint8 (N, H, W[, C]), got {images.dtype} {images.shape}"
             )
     stem = npz_path.stem
     frames = []
@@ -113,6 +115,46 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
     arrays = np.concatenate([parts[s][0] for s in SPLITS])
     df, classes = validate_manifest(df, str(npz_path), class_names)
     return SourceData(df, classes, f"medmnist:{npz_path.name}", arrays=arrays)
+
+
+def npz_images(images: np.ndarray, where: str) -> np.ndarray:
+    """``images`` as uint8 (N, H, W) grey or (N, H, W, 3) colour, or a refusal naming ``where``
+    (file and key). (N, H, W, 1) is squeezed to grey. A last axis of any other length
+    (MedMNIST 3-D sets are (N, 28, 28, 28)) or a 5-D array is a volume or another layout:
+    refused, never guessed."""
+    if images.dtype != np.uint8:
+        raise ManifestError(f"{where}: images must be uint8 (0..255), got {images.dtype}")
+    if images.ndim == 3:
+        return images
+    if images.ndim == 4:
+        if images.shape[-1] == 1:
+            return images[..., 0]
+        if images.shape[-1] == 3:
+            return images
+        raise ManifestError(
+            f"{where}: shape {images.shape}: the last axis must be 1 (grey) or 3 (RGB); "
+            "a longer one is a 3-D volume (N, D, H, W) or a channels-first layout. 3-D volumes "
+            "are not supported: give 2-D images (N, H, W) or (N, H, W, 1|3)"
+        )
+    raise ManifestError(
+        f"{where}: shape {images.shape}: 3-D volumes and image stacks are not supported; give "
+        "2-D images (N, H, W) or (N, H, W, 1|3)"
+    )
+
+
+def npz_labels(labels: np.ndarray, where: str) -> np.ndarray:
+    """Integer class labels (N,) from (N,) or (N, 1); multi-label targets are refused."""
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        raise ManifestError(
+            f"{where}: multi-label targets {labels.shape} are not supported: one class per "
+            "image, (N,) or (N, 1)"
+        )
+    if labels.ndim > 2:
+        raise ManifestError(f"{where}: labels must be (N,) or (N, 1), got {labels.shape}")
+    flat = labels.reshape(-1)
+    if not (np.issubdtype(flat.dtype, np.integer) or np.all(np.mod(flat, 1) == 0)):
+        raise ManifestError(f"{where}: labels must be integer class indices, got {flat.dtype}")
+    return flat
 
 
 def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> SourceData:
