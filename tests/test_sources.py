@@ -181,6 +181,25 @@ def test_medmnist_volumes_and_multilabel_targets_are_refused_by_key(tmp_path) ->
         from_medmnist(medmnist_npz(tmp_path / "f.npz", floats))
 
 
+def test_blank_group_cells_are_refused_by_row(shared_data, tmp_path) -> None:
+    """Two blank lesion_id cells used to make the split group every row by image_id, and the
+    product then rejected its own split ("17 patients leak across splits")."""
+    src = shared_data / "ham10000_sites" / "manifest.csv"
+    df = pd.read_csv(src, dtype=str)
+    df.loc[[4, 9], "lesion_id"] = ""
+    df["path"] = [str((src.parent / p).resolve()) for p in df["path"]]
+    (tmp_path / "images").mkdir()
+    path = tmp_path / "manifest.csv"
+    df.to_csv(path, index=False)
+    ids = df["image_id"]
+    expected = (
+        rf"manifest.csv: column 'lesion_id': 2 empty cell\(s\): row 5 \(image_id={ids[4]}\), "
+        rf"row 10 \(image_id={ids[9]}\)\. Splits are assigned by 'lesion_id'"
+    )
+    with pytest.raises(ManifestError, match=expected):
+        from_csv(path, group_column="lesion_id")
+
+
 def test_ham10000_split_by_lesion(shared_data, tmp_path) -> None:
     source = from_csv(shared_data / "ham10000_sites" / "manifest.csv", group_column="lesion_id")
     df = source.manifest

@@ -54,7 +54,9 @@ def from_csv(
 
     Without a ``split`` column, splits are assigned by ``group_column`` (patient, lesion),
     so no group lands in two splits. ``group_column`` other than ``patient_id`` (e.g.
-    ``lesion_id``) is copied to ``patient_id``, the manifest's grouping key.
+    ``lesion_id``) is copied to ``patient_id``, the manifest's grouping key. A manifest
+    without that column groups each image alone; one with blank cells in it is refused,
+    naming the rows (:func:`check_group_cells`).
     """
     manifest_path = Path(manifest_path)
     df = read_manifest_csv(manifest_path)
@@ -68,9 +70,31 @@ def from_csv(
         for column in ("image_id", "label"):
             if column not in df.columns:
                 raise ManifestError(f"{manifest_path}: missing required column(s) ['{column}']")
+        if group_column:
+            check_group_cells(df, manifest_path, group_column)
         df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
     df, classes = validate_manifest(df, str(manifest_path), class_names, root=manifest_path.parent)
     return SourceData(df, classes, f"csv:{manifest_path.name}", root=manifest_path.parent.resolve())
+
+
+def check_group_cells(df: pd.DataFrame, manifest_path: Path, group_column: str) -> None:
+    """Every row names its group before splits are assigned by it. A blank cell would make
+    the split fall back to one group per image for *every* row, and patients would then
+    leak across splits; the refusal names the rows (1-based data rows, as a spreadsheet
+    shows them after its header) and what to do."""
+    column = group_column if group_column in df.columns else "patient_id"
+    if column not in df.columns:
+        return  # no grouping column at all: each image is its own group (documented)
+    grouping = df["patient_id"] if "patient_id" in df.columns else df[column]
+    blank = np.flatnonzero(grouping.isna().to_numpy() | (grouping.astype(str).str.strip() == ""))
+    if len(blank):
+        shown = ", ".join(f"row {i + 1} (image_id={df['image_id'].iloc[i]})" for i in blank[:10])
+        more = f" and {len(blank) - 10} more" if len(blank) > 10 else ""
+        raise ManifestError(
+            f"{manifest_path}: column '{column}': {len(blank)} empty cell(s): {shown}{more}. "
+            f"Splits are assigned by '{column}' so that no group is in two splits; fill these "
+            "cells (a unique value per image if each is its own group), or give a 'split' column"
+        )
 
 
 def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) -> SourceData:
