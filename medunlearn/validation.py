@@ -4,14 +4,19 @@ Two suites run before any training, in an ephemeral GX context (nothing written 
 
 - ``manifest``: required columns present and non-null; labels in the model's class list;
   ``image_id`` and ``path`` unique; split values valid; every file present and decodable at
-  the shape the model expects, with intensities in [0, 1] and not constant;
+  the shape the model expects, with intensities in [0, 1] and not constant; what decoding
+  cannot see: each image's dynamic range at least ``MIN_DYNAMIC_RANGE`` (12-bit data in a
+  16-bit file, a wrong scale), each ``device``/``site`` group's median mean and border
+  intensity within ``MAX_GROUP_SHIFT`` of all rows' (inverted polarity, a palette read as
+  indices), and every file storing the dataset's usual channel count;
 - ``cohorts``: forget-train non-empty; forget and retain disjoint; no patient in both forget
   and retain (consent withdrawal); every retained class still present in retain-train; the
   forget fraction at most ``max_forget_fraction`` unless explicitly overridden.
 
 GX evaluates expectations on data frames; properties of image files (present, decodable,
 shape, range) are computed here into per-row columns first, which is the one part no GX
-expectation can do. A failure report names each failing expectation with example rows;
+expectation can do. A failure report names each failing expectation with example rows
+(by their 1-based row number, so duplicates and empty cells are shown where they are);
 patient ids in it are hashed (reports and logs never show raw identifiers).
 """
 
@@ -121,7 +126,9 @@ def run_suite(
     suite = context.suites.add(gx.ExpectationSuite(name=name))
     for expectation in expectations:
         suite.add_expectation(expectation)
-    index_columns = [id_column] if id_column in frame.columns else []
+    # the 1-based row number identifies a row even when image_id is duplicated or empty
+    key = "row" if "row" in frame.columns else id_column
+    index_columns = [key] if key in frame.columns else []
     result = batch.validate(
         suite,
         result_format={"result_format": "COMPLETE", "unexpected_index_column_names": index_columns},
@@ -139,7 +146,7 @@ def run_suite(
                 detail = f"observed {res['observed_value']}"
             if r.exception_info and r.exception_info.get("raised_exception"):
                 detail = str(r.exception_info.get("exception_message"))
-            examples = _examples(frame, res.get("unexpected_index_list") or [], column, id_column)
+            examples = _examples(frame, res.get("unexpected_index_list") or [], column, key)
             detail = _describe(config, detail)
         outcomes.append(
             ExpectationOutcome(name, config.type, column, bool(r.success), detail, examples)
@@ -154,36 +161,54 @@ def _describe(config: Any, detail: str) -> str:
     return "; ".join(parts)
 
 
+def _plain(value: Any) -> Any:
+    """A JSON-ready value: empty cells (NaN, NA, NaT) become ``None``, numpy scalars Python."""
+    if value is None or (not isinstance(value, (list, tuple, dict)) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
 def _examples(
-    frame: pd.DataFrame, unexpected: list[Any], column: str | None, id_column: str
+    frame: pd.DataFrame, unexpected: list[Any], column: str | None, key: str
 ) -> list[dict[str, Any]]:
+    """Up to ``EXAMPLES`` offending rows, found by ``key`` (the row number when the frame
+    has one, so each duplicate is shown at its own row), patient ids hashed."""
     out = []
     for item in unexpected[:EXAMPLES]:
         row = dict(item) if isinstance(item, dict) else {}
-        if id_column in row and id_column in frame.columns:
-            match = frame[frame[id_column].astype(str) == str(row[id_column])]
+        if key in row and key in frame.columns:
+            match = frame[frame[key].astype(str) == str(row[key])]
             if len(match):
                 full = match.iloc[0]
-                row = {id_column: full[id_column]}
+                row = {}
+                if "image_id" in frame.columns:
+                    row["image_id"] = full["image_id"]
                 if "row" in frame.columns:
                     row["row"] = int(full["row"])
                 if column and column in frame.columns:
                     row[column] = full[column]
                 if "patient_id" in frame.columns:
                     row["patient_id"] = full["patient_id"]
-                if "error" in frame.columns and full.get("error"):
-                    row["error"] = full["error"]
-        if "patient_id" in row:
+                for extra in ("device", "site", "error"):
+                    if extra in frame.columns and extra != column and _plain(full[extra]):
+                        row[extra] = full[extra]
+        if row.get("patient_id") is not None and not pd.isna(row["patient_id"]):
             row["patient_id"] = hash_identifier(row["patient_id"])
-        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        out.append({k: _plain(v) for k, v in row.items()})
     return out
 
 
 # --------------------------------------------------------------------------- manifest suite
 
 
+MIN_DYNAMIC_RANGE = 0.1  # max - min of a decoded image; a 12-bit export unscaled spans 1/16
+MAX_GROUP_SHIFT = 0.25  # |median of a device/site - median of the rest|, [0, 1] intensity
+BORDER = 0.1  # the outer tenth of each side: background, whose polarity flips with the image
+
+
 def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.DataFrame:
-    """Per-row file checks: present, decodable, decoded shape and intensity range.
+    """Per-row file checks and statistics: present, decodable, decoded shape, intensity
+    range, mean and border mean, and the channels the file stores.
 
     ``shape`` is the tensor the model will receive (the loader maps channels and resizes, so
     any decodable 2-D image qualifies; volumes and multi-frame files fail to decode);
@@ -198,6 +223,10 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
             "shape": "",
             "min_intensity": np.nan,
             "max_intensity": np.nan,
+            "dynamic_range": np.nan,
+            "mean_intensity": np.nan,
+            "border_mean": np.nan,
+            "stored_channels": np.nan,
             "error": "",
         }
         if props["file_exists"]:
@@ -209,6 +238,10 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
                     stored_shape=stored_shape(file) or "",
                     min_intensity=float(image.min()),
                     max_intensity=float(image.max()),
+                    dynamic_range=float(image.max() - image.min()),
+                    mean_intensity=float(image.mean()),
+                    border_mean=border_mean(image.numpy()),
+                    stored_channels=stored_channels(file),
                 )
             except (ManifestError, OSError, RuntimeError, ValueError) as exc:
                 message = str(exc).splitlines()[0].replace(str(file), path)
@@ -228,6 +261,61 @@ def stored_shape(file: Path) -> str | None:
             return f"{len(bands)}x{im.height}x{im.width}"
     except (UnidentifiedImageError, OSError):
         return None
+
+
+def border_mean(image: np.ndarray) -> float:
+    """Mean of the outer ``BORDER`` of an image (C, H, W): the background of a radiograph
+    or a photograph, dark in one polarity and bright in the other."""
+    _, h, w = image.shape
+    bh, bw = max(1, round(h * BORDER)), max(1, round(w * BORDER))
+    mask = np.ones((h, w), dtype=bool)
+    mask[bh : h - bh, bw : w - bw] = False
+    return float(image[:, mask].mean())
+
+
+def stored_channels(file: Path) -> float:
+    """Channels the file stores (alpha not counted): Pillow bands, or DICOM Samples per
+    Pixel; NaN when neither header can be read."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as im:
+            if im.mode == "P":
+                return 3.0  # palette entries are colours
+            return float(len([b for b in im.getbands() if b != "A"]))
+    except (UnidentifiedImageError, OSError):
+        pass
+    try:
+        import pydicom
+
+        return float(pydicom.dcmread(file, stop_before_pixels=True).get("SamplesPerPixel", 1))
+    except Exception:  # not DICOM either: decoding reported it
+        return float("nan")
+
+
+def group_statistics(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per-row ``intensity_shift``: for each ``device`` and ``site`` group, the largest
+    |median of the group - median of all rows| over mean and border intensity (a polarity
+    flip or a palette read as indices moves a whole group; the median of all rows follows
+    the majority, so the odd group is the one named); and
+    ``channels_consistent``: the file stores the dataset's most common channel count."""
+    out = pd.DataFrame(index=frame.index)
+    shift = pd.Series(0.0, index=frame.index)
+    for column in ("device", "site"):
+        if column not in frame.columns or frame[column].nunique(dropna=True) < 2:
+            continue
+        for _, members in frame.groupby(column, dropna=True).groups.items():
+            for stat in ("mean_intensity", "border_mean"):
+                inside, outside = frame.loc[members, stat].median(), frame[stat].median()
+                if pd.notna(inside) and pd.notna(outside):
+                    shift.loc[members] = np.maximum(shift.loc[members], abs(inside - outside))
+    out["intensity_shift"] = shift
+    channels = frame["stored_channels"].dropna()
+    common = channels.mode().iloc[0] if len(channels) else np.nan
+    out["channels_consistent"] = frame["stored_channels"].isna() | (
+        frame["stored_channels"] == common
+    )
+    return out
 
 
 def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: Sequence[str]):
@@ -283,6 +371,27 @@ def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: 
             or_equal=False,
             meta={"why": "a constant image is blank or corrupt"},
         ),
+        e.ExpectColumnValuesToBeBetween(
+            column="dynamic_range",
+            min_value=MIN_DYNAMIC_RANGE,
+            meta={
+                "why": "the decoded image uses a tiny fraction of [0, 1] (e.g. 12-bit data in "
+                "a 16-bit file, or a wrong scale): fix the export's scaling"
+            },
+        ),
+        e.ExpectColumnValuesToBeBetween(
+            column="intensity_shift",
+            max_value=MAX_GROUP_SHIFT,
+            meta={
+                "why": "this device/site's median intensity differs wildly from the rest "
+                "(inverted polarity, a palette or a scale decoded differently?)"
+            },
+        ),
+        e.ExpectColumnValuesToBeInSet(
+            column="channels_consistent",
+            value_set=[True],
+            meta={"why": "the file stores a different number of channels than most files"},
+        ),
     ]
     return out
 
@@ -305,8 +414,13 @@ def validate_manifest(
             shape="",
             min_intensity=np.nan,
             max_intensity=np.nan,
+            dynamic_range=np.nan,
+            mean_intensity=np.nan,
+            border_mean=np.nan,
+            stored_channels=np.nan,
             error="no path column",
         )
+    frame = pd.concat([frame, group_statistics(frame)], axis=1)
     return ValidationReport(
         run_suite(
             "manifest", frame, manifest_expectations(class_names, spec, list(manifest.columns))

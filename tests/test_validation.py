@@ -116,3 +116,110 @@ def test_retained_class_must_survive(demo) -> None:
     assert retained_classes(["a", "b"], ForgetRequest("class_retirement", {"labels": ["b"]})) == [
         "a"
     ]
+
+
+# ------------------------------------------------- silent decoding problems and bad cells
+
+
+def radiograph(inverted: bool = False, seed: int = 0):
+    """A 16x16 'radiograph': dark background border, bright noisy centre (uint8)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    image = np.full((16, 16), 20, dtype=np.uint8)
+    image[3:13, 3:13] = rng.integers(150, 230, (10, 10))
+    return 255 - image if inverted else image
+
+
+def write_export(root, images, devices=None):
+    """PNG files plus a manifest frame (splits cycle; one patient per image)."""
+    import pandas as pd
+    from PIL import Image
+
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(root / "img" / f"{i}.png")
+        rows.append(
+            {
+                "image_id": f"im{i}",
+                "path": f"img/{i}.png",
+                "label": "ab"[i % 2],
+                "split": ("train", "val", "test")[i % 3],
+                "patient_id": f"MRN{i}",
+                "device": (devices or ["x"] * len(images))[i],
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def test_unscaled_12bit_export_is_flagged_by_its_dynamic_range(tmp_path) -> None:
+    """12-bit values in a 16-bit PNG decode to [0, 4095/65535]: the row is named."""
+    import numpy as np
+
+    from medunlearn.data.images import ImageSpec
+
+    images = [radiograph(seed=i) for i in range(6)]
+    images[4] = radiograph(seed=4).astype(np.uint16) * 16  # 0..4095 in a 16-bit file
+    frame = write_export(tmp_path, images)
+    report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
+    outcome = next(o for o in report.failures if o.column == "dynamic_range")
+    assert [e["row"] for e in outcome.examples] == [5]
+    assert outcome.examples[0]["dynamic_range"] < 4096 / 65535
+    assert "12-bit data in a 16-bit file" in outcome.detail
+
+
+def test_a_device_with_inverted_polarity_is_flagged(tmp_path) -> None:
+    """Device 'cr' exported its radiographs inverted: its median border and mean intensity
+    differ from the others' by far more than the bound; every row of it is named."""
+    from medunlearn.data.images import ImageSpec
+
+    devices = ["dx"] * 8 + ["cr"] * 4
+    images = [radiograph(inverted=d == "cr", seed=i) for i, d in enumerate(devices)]
+    frame = write_export(tmp_path, images, devices)
+    report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
+    outcome = next(o for o in report.failures if o.column == "intensity_shift")
+    assert sorted(e["row"] for e in outcome.examples) == [9, 10, 11, 12]
+    assert {e["device"] for e in outcome.examples} == {"cr"}
+    same = write_export(tmp_path / "ok", [radiograph(seed=i) for i in range(12)], devices)
+    assert validate_manifest(same, tmp_path / "ok", ["a", "b"], ImageSpec(16, 1)).success
+
+
+def test_a_colour_file_among_grey_ones_is_flagged(tmp_path) -> None:
+    import numpy as np
+
+    from medunlearn.data.images import ImageSpec
+
+    images = [radiograph(seed=i) for i in range(6)]
+    images[2] = np.stack([radiograph(seed=2)] * 3, -1)  # stored as RGB
+    frame = write_export(tmp_path, images)
+    report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
+    outcome = next(o for o in report.failures if o.column == "channels_consistent")
+    assert [e["row"] for e in outcome.examples] == [3]
+
+
+def test_report_survives_empty_cells_and_names_every_duplicate(tmp_path) -> None:
+    """An empty label used to crash the JSON report (NAType); a duplicated image_id showed
+    the first occurrence's row twice."""
+    import json
+
+    import pandas as pd
+
+    from medunlearn.data.images import ImageSpec
+
+    frame = write_export(tmp_path, [radiograph(seed=i) for i in range(6)])
+    frame.loc[2, "label"] = pd.NA
+    frame.loc[4, "image_id"] = "im1"
+    report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
+    written = json.loads(json.dumps(report.to_dict()))  # what validate_data writes
+    failures = {o["column"]: o for o in written["outcomes"] if not o["success"]}
+    assert failures["label"]["examples"] == [
+        {"image_id": "im2", "row": 3, "label": None, "patient_id": hash_id("MRN2"), "device": "x"}
+    ]
+    assert [e["row"] for e in failures["image_id"]["examples"]] == [2, 5]
+
+
+def hash_id(value: str) -> str:
+    from medunlearn.data.manifest import hash_identifier
+
+    return hash_identifier(value)
