@@ -211,6 +211,38 @@ def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_dir, demo_model):
+    """An empty label cell: exit 1 with one message, no traceback, and reports/validation.json
+    written with the row (the report used to crash on NAType and never be written)."""
+    import os
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    dataset = tmp_path / "demo"
+    shutil.copytree(demo_dir, dataset)
+    params = make_project(
+        tmp_path, dataset, demo_model, {"reason": "class_retirement", "selector": {"labels": ["3"]}}
+    )
+    manifest = pd.read_csv(dataset / "manifest.csv", dtype=str, keep_default_na=False)
+    manifest.loc[5, "label"] = ""  # emptied after the export was materialised
+    manifest.to_csv(dataset / "manifest.csv", index=False)
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
+    command += ["--request", str(tmp_path / "request.yaml")]
+    proc = subprocess.run(
+        command, cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "revision refused, input data:" in proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    report = json.loads((tmp_path / "reports" / "validation.json").read_text())
+    empty = next(o for o in report["outcomes"] if o["column"] == "label" and not o["success"])
+    assert empty["examples"][0]["row"] == 6 and empty["examples"][0]["label"] is None
+    assert not (tmp_path / "models" / "candidate.pt").exists()
+
+
 def test_broken_image_fails_validation_before_training(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
