@@ -258,7 +258,9 @@ def test_single_image_decision_can_fail_a_memorised_image(demo_model, demo_split
         "consent_withdrawal", unlearning_metrics(retrained, cohorts), before, section
     )
     assert statuses(ref_gate)["membership"] == "pass"
-    mem = unlearning_metrics(memorise(demo_model, cohorts.forget_train, epochs=10, lr=3e-4), cohorts)
+    mem = unlearning_metrics(
+        memorise(demo_model, cohorts.forget_train, epochs=10, lr=3e-4), cohorts
+    )
     gate = evaluate_gates("consent_withdrawal", mem, before, section)
     # the exact randomisation p-value: (1 + #held-out losses <= the image's loss) / (m + 1)
     assert mem.membership["p_value"] == pytest.approx(1 / (1 + mem.membership["n_nonmembers"]))
