@@ -11,23 +11,28 @@ from __future__ import annotations
 
 import logging
 
+from medunlearn.data.decode import DecodeError
 from medunlearn.data.manifest import ManifestError
 from medunlearn.revision import GatesFailed
 from medunlearn.validation import ValidationFailed
 
 REFUSALS: tuple[type[BaseException], ...] = (ManifestError, ValidationFailed, GatesFailed)
+REFUSAL_NAMES: tuple[type[BaseException], ...] = (*REFUSALS, DecodeError)  # subclasses, by name
 PREFECT_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 class QuietRefusal(logging.Filter):
-    """Drop the traceback of a logged refusal; keep a one-line record of it."""
+    """Drop Prefect's records of a refusal (the exception with its traceback, and the
+    "Finished in state Failed(...)" line that repeats it): the command prints the refusal
+    once. Records of any other exception pass untouched."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, REFUSALS):
-            record.exc_info, record.exc_text = None, None
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            record.msg, record.args = "refused: %s", (reason,)
+            return False
+        if record.exc_info is None and "Finished in state Failed" in str(record.msg):
+            text = record.getMessage()
+            return not any(f"{kind.__name__}:" in text for kind in REFUSAL_NAMES)
         return True
 
 

@@ -178,3 +178,42 @@ def test_dicom_rows_stay_rows_after_resizing(tmp_path) -> None:
     image = torch.as_tensor(load(write_dicom(tmp_path / "ramp.dcm", pixels), 3, 16))
     assert image.shape == (3, 16, 16) and torch.equal(image[0], image[2])
     assert bool((image[0, 8, 1:] >= image[0, 8, :-1]).all()) and image[0, 8, 0] < 0.05
+
+
+def test_voi_lut_sequence_maps_every_stored_value(tmp_path) -> None:
+    """An 8-bit VOI LUT of 4096 entries, entry i = i // 16 (first mapped value 0): stored
+    0, 1000, 2000, 4095 -> 0, 62, 125, 255 -> / 255. (pydicom 3.0's apply_voi wraps 8-bit
+    indexes modulo 256 and gave 0, 0.055, 0.051, 0.059.)"""
+    from pydicom.dataset import Dataset
+
+    item = Dataset()
+    item.LUTDescriptor = [4096, 0, 8]
+    item.add_new(0x00283006, "US", [i // 16 for i in range(4096)])  # LUT Data, US
+    pixels = np.array([[0, 1000], [2000, 4095]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "voi.dcm", pixels, VOILUTSequence=[item])
+    np.testing.assert_allclose(
+        decode_file(path, 1)[0], np.array([[0, 62], [125, 255]]) / 255.0, atol=1e-6
+    )
+
+
+def test_negative_rescale_slope_with_a_window_keeps_the_window_orientation(tmp_path) -> None:
+    """Slope -1, intercept 4095: x = 4095 - p. A LINEAR_EXACT window at centre 2047.5,
+    width 4095 maps x to x / 4095: so p = 0 -> 1 and p = 4095 -> 0 (inverted by the rescale,
+    as the modality values are), not re-inverted by the range."""
+    pixels = np.array([[0, 4095]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "neg.dcm",
+        pixels,
+        RescaleSlope=-1,
+        RescaleIntercept=4095,
+        WindowCenter=2047.5,
+        WindowWidth=4095,
+        VOILUTFunction="LINEAR_EXACT",
+    )
+    np.testing.assert_allclose(decode_file(path, 1)[0], [[1.0, 0.0]], atol=1e-6)
+
+
+def test_invalid_window_is_refused_by_name(tmp_path) -> None:
+    path = write_dicom(tmp_path / "w0.dcm", np.zeros((4, 4)), WindowCenter=100, WindowWidth=0)
+    with pytest.raises(DecodeError, match=r"w0.dcm: invalid DICOM rescale/LUT/window"):
+        decode_file(path, 1)

@@ -237,10 +237,11 @@ def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "revision refused, input data:" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
+    assert (proc.stderr + proc.stdout).count("revision refused") == 1
     report = json.loads((tmp_path / "reports" / "validation.json").read_text())
     empty = next(o for o in report["outcomes"] if o["column"] == "label" and not o["success"])
     assert empty["examples"][0]["row"] == 6 and empty["examples"][0]["label"] is None
-    assert not (tmp_path / "models" / "candidate.pt").exists()
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["deployed.pt"]
 
 
 def test_broken_image_fails_validation_before_training(

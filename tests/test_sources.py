@@ -200,6 +200,56 @@ def test_blank_group_cells_are_refused_by_row(shared_data, tmp_path) -> None:
         from_csv(path, group_column="lesion_id")
 
 
+def generated_export(root, n: int = 12):
+    """n 8x8 PNGs and a manifest without a split column (two lesions per label pair)."""
+    (root / "img").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        Image.fromarray(np.full((8, 8), 10 * i, dtype=np.uint8)).save(root / "img" / f"{i}.png")
+        rows.append(
+            {
+                "image_id": f"im{i}",
+                "path": f"img/{i}.png",
+                "label": "ab"[i % 2],
+                "lesion_id": f"L{i // 2}",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize(
+    ("column", "expected"),
+    [
+        ("label", r"row 4 \(image_id=im3\), column 'label': empty value"),
+        ("lesion_id", r"column 'lesion_id': 1 empty cell\(s\): row 4 \(image_id=im3\)"),
+    ],
+)
+def test_blank_cells_before_split_assignment_are_named(tmp_path, column, expected) -> None:
+    """An empty label crashed inside scikit-learn (float < str); an empty group cell made
+    every row its own group. Both are refused by file, row and column."""
+    df = generated_export(tmp_path)
+    df.loc[3, column] = ""
+    df.to_csv(tmp_path / "manifest.csv", index=False)
+    with pytest.raises(ManifestError, match=r"manifest.csv: " + expected):
+        from_csv(tmp_path / "manifest.csv", group_column="lesion_id")
+
+
+def test_malformed_npz_files_are_refused_by_key(tmp_path) -> None:
+    images = {s: np.zeros((n, 8, 8), np.uint8) for s, n in SPLIT_SIZES.items()}
+    text = {s: np.array(["a"] * n) for s, n in SPLIT_SIZES.items()}
+    with pytest.raises(ManifestError, match=r"s.npz: key 'train_labels': labels must be integer"):
+        from_medmnist(medmnist_npz(tmp_path / "s.npz", images, text))
+    negative = {s: -np.ones(n, np.int64) for s, n in SPLIT_SIZES.items()}
+    with pytest.raises(ManifestError, match=r"n.npz: key 'train_labels': .* >= 0, found -1"):
+        from_medmnist(medmnist_npz(tmp_path / "n.npz", images, negative))
+    sizes = {**images, "test": np.zeros((4, 9, 9), np.uint8)}
+    with pytest.raises(ManifestError, match=r"z.npz: the splits' images differ in shape"):
+        from_medmnist(medmnist_npz(tmp_path / "z.npz", sizes))
+    (tmp_path / "x.npz").write_bytes(b"not a zip")
+    with pytest.raises(ManifestError, match=r"x.npz: cannot read as a .npz"):
+        from_medmnist(tmp_path / "x.npz")
+
+
 def test_ham10000_split_by_lesion(shared_data, tmp_path) -> None:
     source = from_csv(shared_data / "ham10000_sites" / "manifest.csv", group_column="lesion_id")
     df = source.manifest

@@ -167,6 +167,9 @@ def test_unscaled_12bit_export_is_flagged_by_its_dynamic_range(tmp_path) -> None
     assert [e["row"] for e in outcome.examples] == [5]
     assert outcome.examples[0]["dynamic_range"] < 4096 / 65535
     assert "12-bit data in a 16-bit file" in outcome.detail
+    images[4] = radiograph(seed=4)  # the same image exported at 8 bits passes
+    frame = write_export(tmp_path / "ok", images)
+    assert validate_manifest(frame, tmp_path / "ok", ["a", "b"], ImageSpec(16, 1)).success
 
 
 def test_a_device_with_inverted_polarity_is_flagged(tmp_path) -> None:
@@ -196,6 +199,9 @@ def test_a_colour_file_among_grey_ones_is_flagged(tmp_path) -> None:
     report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
     outcome = next(o for o in report.failures if o.column == "channels_consistent")
     assert [e["row"] for e in outcome.examples] == [3]
+    images[2] = radiograph(seed=2)  # stored grey like the others: passes
+    frame = write_export(tmp_path / "ok", images)
+    assert validate_manifest(frame, tmp_path / "ok", ["a", "b"], ImageSpec(16, 1)).success
 
 
 def test_report_survives_empty_cells_and_names_every_duplicate(tmp_path) -> None:
@@ -209,6 +215,7 @@ def test_report_survives_empty_cells_and_names_every_duplicate(tmp_path) -> None
 
     frame = write_export(tmp_path, [radiograph(seed=i) for i in range(6)])
     frame.loc[2, "label"] = pd.NA
+    frame.loc[3, "path"] = pd.NA  # an empty path cell used to crash (PosixPath / float)
     frame.loc[4, "image_id"] = "im1"
     report = validate_manifest(frame, tmp_path, ["a", "b"], ImageSpec(16, 1))
     written = json.loads(json.dumps(report.to_dict()))  # what validate_data writes
@@ -217,6 +224,8 @@ def test_report_survives_empty_cells_and_names_every_duplicate(tmp_path) -> None
         {"image_id": "im2", "row": 3, "label": None, "patient_id": hash_id("MRN2"), "device": "x"}
     ]
     assert [e["row"] for e in failures["image_id"]["examples"]] == [2, 5]
+    assert [e["row"] for e in failures["path"]["examples"]] == [4]
+    assert "MRN2" not in json.dumps(written)  # patient ids only hashed
 
 
 def hash_id(value: str) -> str:

@@ -98,10 +98,12 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
     return np.ascontiguousarray(_to_channels(array, channels))
 
 
-def _modality_range(ds) -> tuple[float, float]:
+def _modality_range(ds, ordered: bool = True) -> tuple[float, float]:
     """The range of stored values after the Modality LUT: pydicom's output range for
     ``apply_windowing`` (PS3.3 C.11.1.1.1): the stored bits' range, rescaled when Rescale
-    Slope/Intercept are present; a Modality LUT Sequence's own bit depth otherwise."""
+    Slope/Intercept are present; a Modality LUT Sequence's own bit depth otherwise.
+    ``ordered=False`` keeps pydicom's (y_min, y_max) order, which a negative slope swaps:
+    its window output runs from y_min (below the window) to y_max (above it)."""
     if ds.get("ModalityLUTSequence"):
         depth = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
         return 0.0, float(2**depth - 1)
@@ -112,17 +114,54 @@ def _modality_range(ds) -> tuple[float, float]:
         lo, hi = float(-(2 ** (bits - 1))), float(2 ** (bits - 1) - 1)
     slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
     if slope is not None and intercept is not None:
-        lo, hi = sorted(
-            (lo * float(slope) + float(intercept), hi * float(slope) + float(intercept))
-        )
-    return lo, hi
+        lo, hi = lo * float(slope) + float(intercept), hi * float(slope) + float(intercept)
+    return (min(lo, hi), max(lo, hi)) if ordered else (lo, hi)
+
+
+def _voi_lut(values: np.ndarray, ds) -> tuple[np.ndarray, float]:
+    """The first VOI LUT Sequence item applied to ``values`` (PS3.3 C.11.2.1.2: inputs below
+    the first mapped value take the first entry, above the last the last entry), and the
+    LUT's full output value (2^bits - 1).
+
+    Written here because pydicom 3.0's ``apply_voi`` indexes the table in the table's own
+    dtype: an 8-bit LUT of more than 256 entries wraps its indexes modulo 256 (stored values
+    0, 1000, 2000, 4095 came out as 0, 0.055, 0.051, 0.059).
+    """
+    item = ds.VOILUTSequence[0]
+    entries, first, depth = (int(v) for v in item.LUTDescriptor)
+    entries = entries or 65536
+    element = item["LUTData"]
+    if element.VR == "OW" and isinstance(element.value, bytes):
+        little = ds.file_meta.TransferSyntaxUID.is_little_endian
+        table = np.frombuffer(element.value, dtype="<u2" if little else ">u2")[:entries]
+    else:
+        table = np.asarray(element.value, dtype=np.int64).reshape(-1)[:entries]
+    index = np.clip(np.rint(values).astype(np.int64) - first, 0, len(table) - 1)
+    return table[index].astype(np.float64), float(2**depth - 1)
+
+
+def _grey(stored: np.ndarray, ds) -> np.ndarray:
+    """PS3.4 grayscale pipeline to [0, 1]: Modality LUT (rescale to physical units), then
+    the VOI LUT or window the export carries (what the reader was shown)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    if ds.get("VOILUTSequence"):
+        values, top = _voi_lut(values, ds)
+        lo, hi = 0.0, top
+    elif "WindowCenter" in ds and "WindowWidth" in ds:
+        values = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=False), np.float64)
+        lo, hi = _modality_range(ds, ordered=False)
+    else:
+        lo, hi = _modality_range(ds)
+    return np.clip((values - lo) / (hi - lo), 0.0, 1.0)
 
 
 def decode_dicom(path: Path, channels: int) -> np.ndarray:
     """A single-frame DICOM with pydicom (see the table in :mod:`medunlearn.data.images`)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi_lut
+    from pydicom.pixels import apply_color_lut
 
     try:
         ds = pydicom.dcmread(path)
@@ -152,27 +191,33 @@ def decode_dicom(path: Path, channels: int) -> np.ndarray:
             f"{path}: cannot decode DICOM pixel data (transfer syntax {syntax}): "
             f"{type(exc).__name__}: {exc}"
         ) from exc
-    if interpretation in DICOM_GREY:
-        if stored.ndim != 2:
-            raise DecodeError(f"{path}: expected a 2-D image, got shape {stored.shape}")
-        # PS3.4 grayscale pipeline: Modality LUT (rescale to physical units), then the VOI
-        # LUT or window the export carries (what the reader was shown), then polarity.
-        values = apply_modality_lut(stored, ds)
-        lo, hi = _modality_range(ds)
-        if ds.get("VOILUTSequence"):
-            values = apply_voi_lut(values, ds, index=0)
-            lo, hi = 0.0, float(2 ** int(ds.VOILUTSequence[0].LUTDescriptor[2]) - 1)
-        elif "WindowCenter" in ds and "WindowWidth" in ds:
-            values = apply_voi_lut(values, ds, index=0)  # output spans the modality range
-        grey = np.clip((np.asarray(values, dtype=np.float64) - lo) / (hi - lo), 0.0, 1.0)
-        if interpretation == "MONOCHROME1":  # minimum value is white
-            grey = 1.0 - grey
-        return np.ascontiguousarray(_to_channels(grey.astype(np.float32), channels))
-    if interpretation == "PALETTE COLOR":
-        rgb = apply_color_lut(stored, ds)
-        depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
-    else:
-        rgb, depth = stored, int(ds.BitsStored)
+    try:
+        if interpretation in DICOM_GREY:
+            if stored.ndim != 2:
+                raise DecodeError(f"{path}: expected a 2-D image, got shape {stored.shape}")
+            grey = _grey(stored, ds)
+            if interpretation == "MONOCHROME1":  # minimum value is white
+                grey = 1.0 - grey
+            return np.ascontiguousarray(_to_channels(grey.astype(np.float32), channels))
+        if interpretation == "PALETTE COLOR":
+            rgb = apply_color_lut(stored, ds)
+            depth = int(ds.RedPaletteColorLookupTableDescriptor[2])
+        else:
+            rgb, depth = stored, int(ds.BitsStored)
+    except DecodeError:
+        raise
+    except (
+        ValueError,
+        KeyError,
+        AttributeError,
+        TypeError,
+        IndexError,
+        NotImplementedError,
+    ) as exc:
+        # e.g. a Window Width of 0, a LUT descriptor that does not fit its data
+        raise DecodeError(
+            f"{path}: invalid DICOM rescale/LUT/window attributes ({type(exc).__name__}: {exc})"
+        ) from exc
     if rgb.ndim != 3 or rgb.shape[-1] != 3:
         raise DecodeError(f"{path}: expected an (H, W, 3) colour image, got shape {rgb.shape}")
     colour = (rgb.astype(np.float32) / float(2**depth - 1)).clip(0.0, 1.0)

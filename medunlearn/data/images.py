@@ -19,13 +19,15 @@ PNG/JPEG/BMP/TIFF ``L`` (8-bit grey)   value / 255                              
                                        depth; a 12-bit detector exported unscaled
                                        spans [0, 1/16] and is flagged by validation)
 ``LA`` (grey + alpha)                  the grey band / 255; alpha (coverage) dropped   grey
-``RGB``, ``RGBA``/``RGBX``             value / 255; alpha dropped                      colour
+``RGB``, ``RGBA``/``RGBX``             value / 255; alpha dropped (a 16-bit RGB PNG     colour
+                                       arrives as 8-bit RGB: Pillow reduces it)
 ``P``/``PA`` (palette)                 the palette *colours* (Pillow ``convert``)/255  colour
 ``CMYK``, ``YCbCr``, ``LAB``, ``HSV``  Pillow ``convert("RGB")`` / 255                 colour
 DICOM ``MONOCHROME2``                  Modality LUT (Rescale Slope/Intercept or LUT)   grey
-                                       -> VOI LUT, else the first window when present
-                                       (what the reader was shown; pydicom
-                                       ``apply_voi_lut``) -> scaled by the output
+                                       -> VOI LUT (a checked lookup: pydicom 3.0
+                                       wraps 8-bit tables), else the first window
+                                       (pydicom ``apply_voi_lut``; what the reader
+                                       was shown) -> scaled by the output
                                        range (the stored bits' range after rescale,
                                        or the VOI LUT's bit depth)
 DICOM ``MONOCHROME1``                  as MONOCHROME2, then inverted (1 - x): its      grey

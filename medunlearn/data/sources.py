@@ -22,6 +22,7 @@ from medunlearn.data.manifest import (
     SPLITS,
     ManifestError,
     assign_splits,
+    check_columns,
     read_manifest_csv,
     validate_manifest,
 )
@@ -70,6 +71,7 @@ def from_csv(
         for column in ("image_id", "label"):
             if column not in df.columns:
                 raise ManifestError(f"{manifest_path}: missing required column(s) ['{column}']")
+        check_columns(df, str(manifest_path), ("image_id", "label"))  # names an empty cell
         if group_column:
             check_group_cells(df, manifest_path, group_column)
         df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
@@ -102,7 +104,11 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
     npz_path = Path(npz_path)
     if not npz_path.is_file():
         raise ManifestError(f"{npz_path}: MedMNIST file not found")
-    with np.load(npz_path, allow_pickle=False) as npz:
+    try:
+        npz = np.load(npz_path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:  # not an npz, or object arrays
+        raise ManifestError(f"{npz_path}: cannot read as a .npz of arrays ({exc})") from exc
+    with npz:
         missing = [
             f"{s}_{k}" for s in SPLITS for k in ("images", "labels") if f"{s}_{k}" not in npz
         ]
@@ -120,6 +126,9 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
             raise ManifestError(
                 f"{npz_path}: {split}_images has {len(images)} rows but {split}_labels has {len(labels)}"
             )
+    shapes = {split: images.shape[1:] for split, (images, _) in parts.items()}
+    if len(set(shapes.values())) > 1:
+        raise ManifestError(f"{npz_path}: the splits' images differ in shape: {shapes}")
     stem = npz_path.stem
     frames = []
     for split, (images, labels) in parts.items():
@@ -160,6 +169,8 @@ def npz_images(images: np.ndarray, where: str) -> np.ndarray:
             "a longer one is a 3-D volume (N, D, H, W) or a channels-first layout. 3-D volumes "
             "are not supported: give 2-D images (N, H, W) or (N, H, W, 1|3)"
         )
+    if images.ndim < 3:
+        raise ManifestError(f"{where}: shape {images.shape}: expected images (N, H, W[, C])")
     raise ManifestError(
         f"{where}: shape {images.shape}: 3-D volumes and image stacks are not supported; give "
         "2-D images (N, H, W) or (N, H, W, 1|3)"
@@ -176,9 +187,12 @@ def npz_labels(labels: np.ndarray, where: str) -> np.ndarray:
     if labels.ndim > 2:
         raise ManifestError(f"{where}: labels must be (N,) or (N, 1), got {labels.shape}")
     flat = labels.reshape(-1)
-    if not (np.issubdtype(flat.dtype, np.integer) or np.all(np.mod(flat, 1) == 0)):
+    numeric = flat.dtype.kind in "iub" or (flat.dtype.kind == "f" and np.all(np.mod(flat, 1) == 0))
+    if not numeric:
         raise ManifestError(f"{where}: labels must be integer class indices, got {flat.dtype}")
-    return flat
+    if len(flat) and flat.min() < 0:
+        raise ManifestError(f"{where}: labels must be class indices >= 0, found {flat.min()}")
+    return flat.astype(np.int64)
 
 
 def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> SourceData:
