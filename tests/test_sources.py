@@ -286,6 +286,8 @@ def test_materialise_csv_copies_images_byte_for_byte(shared_data, tmp_path) -> N
 
 def test_csv_paths_outside_the_export_are_refused(shared_data, tmp_path) -> None:
     manifest = pd.read_csv(shared_data / "ham10000_sites" / "manifest.csv").head(60)
+    source = (shared_data / "ham10000_sites").resolve()
+    manifest["path"] = [str(source / p) for p in manifest["path"]]  # absolute, elsewhere
     (tmp_path / "export").mkdir()
     manifest.to_csv(tmp_path / "export" / "manifest.csv", index=False)
     # paths now point outside the export folder: refused before anything is materialised
