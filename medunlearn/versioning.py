@@ -79,3 +79,20 @@ def track_with_dvc(path: str | Path = "data") -> str:
     if version is None:
         raise RuntimeError(f"dvc add {path} wrote no hash")
     return version
+
+
+def dataset_fingerprint(directory: str | Path) -> str:
+    """sha256 (hex) of a materialised dataset's content: every file under ``directory``
+    (manifest, dataset.json, images), by relative path and bytes, in sorted order.
+
+    Cache keys and revision ids use it so that a changed pixel with an unchanged manifest
+    (an image mirrored in place) is a different input. Not DVC's md5: that needs DVC's
+    directory hashing and an index; this is the same guarantee (content, pixels included)
+    computed from the folder alone, in about 0.1 s for the 689-image HAM10000 subset.
+    """
+    root = Path(directory)
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()

@@ -17,6 +17,7 @@ from medunlearn.data.dataset import DatasetInfo
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.models import ZooModel
 from medunlearn.unlearn.request import ForgetRequest
+from medunlearn.versioning import dataset_fingerprint
 
 
 @dataclass
@@ -29,7 +30,7 @@ class RevisionInputs:
     deployed_meta: CheckpointMeta
     deployed_sha256: str
     request: ForgetRequest
-    data_fingerprint: str  # hash of the manifest file: part of every cache key
+    data_fingerprint: str  # content hash of the dataset (pixels included): in every cache key
 
 
 def file_sha256(path: str | Path) -> str:
@@ -80,5 +81,5 @@ def load_revision_inputs(
         deployed_meta=meta,
         deployed_sha256=file_sha256(deployed_path),
         request=forget,
-        data_fingerprint=file_sha256(Path(dataset_dir) / "manifest.csv"),
+        data_fingerprint=dataset_fingerprint(dataset_dir),
     )
