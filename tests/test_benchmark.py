@@ -165,7 +165,7 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
 def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> None:
     """Two grid points: the row reports the one with the lower Avg Gap on *val*. A second
     run restores every finished run from the run cache; changed settings recompute."""
-    from medunlearn.benchmark import runner
+    from medunlearn.benchmark import calibration, runner
     from medunlearn.benchmark.runner import run_benchmark
 
     obj = minimal() | {"reference_models": 0}
@@ -196,8 +196,11 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> 
         raise Ran
 
     monkeypatch.setattr(runner, "run_method", must_not_run)
-    again = bench(obj)  # every run restored: nothing trains
+    monkeypatch.setattr(calibration, "memorise", must_not_run)
+    again = bench(obj)  # every run and calibration row restored: nothing trains
     assert again["runs"] == result["runs"] and again["tuning"] == result["tuning"]
+    assert again["calibration"] == result["calibration"]
+    assert result["calibration"]["summary"]["memorised"]["n"] == 1
     with pytest.raises(Ran):  # a different budget is a different run
         bench({**obj, "methods": {"psg": {"epochs": 1}}})
 

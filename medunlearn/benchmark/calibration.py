@@ -36,6 +36,10 @@ from medunlearn.unlearn.request import Cohorts, ForgetRequest, build_cohorts
 
 PRIVACY_CHECKS = ("membership", "member_accuracy_gap")
 
+RowStore = Callable[[str, int, Callable[[], dict]], dict]
+"""``store(kind, seed, compute)``: the stored row of that kind and seed, else ``compute()``
+(stored before it is returned)."""
+
 
 def memorise(
     model: torch.nn.Module,
@@ -128,31 +132,50 @@ def calibrate_gates(
     single_images: bool = True,
     log: Callable[[str], None] = print,
     audit: Callable[[torch.nn.Module], dict] | None = None,
+    store: RowStore | None = None,
 ) -> dict[str, Any]:
     """False-refusal and detection rates of the request's gate profile (module docstring).
 
     ``references`` are retrains without the forget cohort (the main reference first); up to
     ``seeds`` of them are used, and as many memorised models are made. ``audit`` (model ->
-    LiRA result) adds the per-example audit of each full-cohort model.
+    LiRA result) adds the per-example audit of each full-cohort model. ``store(kind, seed,
+    compute)`` returns a row, computing it only when it is not already stored: a 20-seed
+    calibration is tens of minutes of CPU, and an interrupted one resumes.
     """
     audit = audit or (lambda _model: {})
+    store = store or (lambda _kind, _seed, compute: compute())
     reason = cohorts.request.reason
     before = unlearning_metrics(deployed, cohorts)
-    rows = [_row("deployed", 0, reason, before, before, gates_section, audit(deployed))]
+    rows = [
+        store(
+            "deployed",
+            0,
+            lambda: _row("deployed", 0, reason, before, before, gates_section, audit(deployed)),
+        )
+    ]
     refs = list(references)[:seeds]
-    for i, ref in enumerate(refs):
+
+    def retrain_row(i: int, ref: torch.nn.Module) -> dict:
         after = unlearning_metrics(ref, cohorts, seed=i)
-        rows.append(_row("retrain", i, reason, after, before, gates_section, audit(ref)))
-    for s in range(seeds):
+        return _row("retrain", i, reason, after, before, gates_section, audit(ref))
+
+    def memorised_row(s: int) -> dict:
         mem = memorise(
             deployed, cohorts.forget_train, cohorts.retain_train, extra_epochs, lr, seed=s
         )
         after = unlearning_metrics(mem, cohorts, seed=s)
-        rows.append(_row("memorised", s, reason, after, before, gates_section, audit(mem)))
+        return _row("memorised", s, reason, after, before, gates_section, audit(mem))
+
+    for i, ref in enumerate(refs):
+        rows.append(store("retrain", i, lambda i=i, ref=ref: retrain_row(i, ref)))
+    for s in range(seeds):
+        rows.append(store("memorised", s, lambda s=s: memorised_row(s)))
     # One forgotten image of the cohort is a valid consent request only when the cohort is a
     # random sample of patients: a class or device cohort's retrains never saw its kind.
     if single_images and reason == "consent_withdrawal" and len(cohorts.forget_train) > 1:
-        rows += _single_image_rows(cohorts, deployed, refs, gates_section, seeds, extra_epochs, lr)
+        rows += _single_image_rows(
+            cohorts, deployed, refs, gates_section, seeds, extra_epochs, lr, store
+        )
     log(
         f"gate calibration ({reason}): retrain refused {_rates(rows, 'retrain').get('refused')}/"
         f"{len(refs)}, memorised caught {_rates(rows, 'memorised').get('privacy_refused')}/{seeds}"
@@ -178,6 +201,7 @@ def _single_image_rows(
     seeds: int,
     extra_epochs: int,
     lr: float,
+    store: RowStore,
 ) -> list[dict]:
     """Consent requests of one forgotten image each (the s-th image of the forget cohort)."""
     ids = cohorts.forget_train.rows["image_id"].astype(str).tolist()
@@ -198,29 +222,21 @@ def _single_image_rows(
             pool_splits=cohorts.pool_splits,  # the pool the scenario's check chose
             pool_check=cohorts.pool_check,
         )
-        before = unlearning_metrics(deployed, single, seed=s)
         ref = refs[s % len(refs)]
-        rows.append(
-            _row(
-                "single_retrain",
-                s,
-                "consent_withdrawal",
-                unlearning_metrics(ref, single, seed=s),
-                before,
-                gates_section,
+
+        def retrain_row(s: int = s, single: Cohorts = single, ref: torch.nn.Module = ref) -> dict:
+            before = unlearning_metrics(deployed, single, seed=s)
+            after = unlearning_metrics(ref, single, seed=s)
+            return _row("single_retrain", s, "consent_withdrawal", after, before, gates_section)
+
+        def memorised_row(s: int = s, single: Cohorts = single) -> dict:
+            before = unlearning_metrics(deployed, single, seed=s)
+            mem = memorise(
+                deployed, single.forget_train, cohorts.retain_train, extra_epochs, lr, seed=s
             )
-        )
-        mem = memorise(
-            deployed, single.forget_train, cohorts.retain_train, extra_epochs, lr, seed=s
-        )
-        rows.append(
-            _row(
-                "single_memorised",
-                s,
-                "consent_withdrawal",
-                unlearning_metrics(mem, single, seed=s),
-                before,
-                gates_section,
-            )
-        )
+            after = unlearning_metrics(mem, single, seed=s)
+            return _row("single_memorised", s, "consent_withdrawal", after, before, gates_section)
+
+        rows.append(store("single_retrain", s, retrain_row))
+        rows.append(store("single_memorised", s, memorised_row))
     return rows

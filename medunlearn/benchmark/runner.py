@@ -356,16 +356,7 @@ def run_benchmark(
     reference_row = row(reference)
     deployed_row = row(deployed)
     noise = [row(r) for r in models.references]
-    runs = RunCache(
-        cache_dir / "runs",
-        {
-            "scenario": scenario.name,
-            "models": models.keys,
-            "request": scenario.request.hash,
-            "pool": list(cohorts.pool_splits),
-            "quick": quick,
-        },
-    )
+    runs = scenario_run_cache(scenario, models, cohorts, quick, cache_dir)
 
     def one_run(method: str, point: dict[str, Any], seed: int) -> RunRecord:
         """Run (or restore) one method run, with its test metrics and validation gap."""
@@ -470,16 +461,7 @@ def run_benchmark(
         )
     bar.close()
     summary = summarise(records)
-    calibration = calibrate_gates(
-        cohorts,
-        deployed,
-        [reference, *models.references],
-        gates_section or {},
-        seeds=1 + len(models.references),
-        lr=0.3 * float(scenario.recipe.get("lr", 1e-3)),
-        log=lambda msg: log(f"[{scenario.name}] {msg}"),
-        audit=audit,
-    )
+    calibration = _calibrate(scenario, cohorts, models, gates_section or {}, audit, runs, log)
     return {
         "scenario": scenario.name,
         "description": scenario.description,
@@ -562,17 +544,60 @@ def calibrate_scenario(
     bounds = resolve_bounds(scenario.request.reason, gates_section)
     cohorts = choose_pool(cohorts, models.deployed, bounds["alpha"], bounds["mia_auc_margin"])
     audit = lira_audit(cohorts, models.references)
-    calibration = calibrate_gates(
+    runs = scenario_run_cache(scenario, models, cohorts, False, cache_dir)
+    calibration = _calibrate(scenario, cohorts, models, gates_section, audit, runs, log)
+    return {**calibration, "pool_check": cohorts.pool_check}
+
+
+def scenario_run_cache(
+    scenario: Scenario, models: Any, cohorts: Cohorts, quick: bool, cache_dir: Path
+) -> RunCache:
+    """The run cache of one scenario: its models' bank keys, request and non-member pool."""
+    return RunCache(
+        cache_dir / "runs",
+        {
+            "scenario": scenario.name,
+            "models": models.keys,
+            "request": scenario.request.hash,
+            "pool": list(cohorts.pool_splits),
+            "quick": quick,
+        },
+    )
+
+
+def _calibrate(
+    scenario: Scenario,
+    cohorts: Cohorts,
+    models: Any,
+    gates_section: dict[str, Any],
+    audit: Callable[..., dict[str, Any]],
+    runs: RunCache,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The scenario's gate calibration, each row stored in ``runs`` as it finishes."""
+    lr = 0.3 * float(scenario.recipe.get("lr", 1e-3))
+    settings = {"gates": gates_section, "lr": lr, "extra_epochs": 30}
+
+    def store(kind: str, seed: int, compute: Callable[[], dict]) -> dict:
+        key = runs.key(f"calibration/{kind}", settings, seed)
+        row = runs.get(key)
+        if row is None:
+            row = compute()
+            runs.put(key, row)
+        return row
+
+    return calibrate_gates(
         cohorts,
         models.deployed,
         [models.reference, *models.references],
         gates_section,
         seeds=1 + len(models.references),
-        lr=0.3 * float(scenario.recipe.get("lr", 1e-3)),
+        extra_epochs=settings["extra_epochs"],
+        lr=lr,
         log=lambda msg: log(f"[{scenario.name}] {msg}"),
         audit=audit,
+        store=store,
     )
-    return {**calibration, "pool_check": cohorts.pool_check}
 
 
 def tuning_agreement(summary: dict[str, Any]) -> dict[str, Any]:
