@@ -1,0 +1,597 @@
+"""The model registry: revisions of a named model, their stages, promotion and rollback.
+
+Built on DVC and git, as the design card asks:
+
+- **Files** of a revision live under ``models/<name>/<version>/`` (checkpoint, ONNX file,
+  reports, card), a path that names the version, so two revisions never overwrite each
+  other. The folder is DVC-tracked (``models/<name>/<version>.dvc``) and pushed to the
+  default DVC remote.
+- **The record** (``registry/<name>/<version>/revision.json``, plus the revision card) is a
+  small JSON file committed to git with the ``.dvc`` file, in one commit that touches only
+  those paths (the user's other changes are left alone).
+- **Versions and stages** are GTO tags on that commit (``gto register``: ``name@v1.1.0``;
+  ``gto assign``: ``name#staging#N``), so ``gto show`` reads the same registry.
+
+Why the current stage is read from the tags here instead of from ``gto.api.show``: GTO
+orders events by the tag's timestamp, which git stores in whole seconds, and picks a
+stage's version by the highest semantic version. A rollback assigns an *older* version
+again, often within the same second as the assignment it undoes, and GTO then still reports
+the newer one. GTO numbers every assignment tag of an artifact (``#N``, strictly
+increasing), so the stage's version here is the one of the highest-numbered assignment
+(an unassignment, ``name#stage!#N``, empties the stage). A rollback also unassigns the
+version it replaces, so ``gto show`` agrees whenever the timestamps differ.
+
+Every write holds a file lock (``.medunlearn-registry.lock`` at the repository root): two
+maintenance runs on one repository never interleave their registry writes; the second waits
+up to ``lock_timeout`` seconds, then fails naming the lock. A registration either completes
+(files, record, commit and tags) or is undone step by step; a DVC remote that cannot be
+reached leaves the revision local and marked ``unpushed`` with the command that pushes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from filelock import FileLock, Timeout
+
+STAGES = ("candidate", "staging", "production")
+RECORD = "revision.json"
+LOCK = ".medunlearn-registry.lock"
+_SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
+_ASSIGN = re.compile(r"^(?P<name>[^#@]+)#(?P<stage>[^#!]+)(?P<un>!?)#(?P<n>\d+)$")
+
+
+class RegistryError(RuntimeError):
+    """A registry rule refused the operation; the message names the rule (CLI exit 2)."""
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    """One GTO assignment (or unassignment) tag, in the artifact's tag order ``number``."""
+
+    number: int
+    stage: str
+    version: str | None  # None: the stage was emptied
+    by: str
+    at: str  # ISO 8601 (the tag's date)
+    why: str
+    tag: str
+
+
+def semver(version: str) -> tuple[int, int, int]:
+    """``v1.2.0`` -> (1, 2, 0); raises :class:`RegistryError` for anything else."""
+    match = _SEMVER.match(version or "")
+    if not match:
+        raise RegistryError(f"'{version}' is not a version of the form v<major>.<minor>.<patch>")
+    return tuple(int(g) for g in match.groups())  # type: ignore[return-value]
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def artifact_hashes(folder: Path) -> dict[str, str]:
+    """sha256 of every file in a revision folder, by relative path."""
+    return {
+        p.relative_to(folder).as_posix(): sha256_file(p)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def in_dvc_stage() -> bool:
+    """True inside a ``dvc repro``/``dvc exp run`` stage: DVC writes ``dvc.lock`` (and
+    experiments their own commits) after the stage, so a stage never commits or tags."""
+    return bool(os.environ.get("DVC_STAGE"))
+
+
+class Registry:
+    """Revisions of named models in the git + DVC repository at ``root``."""
+
+    def __init__(
+        self,
+        root: str | Path = ".",
+        models_dir: str = "models",
+        records_dir: str = "registry",
+        serving_dir: str = "models/production",
+        push: bool = True,
+        lock_timeout: float = 600.0,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.models_dir = models_dir
+        self.records_dir = records_dir
+        self.serving_dir = serving_dir
+        self.push = push
+        self.lock_timeout = lock_timeout
+
+    @classmethod
+    def from_params(cls, section: dict[str, Any], root: str | Path = ".") -> Registry:
+        """From the ``registry`` section of ``params.yaml``."""
+        return cls(
+            root,
+            models_dir=section.get("models_dir", "models"),
+            records_dir=section.get("records_dir", "registry"),
+            serving_dir=section.get("serving_dir", "models/production"),
+            push=bool(section.get("push", True)),
+            lock_timeout=float(section.get("lock_timeout", 600)),
+        )
+
+    # --- paths -------------------------------------------------------------------------
+    def files_dir(self, name: str, version: str) -> Path:
+        return self.root / self.models_dir / name / version
+
+    def record_dir(self, name: str, version: str) -> Path:
+        return self.root / self.records_dir / name / version
+
+    def is_repository(self) -> bool:
+        return (self.root / ".git").exists() and (self.root / ".dvc").is_dir()
+
+    # --- reading -----------------------------------------------------------------------
+    def models(self) -> list[str]:
+        base = self.root / self.records_dir
+        return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+
+    def versions(self, name: str) -> list[str]:
+        """Registered versions of ``name``, oldest first (semantic order)."""
+        base = self.root / self.records_dir / name
+        if not base.is_dir():
+            return []
+        found = [p.name for p in base.iterdir() if (p / RECORD).is_file() and _SEMVER.match(p.name)]
+        return sorted(found, key=semver)
+
+    def record(self, name: str, version: str) -> dict[str, Any]:
+        """The revision record; :class:`RegistryError` for an unknown model or version."""
+        path = self.record_dir(name, version) / RECORD
+        if not path.is_file():
+            known = ", ".join(self.versions(name)) or "none"
+            raise RegistryError(
+                f"unknown version: model '{name}' has no version {version} (registered: {known})"
+            )
+        return json.loads(path.read_text())
+
+    def events(self, name: str) -> list[StageEvent]:
+        """Every stage assignment of ``name``, in GTO's tag order."""
+        out = _git(
+            self.root,
+            "for-each-ref",
+            "--format=%(refname:short)%09%(taggername)%09%(taggerdate:iso-strict)%09"
+            "%(contents:subject)",
+            f"refs/tags/{name}#*",
+        )
+        events = []
+        for tag, by, at, message in _tag_entries(out):
+            m = _ASSIGN.match(tag)
+            if not m or m["name"] != name:
+                continue
+            version = None if m["un"] else _version_of(message)
+            events.append(StageEvent(int(m["n"]), m["stage"], version, by, at, _why(message), tag))
+        return sorted(events, key=lambda e: e.number)
+
+    def stages(self, name: str) -> dict[str, str | None]:
+        """The version currently in each stage (the latest assignment), or None."""
+        current: dict[str, str | None] = {s: None for s in STAGES}
+        for event in self.events(name):
+            current[event.stage] = event.version
+        return current
+
+    def current(self, name: str, stage: str) -> str | None:
+        return self.stages(name).get(stage)
+
+    def next_version(self, name: str, bump: str, parent: str | None = None) -> str:
+        """``major``: the next major line (v1.0.0 first); ``minor``: the parent's major with
+        the next free minor (v1.1.0 after v1.0.0, v1.2.0 after v1.1.0)."""
+        versions = [semver(v) for v in self.versions(name)]
+        if bump == "major" or not versions:
+            major = max((v[0] for v in versions), default=0) + 1
+            return f"v{major}.0.0"
+        base = semver(parent)[0] if parent else max(versions)[0]
+        minor = max((v[1] for v in versions if v[0] == base), default=0) + 1
+        return f"v{base}.{minor}.0"
+
+    def verify(self, name: str, version: str) -> list[str]:
+        """Files of a revision that do not match their recorded sha256 (missing included),
+        after fetching them from the DVC cache or remote when absent."""
+        record = self.record(name, version)
+        folder = self.files_dir(name, version)
+        if not all((folder / f).is_file() for f in record["artifacts"]):
+            self.fetch(name, version)
+        bad = []
+        for rel, digest in record["artifacts"].items():
+            path = folder / rel
+            if not path.is_file():
+                bad.append(f"{rel} (missing)")
+            elif sha256_file(path) != digest:
+                bad.append(f"{rel} (sha256 differs from the record)")
+        return bad
+
+    def fetch(self, name: str, version: str) -> None:
+        """Bring a revision's files into the working tree from the DVC cache or remote."""
+        from dvc.repo import Repo
+
+        dvc_file = str(_dvc_file(self.files_dir(name, version)))
+        with _quiet(), Repo(str(self.root)) as repo:
+            try:
+                repo.checkout(targets=[dvc_file], force=True)
+            except Exception:  # noqa: BLE001 - not in the cache: ask the remote
+                repo.pull(targets=[dvc_file], force=True)
+
+    # --- writing -----------------------------------------------------------------------
+    def lock(self) -> FileLock:
+        return FileLock(str(self.root / LOCK), timeout=self.lock_timeout)
+
+    def _locked(self):
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise RegistryError(
+                f"registry busy: another run holds {self.root / LOCK} "
+                f"(waited {self.lock_timeout:.0f} s); retry when it has finished"
+            ) from exc
+        return lock
+
+    def register(
+        self,
+        name: str,
+        source: Path,
+        record: dict[str, Any],
+        bump: str,
+        stages: tuple[str, ...] = ("candidate",),
+        by: str = "medunlearn",
+        card: tuple[str, str] | None = None,
+    ) -> dict[str, Any]:
+        """Make the folder ``source`` (assembled by the caller) a new revision of ``name``.
+
+        ``record`` holds what the caller knows (parent, requests, data and params versions,
+        gates, metrics); the version, artifact hashes, commit and push state are added
+        here. ``card`` is (markdown, json text) written next to the record. Returns the
+        full record. On any failure every step taken is undone and ``source`` is removed.
+        """
+        lock = self._locked()
+        done: list[str] = []
+        try:
+            version = self.next_version(name, bump, record.get("parent"))
+            files = self.files_dir(name, version)
+            rec_dir = self.record_dir(name, version)
+            if files.exists() or rec_dir.exists():
+                raise RegistryError(f"{files} already exists: a revision is never overwritten")
+            files.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, files)
+            done.append("files")
+            hashes = artifact_hashes(files)
+            dvc_file = _dvc_file(files)
+            self._dvc_add(files)
+            done.append("dvc")
+            pushed, push_error = self._dvc_push(dvc_file) if self.push else (False, "push off")
+            full = {
+                **record,
+                "model": name,
+                "version": version,
+                "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "artifacts": hashes,
+                "files": files.relative_to(self.root).as_posix(),
+                "dvc_file": dvc_file.relative_to(self.root).as_posix(),
+                "pushed": pushed,
+                "push_command": None if pushed else f"dvc push {dvc_file.relative_to(self.root)}",
+                "push_error": push_error,
+            }
+            tmp_rec = Path(
+                tempfile.mkdtemp(dir=rec_dir.parent if rec_dir.parent.exists() else None)
+            )
+            (tmp_rec / RECORD).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
+            if card is not None:
+                (tmp_rec / "card.md").write_text(card[0])
+                (tmp_rec / "card.json").write_text(card[1])
+            rec_dir.parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(tmp_rec), rec_dir)
+            done.append("record")
+            paths = [rec_dir, dvc_file, files.parent / ".gitignore"]
+            _commit(self.root, paths, f"{name} {version}: register revision")
+            done.append("commit")
+            self._tag_register(name, version, by)
+            done.append("tag")
+            for stage in stages:
+                self._assign(name, version, stage, by, "registered by the pipeline")
+            return full
+        except BaseException:
+            self._undo(name, locals().get("version"), done, source)
+            raise
+        finally:
+            lock.release()
+
+    def promote(
+        self,
+        name: str,
+        version: str,
+        to: str,
+        by: str,
+        why: str,
+        allow_regression: str | None = None,
+    ) -> dict[str, Any]:
+        """Assign ``version`` to stage ``to`` after the promotion rules (each refusal a
+        :class:`RegistryError` naming its rule). Production also materialises the files at
+        ``serving_dir``."""
+        if to not in STAGES[1:]:
+            raise RegistryError(f"stage must be staging or production, not '{to}'")
+        if not by.strip() or not why.strip():
+            raise RegistryError("a promotion names who (--by) and why (--why)")
+        lock = self._locked()
+        try:
+            record = self.record(name, version)
+            if not (record.get("gates") or {}).get("passed", False):
+                raise RegistryError(f"gates failed: {name} {version} did not pass its gates")
+            if to == "production":
+                staged = [e for e in self.events(name) if e.stage == "staging"]
+                if not any(e.version == version for e in staged):
+                    raise RegistryError(
+                        f"no prior staging: {name} {version} was never in staging; "
+                        f"promote it --to staging first"
+                    )
+                regressions = self.regressions(name, version)
+                if regressions and not allow_regression:
+                    raise RegistryError(
+                        f"forget regression: {name} {version} predates applied request(s) "
+                        f"{', '.join(regressions)}; pass --allow-regression REASON to override"
+                    )
+            bad = self.verify(name, version)
+            if bad:
+                raise RegistryError(
+                    f"artifacts do not match the record: {name} {version}: {', '.join(bad)}"
+                )
+            note = (
+                why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
+            )
+            self._assign(name, version, to, by, note)
+            if to == "production":
+                self.materialise(name, version)
+            return {"model": name, "version": version, "stage": to, "by": by, "why": note}
+        finally:
+            lock.release()
+
+    def rollback(self, name: str, stage: str, to: str | None, by: str, why: str) -> dict[str, Any]:
+        """Assign the previous version of ``stage`` (the one before the current, in the
+        assignment history) or ``to`` to it again; production files are materialised. The
+        newer revision is never deleted."""
+        if stage not in STAGES:
+            raise RegistryError(f"unknown stage '{stage}' (one of {', '.join(STAGES)})")
+        lock = self._locked()
+        try:
+            current = self.current(name, stage)
+            if to is None:
+                history = [e.version for e in self.events(name) if e.stage == stage and e.version]
+                earlier = [v for v in reversed(history) if v != current]
+                if not earlier:
+                    raise RegistryError(
+                        f"nothing to roll back to: {name} has had no other version in {stage}"
+                    )
+                to = earlier[0]
+            self.record(name, to)  # unknown version refused
+            if to == current:
+                raise RegistryError(f"{name} {to} is already in {stage}")
+            bad = self.verify(name, to)
+            if bad:
+                raise RegistryError(
+                    f"artifacts do not match the record: {name} {to}: {', '.join(bad)}"
+                )
+            if current:
+                self._unassign(name, current, stage, by, f"rolled back to {to}: {why}")
+            self._assign(name, to, stage, by, f"rollback from {current}: {why}", force=True)
+            served = self.materialise(name, to) if stage == "production" else None
+            return {"model": name, "stage": stage, "from": current, "to": to, "served": served}
+        finally:
+            lock.release()
+
+    def materialise(self, name: str, version: str) -> dict[str, str]:
+        """Copy a revision's model files to ``serving_dir`` (swapped in as one folder) and
+        return their sha256, which equal the record's."""
+        record = self.record(name, version)
+        folder = self.files_dir(name, version)
+        serving = self.root / self.serving_dir
+        staging = Path(tempfile.mkdtemp(prefix=".serving-", dir=serving.parent))
+        try:
+            for rel in record["artifacts"]:
+                target = staging / rel
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / rel, target)
+            (staging / "SERVING.json").write_text(
+                json.dumps({"model": name, "version": version}, indent=2) + "\n"
+            )
+            hashes = {rel: sha256_file(staging / rel) for rel in record["artifacts"]}
+            if hashes != record["artifacts"]:
+                raise RegistryError(
+                    f"materialised files of {name} {version} differ from the record"
+                )
+            old = serving.with_name(serving.name + ".old")
+            shutil.rmtree(old, ignore_errors=True)
+            if serving.exists():
+                os.replace(serving, old)
+            os.replace(staging, serving)
+            shutil.rmtree(old, ignore_errors=True)
+            return hashes
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def regressions(self, name: str, version: str) -> list[str]:
+        """Ids of requests applied in *any* revision of ``name`` that ``version`` does not
+        carry (the version predates them): serving it would undo their forgetting."""
+        mine = {r["id"] for r in self.record(name, version).get("requests", [])}
+        applied: set[str] = set()
+        for v in self.versions(name):
+            applied |= {r["id"] for r in self.record(name, v).get("requests", [])}
+        return sorted(applied - mine)
+
+    # --- helpers -----------------------------------------------------------------------
+    def _dvc_add(self, folder: Path) -> None:
+        from dvc.repo import Repo
+
+        with _quiet(), Repo(str(self.root)) as repo:
+            repo.add(str(folder))
+
+    def _dvc_push(self, dvc_file: Path) -> tuple[bool, str | None]:
+        from dvc.repo import Repo
+
+        try:
+            with _quiet(), Repo(str(self.root)) as repo:
+                repo.push(targets=[str(dvc_file)])
+            return True, None
+        except Exception as exc:  # noqa: BLE001 - any remote failure leaves it local
+            return False, f"{type(exc).__name__}: {exc}"[:300]
+
+    def _tag_register(self, name: str, version: str, by: str) -> None:
+        from gto import api
+
+        api.register(
+            str(self.root),
+            name,
+            "HEAD",
+            version=version,
+            message="registered by medunlearn",
+            author=by,
+            author_email=f"{by}@medunlearn",
+        )
+
+    def _assign(
+        self, name: str, version: str, stage: str, by: str, why: str, force: bool = False
+    ) -> None:
+        from gto import api
+
+        api.assign(
+            str(self.root),
+            name,
+            stage,
+            version=version,
+            message=f"{version}: {why}",
+            author=by,
+            author_email=_email(by),
+            force=force or self.current(name, stage) == version,
+        )
+
+    def _unassign(self, name: str, version: str, stage: str, by: str, why: str) -> None:
+        from gto import api
+
+        api.unassign(
+            str(self.root),
+            name,
+            stage=stage,
+            version=version,
+            message=f"{version}: {why}",
+            author=by,
+            author_email=_email(by),
+        )
+
+    def _undo(self, name: str, version: str | None, done: list[str], source: Path) -> None:
+        """Reverse the steps of a failed registration, newest first."""
+        if version is None:
+            shutil.rmtree(source, ignore_errors=True)
+            return
+        if "tag" in done or "commit" in done:
+            for tag in _git(self.root, "tag", "-l", f"{name}@{version}", f"{name}#*").split():
+                if tag == f"{name}@{version}" or _tag_version(self.root, tag) == version:
+                    _git(self.root, "tag", "-d", tag)
+        if "commit" in done:
+            _git(self.root, "reset", "--soft", "HEAD~1")
+            _git(
+                self.root,
+                "reset",
+                "-q",
+                "HEAD",
+                "--",
+                str(self.record_dir(name, version)),
+                str(_dvc_file(self.files_dir(name, version))),
+            )
+        shutil.rmtree(self.record_dir(name, version), ignore_errors=True)
+        files = self.files_dir(name, version)
+        _dvc_file(files).unlink(missing_ok=True)
+        _drop_gitignore_entry(files)
+        shutil.rmtree(files, ignore_errors=True)
+        shutil.rmtree(source, ignore_errors=True)
+
+
+def _dvc_file(folder: Path) -> Path:
+    """``models/c/v1.0.0`` -> ``models/c/v1.0.0.dvc`` (``with_suffix`` would cut at ``.0``)."""
+    return folder.parent / f"{folder.name}.dvc"
+
+
+def _quiet():
+    """DVC prints git hints ("To track the changes with git, run: ...") on stdout; the
+    registry commits those files itself."""
+    import contextlib
+    import io
+
+    import logging
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
+    scm_logger = logging.getLogger("dvc.repo.scm_context")
+    level = scm_logger.level
+    scm_logger.setLevel(logging.WARNING)
+    stack.callback(scm_logger.setLevel, level)
+    return stack
+
+
+def _email(by: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", ".", by).strip(".") + "@medunlearn"
+
+
+def _version_of(message: str) -> str | None:
+    head = message.strip().split(":", 1)[0]
+    return head if _SEMVER.match(head) else None
+
+
+def _why(message: str) -> str:
+    return message.strip().split(":", 1)[1].strip() if ":" in message else message.strip()
+
+
+def _tag_entries(blob: str) -> list[tuple[str, str, str, str]]:
+    out = []
+    for line in blob.splitlines():
+        parts = line.split("\t", 3)
+        if len(parts) == 4 and parts[0]:
+            out.append((parts[0], parts[1], parts[2], parts[3]))
+    return out
+
+
+def _tag_version(root: Path, tag: str) -> str | None:
+    return _version_of(_git(root, "tag", "-l", "--format=%(contents:subject)", tag))
+
+
+def _drop_gitignore_entry(files: Path) -> None:
+    ignore = files.parent / ".gitignore"
+    if ignore.is_file():
+        lines = [ln for ln in ignore.read_text().splitlines() if ln.strip() != f"/{files.name}"]
+        if lines:
+            ignore.write_text("\n".join(lines) + "\n")
+        else:
+            ignore.unlink()
+
+
+def _git(root: Path, *args: str) -> str:
+    done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()[:500]}")
+    return done.stdout
+
+
+def _commit(root: Path, paths: list[Path], message: str) -> None:
+    """Commit exactly ``paths`` (nothing else the user staged), with a fallback identity
+    when git has none configured (CI, containers)."""
+    rel = [str(p.relative_to(root)) for p in paths if p.exists()]
+    _git(root, "add", "--", *rel)
+    identity = []
+    if subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True).returncode:
+        identity = ["-c", "user.name=medunlearn", "-c", "user.email=medunlearn@localhost"]
+    _git(root, *identity, "commit", "-q", "-m", message, "--only", "--", *rel)
