@@ -22,13 +22,16 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model ->
-## maintenance flow (validate, unlearn sweep, compose, gates, ONNX export) -> summary
+## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model, registered as
+## classifier v1.0.0 and promoted to production -> maintenance flow (validate, unlearn sweep,
+## compose, gates, ONNX export) -> revision v1.1.0 registered as candidate and in staging
 demo: install
 	$(PY) -m flows.prepare
-	dvc repro
-	$(PY) -m flows.cli show models/deployed.pt models/candidate.pt
-	@cat reports/maintenance.md
+	$(PY) -m flows.cli train
+	$(PY) -m flows.cli promote classifier v1.0.0 --to staging --by demo --why "initial demo model"
+	$(PY) -m flows.cli promote classifier v1.0.0 --to production --by demo --why "initial demo model"
+	$(PY) -m flows.cli revise
+	$(PY) -m flows.cli registry
 
 ## test: the whole suite (fails, never skips, on missing shared data when CI=true)
 test: install

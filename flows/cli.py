@@ -5,6 +5,9 @@
     medunlearn show models/deployed.pt             # checkpoint metadata
     medunlearn revise --request requests/x.yaml    # flows.maintenance: one model revision
     medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
+    medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
+    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
+    medunlearn rollback MODEL --stage production [--to VERSION]
 
 Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
 """
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> None:
         "revise": "flows.maintenance",
         "bench": "medunlearn.benchmark.cli",
         "show": None,
+        "registry": "medunlearn.registry_cli",
+        "promote": "medunlearn.registry_cli",
+        "rollback": "medunlearn.registry_cli",
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())
@@ -43,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         _show(rest)
         return
     module = __import__(commands[command], fromlist=["main"])
-    module.main(rest)
+    module.main(argv if module.__name__ == "medunlearn.registry_cli" else rest)
 
 
 if __name__ == "__main__":

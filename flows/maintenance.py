@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,17 +26,20 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from medunlearn.config import load_section
+from medunlearn.card import hashed_selector
+from medunlearn.config import load_params, load_section, params_hash
 from medunlearn.data.manifest import ManifestError
 from medunlearn.refusal import quiet_refusals
+from medunlearn.registry import active_registry, code_commit
 from medunlearn.revision import GatesFailed, run_timings, select_candidate
 from medunlearn.sweep import check_sweeps, sweep_configs
 from medunlearn.validation import ValidationFailed
-from medunlearn.versioning import source_hash
+from medunlearn.versioning import data_version, source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.export_onnx import export_revision
 from tasks.load_revision_inputs import load_revision_inputs
+from tasks.register_revision import register_revision
 from tasks.unlearn_candidate import run_is_intact, with_local_cache
 from tasks.validate_data import validate_data
 from tasks.write_revision_report import write_revision_report
@@ -70,13 +76,32 @@ def maintenance_flow(
     validation = load_section("validation", params_path)
     unlearn = load_section("unlearn", params_path)
     bounds = load_section("gates", params_path)
+    params = load_params(params_path)
+    registry, registry_off = active_registry(params, Path(params_path).resolve().parent)
+    model_name = str((params.get("registry") or {}).get("model", "classifier"))
+    promotion = dict(params.get("promotion") or {})
     reports = maintain["reports"]
     work_dir = str(Path(maintain.get("work_dir", ".cache/maintain")))
     Path(work_dir).mkdir(parents=True, exist_ok=True)
 
     check_sweeps(maintain, unlearn)  # a bad sweep entry fails before any data is read
+    deployed_path, parent = maintain["deployed"], None
+    if registry is None:
+        logger.info(
+            "registry off (%s): the revision goes to %s", registry_off, candidate_dir(maintain)
+        )
+    else:
+        parent = registry.current(model_name, "production")
+        if parent is None:
+            logger.warning(
+                "registry has no production version of '%s': using maintain.deployed %s",
+                model_name,
+                deployed_path,
+            )
+        else:
+            deployed_path = str(registry.production_checkpoint(model_name, parent))
     inputs = load_revision_inputs(
-        maintain["dataset"], maintain["deployed"], request or maintain["request"]
+        maintain["dataset"], deployed_path, request or maintain["request"]
     )
     clock.lap("load")
     data, cohorts = validate_data(
@@ -125,28 +150,61 @@ def maintenance_flow(
         write_revision_report(
             cohorts, before, results, None, reports, timings=timings(), baseline=baseline
         )
+        if registry is None:  # an unregistered candidate of an earlier request must not stay
+            remove_directory(candidate_dir(maintain))
         raise GatesFailed(
             f"no candidate of {len(results)} passed the {inputs.request.reason} gates; "
             f"report in {reports['summary']}, nothing exported"
         )
     run = next(c for c in candidates if c["name"] == selected.name)
-    export = export_revision(
-        inputs,
-        data,
-        selected,
-        run,
-        maintain["candidate"],
-        maintain["onnx"],
-        float(maintain.get("parity_atol", 1e-4)),
+    home = (
+        (registry.root / registry.models_dir) if registry else Path(candidate_dir(maintain)).parent
     )
-    clock.lap("export")
-    summary = write_revision_report(
-        cohorts, before, results, selected, reports, export, timings=timings(), baseline=baseline
-    )
-    clock.lap("report")
+    home.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".revision-", dir=home))
+    try:
+        export = export_revision(
+            inputs, data, selected, run, str(folder), float(maintain.get("parity_atol", 1e-4))
+        )
+        planned = registry.next_version(model_name, "minor", parent) if registry else None
+        final_dir = (
+            registry.files_dir(model_name, planned).relative_to(registry.root)
+            if registry and planned
+            else Path(candidate_dir(maintain))
+        )
+        export = {  # the report names where the files will be, not the staging folder
+            **export,
+            "version": planned,
+            "checkpoint": str(final_dir / "model.pt"),
+            "onnx": str(final_dir / "model.onnx"),
+        }
+        clock.lap("export")
+        summary = write_revision_report(
+            cohorts,
+            before,
+            results,
+            selected,
+            reports,
+            export,
+            timings=timings(),
+            baseline=baseline,
+        )
+        copy_reports(reports, folder / "reports")
+        clock.lap("report")
+        record = revision_record(
+            inputs, cohorts, selected, export, parent, params, core_hash, Path(params_path).parent
+        )
+        stages = ("candidate", "staging") if promotion.get("auto_staging") else ("candidate",)
+        revision = register_revision(
+            str(folder), record, registry, model_name, planned, stages, candidate_dir(maintain)
+        )
+        clock.lap("register")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)  # moved into place on success
     final = timings()
     logger.info(
-        "revision %s selected %s; step seconds %s; overhead %.1f s",
+        "revision %s (%s) selected %s; step seconds %s; overhead %.1f s",
+        revision.get("version") or "unregistered",
         export["revision_id"],
         selected.name,
         final["step_seconds"],
@@ -154,12 +212,77 @@ def maintenance_flow(
     )
     return {
         "revision_id": export["revision_id"],
+        "version": revision.get("version"),
+        "files": revision.get("files"),
         "selected": selected.name,
         "summary": summary,
         "export": export,
         "candidates": [c.to_dict() for c in results],
         "baseline": baseline,  # the untouched deployed model under the same gates
         "timings": final,
+    }
+
+
+def candidate_dir(maintain: dict[str, Any]) -> str:
+    """Where an unregistered revision goes (registry off or inside a DVC stage)."""
+    return str(maintain.get("candidate_dir", "models/candidate"))
+
+
+def remove_directory(path: str) -> None:
+    """Rename aside, then delete: the folder is never seen half-removed."""
+    target = Path(path)
+    if target.exists():
+        aside = target.with_name(f".{target.name}.removed-{os.getpid()}")
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def copy_reports(reports: dict[str, str], dest: Path) -> None:
+    """The run's report files, copied into the revision folder (they version with it)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for key in REPORT_KEYS:
+        path = Path(reports.get(key) or "")
+        if path.is_file():
+            shutil.copy2(path, dest / path.name)
+
+
+def revision_record(
+    inputs: Any,
+    cohorts: Any,
+    selected: Any,
+    export: dict[str, Any],
+    parent: str | None,
+    params: dict[str, Any],
+    core_hash: str,
+    root: Path,
+) -> dict[str, Any]:
+    """What a maintenance revision records (the registry adds version, hashes, push state)."""
+    request = inputs.request
+    sections = {k: params.get(k) for k in ("maintain", "validation", "unlearn", "gates")}
+    dvc_file = Path(inputs.dataset_dir).parent.with_suffix(".dvc")
+    return {
+        "kind": "unlearned",
+        "parent": parent,
+        "parent_sha256": inputs.deployed_sha256,
+        "requests": [
+            {
+                "id": request.hash,
+                "reason": request.reason,
+                "selector": hashed_selector(request.selector),
+                "fraction": request.fraction,
+            }
+        ],
+        "counts": cohorts.masks.counts,
+        "data_version": data_version(dvc_file) or "unversioned",
+        "data_fingerprint": inputs.data_fingerprint,
+        "params_hash": params_hash(*sections.values()),
+        "params": sections,
+        "code_commit": code_commit(root),
+        "core_hash": core_hash,
+        "revision_id": export["revision_id"],
+        "candidate": selected.name,
+        "gates": selected.gates,
+        "metrics": selected.metrics,
     }
 
 

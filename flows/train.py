@@ -3,21 +3,29 @@
     python -m flows.train                       # deployed model, settings from params.yaml:train
     python -m flows.train --role retrain --exclude "label == '2'"   # retain cohort only
 
-Reads only the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model.
+Reads the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model
+-> register-revision (a deployed model becomes the next major version of ``registry.model``
+when the registry is on: ``registry``/``promotion`` sections, ``medunlearn.registry``).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
-from medunlearn.config import load_section
+from medunlearn.config import load_params, load_section
+from medunlearn.registry import active_registry, code_commit
+from medunlearn.versioning import source_hash
 from tasks.evaluate_model import evaluate_model
 from tasks.fit_model import fit_model
 from tasks.load_data import load_data
+from tasks.register_revision import register_revision
 from tasks.save_model import save_model
 
 ROLES = ("deployed", "retrain")
@@ -48,7 +56,58 @@ def train_flow(
     data = load_data(cfg["dataset"], float(cfg.get("max_in_memory_mb", 1024)), exclude)
     result = fit_model(data, cfg)
     metrics = evaluate_model(result.model, data)
-    return save_model(result, metrics, data, cfg, role, output, report, history, exclude)
+    body = save_model(result, metrics, data, cfg, role, output, report, history, exclude)
+    if role == "deployed":
+        body["registered"] = register_trained(params_path, cfg, body, output, report)
+    return body
+
+
+def register_trained(
+    params_path: str, cfg: dict[str, Any], body: dict[str, Any], output: str, report: str
+) -> dict[str, Any] | None:
+    """A trained deployed model becomes the next major version (v1.0.0 first) of the
+    registry's model, as ``candidate``; ``None`` when the registry is off (logged why)."""
+    logger = get_run_logger()
+    params = load_params(params_path)
+    registry, why = active_registry(params, Path(params_path).resolve().parent)
+    if registry is None:
+        logger.info("not registered: %s", why)
+        return None
+    name = str(params["registry"].get("model", "classifier"))
+    version = registry.next_version(name, "major")
+    home = registry.root / registry.models_dir
+    home.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=".revision-", dir=home))
+    try:
+        shutil.copy2(output, folder / "model.pt")
+        (folder / "reports").mkdir()
+        shutil.copy2(report, folder / "reports" / Path(report).name)
+        record = {
+            "kind": "trained",
+            "parent": None,
+            "requests": [],
+            "counts": {k: body.get(k) for k in ("n_train", "n_val", "n_test")},
+            "data_version": body.get("data_version") or "unversioned",
+            "params_hash": body.get("params_hash"),
+            "params": {"train": cfg},
+            "code_commit": code_commit(registry.root),
+            "core_hash": source_hash(),
+            "gates": {
+                "passed": True,
+                "reason": "trained",
+                "checks": [],
+                "note": "a trained model: no forget request, so no unlearning gates",
+            },
+            "metrics": {
+                f"test_{k}": v
+                for k, v in (body.get("test") or {}).items()
+                if isinstance(v, int | float)
+            },
+        }
+        full = register_revision(str(folder), record, registry, name, version, ("candidate",))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return {"model": name, "version": full["version"], "pushed": full["pushed"]}
 
 
 def summary(report: dict[str, Any]) -> str:
@@ -67,6 +126,12 @@ def summary(report: dict[str, Any]) -> str:
         + ", ".join(f"{name} {_fmt(v['accuracy'])}" for name, v in test["per_class"].items()),
         f"  checkpoint {report['checkpoint']}",
     ]
+    registered = report.get("registered")
+    if registered:
+        lines.append(
+            f"  registered {registered['model']} {registered['version']} (candidate)"
+            + ("" if registered["pushed"] else "; not pushed to the DVC remote")
+        )
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -202,6 +203,15 @@ class Registry:
         minor = max((v[1] for v in versions if v[0] == base), default=0) + 1
         return f"v{base}.{minor}.0"
 
+    def production_checkpoint(self, name: str, version: str) -> Path:
+        """The verified checkpoint of a revision (fetched from DVC when absent)."""
+        bad = self.verify(name, version)
+        if bad:
+            raise RegistryError(
+                f"artifacts do not match the record: {name} {version}: {', '.join(bad)}"
+            )
+        return self.files_dir(name, version) / "model.pt"
+
     def verify(self, name: str, version: str) -> list[str]:
         """Files of a revision that do not match their recorded sha256 (missing included),
         after fetching them from the DVC cache or remote when absent."""
@@ -249,22 +259,34 @@ class Registry:
         name: str,
         source: Path,
         record: dict[str, Any],
-        bump: str,
+        version: str,
         stages: tuple[str, ...] = ("candidate",),
         by: str = "medunlearn",
-        card: tuple[str, str] | None = None,
+        card: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """Make the folder ``source`` (assembled by the caller) a new revision of ``name``.
 
-        ``record`` holds what the caller knows (parent, requests, data and params versions,
+        ``version`` is the one the caller planned with :meth:`next_version` (its report
+        names it); if another run registered it meanwhile, this one fails by name rather
+        than overwrite or renumber. ``record`` holds what the caller knows (parent, requests, data and params versions,
         gates, metrics); the version, artifact hashes, commit and push state are added
-        here. ``card`` is (markdown, json text) written next to the record. Returns the
+        here. ``card(record)`` gives the revision card (markdown, JSON text), written next to the
+        record. Returns the
         full record. On any failure every step taken is undone and ``source`` is removed.
         """
         lock = self._locked()
         done: list[str] = []
         try:
-            version = self.next_version(name, bump, record.get("parent"))
+            same = self._same_revision(name, source, record)
+            if same is not None:  # same model bytes, parent and requests: same revision
+                shutil.rmtree(source, ignore_errors=True)
+                return {**self.record(name, same), "existing": True}
+            semver(version)
+            if version in self.versions(name):
+                raise RegistryError(
+                    f"version taken: {name} {version} was registered by another run while "
+                    f"this one ran; nothing was registered, run it again"
+                )
             files = self.files_dir(name, version)
             rec_dir = self.record_dir(name, version)
             if files.exists() or rec_dir.exists():
@@ -294,8 +316,9 @@ class Registry:
             )
             (tmp_rec / RECORD).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
             if card is not None:
-                (tmp_rec / "card.md").write_text(card[0])
-                (tmp_rec / "card.json").write_text(card[1])
+                markdown, text = card(full)
+                (tmp_rec / "card.md").write_text(markdown)
+                (tmp_rec / "card.json").write_text(text)
             rec_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(tmp_rec), rec_dir)
             done.append("record")
@@ -308,7 +331,7 @@ class Registry:
                 self._assign(name, version, stage, by, "registered by the pipeline")
             return full
         except BaseException:
-            self._undo(name, locals().get("version"), done, source)
+            self._undo(name, version, done, source)
             raise
         finally:
             lock.release()
@@ -355,6 +378,8 @@ class Registry:
             note = (
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
             )
+            if self.current(name, to) == version:
+                return {"model": name, "version": version, "stage": to, "unchanged": True}
             self._assign(name, version, to, by, note)
             if to == "production":
                 self.materialise(name, version)
@@ -435,6 +460,23 @@ class Registry:
         return sorted(applied - mine)
 
     # --- helpers -----------------------------------------------------------------------
+    def _same_revision(self, name: str, source: Path, record: dict[str, Any]) -> str | None:
+        """A registered version with the same checkpoint bytes, parent and request ids."""
+        model = Path(source) / "model.pt"
+        if not model.is_file():
+            return None
+        digest = sha256_file(model)
+        ids = sorted(r["id"] for r in record.get("requests", []))
+        for v in self.versions(name):
+            other = self.record(name, v)
+            if (
+                other["artifacts"].get("model.pt") == digest
+                and other.get("parent") == record.get("parent")
+                and sorted(r["id"] for r in other.get("requests", [])) == ids
+            ):
+                return v
+        return None
+
     def _dvc_add(self, folder: Path) -> None:
         from dvc.repo import Repo
 
@@ -493,17 +535,16 @@ class Registry:
             author_email=_email(by),
         )
 
-    def _undo(self, name: str, version: str | None, done: list[str], source: Path) -> None:
-        """Reverse the steps of a failed registration, newest first."""
-        if version is None:
-            shutil.rmtree(source, ignore_errors=True)
-            return
+    def _undo(self, name: str, version: str, done: list[str], source: Path) -> None:
+        """Reverse the steps a failed registration took (``done``), newest first; what an
+        earlier revision wrote is never touched."""
         if "tag" in done or "commit" in done:
             for tag in _git(self.root, "tag", "-l", f"{name}@{version}", f"{name}#*").split():
                 if tag == f"{name}@{version}" or _tag_version(self.root, tag) == version:
                     _git(self.root, "tag", "-d", tag)
+        files = self.files_dir(name, version)
         if "commit" in done:
-            _git(self.root, "reset", "--soft", "HEAD~1")
+            _git(self.root, "reset", "-q", "--soft", "HEAD~1")
             _git(
                 self.root,
                 "reset",
@@ -511,13 +552,16 @@ class Registry:
                 "HEAD",
                 "--",
                 str(self.record_dir(name, version)),
-                str(_dvc_file(self.files_dir(name, version))),
+                str(_dvc_file(files)),
+                str(files.parent / ".gitignore"),
             )
-        shutil.rmtree(self.record_dir(name, version), ignore_errors=True)
-        files = self.files_dir(name, version)
-        _dvc_file(files).unlink(missing_ok=True)
-        _drop_gitignore_entry(files)
-        shutil.rmtree(files, ignore_errors=True)
+        if "record" in done:
+            shutil.rmtree(self.record_dir(name, version), ignore_errors=True)
+        if "dvc" in done:
+            _dvc_file(files).unlink(missing_ok=True)
+            _drop_gitignore_entry(files)
+        if "files" in done:
+            shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(source, ignore_errors=True)
 
 
@@ -531,7 +575,6 @@ def _quiet():
     registry commits those files itself."""
     import contextlib
     import io
-
     import logging
 
     stack = contextlib.ExitStack()
@@ -595,3 +638,32 @@ def _commit(root: Path, paths: list[Path], message: str) -> None:
     if subprocess.run(["git", "config", "user.email"], cwd=root, capture_output=True).returncode:
         identity = ["-c", "user.name=medunlearn", "-c", "user.email=medunlearn@localhost"]
     _git(root, *identity, "commit", "-q", "-m", message, "--only", "--", *rel)
+
+
+def active_registry(params: dict[str, Any], root: str | Path = ".") -> tuple[Registry | None, str]:
+    """The registry the flows write to, or ``None`` with the reason it is off.
+
+    Off when ``registry.enabled`` is false or absent, inside a DVC stage (``dvc repro`` and
+    ``dvc exp run`` own the commits there; the stage writes ``maintain.candidate_dir``), or
+    when ``root`` is not a git + DVC repository.
+    """
+    section = dict(params.get("registry") or {})
+    if not section.get("enabled", False):
+        return None, "registry.enabled is false"
+    if in_dvc_stage():
+        return None, f"inside DVC stage '{os.environ.get('DVC_STAGE')}': stages never commit"
+    registry = Registry.from_params({**section, **dict(params.get("promotion") or {})}, root)
+    if not registry.is_repository():
+        return None, f"{registry.root} is not a git + DVC repository (git init; dvc init)"
+    return registry, ""
+
+
+def code_commit(root: str | Path = ".") -> str:
+    """``git rev-parse HEAD``, with ``+dirty`` when tracked code (medunlearn/, tasks/,
+    flows/) differs from it; ``unknown`` outside git."""
+    try:
+        head = _git(Path(root), "rev-parse", "HEAD").strip()
+        dirty = _git(Path(root), "status", "--porcelain", "--", "medunlearn", "tasks", "flows")
+    except (RuntimeError, OSError):
+        return "unknown"
+    return head + ("+dirty" if dirty.strip() else "")

@@ -1,8 +1,9 @@
-"""Step: export the selected candidate to ONNX, check it, and only then write the revision.
+"""Step: export the selected candidate to ONNX, check it, and write both model files.
 
-Writes go to temporary files first; the candidate checkpoint and the ONNX file replace their
-targets only after ``onnx.checker`` and the parity check pass, so a failed export leaves no
-exported model (and the deployed model is never written by this flow at all).
+Both go into ``out_dir``, a fresh folder the flow made for this revision (never a path a
+previous revision used): the checkpoint is written only after ``onnx.checker`` and the
+parity check pass, so a failed export leaves no model, and the flow moves the whole folder
+into place (registry version path or ``maintain.candidate_dir``) as one rename.
 """
 
 from __future__ import annotations
@@ -34,11 +35,11 @@ def export_revision(
     data: DatasetSplits,
     selected: CandidateResult,
     run: dict[str, Any],
-    candidate_path: str,
-    onnx_path: str,
+    out_dir: str,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """ONNX export + checker + onnxruntime parity on the validation images, then the writes."""
+    """ONNX export + checker + onnxruntime parity on the validation images, then the
+    checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``."""
     logger = get_run_logger()
     model, meta = load_run(run)
     rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)
@@ -64,7 +65,9 @@ def export_revision(
         "metrics": metrics,
         "class_names": list(meta.class_names),
     }
-    staging = Path(onnx_path).with_name(f".{Path(onnx_path).name}.{os.getpid()}.staging")
+    onnx_path = Path(out_dir) / "model.onnx"
+    candidate_path = Path(out_dir) / "model.pt"
+    staging = onnx_path.with_name(f".model.onnx.{os.getpid()}.staging")
     example = data.val.all_images()[:2] if data.val.in_memory else _first_images(data.val, 2)
     try:
         export_onnx(model, staging, example, metadata)
@@ -90,8 +93,8 @@ def export_revision(
     )
     return {
         "revision_id": rev,
-        "checkpoint": candidate_path,
-        "onnx": onnx_path,
+        "checkpoint": str(candidate_path),
+        "onnx": str(onnx_path),
         "parity": parity.to_dict(),
         "metadata": metadata,
     }

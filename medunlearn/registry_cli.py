@@ -1,0 +1,142 @@
+"""``medunlearn registry | promote | rollback``: the registry from the command line.
+
+    medunlearn registry [MODEL] [--json]
+    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
+                       [--allow-regression REASON]
+    medunlearn rollback MODEL --stage production [--to VERSION] [--by NAME] [--why TEXT]
+
+A refusal by a registry rule prints one line naming the rule and exits with status 2.
+Reads the ``registry`` and ``promotion`` sections of ``--params`` (default params.yaml) and
+works on the repository that holds it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from medunlearn.config import load_params
+from medunlearn.registry import STAGES, Registry, RegistryError
+
+HEADLINE = ("retain_test_acc", "forget_train_acc", "test_acc", "test_accuracy")
+
+
+def open_registry(params_path: str) -> Registry:
+    params = load_params(params_path)
+    section = {**dict(params.get("registry") or {}), **dict(params.get("promotion") or {})}
+    return Registry.from_params(section, Path(params_path).resolve().parent)
+
+
+def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]]:
+    """One row per version: stages, parent, reasons, headline metrics, push and regression."""
+    names = [model] if model else registry.models()
+    if model and model not in registry.models():
+        raise RegistryError(
+            f"unknown model '{model}' (registered: {', '.join(registry.models()) or 'none'})"
+        )
+    rows = []
+    for name in names:
+        stages = registry.stages(name)
+        for version in registry.versions(name):
+            record = registry.record(name, version)
+            metrics = record.get("metrics") or {}
+            membership = metrics.get("membership") or {}
+            here = [s for s in STAGES if stages.get(s) == version]
+            regressions = registry.regressions(name, version)
+            rows.append(
+                {
+                    "model": name,
+                    "version": version,
+                    "stages": here,
+                    "parent": record.get("parent"),
+                    "reasons": [r.get("reason") for r in record.get("requests", [])]
+                    or [record.get("kind")],
+                    "requests": [r.get("id") for r in record.get("requests", [])],
+                    "gates_passed": (record.get("gates") or {}).get("passed"),
+                    "metrics": {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}
+                    | ({"mia_auc": membership["auc"]} if membership.get("auc") is not None else {}),
+                    "pushed": record.get("pushed"),
+                    "push_command": record.get("push_command"),
+                    "regression": regressions,
+                    "registered_at": record.get("registered_at"),
+                }
+            )
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="model registry")
+    for col in ("model", "version", "stage", "parent", "reason", "metrics", "notes"):
+        table.add_column(col)
+    for r in rows:
+        notes = []
+        if not r["pushed"]:
+            notes.append(f"unpushed: {r['push_command']}")
+        if r["regression"]:
+            notes.append("REGRESSION: lacks applied request(s) " + ", ".join(r["regression"]))
+        table.add_row(
+            r["model"],
+            r["version"],
+            ", ".join(r["stages"]) or "-",
+            r["parent"] or "-",
+            ", ".join(str(x) for x in r["reasons"]),
+            " ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()),
+            "; ".join(notes),
+        )
+    Console(width=200 if not sys.stdout.isatty() else None).print(table)
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command, rest = argv[0], argv[1:]
+    parser = argparse.ArgumentParser(
+        prog=f"medunlearn {command}",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--params", default="params.yaml")
+    if command == "registry":
+        parser.add_argument("model", nargs="?")
+        parser.add_argument("--json", action="store_true", help="machine-readable output")
+    elif command == "promote":
+        parser.add_argument("model")
+        parser.add_argument("version")
+        parser.add_argument("--to", required=True, choices=STAGES[1:])
+        parser.add_argument("--by", required=True, help="who promotes (recorded in the tag)")
+        parser.add_argument("--why", required=True, help="why (recorded in the tag)")
+        parser.add_argument("--allow-regression", metavar="REASON")
+    elif command == "rollback":
+        parser.add_argument("model")
+        parser.add_argument("--stage", required=True, choices=STAGES)
+        parser.add_argument("--to", help="version (default: the stage's previous version)")
+        parser.add_argument("--by", default=getpass.getuser())
+        parser.add_argument("--why", default="rollback")
+    args = parser.parse_args(rest)
+    try:
+        registry = open_registry(args.params)
+        if command == "registry":
+            rows = listing(registry, args.model)
+            if args.json:
+                print(json.dumps(rows, indent=2, default=str))
+            else:
+                print_table(rows)
+        elif command == "promote":
+            out = registry.promote(
+                args.model, args.version, args.to, args.by, args.why, args.allow_regression
+            )
+            verb = "already in" if out.get("unchanged") else "promoted to"
+            print(f"{args.model} {args.version} {verb} {args.to}")
+        else:
+            out = registry.rollback(args.model, args.stage, args.to, args.by, args.why)
+            where = f"; files at {registry.serving_dir}" if out["served"] else ""
+            print(f"{args.model} {args.stage}: {out['from']} -> {out['to']}{where}")
+    except RegistryError as exc:
+        print(f"{command} refused: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
