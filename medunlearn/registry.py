@@ -451,11 +451,13 @@ class Registry:
             shutil.rmtree(staging, ignore_errors=True)
 
     def regressions(self, name: str, version: str) -> list[str]:
-        """Ids of requests applied in *any* revision of ``name`` that ``version`` does not
-        carry (the version predates them): serving it would undo their forgetting."""
+        """Ids of requests that a revision which has served in production carried and
+        ``version`` does not (it predates them): serving it would undo their forgetting. A
+        request only in a candidate or staging revision is not yet in force."""
         mine = {r["id"] for r in self.record(name, version).get("requests", [])}
+        served = {e.version for e in self.events(name) if e.stage == "production" and e.version}
         applied: set[str] = set()
-        for v in self.versions(name):
+        for v in served & set(self.versions(name)):
             applied |= {r["id"] for r in self.record(name, v).get("requests", [])}
         return sorted(applied - mine)
 

@@ -81,8 +81,7 @@ def make_project(
             "sweep": SWEEP,
             "compose": {"enabled": True, "alphas": [0.5], "fine_tune_epochs": 1},
             "work_dir": str(tmp / "work"),
-            "candidate": str(tmp / "models" / "candidate.pt"),
-            "onnx": str(tmp / "models" / "candidate.onnx"),
+            "candidate_dir": str(tmp / "models" / "candidate"),
             "reports": reports,
             **maintain,
         },
@@ -123,10 +122,10 @@ def test_demo_revision_passes_gates_and_exports(demo_revision, demo_splits) -> N
     selected = next(c for c in result["candidates"] if c["name"] == result["selected"])
     assert selected["gates"]["passed"]
     assert selected["metrics"]["forget_test_acc"] <= 0.05
-    model, meta = load_checkpoint(tmp / "models" / "candidate.pt")
+    model, meta = load_checkpoint(tmp / "models" / "candidate" / "model.pt")
     assert meta.extra["revision_id"] == result["revision_id"]
 
-    onnx_file = tmp / "models" / "candidate.onnx"
+    onnx_file = tmp / "models" / "candidate" / "model.onnx"
     props = read_metadata(onnx_file)
     assert props["revision_id"] == result["revision_id"]
     assert props["request_hash"] == selected["metrics"]["request_hash"]
@@ -154,7 +153,7 @@ def test_demo_revision_reports(demo_revision) -> None:
     assert {r["candidate"] for r in rows} == {c["name"] for c in result["candidates"]}
     assert sum(r["selected"] == "True" for r in rows) == 1
     summary = (tmp / "reports" / "maintenance.md").read_text()
-    assert "forget-train" in summary and "candidate.onnx" in summary
+    assert "forget-train" in summary and "candidate/model.onnx" in summary
     assert "[required] forget_train_acc" in summary and "[informative] membership" in summary
     assert metrics["deployed_gates"]["passed"] is False  # the deployed model still predicts 3
     assert (tmp / "reports" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
@@ -175,10 +174,14 @@ def test_impossible_gates_fail_the_flow_and_export_nothing(
         sweep=SWEEP[:1],
         compose={"enabled": False},
     )
+    stale = tmp_path / "models" / "candidate"  # an earlier request's revision
+    stale.mkdir(parents=True)
+    (stale / "model.pt").write_bytes(b"earlier revision")
     with pytest.raises(GatesFailed, match="no candidate of 1 passed"):
         maintenance_flow(str(params))
-    assert not (tmp_path / "models" / "candidate.pt").exists()
-    assert not (tmp_path / "models" / "candidate.onnx").exists()
+    assert not stale.exists(), "a refused run leaves no candidate that the report denies"
+    assert not (tmp_path / "models" / "candidate" / "model.pt").exists()
+    assert not (tmp_path / "models" / "candidate" / "model.onnx").exists()
     assert not list((tmp_path / "models").glob(".*staging*"))
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["passed"] is False and metrics["revision_id"] is None
@@ -378,7 +381,7 @@ def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_dat
     assert matching["unmatched_members"] > 0
     assert result["baseline"]["checks"]  # the deployed model's own gate result is reported
     assert (
-        read_metadata(tmp_path / "models" / "candidate.onnx")["request_reason"]
+        read_metadata(tmp_path / "models" / "candidate" / "model.onnx")["request_reason"]
         == "device_deprecation"
     )
     assert result["export"]["parity"]["passed"]

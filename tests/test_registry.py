@@ -1,0 +1,246 @@
+"""The model registry in a temporary git + DVC repository with a local remote.
+
+Revisions here are small files whose bytes the test chose, so "byte-identical" is checked
+against those bytes, not against anything the registry computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from medunlearn.registry import Registry, RegistryError
+
+BIN = Path(sys.executable).parent
+PASSED = {"passed": True, "checks": []}
+
+
+def sh(cwd: Path, *args: str) -> str:
+    if args[0] == "dvc":
+        args = (sys.executable, "-m", "dvc", *args[1:])
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(args, cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, f"{args}: {done.stdout[-2000:]} {done.stderr[-2000:]}"
+    return done.stdout
+
+
+def make_repo(tmp: Path, remote: str | None = None) -> Path:
+    repo = tmp / "repo"
+    repo.mkdir()
+    sh(repo, "git", "init", "-q")
+    sh(repo, "git", "config", "user.name", "tester")
+    sh(repo, "git", "config", "user.email", "tester@localhost")
+    sh(repo, "dvc", "init", "-q")
+    sh(repo, "dvc", "config", "core.analytics", "false")
+    sh(repo, "dvc", "remote", "add", "-d", "local", remote or str(tmp / "remote"))
+    (repo / ".gitignore").write_text("/.medunlearn-registry.lock\n/models/production/\n/src*/\n")
+    params = {
+        "registry": {"enabled": True, "model": "classifier", "lock_timeout": 5},
+        "promotion": {"auto_staging": True, "serving_dir": "models/production"},
+    }
+    (repo / "params.yaml").write_text(yaml.safe_dump(params))
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "project")
+    return repo
+
+
+def source(repo: Path, content: bytes, tag: str = "src") -> Path:
+    folder = repo / f"{tag}-{hashlib.sha256(content).hexdigest()[:8]}"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(content)
+    (folder / "model.onnx").write_bytes(content[::-1])
+    return folder
+
+
+def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+    return subprocess.run(
+        [sys.executable, "-m", "flows.cli", *args, "--params", str(repo / "params.yaml")],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+
+
+def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    v1 = reg.register("classifier", source(repo, b"A" * 4096), {"gates": PASSED}, "v1.0.0")
+    assert v1["version"] == "v1.0.0" and v1["pushed"]
+    assert reg.stages("classifier") == {"candidate": "v1.0.0", "staging": None, "production": None}
+
+    # production needs a prior staging assignment (exit 2, the rule named)
+    refused = cli(
+        repo, "promote", "classifier", "v1.0.0", "--to", "production", "--by", "a", "--why", "x"
+    )
+    assert refused.returncode == 2 and "no prior staging" in refused.stderr
+    unknown = cli(
+        repo, "promote", "classifier", "v9.0.0", "--to", "staging", "--by", "a", "--why", "x"
+    )
+    assert unknown.returncode == 2 and "unknown version" in unknown.stderr
+    for stage in ("staging", "production"):
+        done = cli(
+            repo,
+            "promote",
+            "classifier",
+            "v1.0.0",
+            "--to",
+            stage,
+            "--by",
+            "ann",
+            "--why",
+            "first model",
+        )
+        assert done.returncode == 0, done.stderr
+    assert (repo / "models/production/model.pt").read_bytes() == b"A" * 4096
+
+    request = {"id": "req-consent-1", "reason": "consent_withdrawal", "selector": {}}
+    assert reg.next_version("classifier", "minor", "v1.0.0") == "v1.1.0"
+    reg.register(
+        "classifier",
+        source(repo, b"B" * 4096),
+        {"gates": PASSED, "parent": "v1.0.0", "requests": [request]},
+        "v1.1.0",
+        ("candidate", "staging"),
+    )
+    assert reg.stages("classifier") == {
+        "candidate": "v1.1.0",
+        "staging": "v1.1.0",
+        "production": "v1.0.0",
+    }
+    # the first revision's files are untouched by the second
+    assert (repo / "models/classifier/v1.0.0/model.pt").read_bytes() == b"A" * 4096
+    reg.promote("classifier", "v1.1.0", "production", "bob", "reviewed")
+    assert (repo / "models/production/model.pt").read_bytes() == b"B" * 4096
+
+    # rollback: the previous production version, byte-identical files, history kept
+    out = cli(
+        repo,
+        "rollback",
+        "classifier",
+        "--stage",
+        "production",
+        "--by",
+        "ann",
+        "--why",
+        "bad calibration",
+    )
+    assert out.returncode == 0, out.stderr
+    assert (repo / "models/production/model.pt").read_bytes() == b"A" * 4096
+    assert (repo / "models/production/model.onnx").read_bytes() == (b"A" * 4096)[::-1]
+    rows = json.loads(cli(repo, "registry", "classifier", "--json").stdout)
+    by_version = {r["version"]: r for r in rows}
+    assert by_version["v1.0.0"]["stages"] == ["production"]
+    assert by_version["v1.1.0"]["stages"] == ["candidate", "staging"]
+    # v1.0.0 predates a consent withdrawal that served in production: flagged, and a
+    # promotion of it to production is refused without --allow-regression
+    assert by_version["v1.0.0"]["regression"] == ["req-consent-1"]
+    assert by_version["v1.1.0"]["regression"] == []
+    reg.rollback("classifier", "production", "v1.1.0", "bob", "fixed")
+    refused = cli(
+        repo, "promote", "classifier", "v1.0.0", "--to", "production", "--by", "a", "--why", "x"
+    )
+    assert refused.returncode == 2 and "forget regression" in refused.stderr
+    allowed = cli(
+        repo,
+        "promote",
+        "classifier",
+        "v1.0.0",
+        "--to",
+        "production",
+        "--by",
+        "a",
+        "--why",
+        "x",
+        "--allow-regression",
+        "consent revoked in error",
+    )
+    assert allowed.returncode == 0, allowed.stderr
+    events = [(e.stage, e.version, e.by) for e in reg.events("classifier")]
+    assert ("production", "v1.1.0", "bob") in events and events[-1] == ("production", "v1.0.0", "a")
+
+    # a revision whose files no longer match the record cannot be promoted
+    (repo / "models/classifier/v1.1.0/model.onnx").write_bytes(b"tampered")
+    tampered = cli(
+        repo, "promote", "classifier", "v1.1.0", "--to", "staging", "--by", "a", "--why", "x"
+    )
+    assert tampered.returncode == 2 and "do not match the record" in tampered.stderr
+
+    # a fresh clone gets a revision's files back from the DVC remote
+    clone = tmp_path / "clone"
+    sh(tmp_path, "git", "clone", "-q", str(repo), str(clone))
+    assert not (clone / "models/classifier/v1.1.0/model.pt").exists()
+    sh(clone, "dvc", "pull", "models/classifier/v1.1.0.dvc")
+    assert (clone / "models/classifier/v1.1.0/model.pt").read_bytes() == b"B" * 4096
+    assert sh(clone, "git", "tag", "-l", "classifier@*").split() == [
+        "classifier@v1.0.0",
+        "classifier@v1.1.0",
+    ]
+
+
+def test_a_revision_whose_gates_failed_is_never_promoted(tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    reg.register("classifier", source(repo, b"C"), {"gates": {"passed": False}}, "v1.0.0")
+    with pytest.raises(RegistryError, match="gates failed"):
+        reg.promote("classifier", "v1.0.0", "staging", "ann", "x")
+
+
+def test_failed_registration_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    from medunlearn import registry as module
+
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    head = sh(repo, "git", "rev-parse", "HEAD")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tag store unavailable")
+
+    monkeypatch.setattr(reg, "_tag_register", broken)  # fails after the commit
+    folder = source(repo, b"D" * 100)
+    with pytest.raises(RuntimeError, match="tag store unavailable"):
+        reg.register("classifier", folder, {"gates": PASSED}, "v1.0.0")
+    assert sh(repo, "git", "rev-parse", "HEAD") == head
+    assert sh(repo, "git", "tag", "-l") == ""
+    assert sh(repo, "git", "status", "--porcelain") == ""
+    assert not (repo / "models/classifier/v1.0.0").exists() and not folder.exists()
+    assert not (repo / "registry/classifier/v1.0.0").exists()
+    monkeypatch.setattr(module, "_commit", broken)  # and before it
+    with pytest.raises(RuntimeError):
+        reg.register("classifier", source(repo, b"E"), {"gates": PASSED}, "v1.0.0")
+    assert reg.versions("classifier") == [] and sh(repo, "git", "status", "--porcelain") == ""
+
+
+def test_unreachable_remote_leaves_the_revision_local_and_marked(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the remote folder should be")
+    repo = make_repo(tmp_path, remote=str(blocker / "remote"))
+    reg = Registry(repo)
+    rec = reg.register("classifier", source(repo, b"F" * 10), {"gates": PASSED}, "v1.0.0")
+    assert rec["pushed"] is False
+    assert rec["push_command"] == "dvc push models/classifier/v1.0.0.dvc"
+    table = cli(repo, "registry")
+    assert (
+        table.returncode == 0 and "unpushed: dvc push models/classifier/v1.0.0.dvc" in table.stdout
+    )
+
+
+def test_a_second_writer_waits_then_fails_by_name(tmp_path: Path) -> None:
+    from filelock import FileLock
+
+    repo = make_repo(tmp_path)
+    reg = Registry(repo, lock_timeout=0.3)
+    reg_folder = source(repo, b"G")
+    held = FileLock(str(repo / ".medunlearn-registry.lock"))
+    with held, pytest.raises(RegistryError, match="registry busy"):
+        reg.register("classifier", reg_folder, {"gates": PASSED}, "v1.0.0")
+    assert reg.versions("classifier") == []
