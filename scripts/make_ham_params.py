@@ -57,12 +57,15 @@ def ham_params(params: dict) -> dict:
         deployed="models/ham/deployed.pt",
         request="requests/deprecate_device.yaml",
         work_dir=".cache/maintain-ham",
-        candidate="models/ham/candidate.pt",
-        onnx="models/ham/candidate.onnx",
+        candidate_dir="models/ham/candidate",
         reports={
             k: v.replace("reports/", "reports/ham/") for k, v in p["maintain"]["reports"].items()
         },
     )
+    p["maintain"].pop("candidate", None)
+    p["maintain"].pop("onnx", None)
+    p["registry"].update(model="ham-classifier")  # its own model line in the same registry
+    p["promotion"].update(serving_dir="models/ham/production")
     return p
 
 

@@ -72,7 +72,7 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
 
     first = run(project, "dvc", "repro")
     assert "Running stage 'train'" in first and "Running stage 'maintain'" in first
-    assert (project / "models" / "candidate.onnx").is_file()
+    assert (project / "models" / "candidate" / "model.onnx").is_file()
     metrics = run(project, "dvc", "metrics", "show")
     assert "reports/metrics.json" in metrics and "reports/train_metrics.json" in metrics
     _, meta = load_checkpoint(project / "models" / "deployed.pt")
@@ -108,4 +108,18 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     changed = run(project, "dvc", "params", "diff", "--md")
     assert "unlearn.gamma" in changed and "1.0" in changed
     assert "unlearn.gamma" in run(project, "dvc", "exp", "show", "--md")
-    assert (project / "models" / "candidate.onnx").is_file()
+    assert (project / "models" / "candidate" / "model.onnx").is_file()
+
+    # the stage's deps follow params.yaml: editing the request the params name is a change...
+    request = project / "requests" / "retire_digit_3.yaml"
+    request.write_text(request.read_text() + "note: edited after the run\n")
+    changed = run(project, "dvc", "status", "maintain")
+    assert "requests/retire_digit_3.yaml" in changed and "modified" in changed
+    run(project, "git", "checkout", "--", "requests/retire_digit_3.yaml")
+    assert "up to date" in run(project, "dvc", "status", "maintain")
+    # ...and so is pointing maintain.request at another file
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["maintain"]["request"] = "requests/withdraw_consent.yaml"
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    moved = run(project, "dvc", "status", "maintain")
+    assert "requests/withdraw_consent.yaml" in moved

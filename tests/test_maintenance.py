@@ -507,3 +507,104 @@ def test_single_image_outlier_request_is_decided_without_a_heldout_twin(
     assert gates["passed"] and "forget_heldout_acc" not in statuses
     assert statuses["membership"] == "pass" and statuses["member_accuracy_gap"] == "pass"
     assert result["candidates"][0]["metrics"]["membership"]["n_members"] == 1
+
+
+def git_dvc_project(tmp: Path) -> None:
+    """Make ``tmp`` a git + DVC repository with a local remote (the registry's home)."""
+    import subprocess
+    import sys
+
+    def sh(*args: str) -> None:
+        if args[0] == "dvc":
+            args = (sys.executable, "-m", "dvc", *args[1:])
+        subprocess.run(args, cwd=tmp, check=True, capture_output=True, timeout=300)
+
+    sh("git", "init", "-q")
+    sh("git", "config", "user.name", "tester")
+    sh("git", "config", "user.email", "tester@localhost")
+    sh("dvc", "init", "-q")
+    sh("dvc", "remote", "add", "-d", "local", str(tmp / "remote"))
+    (tmp / ".gitignore").write_text(
+        "/.medunlearn-registry.lock\n/models/production/\n/work/\n/reports/\n/remote/\n"
+    )
+    sh("git", "add", "-A")
+    sh("git", "commit", "-qm", "project")
+
+
+def test_revision_is_registered_with_production_as_parent(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    """The registry on: the deployed model is production v1.0.0; a consent revision becomes
+    v1.1.0 (candidate + staging, parent v1.0.0) with its card; no raw patient id anywhere;
+    a refused run registers nothing and production stays byte-identical."""
+    import subprocess
+    import sys
+
+    from flows.maintenance import maintenance_flow
+    from medunlearn.registry import Registry
+
+    repo = Path(__file__).resolve().parents[1]
+    request = yaml.safe_load((repo / "requests" / "withdraw_consent.yaml").read_text())
+    lenient = {"max_retain_drop": 1.0, "max_balanced_drop": 1.0}  # about the registry
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        request,
+        gates={"consent_withdrawal": lenient},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+    )
+    config = yaml.safe_load(params.read_text())
+    config["registry"] = {"enabled": True, "model": "classifier"}
+    config["promotion"] = {"auto_staging": True, "serving_dir": "models/production"}
+    params.write_text(yaml.safe_dump(config))
+    git_dvc_project(tmp_path)
+    reg = Registry(tmp_path)
+    first = tmp_path / "models" / ".first"
+    first.mkdir()
+    shutil.copy2(tmp_path / "models" / "deployed.pt", first / "model.pt")
+    reg.register("classifier", first, {"gates": {"passed": True}, "kind": "trained"}, "v1.0.0")
+    reg.promote("classifier", "v1.0.0", "staging", "tester", "first")
+    reg.promote("classifier", "v1.0.0", "production", "tester", "first")
+    served = sha(tmp_path / "models" / "production" / "model.pt")
+
+    result = maintenance_flow(str(params))
+    assert result["version"] == "v1.1.0"
+    assert reg.stages("classifier") == {
+        "candidate": "v1.1.0",
+        "staging": "v1.1.0",
+        "production": "v1.0.0",
+    }
+    record = reg.record("classifier", "v1.1.0")
+    assert record["parent"] == "v1.0.0" and record["gates"]["passed"]
+    assert record["parent_sha256"] == sha(
+        tmp_path / "models" / "classifier" / "v1.0.0" / "model.pt"
+    )
+    files = tmp_path / "models" / "classifier" / "v1.1.0"
+    assert {"model.pt", "model.onnx", "reports/maintenance.md"} <= set(record["artifacts"])
+    for rel, digest in record["artifacts"].items():
+        assert sha(files / rel) == digest
+    card = (reg.record_dir("classifier", "v1.1.0") / "card.md").read_text()
+    assert "consent_withdrawal" in card and "membership attack" in card
+    listing = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "registry", "--json", "--params", str(params)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    texts = [listing, card] + [
+        p.read_text() for p in reg.record_dir("classifier", "v1.1.0").iterdir()
+    ]
+    texts.append(read_metadata(files / "model.onnx")["metrics"])
+    for text in texts:
+        for patient in request["selector"]["patient_ids"]:
+            assert patient not in text
+
+    config["gates"] = {"consent_withdrawal": {"max_retain_drop": -1.0}}  # nothing can pass
+    params.write_text(yaml.safe_dump(config))
+    with pytest.raises(GatesFailed):
+        maintenance_flow(str(params))
+    assert reg.versions("classifier") == ["v1.0.0", "v1.1.0"]
+    assert sha(tmp_path / "models" / "production" / "model.pt") == served
+    assert not list((tmp_path / "models").glob(".revision-*"))
