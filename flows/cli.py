@@ -8,6 +8,7 @@
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
     medunlearn rollback MODEL --stage production [--to VERSION]
+    medunlearn request add FILE | list             # the forget ledger (revise: every pending)
 
 Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
 """
@@ -40,6 +41,7 @@ def main(argv: list[str] | None = None) -> None:
         "registry": "medunlearn.registry_cli",
         "promote": "medunlearn.registry_cli",
         "rollback": "medunlearn.registry_cli",
+        "request": "medunlearn.ledger_cli",
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())

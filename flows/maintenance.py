@@ -19,6 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,17 +29,20 @@ from tqdm.auto import tqdm
 
 from medunlearn.card import hashed_selector
 from medunlearn.config import load_params, load_section, params_hash
-from medunlearn.data.manifest import ManifestError
+from medunlearn.data.manifest import ManifestError, read_manifest_csv
+from medunlearn.ledger import Ledger, LedgerError, active_ledger, record_entry, track_salt
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry, code_commit
 from medunlearn.revision import GatesFailed, run_timings, select_candidate
 from medunlearn.sweep import check_sweeps, sweep_configs
+from medunlearn.unlearn.request import ForgetRequest, RequestError
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import data_version, source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.export_onnx import export_revision
 from tasks.load_revision_inputs import load_revision_inputs
+from tasks.recheck_carried import recheck_carried
 from tasks.register_revision import register_revision
 from tasks.unlearn_candidate import run_is_intact, with_local_cache
 from tasks.validate_data import validate_data
@@ -67,8 +71,15 @@ def maintenance_flow(
     params_path: str = "params.yaml",
     request: str | dict[str, Any] | None = None,
     refresh_cache: bool = False,
+    ledger_id: str | None = None,
 ) -> dict[str, Any]:
-    """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``."""
+    """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``.
+
+    With the registry and the forget ledger on, the request is (added to and) taken from the
+    ledger (``ledger_id``: a pending entry), every applied request is carried (forgotten
+    again, and re-checked by its own gates), and the entry ends ``applied in VERSION`` or
+    ``rejected: ...``.
+    """
     logger = get_run_logger()
     started_at = time.time()
     clock = Timings()
@@ -100,9 +111,33 @@ def maintenance_flow(
             )
         else:
             deployed_path = str(registry.production_checkpoint(model_name, parent))
-    inputs = load_revision_inputs(
-        maintain["dataset"], deployed_path, request or maintain["request"]
-    )
+    ledger = active_ledger(params, Path(params_path).resolve().parent) if registry else None
+    wanted: Any = request or maintain["request"]
+    carried: list[tuple[str, Any]] = []
+    entry = None
+    if ledger is not None:
+        manifest = read_manifest_csv(Path(maintain["dataset"]) / "manifest.csv")
+        if ledger_id is None:
+            plain = (
+                ForgetRequest.from_dict(wanted, "request parameter")
+                if isinstance(wanted, dict)
+                else ForgetRequest.load(wanted)
+            )
+            ledger_id = ledger.add(plain)["id"]
+        entry = next((e for e in ledger.entries() if e["id"] == ledger_id), None)
+        if entry is None:
+            raise LedgerError(f"{ledger.path}: no request {ledger_id}")
+        if entry["status"] != "pending":
+            raise LedgerError(f"request {ledger_id} is not pending: {entry['status']}")
+        carried = [(i, r) for i, r in ledger.carried(manifest) if i != ledger_id]
+        wanted = replace(ledger.request(entry, manifest), carried=tuple(r for _, r in carried))
+        logger.info(
+            "ledger request %s (%s); carrying %d applied request(s)",
+            ledger_id,
+            entry["reason"],
+            len(carried),
+        )
+    inputs = load_revision_inputs(maintain["dataset"], deployed_path, wanted)
     clock.lap("load")
     data, cohorts = validate_data(
         inputs, validation, reports["validation"], float(maintain.get("max_in_memory_mb", 1024))
@@ -146,7 +181,21 @@ def maintenance_flow(
         return run_timings(clock.laps, runs, composed, evaluate_seconds, started_at)
 
     selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
+    rechecks: dict[str, Any] = {}
+    while selected is not None and carried:  # earlier requests must stay forgotten
+        rechecks = recheck_carried(selected, candidates, inputs, cohorts, carried, bounds)
+        lost = [i for i, g in rechecks.items() if not g["passed"]]
+        if not lost:
+            break
+        selected.gates["passed"] = False
+        selected.gates["failed"] = [
+            *selected.gates["failed"],
+            *(f"earlier request {i}" for i in lost),
+        ]
+        selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
+        if ledger is not None and ledger_id is not None:
+            ledger.set_status([ledger_id], "rejected: no candidate passed the gates")
         write_revision_report(
             cohorts, before, results, None, reports, timings=timings(), baseline=baseline
         )
@@ -194,10 +243,28 @@ def maintenance_flow(
         record = revision_record(
             inputs, cohorts, selected, export, parent, params, core_hash, Path(params_path).parent
         )
+        if ledger is not None and entry is not None:
+            applied = {e["id"]: e for e in ledger.applied()}
+            record["requests"] = [record_entry(applied[i]) for i, _ in carried] + [
+                record_entry(entry)
+            ]
+            record["rechecks"] = rechecks
         stages = ("candidate", "staging") if promotion.get("auto_staging") else ("candidate",)
-        revision = register_revision(
-            str(folder), record, registry, model_name, planned, stages, candidate_dir(maintain)
-        )
+        try:
+            revision = register_revision(
+                str(folder),
+                record,
+                registry,
+                model_name,
+                planned,
+                stages,
+                candidate_dir(maintain),
+                ledger_update(ledger, ledger_id),
+            )
+        except BaseException:
+            if ledger is not None and ledger_id is not None:  # not applied after all
+                ledger.set_status([ledger_id], "pending")
+            raise
         clock.lap("register")
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # moved into place on success
@@ -221,6 +288,24 @@ def maintenance_flow(
         "baseline": baseline,  # the untouched deployed model under the same gates
         "timings": final,
     }
+
+
+def ledger_update(ledger: Ledger | None, ledger_id: str | None):
+    """The registry's pre-commit hook: mark the request applied in the new version, and
+    return the ledger's files so they go into the revision's commit."""
+    if ledger is None or ledger_id is None:
+        return None
+
+    def update(version: str) -> list[Path]:
+        ledger.set_status([ledger_id], f"applied in {version}")
+        salt_dvc = Path(f"{ledger.salt_path}.dvc")
+        if not salt_dvc.exists():
+            why = track_salt(ledger)
+            if why:
+                get_run_logger().warning("ledger salt not tracked by DVC: %s", why)
+        return [ledger.path, ledger.path.parent / ".gitignore", salt_dvc]
+
+    return update
 
 
 def candidate_dir(maintain: dict[str, Any]) -> str:
@@ -304,7 +389,10 @@ def main(argv: list[str] | None = None) -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--request", help="forget request file (default: maintain.request)")
+    parser.add_argument(
+        "--request",
+        help="forget request file (default: every pending ledger request, else maintain.request)",
+    )
     parser.add_argument(
         "--refresh-cache",
         action="store_true",
@@ -313,18 +401,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     maintain = load_section("maintain", args.params)
+    params = load_params(args.params)
+    root = Path(args.params).resolve().parent
+    registry, _ = active_registry(params, root)
+    ledger = active_ledger(params, root) if registry else None
     quiet_refusals()
     flow_fn = maintenance_flow.with_options(task_runner=task_runner(maintain))
-    try:
-        result = flow_fn(args.params, args.request, args.refresh_cache)
-    except GatesFailed as exc:
-        print(f"revision refused: {exc}", file=sys.stderr)
-        print(Path(maintain["reports"]["summary"]).read_text(), file=sys.stderr)
-        raise SystemExit(1) from exc
-    except (ManifestError, ValidationFailed) as exc:  # bad input: nothing was trained
-        print(f"revision refused, input data: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
-    print(json.dumps(result, indent=2, default=str) if args.json else result["summary"])
+    # no --request: every pending ledger request, one revision each, in the order received
+    jobs: list[tuple[str | None, str | None]] = [(args.request, None)]
+    if ledger is not None and not args.request and ledger.pending():
+        jobs = [(None, e["id"]) for e in ledger.pending()]
+    refused = 0
+    for request, ledger_id in jobs:
+        try:
+            result = flow_fn(args.params, request, args.refresh_cache, ledger_id)
+        except GatesFailed as exc:
+            print(f"revision refused: {exc}", file=sys.stderr)
+            print(Path(maintain["reports"]["summary"]).read_text(), file=sys.stderr)
+            refused += 1
+            continue
+        except (ManifestError, ValidationFailed, LedgerError, RequestError) as exc:  # untrained
+            print(f"revision refused, input data: {exc}", file=sys.stderr)
+            raise SystemExit(1) from exc
+        print(json.dumps(result, indent=2, default=str) if args.json else result["summary"])
+    if refused:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -263,6 +263,7 @@ class Registry:
         stages: tuple[str, ...] = ("candidate",),
         by: str = "medunlearn",
         card: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
+        before_commit: Callable[[str], list[Path]] | None = None,
     ) -> dict[str, Any]:
         """Make the folder ``source`` (assembled by the caller) a new revision of ``name``.
 
@@ -271,7 +272,8 @@ class Registry:
         than overwrite or renumber. ``record`` holds what the caller knows (parent, requests, data and params versions,
         gates, metrics); the version, artifact hashes, commit and push state are added
         here. ``card(record)`` gives the revision card (markdown, JSON text), written next to the
-        record. Returns the
+        record; ``before_commit(version)`` may change more files and return them for the
+        same commit. Returns the
         full record. On any failure every step taken is undone and ``source`` is removed.
         """
         lock = self._locked()
@@ -323,6 +325,8 @@ class Registry:
             shutil.move(str(tmp_rec), rec_dir)
             done.append("record")
             paths = [rec_dir, dvc_file, files.parent / ".gitignore"]
+            if before_commit is not None:  # e.g. the forget ledger: "applied in <version>"
+                paths += before_commit(version)
             _commit(self.root, paths, f"{name} {version}: register revision")
             done.append("commit")
             self._tag_register(name, version, by)

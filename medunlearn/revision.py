@@ -322,3 +322,37 @@ def run_timings(
         "overhead_seconds": round(total - sum(compute.values()), 3),
         "cached_runs": len(sweep_runs) - len(fresh),
     }
+
+
+def recheck_requests(
+    model: Any,
+    deployed: Any,
+    cohorts: Any,
+    carried: list[tuple[str, Any]],
+    bounds: dict[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """Gate results of ``model`` for each earlier request it must keep forgotten.
+
+    Each ``(id, request)`` gets its own cohorts on the same data (``cohorts`` gives the
+    manifest and opened splits) and its own reason's profile, with ``deployed`` (the parent,
+    which already forgot it) as the "before": a later revision that re-learned an earlier
+    consent withdrawal or retired class fails here even when the new request passes.
+    """
+    from medunlearn.gates import evaluate_gates
+    from medunlearn.metrics import unlearning_metrics
+    from medunlearn.unlearn.request import build_cohorts
+
+    out = {}
+    for request_id, request in carried:
+        own = build_cohorts(
+            cohorts.manifest,
+            cohorts.train,
+            cohorts.val,
+            cohorts.test,
+            cohorts.class_names,
+            request,
+        )
+        before = unlearning_metrics(deployed, own)
+        after = unlearning_metrics(model, own)
+        out[request_id] = evaluate_gates(request.reason, after, before, bounds).to_dict()
+    return out

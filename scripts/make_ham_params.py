@@ -66,6 +66,7 @@ def ham_params(params: dict) -> dict:
     p["maintain"].pop("onnx", None)
     p["registry"].update(model="ham-classifier")  # its own model line in the same registry
     p["promotion"].update(serving_dir="models/ham/production")
+    p["ledger"].update(path="ledger/ham-requests.jsonl")  # requests of the HAM model line
     return p
 
 

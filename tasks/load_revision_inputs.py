@@ -43,16 +43,17 @@ def file_sha256(path: str | Path) -> str:
 
 @task(name="load-revision-inputs", cache_policy=NO_CACHE)
 def load_revision_inputs(
-    dataset_dir: str, deployed_path: str, request: str | dict[str, Any]
+    dataset_dir: str, deployed_path: str, request: str | dict[str, Any] | ForgetRequest
 ) -> RevisionInputs:
     """Read the dataset's info and manifest, the deployed checkpoint (weights only) and the
     request. Images are not opened here: the validation step checks them first."""
     logger = get_run_logger()
-    forget = (
-        ForgetRequest.from_dict(request, "request parameter")
-        if isinstance(request, dict)
-        else ForgetRequest.load(request)
-    )
+    if isinstance(request, ForgetRequest):  # resolved from the forget ledger
+        forget = request
+    elif isinstance(request, dict):
+        forget = ForgetRequest.from_dict(request, "request parameter")
+    else:
+        forget = ForgetRequest.load(request)
     model, meta = load_checkpoint(deployed_path)
     info_path = Path(dataset_dir) / "dataset.json"
     if not info_path.is_file():

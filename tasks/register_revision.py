@@ -37,6 +37,7 @@ def register_revision(
     version: str | None,
     stages: tuple[str, ...],
     candidate_dir: str | None = None,
+    before_commit: Any = None,
 ) -> dict[str, Any]:
     """Register ``folder`` (moved, not copied) as ``version`` (planned by the flow with
     ``Registry.next_version``); returns the record (``version`` None when unregistered, then
@@ -65,6 +66,7 @@ def register_revision(
         version,
         stages,
         card=lambda r: card_texts(r, history),
+        before_commit=before_commit,
     )
     logger.info(
         "registered %s %s (%s)%s",

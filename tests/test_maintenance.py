@@ -12,6 +12,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -557,6 +558,7 @@ def test_revision_is_registered_with_production_as_parent(
     )
     config = yaml.safe_load(params.read_text())
     config["registry"] = {"enabled": True, "model": "classifier"}
+    config["ledger"] = {"enabled": True, "path": "ledger/requests.jsonl"}
     config["promotion"] = {"auto_staging": True, "serving_dir": "models/production"}
     params.write_text(yaml.safe_dump(config))
     git_dvc_project(tmp_path)
@@ -597,14 +599,56 @@ def test_revision_is_registered_with_production_as_parent(
         p.read_text() for p in reg.record_dir("classifier", "v1.1.0").iterdir()
     ]
     texts.append(read_metadata(files / "model.onnx")["metrics"])
+    ledger_file = tmp_path / "ledger" / "requests.jsonl"
+    texts.append(ledger_file.read_text())
     for text in texts:
         for patient in request["selector"]["patient_ids"]:
             assert patient not in text
+    (consent,) = [json.loads(line) for line in ledger_file.read_text().splitlines()]
+    assert consent["status"] == "applied in v1.1.0"
+    assert [r["id"] for r in record["requests"]] == [consent["id"]]
+    committed = subprocess.run(
+        ["git", "show", "--name-only", "--format=", "classifier@v1.1.0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "ledger/requests.jsonl" in committed  # the status change is in the revision's commit
 
-    config["gates"] = {"consent_withdrawal": {"max_retain_drop": -1.0}}  # nothing can pass
+    # a later revision carries the consent withdrawal: its patients are forgotten again and
+    # the consent gates re-checked on the new model
+    reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
+    retire = tmp_path / "retire.yaml"
+    retire.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["3"]}}))
+    config["gates"]["class_retirement"] = {"max_forget_acc": 0.05, **lenient}
+    params.write_text(yaml.safe_dump(config))
+    later = maintenance_flow(str(params), str(retire))
+    assert later["version"] == "v1.2.0"
+    record = reg.record("classifier", "v1.2.0")
+    assert record["parent"] == "v1.1.0"
+    ids = [r["id"] for r in record["requests"]]
+    assert ids[0] == consent["id"] and len(ids) == 2
+    assert record["rechecks"][consent["id"]]["reason"] == "consent_withdrawal"
+    assert record["rechecks"][consent["id"]]["passed"]
+    manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
+    train = manifest["split"] == "train"
+    union = train & (
+        (manifest["label"] == "3") | manifest["patient_id"].isin(request["selector"]["patient_ids"])
+    )
+    assert record["counts"]["forget_train"] == int(union.sum())
+    assert record["counts"]["retain_train"] == int((train & ~union).sum())
+    served = sha(tmp_path / "models" / "production" / "model.pt")
+
+    other = tmp_path / "retire5.yaml"
+    other.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["5"]}}))
+    config["gates"]["class_retirement"] = {"max_forget_acc": -1.0}  # nothing can pass
     params.write_text(yaml.safe_dump(config))
     with pytest.raises(GatesFailed):
-        maintenance_flow(str(params))
-    assert reg.versions("classifier") == ["v1.0.0", "v1.1.0"]
+        maintenance_flow(str(params), str(other))
+    assert reg.versions("classifier") == ["v1.0.0", "v1.1.0", "v1.2.0"]
     assert sha(tmp_path / "models" / "production" / "model.pt") == served
     assert not list((tmp_path / "models").glob(".revision-*"))
+    statuses = [json.loads(line)["status"] for line in ledger_file.read_text().splitlines()]
+    assert statuses == ["applied in v1.1.0", "applied in v1.2.0", statuses[2]]
+    assert statuses[2].startswith("rejected: ")

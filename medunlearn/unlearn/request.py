@@ -47,6 +47,10 @@ class ForgetRequest:
     fraction: float | None = None
     seed: int = 0
     note: str = ""
+    # Earlier requests whose forgetting this revision must keep (the forget ledger): their
+    # training rows are forgotten again and never retained (``cohort_masks``). In memory
+    # only: built from the ledger, never read from a request file.
+    carried: tuple[ForgetRequest, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -62,7 +66,8 @@ class ForgetRequest:
     @classmethod
     def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
         try:
-            return cls(**{k: obj[k] for k in obj if k in cls.__dataclass_fields__})
+            fields = set(cls.__dataclass_fields__) - {"carried"}
+            return cls(**{k: obj[k] for k in obj if k in fields})
         except TypeError as exc:
             raise RequestError(f"{where}: {exc}") from exc
         except RequestError as exc:
@@ -133,15 +138,23 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
         forget_train = _sample_groups(manifest, forget_train, request.fraction, request.seed)
     if not forget_train.any():
         raise RequestError(f"request {request.hash} selects no training rows to forget")
+    # earlier requests stay forgotten: their training rows join forget-train, and none of
+    # their rows (any split) counts as retained
+    carried_selected = np.zeros(len(manifest), dtype=bool)
+    for earlier in request.carried:
+        kept = cohort_masks(manifest, earlier)
+        forget_train |= kept.forget_train
+        carried_selected |= kept.selected
+    gone = selected | carried_selected
     masks = CohortMasks(
         forget_train=forget_train,
         retain_train=(split == "train") & ~forget_train,
         forget_val=selected & (split == "val"),
-        retain_val=_retain_heldout(split == "val", selected),
+        retain_val=_retain_heldout(split == "val", gone),
         forget_test=selected & (split == "test"),
-        retain_test=_retain_heldout(split == "test", selected),
+        retain_test=_retain_heldout(split == "test", gone),
         request_hash=request.hash,
-        selected=selected,
+        selected=gone,
     )
     masks.counts = {
         name: int(getattr(masks, name).sum())

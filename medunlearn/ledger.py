@@ -1,0 +1,204 @@
+"""The forget ledger: every forget request the project received, and what became of it.
+
+``ledger/requests.jsonl`` (git-versioned, one JSON line per request): ``id``, ``reason``, the
+selector with every patient and image id replaced by a **salted** token, ``fraction`` and
+``seed``, ``received_at``, and ``status``: ``pending``, ``applied in VERSION`` or
+``rejected: REASON``. Free-text notes are not stored (they may name a patient).
+
+Why salted: patient ids are short and guessable (``P0529``), so a plain hash can be reversed
+by trying every id. The salt (``ledger/salt``, 32 random bytes) is kept out of git and, in
+a DVC project, tracked by DVC (``ledger/salt.dvc``), so it travels through the DVC remote
+with the clinical data it protects (same access control), never through the git history.
+
+A later revision keeps every earlier forgetting: :meth:`Ledger.carried` rebuilds each
+applied request from its tokens by hashing the manifest's own ids with the salt (the raw
+ids exist only in memory), and the maintenance flow forgets their rows again and re-checks
+each one's gates. Written here because no library keeps a consent ledger; the file format
+is plain JSON lines so it diffs in git.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from filelock import FileLock
+
+from medunlearn.atomic import write_text
+from medunlearn.unlearn.request import ForgetRequest, RequestError
+
+ID_KEYS = {"patient_ids": "patient_id", "image_ids": "image_id"}
+TOKEN_PREFIX = "h-"
+
+
+class LedgerError(RuntimeError):
+    """The ledger cannot do what was asked (missing salt, unknown id); the message says why."""
+
+
+class Ledger:
+    """The request ledger at ``path`` with its salt at ``salt_path``."""
+
+    def __init__(
+        self, path: str | Path = "ledger/requests.jsonl", salt_path: str | Path | None = None
+    ) -> None:
+        self.path = Path(path)
+        self.salt_path = Path(salt_path) if salt_path else self.path.with_name("salt")
+
+    # --- salt and tokens -----------------------------------------------------------------
+    def salt(self, create: bool = False) -> bytes:
+        if not self.salt_path.is_file():
+            if not create:
+                raise LedgerError(
+                    f"{self.salt_path}: the ledger's salt is missing; fetch it with "
+                    f"`dvc pull {self.salt_path}.dvc` (it is never in git)"
+                )
+            self.salt_path.parent.mkdir(parents=True, exist_ok=True)
+            write_text(self.salt_path, secrets.token_hex(32) + "\n")
+            _ignore(self.salt_path)
+        return self.salt_path.read_text().strip().encode()
+
+    def token(self, value: object, salt: bytes | None = None) -> str:
+        """HMAC-SHA256 of one identifier under the project's salt (16 hex)."""
+        key = salt if salt is not None else self.salt()
+        return TOKEN_PREFIX + hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()[:16]
+
+    # --- entries -------------------------------------------------------------------------
+    def entries(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        out = []
+        for n, line in enumerate(self.path.read_text().splitlines(), start=1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except ValueError as exc:
+                    raise LedgerError(f"{self.path}: line {n} is not JSON ({exc})") from exc
+        return out
+
+    def pending(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if e["status"] == "pending"]
+
+    def applied(self) -> list[dict[str, Any]]:
+        return [e for e in self.entries() if e["status"].startswith("applied in ")]
+
+    def add(self, request: ForgetRequest, received_at: str | None = None) -> dict[str, Any]:
+        """Append ``request`` as pending; the same request twice is the same entry."""
+        with self._lock():
+            salt = self.salt(create=True)
+            selector = {
+                k: sorted(self.token(v, salt) for v in values) if k in ID_KEYS else values
+                for k, values in request.selector.items()
+            }
+            body = {
+                "reason": request.reason,
+                "selector": selector,
+                "fraction": request.fraction,
+                "seed": request.seed,
+            }
+            canonical = json.dumps(body, sort_keys=True)
+            entry_id = "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :]
+            for e in self.entries():
+                if e["id"] == entry_id:
+                    return e
+            entry = {
+                "id": entry_id,
+                **body,
+                "received_at": received_at or datetime.now(UTC).isoformat(timespec="seconds"),
+                "status": "pending",
+            }
+            self._write([*self.entries(), entry])
+            return entry
+
+    def set_status(self, ids: list[str], status: str) -> None:
+        """``applied in v1.2.0`` or ``rejected: why`` for the given entries."""
+        if not (status == "pending" or status.startswith(("applied in ", "rejected: "))):
+            raise LedgerError(f"status must be pending, 'applied in V' or 'rejected: R': {status}")
+        with self._lock():
+            entries = self.entries()
+            unknown = set(ids) - {e["id"] for e in entries}
+            if unknown:
+                raise LedgerError(f"{self.path}: unknown request id(s) {sorted(unknown)}")
+            for e in entries:
+                if e["id"] in ids:
+                    e["status"] = status
+            self._write(entries)
+
+    # --- requests back from entries ------------------------------------------------------
+    def request(self, entry: dict[str, Any], manifest: pd.DataFrame) -> ForgetRequest:
+        """The entry as a request on ``manifest``: its tokens matched against the
+        manifest's ids hashed with the salt (raw ids only in memory)."""
+        salt = self.salt()
+        selector = dict(entry["selector"])
+        for key, column in ID_KEYS.items():
+            if key in selector:
+                if column not in manifest.columns:
+                    raise RequestError(f"ledger {entry['id']}: the manifest has no '{column}'")
+                wanted = set(selector[key])
+                ids = manifest[column].astype(str).unique()
+                selector[key] = sorted(v for v in ids if self.token(v, salt) in wanted)
+                if not selector[key]:
+                    raise RequestError(
+                        f"ledger {entry['id']}: none of its {len(wanted)} {column}s is in "
+                        f"this manifest"
+                    )
+        return ForgetRequest(
+            entry["reason"], selector, entry.get("fraction"), int(entry.get("seed", 0))
+        )
+
+    def carried(self, manifest: pd.DataFrame) -> list[tuple[str, ForgetRequest]]:
+        """Every applied request as (ledger id, request) on ``manifest``."""
+        return [(e["id"], self.request(e, manifest)) for e in self.applied()]
+
+    # --- io --------------------------------------------------------------------------------
+    def _lock(self) -> FileLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        return FileLock(str(self.path) + ".lock", timeout=600)
+
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        write_text(self.path, "".join(json.dumps(e, sort_keys=True) + "\n" for e in entries))
+        _ignore(Path(str(self.path) + ".lock"))
+
+
+def _ignore(path: Path) -> None:
+    """Keep ``path`` out of git (the salt; the lock file) via the folder's .gitignore."""
+    ignore = path.parent / ".gitignore"
+    lines = ignore.read_text().splitlines() if ignore.is_file() else []
+    entry = f"/{path.name}"
+    if entry not in lines:
+        write_text(ignore, "\n".join([*lines, entry]) + "\n")
+
+
+def track_salt(ledger: Ledger) -> str | None:
+    """``dvc add`` the salt so it travels via the DVC remote; ``None`` when done, else why
+    it could not be tracked (no DVC project, or DVC's own error)."""
+    from dvc.exceptions import NotDvcRepoError
+    from dvc.repo import Repo
+
+    try:
+        with Repo(str(ledger.salt_path.parent.resolve())) as repo:
+            repo.add(str(ledger.salt_path.resolve()))
+        return None
+    except NotDvcRepoError:
+        return "not a DVC project"
+    except Exception as exc:  # noqa: BLE001 - tracking the salt must not lose the request
+        return f"{type(exc).__name__}: {exc}"
+
+
+def active_ledger(params: dict[str, Any], root: str | Path) -> Ledger | None:
+    """The project's ledger (``ledger`` section, paths relative to ``root``) when enabled;
+    the flows use it only together with the registry (``applied in VERSION``)."""
+    section = dict(params.get("ledger") or {})
+    if not section.get("enabled", False):
+        return None
+    return Ledger(Path(root) / section.get("path", "ledger/requests.jsonl"))
+
+
+def record_entry(entry: dict[str, Any]) -> dict[str, Any]:
+    """What a revision record and card keep of a ledger entry (tokens, never raw ids)."""
+    return {k: entry.get(k) for k in ("id", "reason", "selector", "fraction", "received_at")}

@@ -1,0 +1,94 @@
+"""The forget ledger: salted tokens, statuses, requests rebuilt from tokens, carried cohorts.
+
+The manifests here are hand-written, so the right cohort of every request is known.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from medunlearn.ledger import Ledger, LedgerError
+from medunlearn.unlearn.request import ForgetRequest, cohort_masks
+
+MANIFEST = pd.DataFrame(
+    {
+        "image_id": [f"img{i}" for i in range(10)],
+        "patient_id": ["P1", "P1", "P2", "P3", "P4", "P5", "P6", "P7", "P8", "P9"],
+        "label": ["0", "0", "1", "1", "0", "1", "0", "1", "0", "1"],
+        "split": ["train"] * 6 + ["val", "val", "test", "test"],
+    }
+)
+
+
+def test_identifiers_are_salted_tokens_and_never_stored(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1", "P3"]}, note="P1 asked")
+    entry = ledger.add(request, received_at="2026-11-29T10:00:00+00:00")
+    text = ledger.path.read_text()
+    assert "P1" not in text and "P3" not in text  # neither the ids nor the free-text note
+    salt = ledger.salt_path.read_text().strip().encode()
+    expected = sorted(
+        "h-" + hmac.new(salt, p.encode(), hashlib.sha256).hexdigest()[:16] for p in ("P1", "P3")
+    )
+    assert entry["selector"]["patient_ids"] == expected
+    assert entry["status"] == "pending" and entry["received_at"].startswith("2026-11-29")
+    assert "/salt" in (ledger.path.parent / ".gitignore").read_text().splitlines()
+    # the same request twice is one entry; a plain (unsalted) hash of an id is not a token
+    assert ledger.add(request)["id"] == entry["id"] and len(ledger.entries()) == 1
+    assert hashlib.sha256(b"P1").hexdigest()[:16] not in text
+
+
+def test_two_projects_have_different_tokens(tmp_path: Path) -> None:
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]})
+    a = Ledger(tmp_path / "a" / "requests.jsonl").add(request)
+    b = Ledger(tmp_path / "b" / "requests.jsonl").add(request)
+    assert a["selector"] != b["selector"] and a["id"] != b["id"]
+
+
+def test_a_request_rebuilt_from_tokens_selects_the_same_rows(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "requests.jsonl")
+    raw = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1", "P3"]})
+    rebuilt = ledger.request(ledger.add(raw), MANIFEST)
+    assert rebuilt.selector == {"patient_ids": ["P1", "P3"]}
+    masks = cohort_masks(MANIFEST, rebuilt)
+    assert masks.forget_train.tolist() == [True, True, False, True] + [False] * 6
+
+
+def test_statuses_and_errors(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "requests.jsonl")
+    first = ledger.add(ForgetRequest("class_retirement", {"labels": ["1"]}))
+    second = ledger.add(ForgetRequest("consent_withdrawal", {"patient_ids": ["P2"]}))
+    ledger.set_status([first["id"]], "applied in v1.1.0")
+    assert [e["id"] for e in ledger.applied()] == [first["id"]]
+    assert [e["id"] for e in ledger.pending()] == [second["id"]]
+    with pytest.raises(LedgerError, match="unknown request id"):
+        ledger.set_status(["req-nope"], "applied in v1.2.0")
+    with pytest.raises(LedgerError, match="status must be"):
+        ledger.set_status([second["id"]], "done")
+    lines = [json.loads(line) for line in ledger.path.read_text().splitlines()]
+    assert [e["status"] for e in lines] == ["applied in v1.1.0", "pending"]
+    ledger.salt_path.unlink()
+    with pytest.raises(LedgerError, match="salt is missing"):
+        ledger.request(second, MANIFEST)
+
+
+def test_carried_requests_stay_forgotten_and_are_never_retained() -> None:
+    """Earlier consent (P1) carried into a class-1 retirement: forget-train is the union,
+    retain-train excludes both, and held-out rows of the retired class are not retention."""
+    earlier = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]})
+    new = ForgetRequest("class_retirement", {"labels": ["1"]}, carried=(earlier,))
+    masks = cohort_masks(MANIFEST, new)
+    #            img0  img1  img2  img3  img4   img5  img6   img7   img8   img9
+    union = [True, True, True, True, False, True, False, False, False, False]
+    assert masks.forget_train.tolist() == union
+    assert masks.retain_train.tolist() == [not u and i < 6 for i, u in enumerate(union)]
+    assert masks.forget_test.tolist() == [False] * 9 + [True]
+    assert np.flatnonzero(masks.retain_test).tolist() == [8]
+    assert new.hash != ForgetRequest("class_retirement", {"labels": ["1"]}).hash
