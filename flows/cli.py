@@ -9,6 +9,7 @@
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
     medunlearn rollback MODEL --stage production [--to VERSION]
     medunlearn request add FILE | list             # the forget ledger (revise: every pending)
+    medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
 
 Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
 """
@@ -42,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
         "promote": "medunlearn.registry_cli",
         "rollback": "medunlearn.registry_cli",
         "request": "medunlearn.ledger_cli",
+        "reproduce": "medunlearn.registry_cli",
     }
     if not argv or argv[0] not in commands:
         print(__doc__.strip())

@@ -4,6 +4,7 @@
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
                        [--allow-regression REASON]
     medunlearn rollback MODEL --stage production [--to VERSION] [--by NAME] [--why TEXT]
+    medunlearn reproduce MODEL VERSION [--tolerance T] [--keep] [--json]
 
 A refusal by a registry rule prints one line naming the rule and exits with status 2.
 Reads the ``registry`` and ``promotion`` sections of ``--params`` (default params.yaml) and
@@ -118,6 +119,17 @@ def main(argv: list[str] | None = None) -> None:
         parser.add_argument("--to", help="version (default: the stage's previous version)")
         parser.add_argument("--by", default=getpass.getuser())
         parser.add_argument("--why", default="rollback")
+    elif command == "reproduce":
+        parser.add_argument("model")
+        parser.add_argument("version")
+        parser.add_argument(
+            "--tolerance",
+            type=float,
+            default=0.0,
+            help="largest |recorded - reproduced| that agrees (0: same hardware and seeds)",
+        )
+        parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
+        parser.add_argument("--json", action="store_true")
     args = parser.parse_args(rest)
     try:
         registry = open_registry(args.params)
@@ -133,6 +145,25 @@ def main(argv: list[str] | None = None) -> None:
             )
             verb = "already in" if out.get("unchanged") else "promoted to"
             print(f"{args.model} {args.version} {verb} {args.to}")
+        elif command == "reproduce":
+            from medunlearn.reproduce import reproduce
+
+            out = reproduce(registry, args.model, args.version, args.tolerance, args.keep)
+            if args.json:
+                print(json.dumps(out, indent=2, default=str))
+            else:
+                for r in out["rows"]:
+                    print(
+                        f"{r['metric']:28s} recorded {r['recorded']!s:22s} reproduced "
+                        f"{r['reproduced']!s:22s} {'agree' if r['agree'] else 'DIFFER'}"
+                    )
+                print(
+                    f"{args.model} {args.version} ({out['stage']} at {out['commit'][:10]}): "
+                    f"{'reproduced' if out['agree'] else 'NOT reproduced'} within "
+                    f"{args.tolerance}"
+                )
+            if not out["agree"]:
+                raise SystemExit(1)
         else:
             out = registry.rollback(args.model, args.stage, args.to, args.by, args.why)
             where = f"; files at {registry.serving_dir}" if out["served"] else ""

@@ -1,0 +1,184 @@
+"""``medunlearn reproduce MODEL VERSION``: re-run a revision from what it recorded.
+
+The revision's commit (its GTO tag) is checked out in a scratch ``git worktree`` (never the
+user's working tree), with the repository's DVC cache shared so the recorded data version
+and the parent's files come from it (or from the remote). The recorded params sections are
+written over that commit's ``params.yaml``, the registry and ledger are switched off (a
+reproduction registers nothing), and ``dvc repro <stage> --single-item`` runs the stage
+that made the revision: ``train`` for a trained model, ``maintain`` for an unlearning
+revision, on the parent's checkpoint and the recorded request. Then each recorded metric is
+compared with the reproduced one: they agree when ``|recorded - reproduced| <= tolerance``.
+On the same hardware with the same seeds the run is deterministic and the tolerance is 0;
+across CPUs, BLAS kernels may differ in the last bits (BENCHMARKS.md states what was
+measured). The worktree is removed afterwards unless ``keep``.
+
+Not reproducible this way (refused by name): a revision that carries earlier ledger
+requests (the flow rebuilds carried requests from the ledger, which a reproduction has
+switched off), and a request selected by identifiers that is not in the ledger (its record
+keeps only their hashes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from medunlearn.registry import Registry, RegistryError, _git
+
+MAINTAIN_KEYS = (
+    "forget_train_acc",
+    "forget_heldout_acc",
+    "retain_test_acc",
+    "retain_test_balanced_acc",
+    "test_acc",
+)
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_STAGE", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=cwd, capture_output=True, text=True, env=env
+    )
+    if done.returncode != 0:
+        raise RegistryError(f"dvc {' '.join(args)} failed in {cwd}: {done.stderr[-1500:]}")
+    return done.stdout
+
+
+def compare(recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: float) -> list[dict]:
+    """One row per metric present in ``recorded``: both values and whether they agree."""
+    rows = []
+    for key, value in recorded.items():
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        again = reproduced.get(key)
+        agree = again is not None and abs(float(value) - float(again)) <= tolerance
+        rows.append({"metric": key, "recorded": value, "reproduced": again, "agree": agree})
+    return rows
+
+
+def reproduce(
+    registry: Registry,
+    name: str,
+    version: str,
+    tolerance: float = 0.0,
+    keep: bool = False,
+    ledger_path: str | Path | None = None,
+) -> dict[str, Any]:
+    """Re-run ``name`` ``version`` in a scratch worktree; per-metric comparison rows."""
+    record = registry.record(name, version)
+    root = registry.root
+    requests = record.get("requests") or []
+    if len(requests) > 1:
+        raise RegistryError(
+            f"not reproducible here: {name} {version} carries {len(requests) - 1} earlier "
+            f"ledger request(s), which a reproduction cannot rebuild with the ledger off"
+        )
+    commit = _git(root, "rev-list", "-n", "1", f"{name}@{version}").strip()
+    scratch = Path(tempfile.mkdtemp(prefix="medunlearn-reproduce-"))
+    tree = scratch / "tree"
+    _git(root, "worktree", "add", "--detach", str(tree), commit)
+    try:
+        _dvc(tree, "config", "--local", "cache.dir", str(root / ".dvc" / "cache"))
+        params = yaml.safe_load((tree / "params.yaml").read_text()) or {}
+        for section, values in (record.get("params") or {}).items():
+            params[section] = values
+        params.setdefault("registry", {})["enabled"] = False
+        params.setdefault("ledger", {})["enabled"] = False
+        if (tree / "data.dvc").is_file():
+            _fetch(tree, "data.dvc")
+        if record.get("kind") == "trained":
+            stage, recorded = (
+                "train",
+                {k.removeprefix("test_"): v for k, v in (record.get("metrics") or {}).items()},
+            )
+        else:
+            stage = "maintain"
+            parent = record.get("parent")
+            if not parent:
+                raise RegistryError(f"not reproducible here: {name} {version} has no parent")
+            parent_files = Path(registry.models_dir) / name / parent
+            _fetch(tree, f"{parent_files}.dvc")
+            request = _raw_request(requests[0], root, ledger_path, tree, params)
+            (tree / ".reproduce-request.yaml").write_text(yaml.safe_dump(request))
+            params["maintain"].update(
+                deployed=str(parent_files / "model.pt"),
+                request=".reproduce-request.yaml",
+                candidate_dir="models/candidate",
+            )
+            recorded = {k: (record.get("metrics") or {}).get(k) for k in MAINTAIN_KEYS}
+            recorded["mia_auc"] = ((record.get("metrics") or {}).get("membership") or {}).get("auc")
+        (tree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        _dvc(tree, "repro", stage, "--single-item", "--force")
+        reproduced = _reproduced(tree, params, stage)
+        rows = compare(recorded, reproduced, tolerance)
+        return {
+            "model": name,
+            "version": version,
+            "commit": commit,
+            "stage": stage,
+            "tolerance": tolerance,
+            "agree": all(r["agree"] for r in rows) and bool(rows),
+            "rows": rows,
+            "worktree": str(tree) if keep else None,
+        }
+    finally:
+        if not keep:
+            subprocess.run(
+                ["git", "worktree", "remove", "--force", str(tree)], cwd=root, capture_output=True
+            )
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch(tree: Path, dvc_file: str) -> None:
+    try:
+        _dvc(tree, "checkout", dvc_file)
+    except RegistryError:
+        _dvc(tree, "pull", dvc_file)
+
+
+def _raw_request(
+    entry: dict[str, Any], root: Path, ledger_path: str | Path | None, tree: Path, params: dict
+) -> dict[str, Any]:
+    """The recorded request with raw values (ids rebuilt from the ledger's tokens)."""
+    selector = dict(entry.get("selector") or {})
+    has_ids = any(k in selector for k in ("patient_ids", "image_ids"))
+    base = {"reason": entry["reason"], "selector": selector}
+    if entry.get("fraction") is not None:
+        base["fraction"] = entry["fraction"]
+    if not has_ids:
+        return base
+    if not str(entry.get("id", "")).startswith("req-"):
+        raise RegistryError(
+            "not reproducible here: the request selects identifiers and is not in the "
+            "ledger (its record keeps only their hashes)"
+        )
+    from medunlearn.data.manifest import read_manifest_csv
+    from medunlearn.ledger import Ledger
+
+    ledger = Ledger(Path(ledger_path) if ledger_path else root / "ledger" / "requests.jsonl")
+    stored = next((e for e in ledger.entries() if e["id"] == entry["id"]), None)
+    if stored is None:
+        raise RegistryError(f"not reproducible here: request {entry['id']} not in {ledger.path}")
+    manifest = read_manifest_csv(tree / params["maintain"]["dataset"] / "manifest.csv")
+    request = ledger.request(stored, manifest)
+    return {**base, "selector": request.selector, "seed": request.seed}
+
+
+def _reproduced(tree: Path, params: dict[str, Any], stage: str) -> dict[str, Any]:
+    if stage == "train":
+        report = json.loads((tree / params["train"]["report"]).read_text())
+        return dict(report.get("test") or {})
+    metrics = json.loads((tree / params["maintain"]["reports"]["metrics"]).read_text())
+    selected = metrics.get("selected_metrics") or {}
+    out = {k: selected.get(k) for k in MAINTAIN_KEYS}
+    out["mia_auc"] = (selected.get("membership") or {}).get("auc")
+    return out
