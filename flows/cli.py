@@ -1,59 +1,217 @@
-"""The ``medunlearn`` command: one entry point to the pipeline's flows and files.
+"""The ``medunlearn`` command (Typer + rich): one entry point to the pipeline's flows and files.
 
     medunlearn prepare [--params params.yaml]      # flows.prepare
-    medunlearn train [--role retrain --exclude Q]  # flows.train
+    medunlearn train [--role retrain --exclude Q]  # flows.train (a deployed model is registered)
     medunlearn show models/deployed.pt             # checkpoint metadata
-    medunlearn revise --request requests/x.yaml    # flows.maintenance: one model revision
+    medunlearn revise [--request requests/x.yaml]  # flows.maintenance: one revision per request
     medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
     medunlearn rollback MODEL --stage production [--to VERSION]
-    medunlearn request add FILE | list             # the forget ledger (revise: every pending)
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
+    medunlearn request add FILE | list             # the forget ledger (revise: every pending)
 
-Flows are imported only by the sub-command that runs them, so ``show`` starts instantly.
+``prepare``, ``train``, ``revise`` and ``bench`` hand their arguments to the flow's own
+parser unchanged (``medunlearn revise --help`` shows its flags), so every flag they had
+still works. Flows are imported only by the command that runs them, so ``show`` and the
+registry commands start instantly. A registry rule's refusal exits with status 2.
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="medunlearn",
+    help="Revise a deployed clinical imaging classifier by machine unlearning.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode="rich",
+)
+request_app = typer.Typer(help="The forget ledger.", no_args_is_help=True)
+app.add_typer(request_app, name="request")
+
+PASSTHROUGH = {
+    "context_settings": {
+        "allow_extra_args": True,
+        "ignore_unknown_options": True,
+        "help_option_names": [],  # --help goes to the flow's own parser
+    }
+}
+Params = Annotated[str, typer.Option("--params", help="params file")]
+Json = Annotated[bool, typer.Option("--json", help="machine-readable output")]
 
 
-def _show(argv: list[str]) -> None:
+class Promotable(str, Enum):
+    staging = "staging"
+    production = "production"
+
+
+class Stage(str, Enum):
+    candidate = "candidate"
+    staging = "staging"
+    production = "production"
+
+
+def _delegate(module: str, args: list[str]) -> None:
+    __import__(module, fromlist=["main"]).main(list(args))
+
+
+@app.command(**PASSTHROUGH)
+def prepare(ctx: typer.Context) -> None:
+    """Materialise data/<name> and version it with DVC (flows.prepare)."""
+    _delegate("flows.prepare", ctx.args)
+
+
+@app.command(**PASSTHROUGH)
+def train(ctx: typer.Context) -> None:
+    """Train the deployed model (registered) or the retrain reference (flows.train)."""
+    _delegate("flows.train", ctx.args)
+
+
+@app.command(**PASSTHROUGH)
+def revise(ctx: typer.Context) -> None:
+    """One revision per forget request: validate, unlearn, gates, export, register."""
+    _delegate("flows.maintenance", ctx.args)
+
+
+@app.command(**PASSTHROUGH)
+def bench(ctx: typer.Context) -> None:
+    """The benchmark suite on scenario files (medunlearn.benchmark)."""
+    _delegate("medunlearn.benchmark.cli", ctx.args)
+
+
+@app.command()
+def show(checkpoint: Annotated[list[Path], typer.Argument(help="checkpoint files")]) -> None:
+    """Print checkpoint metadata."""
     from medunlearn.checkpoint import describe, read_metadata
 
-    parser = argparse.ArgumentParser(
-        prog="medunlearn show", description="print checkpoint metadata"
-    )
-    parser.add_argument("checkpoint", nargs="+")
-    for path in parser.parse_args(argv).checkpoint:
+    for path in checkpoint:
         print(describe(read_metadata(path), path))
 
 
+@app.command()
+def registry(
+    model: Annotated[str | None, typer.Argument(help="one model (default: all)")] = None,
+    as_json: Json = False,
+    params: Params = "params.yaml",
+) -> None:
+    """Each model's versions, stages, parent, request reason and headline metrics."""
+    from medunlearn import registry_cli
+
+    registry_cli.run("registry", params, model=model, as_json=as_json)
+
+
+@app.command()
+def promote(
+    model: str,
+    version: str,
+    to: Annotated[Promotable, typer.Option("--to", help="target stage")],
+    by: Annotated[str, typer.Option("--by", help="who promotes (recorded in the tag)")],
+    why: Annotated[str, typer.Option("--why", help="why (recorded in the tag)")],
+    allow_regression: Annotated[
+        str | None, typer.Option("--allow-regression", metavar="REASON")
+    ] = None,
+    params: Params = "params.yaml",
+) -> None:
+    """Assign a version to staging or production (refusals exit 2, naming the rule)."""
+    from medunlearn import registry_cli
+
+    registry_cli.run(
+        "promote",
+        params,
+        model=model,
+        version=version,
+        to=to.value,
+        by=by,
+        why=why,
+        allow_regression=allow_regression,
+    )
+
+
+@app.command()
+def rollback(
+    model: str,
+    stage: Annotated[Stage, typer.Option("--stage")],
+    to: Annotated[str | None, typer.Option("--to", help="version (default: the previous)")] = None,
+    by: Annotated[str | None, typer.Option("--by")] = None,
+    why: Annotated[str, typer.Option("--why")] = "rollback",
+    params: Params = "params.yaml",
+) -> None:
+    """Assign the stage's previous (or the named) version again; production files restored."""
+    import getpass
+
+    from medunlearn import registry_cli
+
+    registry_cli.run(
+        "rollback",
+        params,
+        model=model,
+        stage=stage.value,
+        to=to,
+        by=by or getpass.getuser(),
+        why=why,
+    )
+
+
+@app.command()
+def reproduce(
+    model: str,
+    version: str,
+    tolerance: Annotated[
+        float, typer.Option(help="largest |recorded - reproduced| that agrees")
+    ] = 0.0,
+    keep: Annotated[bool, typer.Option("--keep", help="keep the scratch worktree")] = False,
+    as_json: Json = False,
+    params: Params = "params.yaml",
+) -> None:
+    """Re-run a revision from its commit, data version and params; compare its metrics."""
+    from medunlearn import registry_cli
+
+    registry_cli.run(
+        "reproduce",
+        params,
+        model=model,
+        version=version,
+        tolerance=tolerance,
+        keep=keep,
+        as_json=as_json,
+    )
+
+
+@request_app.command("add")
+def request_add(
+    file: Annotated[Path, typer.Argument(help="request YAML/JSON")],
+    params: Params = "params.yaml",
+) -> None:
+    """Append a forget request to the ledger as pending."""
+    from medunlearn import ledger_cli
+
+    ledger_cli.run("add", params, file=str(file))
+
+
+@request_app.command("list")
+def request_list(as_json: Json = False, params: Params = "params.yaml") -> None:
+    """Every request in the ledger and its status."""
+    from medunlearn import ledger_cli
+
+    ledger_cli.run("list", params, as_json=as_json)
+
+
 def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    commands = {
-        "prepare": "flows.prepare",
-        "train": "flows.train",
-        "revise": "flows.maintenance",
-        "bench": "medunlearn.benchmark.cli",
-        "show": None,
-        "registry": "medunlearn.registry_cli",
-        "promote": "medunlearn.registry_cli",
-        "rollback": "medunlearn.registry_cli",
-        "request": "medunlearn.ledger_cli",
-        "reproduce": "medunlearn.registry_cli",
-    }
-    if not argv or argv[0] not in commands:
-        print(__doc__.strip())
-        raise SystemExit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    command, rest = argv[0], argv[1:]
-    if command == "show":
-        _show(rest)
-        return
-    module = __import__(commands[command], fromlist=["main"])
-    module.main(argv if module.__name__ == "medunlearn.registry_cli" else rest)
+    """Entry point; ``argv`` (without the program name) for tests and scripts. Usage errors
+    exit 2 with Typer's message; success returns instead of exiting, so callers go on."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=args, prog_name="medunlearn")
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            raise
 
 
 if __name__ == "__main__":

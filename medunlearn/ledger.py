@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +109,7 @@ class Ledger:
             entry = {
                 "id": entry_id,
                 **body,
-                "received_at": received_at or datetime.now(UTC).isoformat(timespec="seconds"),
+                "received_at": received_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "status": "pending",
             }
             self._write([*self.entries(), entry])

@@ -10,7 +10,6 @@ the folder that holds it. Identifiers are stored as salted tokens (``medunlearn.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -29,31 +28,19 @@ def open_ledger(params_path: str) -> Ledger:
     return Ledger(root / section.get("path", "ledger/requests.jsonl"))
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = argparse.ArgumentParser(
-        prog="medunlearn request",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("action", choices=("add", "list"))
-    parser.add_argument("file", nargs="?", help="request file (add)")
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+def run(action: str, params_path: str, file: str | None = None, as_json: bool = False) -> None:
+    """``add`` a request file as pending, or ``list`` the ledger; refusals exit 2."""
     try:
-        ledger = open_ledger(args.params)
-        if args.action == "add":
-            if not args.file:
-                parser.error("add needs a request FILE")
-            entry = ledger.add(ForgetRequest.load(args.file))
+        ledger = open_ledger(params_path)
+        if action == "add":
+            entry = ledger.add(ForgetRequest.load(file or ""))
             why = None if Path(f"{ledger.salt_path}.dvc").exists() else track_salt(ledger)
             print(f"{entry['id']} ({entry['reason']}): {entry['status']}")
             if why:
                 print(f"warning: ledger salt not tracked by DVC ({why})", file=sys.stderr)
             return
         entries = ledger.entries()
-        if args.json:
+        if as_json:
             print(json.dumps(entries, indent=2))
             return
         from rich.console import Console
@@ -66,5 +53,5 @@ def main(argv: list[str] | None = None) -> None:
             table.add_row(e["id"], e["reason"], e["received_at"], e["status"])
         Console().print(table)
     except (LedgerError, RequestError) as exc:
-        print(f"request {args.action} refused: {exc}", file=sys.stderr)
+        print(f"request {action} refused: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc

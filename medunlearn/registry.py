@@ -39,7 +39,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +305,7 @@ class Registry:
                 **record,
                 "model": name,
                 "version": version,
-                "registered_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "artifacts": hashes,
                 "files": files.relative_to(self.root).as_posix(),
                 "dvc_file": dvc_file.relative_to(self.root).as_posix(),

@@ -6,15 +6,15 @@
     medunlearn rollback MODEL --stage production [--to VERSION] [--by NAME] [--why TEXT]
     medunlearn reproduce MODEL VERSION [--tolerance T] [--keep] [--json]
 
-A refusal by a registry rule prints one line naming the rule and exits with status 2.
+A refusal by a registry rule prints one line naming the rule and exits with status 2;
+``reproduce`` exits 1 when a metric does not agree. The command line itself is Typer
+(``flows/cli.py``); this module holds what the commands do.
 Reads the ``registry`` and ``promotion`` sections of ``--params`` (default params.yaml) and
 works on the repository that holds it.
 """
 
 from __future__ import annotations
 
-import argparse
-import getpass
 import json
 import sys
 from pathlib import Path
@@ -94,80 +94,63 @@ def print_table(rows: list[dict[str, Any]]) -> None:
     Console(width=200 if not sys.stdout.isatty() else None).print(table)
 
 
-def main(argv: list[str] | None = None) -> None:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    command, rest = argv[0], argv[1:]
-    parser = argparse.ArgumentParser(
-        prog=f"medunlearn {command}",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--params", default="params.yaml")
-    if command == "registry":
-        parser.add_argument("model", nargs="?")
-        parser.add_argument("--json", action="store_true", help="machine-readable output")
-    elif command == "promote":
-        parser.add_argument("model")
-        parser.add_argument("version")
-        parser.add_argument("--to", required=True, choices=STAGES[1:])
-        parser.add_argument("--by", required=True, help="who promotes (recorded in the tag)")
-        parser.add_argument("--why", required=True, help="why (recorded in the tag)")
-        parser.add_argument("--allow-regression", metavar="REASON")
-    elif command == "rollback":
-        parser.add_argument("model")
-        parser.add_argument("--stage", required=True, choices=STAGES)
-        parser.add_argument("--to", help="version (default: the stage's previous version)")
-        parser.add_argument("--by", default=getpass.getuser())
-        parser.add_argument("--why", default="rollback")
-    elif command == "reproduce":
-        parser.add_argument("model")
-        parser.add_argument("version")
-        parser.add_argument(
-            "--tolerance",
-            type=float,
-            default=0.0,
-            help="largest |recorded - reproduced| that agrees (0: same hardware and seeds)",
-        )
-        parser.add_argument("--keep", action="store_true", help="keep the scratch worktree")
-        parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(rest)
+def run(command: str, params_path: str, **kw: Any) -> None:
+    """Run one registry command (``registry``, ``promote``, ``rollback``, ``reproduce``);
+    a registry rule's refusal prints one line naming it and exits with status 2."""
     try:
-        registry = open_registry(args.params)
+        registry = open_registry(params_path)
         if command == "registry":
-            rows = listing(registry, args.model)
-            if args.json:
+            rows = listing(registry, kw.get("model"))
+            if kw.get("as_json"):
                 print(json.dumps(rows, indent=2, default=str))
             else:
                 print_table(rows)
         elif command == "promote":
             out = registry.promote(
-                args.model, args.version, args.to, args.by, args.why, args.allow_regression
+                kw["model"],
+                kw["version"],
+                kw["to"],
+                kw["by"],
+                kw["why"],
+                kw.get("allow_regression"),
             )
             verb = "already in" if out.get("unchanged") else "promoted to"
-            print(f"{args.model} {args.version} {verb} {args.to}")
-        elif command == "reproduce":
-            from medunlearn.reproduce import reproduce
-
-            out = reproduce(registry, args.model, args.version, args.tolerance, args.keep)
-            if args.json:
-                print(json.dumps(out, indent=2, default=str))
-            else:
-                for r in out["rows"]:
-                    print(
-                        f"{r['metric']:28s} recorded {r['recorded']!s:22s} reproduced "
-                        f"{r['reproduced']!s:22s} {'agree' if r['agree'] else 'DIFFER'}"
-                    )
-                print(
-                    f"{args.model} {args.version} ({out['stage']} at {out['commit'][:10]}): "
-                    f"{'reproduced' if out['agree'] else 'NOT reproduced'} within "
-                    f"{args.tolerance}"
-                )
-            if not out["agree"]:
-                raise SystemExit(1)
-        else:
-            out = registry.rollback(args.model, args.stage, args.to, args.by, args.why)
+            print(f"{kw['model']} {kw['version']} {verb} {kw['to']}")
+        elif command == "rollback":
+            out = registry.rollback(kw["model"], kw["stage"], kw.get("to"), kw["by"], kw["why"])
             where = f"; files at {registry.serving_dir}" if out["served"] else ""
-            print(f"{args.model} {args.stage}: {out['from']} -> {out['to']}{where}")
+            print(f"{kw['model']} {kw['stage']}: {out['from']} -> {out['to']}{where}")
+        elif command == "reproduce":
+            _reproduce(registry, **kw)
+        else:
+            raise ValueError(f"unknown registry command {command}")
     except RegistryError as exc:
         print(f"{command} refused: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+
+
+def _reproduce(
+    registry: Registry,
+    model: str,
+    version: str,
+    tolerance: float = 0.0,
+    keep: bool = False,
+    as_json: bool = False,
+) -> None:
+    from medunlearn.reproduce import reproduce
+
+    out = reproduce(registry, model, version, tolerance, keep)
+    if as_json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        for r in out["rows"]:
+            print(
+                f"{r['metric']:28s} recorded {r['recorded']!s:22s} reproduced "
+                f"{r['reproduced']!s:22s} {'agree' if r['agree'] else 'DIFFER'}"
+            )
+        print(
+            f"{model} {version} ({out['stage']} at {out['commit'][:10]}): "
+            f"{'reproduced' if out['agree'] else 'NOT reproduced'} within {tolerance}"
+        )
+    if not out["agree"]:
+        raise SystemExit(1)

@@ -496,10 +496,12 @@ def cohort_expectations(
 
 
 def retained_classes(class_names: Sequence[str], request: Any) -> list[str]:
-    """Classes that must survive: all, minus those a class retirement retires."""
+    """Classes that must survive: all, minus those a class retirement retires (this request
+    or an earlier one it carries from the forget ledger)."""
     retired = set()
-    if request.reason == "class_retirement":
-        retired = {str(v) for v in request.selector.get("labels", [])}
+    for r in (request, *getattr(request, "carried", ())):
+        if r.reason == "class_retirement":
+            retired |= {str(v) for v in r.selector.get("labels", [])}
     return [str(c) for c in class_names if str(c) not in retired]
 
 

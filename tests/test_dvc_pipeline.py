@@ -123,3 +123,49 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     moved = run(project, "dvc", "status", "maintain")
     assert "requests/withdraw_consent.yaml" in moved
+
+
+def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
+    """As `make demo` does, in a throwaway project: train registers v1.0.0, promotion to
+    production, a revision v1.1.0 (candidate + staging) with its ledger entry, then
+    `medunlearn reproduce` re-runs it in a scratch worktree and every metric agrees exactly
+    (same machine, same seeds)."""
+    import json
+
+    project = make_project(tmp_path)
+    run(project, sys.executable, "-m", "flows.prepare")
+    run(project, "git", "add", "-A")
+    git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost")
+    run(project, *git, "commit", "-qm", "project and data")
+    cli = (sys.executable, "-m", "flows.cli")
+    trained = run(project, *cli, "train")
+    assert "registered classifier v1.0.0 (candidate)" in trained
+    for stage in ("staging", "production"):
+        run(
+            project,
+            *cli,
+            "promote",
+            "classifier",
+            "v1.0.0",
+            "--to",
+            stage,
+            "--by",
+            "ci",
+            "--why",
+            "first model",
+        )
+    run(project, *cli, "revise")
+    rows = {r["version"]: r for r in json.loads(run(project, *cli, "registry", "--json"))}
+    assert rows["v1.0.0"]["stages"] == ["production"]
+    assert rows["v1.1.0"]["stages"] == ["candidate", "staging"]
+    assert rows["v1.1.0"]["parent"] == "v1.0.0" and rows["v1.1.0"]["pushed"]
+    ledger = json.loads(run(project, *cli, "request", "list", "--json"))
+    assert [e["status"] for e in ledger] == ["applied in v1.1.0"]
+    # the records, cards, .dvc files and ledger are committed with the revision
+    committed = ("registry", "ledger", "models/classifier")
+    assert run(project, "git", "status", "--porcelain", "--", *committed) == ""
+
+    out = run(project, *cli, "reproduce", "classifier", "v1.1.0")
+    assert "classifier v1.1.0 (maintain at" in out and "reproduced within 0.0" in out
+    assert "DIFFER" not in out
+    assert run(project, "git", "worktree", "list").count("\n") == 1  # the scratch one is gone

@@ -92,3 +92,13 @@ def test_carried_requests_stay_forgotten_and_are_never_retained() -> None:
     assert masks.forget_test.tolist() == [False] * 9 + [True]
     assert np.flatnonzero(masks.retain_test).tolist() == [8]
     assert new.hash != ForgetRequest("class_retirement", {"labels": ["1"]}).hash
+
+
+def test_a_class_retired_earlier_is_not_expected_in_retain_train() -> None:
+    from medunlearn.validation import retained_classes
+
+    earlier = ForgetRequest("class_retirement", {"labels": ["2"]})
+    new = ForgetRequest("class_retirement", {"labels": ["1"]}, carried=(earlier,))
+    assert retained_classes(["0", "1", "2", "3"], new) == ["0", "3"]
+    consent = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]}, carried=(earlier,))
+    assert retained_classes(["0", "1", "2", "3"], consent) == ["0", "1", "3"]

@@ -652,3 +652,35 @@ def test_revision_is_registered_with_production_as_parent(
     statuses = [json.loads(line)["status"] for line in ledger_file.read_text().splitlines()]
     assert statuses == ["applied in v1.1.0", "applied in v1.2.0", statuses[2]]
     assert statuses[2].startswith("rejected: ")
+
+
+def test_a_failed_report_after_export_leaves_no_model(
+    tmp_path, prefect_harness, demo_dir, demo_model, monkeypatch
+) -> None:
+    """The report fails after the ONNX export: no candidate folder, no staging leftovers, and
+    a candidate of an earlier run is left as it was (the revision folder moves as one)."""
+    import flows.maintenance as flow_module
+    from flows.maintenance import maintenance_flow
+
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={"class_retirement": LENIENT},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+    )
+    earlier = tmp_path / "models" / "candidate"
+    earlier.mkdir(parents=True)
+    (earlier / "model.pt").write_bytes(b"earlier revision")
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing the report")
+
+    monkeypatch.setattr(flow_module, "write_revision_report", broken)
+    with pytest.raises(OSError, match="disk full"):
+        maintenance_flow(str(params))
+    assert sorted(p.name for p in earlier.iterdir()) == ["model.pt"]
+    assert (earlier / "model.pt").read_bytes() == b"earlier revision"
+    assert not list((tmp_path / "models").glob(".revision-*"))
