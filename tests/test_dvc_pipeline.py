@@ -133,6 +133,10 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     import json
 
     project = make_project(tmp_path)
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["maintain"]["sweep"] = params["maintain"]["sweep"][:1]  # one run: this is about
+    params["maintain"]["compose"] = {"enabled": False}  # the registry, not the method
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
     run(project, sys.executable, "-m", "flows.prepare")
     run(project, "git", "add", "-A")
     git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost")
