@@ -9,6 +9,7 @@
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
     medunlearn rollback MODEL --stage production [--to VERSION]
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
+    medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
     medunlearn request add FILE | list             # the forget ledger (revise: every pending)
 
 ``prepare``, ``train``, ``revise`` and ``bench`` hand their arguments to the flow's own
@@ -182,6 +183,20 @@ def reproduce(
         keep=keep,
         as_json=as_json,
     )
+
+
+@app.command()
+def card(
+    model: str,
+    version: str,
+    as_json: Json = False,
+    params: Params = "params.yaml",
+) -> None:
+    """A revision's card with its promotion history up to now (the committed card.md is
+    the one written at registration)."""
+    from medunlearn import registry_cli
+
+    registry_cli.run("card", params, model=model, version=version, as_json=as_json)
 
 
 @request_app.command("add")

@@ -109,7 +109,8 @@ class Ledger:
             entry = {
                 "id": entry_id,
                 **body,
-                "received_at": received_at or datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "received_at": received_at
+                or datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "status": "pending",
             }
             self._write([*self.entries(), entry])

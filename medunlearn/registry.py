@@ -62,11 +62,12 @@ class StageEvent:
 
     number: int
     stage: str
-    version: str | None  # None: the stage was emptied
+    version: str | None  # the version assigned, or (``removed``) the one taken out
     by: str
     at: str  # ISO 8601 (the tag's date)
     why: str
     tag: str
+    removed: bool = False  # an unassignment: the stage no longer holds ``version``
 
 
 def semver(version: str) -> tuple[int, int, int]:
@@ -178,15 +179,40 @@ class Registry:
             m = _ASSIGN.match(tag)
             if not m or m["name"] != name:
                 continue
-            version = None if m["un"] else _version_of(message)
-            events.append(StageEvent(int(m["n"]), m["stage"], version, by, at, _why(message), tag))
+            events.append(
+                StageEvent(
+                    int(m["n"]),
+                    m["stage"],
+                    _version_of(message),
+                    by,
+                    at,
+                    _why(message),
+                    tag,
+                    removed=bool(m["un"]),
+                )
+            )
         return sorted(events, key=lambda e: e.number)
+
+    def history(self, name: str, version: str) -> list[dict[str, Any]]:
+        """Every stage event of ``version`` (assignments, and unassignments naming it), in
+        order: the promotion history a revision card shows."""
+        return [
+            {
+                "stage": f"left {e.stage}" if e.removed else e.stage,
+                "by": e.by,
+                "at": e.at,
+                "why": e.why,
+                "tag": e.tag,
+            }
+            for e in self.events(name)
+            if e.version == version
+        ]
 
     def stages(self, name: str) -> dict[str, str | None]:
         """The version currently in each stage (the latest assignment), or None."""
         current: dict[str, str | None] = {s: None for s in STAGES}
         for event in self.events(name):
-            current[event.stage] = event.version
+            current[event.stage] = None if event.removed else event.version
         return current
 
     def current(self, name: str, stage: str) -> str | None:
@@ -362,7 +388,7 @@ class Registry:
             if not (record.get("gates") or {}).get("passed", False):
                 raise RegistryError(f"gates failed: {name} {version} did not pass its gates")
             if to == "production":
-                staged = [e for e in self.events(name) if e.stage == "staging"]
+                staged = [e for e in self.events(name) if e.stage == "staging" and not e.removed]
                 if not any(e.version == version for e in staged):
                     raise RegistryError(
                         f"no prior staging: {name} {version} was never in staging; "
@@ -401,7 +427,11 @@ class Registry:
         try:
             current = self.current(name, stage)
             if to is None:
-                history = [e.version for e in self.events(name) if e.stage == stage and e.version]
+                history = [
+                    e.version
+                    for e in self.events(name)
+                    if e.stage == stage and e.version and not e.removed
+                ]
                 earlier = [v for v in reversed(history) if v != current]
                 if not earlier:
                     raise RegistryError(
@@ -459,7 +489,11 @@ class Registry:
         ``version`` does not (it predates them): serving it would undo their forgetting. A
         request only in a candidate or staging revision is not yet in force."""
         mine = {r["id"] for r in self.record(name, version).get("requests", [])}
-        served = {e.version for e in self.events(name) if e.stage == "production" and e.version}
+        served = {
+            e.version
+            for e in self.events(name)
+            if e.stage == "production" and e.version and not e.removed
+        }
         applied: set[str] = set()
         for v in served & set(self.versions(name)):
             applied |= {r["id"] for r in self.record(name, v).get("requests", [])}

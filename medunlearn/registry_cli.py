@@ -122,6 +122,16 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             print(f"{kw['model']} {kw['stage']}: {out['from']} -> {out['to']}{where}")
         elif command == "reproduce":
             _reproduce(registry, **kw)
+        elif command == "card":
+            from medunlearn.card import card_json, card_markdown
+
+            record = registry.record(kw["model"], kw["version"])
+            card = card_json(record, registry.history(kw["model"], kw["version"]))
+            print(
+                json.dumps(card, indent=2, default=str)
+                if kw.get("as_json")
+                else card_markdown(card)
+            )
         else:
             raise ValueError(f"unknown registry command {command}")
     except RegistryError as exc:

@@ -165,7 +165,16 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
         "consent revoked in error",
     )
     assert allowed.returncode == 0, allowed.stderr
-    events = [(e.stage, e.version, e.by) for e in reg.events("classifier")]
+    history = reg.history("classifier", "v1.1.0")
+    assert [h["stage"] for h in history] == [
+        "candidate",
+        "staging",
+        "production",
+        "left production",
+        "production",
+    ]
+    assert "bad calibration" in history[3]["why"] and history[3]["by"] == "ann"
+    events = [(e.stage, e.version, e.by) for e in reg.events("classifier") if not e.removed]
     assert ("production", "v1.1.0", "bob") in events and events[-1] == ("production", "v1.0.0", "a")
 
     # a revision whose files no longer match the record cannot be promoted
