@@ -138,6 +138,8 @@ def maintenance_flow(
             len(carried),
         )
     inputs = load_revision_inputs(maintain["dataset"], deployed_path, wanted)
+    if ledger is None and inputs.request.carried:  # a request file that lists them
+        carried = [(r.hash, r) for r in inputs.request.carried]
     clock.lap("load")
     data, cohorts = validate_data(
         inputs, validation, reports["validation"], float(maintain.get("max_in_memory_mb", 1024))

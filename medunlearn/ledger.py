@@ -202,4 +202,5 @@ def active_ledger(params: dict[str, Any], root: str | Path) -> Ledger | None:
 
 def record_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """What a revision record and card keep of a ledger entry (tokens, never raw ids)."""
-    return {k: entry.get(k) for k in ("id", "reason", "selector", "fraction", "received_at")}
+    keys = ("id", "reason", "selector", "fraction", "seed", "received_at")
+    return {k: entry.get(k) for k in keys}

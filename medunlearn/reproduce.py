@@ -12,10 +12,11 @@ On the same hardware with the same seeds the run is deterministic and the tolera
 across CPUs, BLAS kernels may differ in the last bits (BENCHMARKS.md states what was
 measured). The worktree is removed afterwards unless ``keep``.
 
-Not reproducible this way (refused by name): a revision that carries earlier ledger
-requests (the flow rebuilds carried requests from the ledger, which a reproduction has
-switched off), and a request selected by identifiers that is not in the ledger (its record
-keeps only their hashes).
+Requests selected by identifiers are rebuilt from the ledger's tokens and the salt (raw ids
+only in the scratch worktree's request file, deleted with it); earlier ledger requests the
+revision carried are listed in that file under ``carried``. Not reproducible (refused by
+name): a request selected by identifiers that is not in the ledger (its record keeps only
+their hashes).
 """
 
 from __future__ import annotations
@@ -77,11 +78,6 @@ def reproduce(
     record = registry.record(name, version)
     root = registry.root
     requests = record.get("requests") or []
-    if len(requests) > 1:
-        raise RegistryError(
-            f"not reproducible here: {name} {version} carries {len(requests) - 1} earlier "
-            f"ledger request(s), which a reproduction cannot rebuild with the ledger off"
-        )
     commit = _git(root, "rev-list", "-n", "1", f"{name}@{version}").strip()
     scratch = Path(tempfile.mkdtemp(prefix="medunlearn-reproduce-"))
     tree = scratch / "tree"
@@ -107,7 +103,12 @@ def reproduce(
                 raise RegistryError(f"not reproducible here: {name} {version} has no parent")
             parent_files = Path(registry.models_dir) / name / parent
             _fetch(tree, f"{parent_files}.dvc")
-            request = _raw_request(requests[0], root, ledger_path, tree, params)
+            *earlier, last = requests
+            request = _raw_request(last, root, ledger_path, tree, params)
+            if earlier:  # carried ledger requests, listed in the request file
+                request["carried"] = [
+                    _raw_request(e, root, ledger_path, tree, params) for e in earlier
+                ]
             (tree / ".reproduce-request.yaml").write_text(yaml.safe_dump(request))
             params["maintain"].update(
                 deployed=str(parent_files / "model.pt"),
@@ -154,6 +155,8 @@ def _raw_request(
     base = {"reason": entry["reason"], "selector": selector}
     if entry.get("fraction") is not None:
         base["fraction"] = entry["fraction"]
+    if entry.get("seed") is not None:
+        base["seed"] = entry["seed"]
     if not has_ids:
         return base
     if not str(entry.get("id", "")).startswith("req-"):

@@ -102,3 +102,19 @@ def test_a_class_retired_earlier_is_not_expected_in_retain_train() -> None:
     assert retained_classes(["0", "1", "2", "3"], new) == ["0", "3"]
     consent = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]}, carried=(earlier,))
     assert retained_classes(["0", "1", "2", "3"], consent) == ["0", "1", "3"]
+
+
+def test_a_request_file_may_list_the_requests_it_carries() -> None:
+    """What ``medunlearn reproduce`` writes: the carried requests select the same rows as the
+    ledger's rebuilt ones (the hand-checked union of the carried-cohort test)."""
+    obj = {
+        "reason": "class_retirement",
+        "selector": {"labels": ["1"]},
+        "carried": [{"reason": "consent_withdrawal", "selector": {"patient_ids": ["P1"]}}],
+    }
+    request = ForgetRequest.from_dict(obj)
+    assert request.carried[0].selector == {"patient_ids": ["P1"]}
+    union = [True, True, True, True, False, True, False, False, False, False]
+    assert cohort_masks(MANIFEST, request).forget_train.tolist() == union
+    with pytest.raises(Exception, match=r"carried\[0\]"):
+        ForgetRequest.from_dict({**obj, "carried": [{"reason": "tidying", "selector": {}}]})

@@ -48,8 +48,9 @@ class ForgetRequest:
     seed: int = 0
     note: str = ""
     # Earlier requests whose forgetting this revision must keep (the forget ledger): their
-    # training rows are forgotten again and never retained (``cohort_masks``). In memory
-    # only: built from the ledger, never read from a request file.
+    # training rows are forgotten again and never retained (``cohort_masks``). Built from
+    # the ledger; a request file may list them under ``carried`` (``medunlearn reproduce``
+    # does, in its scratch worktree).
     carried: tuple[ForgetRequest, ...] = ()
 
     def __post_init__(self) -> None:
@@ -67,7 +68,13 @@ class ForgetRequest:
     def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
         try:
             fields = set(cls.__dataclass_fields__) - {"carried"}
-            return cls(**{k: obj[k] for k in obj if k in fields})
+            carried = obj.get("carried") or []
+            if not isinstance(carried, list):
+                raise RequestError("carried must be a list of earlier requests")
+            earlier = tuple(
+                cls.from_dict(c, f"{where}: carried[{i}]") for i, c in enumerate(carried)
+            )
+            return cls(**{k: obj[k] for k in obj if k in fields}, carried=earlier)
         except TypeError as exc:
             raise RequestError(f"{where}: {exc}") from exc
         except RequestError as exc:
