@@ -30,7 +30,14 @@ from tqdm.auto import tqdm
 from medunlearn.card import hashed_selector
 from medunlearn.config import load_params, load_section, params_hash
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
-from medunlearn.ledger import Ledger, LedgerError, active_ledger, record_entry, track_salt
+from medunlearn.ledger import (
+    AlreadyApplied,
+    Ledger,
+    LedgerError,
+    active_ledger,
+    record_entry,
+    track_salt,
+)
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry, code_commit
 from medunlearn.revision import GatesFailed, run_timings, select_candidate
@@ -127,6 +134,8 @@ def maintenance_flow(
         entry = next((e for e in ledger.entries() if e["id"] == ledger_id), None)
         if entry is None:
             raise LedgerError(f"{ledger.path}: no request {ledger_id}")
+        if entry["status"].startswith("applied in "):
+            raise AlreadyApplied(f"request {ledger_id} was already {entry['status']}")
         if entry["status"] != "pending":
             raise LedgerError(f"request {ledger_id} is not pending: {entry['status']}")
         carried = [(i, r) for i, r in ledger.carried(manifest) if i != ledger_id]
@@ -417,6 +426,9 @@ def main(argv: list[str] | None = None) -> None:
     for request, ledger_id in jobs:
         try:
             result = flow_fn(args.params, request, args.refresh_cache, ledger_id)
+        except AlreadyApplied as exc:  # e.g. `make demo` run twice: nothing to revise
+            print(f"nothing to do: {exc}")
+            continue
         except GatesFailed as exc:
             print(f"revision refused: {exc}", file=sys.stderr)
             print(Path(maintain["reports"]["summary"]).read_text(), file=sys.stderr)

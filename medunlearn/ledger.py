@@ -41,6 +41,10 @@ class LedgerError(RuntimeError):
     """The ledger cannot do what was asked (missing salt, unknown id); the message says why."""
 
 
+class AlreadyApplied(LedgerError):
+    """The request was already applied in a revision: nothing to do (not a failure)."""
+
+
 class Ledger:
     """The request ledger at ``path`` with its salt at ``salt_path``."""
 

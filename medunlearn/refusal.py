@@ -13,11 +13,23 @@ import logging
 
 from medunlearn.data.decode import DecodeError
 from medunlearn.data.manifest import ManifestError
+from medunlearn.ledger import AlreadyApplied, LedgerError
 from medunlearn.revision import GatesFailed
+from medunlearn.unlearn.request import RequestError
 from medunlearn.validation import ValidationFailed
 
-REFUSALS: tuple[type[BaseException], ...] = (ManifestError, ValidationFailed, GatesFailed)
-REFUSAL_NAMES: tuple[type[BaseException], ...] = (*REFUSALS, DecodeError)  # subclasses, by name
+REFUSALS: tuple[type[BaseException], ...] = (
+    ManifestError,
+    ValidationFailed,
+    GatesFailed,
+    LedgerError,
+    RequestError,
+)
+REFUSAL_NAMES: tuple[type[BaseException], ...] = (
+    *REFUSALS,
+    DecodeError,
+    AlreadyApplied,
+)  # subclasses, by name
 PREFECT_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 

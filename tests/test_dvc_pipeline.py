@@ -165,6 +165,8 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     assert rows["v1.1.0"]["parent"] == "v1.0.0" and rows["v1.1.0"]["pushed"]
     ledger = json.loads(run(project, *cli, "request", "list", "--json"))
     assert [e["status"] for e in ledger] == ["applied in v1.1.0"]
+    again = run(project, *cli, "revise")  # `make demo` twice: the request is already applied
+    assert "nothing to do" in again and "already applied in v1.1.0" in again
     # the records, cards, .dvc files and ledger are committed with the revision
     committed = ("registry", "ledger", "models/classifier")
     assert run(project, "git", "status", "--porcelain", "--", *committed) == ""
