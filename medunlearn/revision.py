@@ -333,11 +333,15 @@ def recheck_requests(
 ) -> dict[str, dict[str, Any]]:
     """Gate results of ``model`` for each earlier request it must keep forgotten.
 
-    Each ``(id, request)`` gets its own cohorts on the same data (``cohorts`` gives the
-    manifest and opened splits) and its own reason's profile, with ``deployed`` (the parent,
-    which already forgot it) as the "before": a later revision that re-learned an earlier
-    consent withdrawal or retired class fails here even when the new request passes.
+    Each ``(id, request)`` gets its own forget cohorts on the same data (``cohorts`` gives
+    the manifest and opened splits) and its own reason's profile, with ``deployed`` (the
+    parent, which already forgot it) as the "before": a later revision that re-learned an
+    earlier consent withdrawal or retired class fails here even when the new request passes.
+    Retention is measured on the revision's own retain cohorts (every forgotten row left
+    out), so the new request's forgetting never counts as lost retention of an earlier one.
     """
+    from dataclasses import replace
+
     from medunlearn.gates import evaluate_gates
     from medunlearn.metrics import unlearning_metrics
     from medunlearn.unlearn.request import build_cohorts
@@ -351,6 +355,20 @@ def recheck_requests(
             cohorts.test,
             cohorts.class_names,
             request,
+        )
+        own = replace(
+            own,
+            retain_train=cohorts.retain_train,
+            retain_val=cohorts.retain_val,
+            retain_test=cohorts.retain_test,
+            masks=replace(
+                own.masks,
+                retain_train=cohorts.masks.retain_train,
+                retain_val=cohorts.masks.retain_val,
+                retain_test=cohorts.masks.retain_test,
+            ),
+            pool_splits=cohorts.pool_splits,
+            pool_check=cohorts.pool_check,
         )
         before = unlearning_metrics(deployed, own)
         after = unlearning_metrics(model, own)

@@ -435,15 +435,37 @@ def validate_manifest(
 # --------------------------------------------------------------------------- cohort suite
 
 
-def cohort_frame(manifest: pd.DataFrame, masks: Any) -> pd.DataFrame:
-    """One row per training row: its cohort, label and patient."""
+def consent_requests(request: Any) -> list[Any]:
+    """The consent withdrawals among a request and the earlier ones it carries."""
+    return [
+        r
+        for r in (request, *getattr(request, "carried", ()))
+        if r is not None and r.reason == "consent_withdrawal"
+    ]
+
+
+def cohort_frame(manifest: pd.DataFrame, masks: Any, request: Any = None) -> pd.DataFrame:
+    """One row per training row: its cohort, label and patient. A patient is *withdrawing*
+    when a consent withdrawal (the request or one it carries) selected them: only their
+    images must all be in forget-train (a retired class's patients keep other images)."""
+    from dataclasses import replace
+
+    from medunlearn.unlearn.request import cohort_masks
+
     m = manifest.reset_index(drop=True)
     train = masks.forget_train | masks.retain_train
     frame = m.loc[train, [c for c in ("image_id", "label", "patient_id") if c in m.columns]].copy()
     frame["cohort"] = np.where(masks.forget_train[train], "forget_train", "retain_train")
     frame["row"] = np.flatnonzero(train) + 1
+    consents = consent_requests(request)
     if "patient_id" in frame.columns:
-        forgotten = set(frame.loc[frame["cohort"] == "forget_train", "patient_id"].astype(str))
+        if request is None or not consents:
+            withdrawing = masks.forget_train
+        else:
+            withdrawing = np.zeros(len(m), dtype=bool)
+            for r in consents:  # the request's own cohort (its fraction sampling included)
+                withdrawing |= cohort_masks(m, replace(r, carried=())).forget_train
+        forgotten = set(m.loc[withdrawing, "patient_id"].astype(str))
         retained = set(frame.loc[frame["cohort"] == "retain_train", "patient_id"].astype(str))
         both = forgotten & retained
         frame["patient_in_forget_and_retain"] = frame["patient_id"].astype(str).isin(both)
@@ -514,12 +536,13 @@ def validate_cohorts(
     override_fraction: bool = False,
 ) -> ValidationReport:
     """Run the cohort suite for a request's masks (``medunlearn.unlearn.request``)."""
-    frame = cohort_frame(manifest, masks)
+    frame = cohort_frame(manifest, masks, request)
     keep = retained_classes(class_names, request)
+    reason = "consent_withdrawal" if consent_requests(request) else request.reason
     outcomes = run_suite(
         "cohorts",
         frame,
-        cohort_expectations(request.reason, keep, max_forget_fraction, override_fraction),
+        cohort_expectations(reason, keep, max_forget_fraction, override_fraction),
     )
     retain = frame[frame["cohort"] == "retain_train"]
     e = _gx().expectations

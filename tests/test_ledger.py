@@ -118,3 +118,23 @@ def test_a_request_file_may_list_the_requests_it_carries() -> None:
     assert cohort_masks(MANIFEST, request).forget_train.tolist() == union
     with pytest.raises(Exception, match=r"carried\[0\]"):
         ForgetRequest.from_dict({**obj, "carried": [{"reason": "tidying", "selector": {}}]})
+
+
+def test_consent_after_a_carried_class_retirement_validates() -> None:
+    """P1 has a class-1 image (retired earlier, carried) and a class-0 image (retained): P1
+    did not withdraw, so only the new consent patient P4 must be wholly forgotten."""
+    from medunlearn.validation import validate_cohorts
+
+    manifest = MANIFEST.copy()
+    manifest.loc[0, "label"] = "1"  # P1: img0 class 1, img1 class 0
+    retired = ForgetRequest("class_retirement", {"labels": ["1"]})
+    consent = ForgetRequest("consent_withdrawal", {"patient_ids": ["P4"]}, carried=(retired,))
+    masks = cohort_masks(manifest, consent)
+    assert masks.forget_train[0] and masks.retain_train[1]  # P1 spans both, legitimately
+    report = validate_cohorts(manifest, masks, consent, ["0", "1"], 0.9)
+    assert report.success, report.summary()
+    # the same patient as a withdrawal of their own is refused while an image is retained
+    withdrawn = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]}, carried=(retired,))
+    bad = cohort_masks(manifest, withdrawn)
+    bad.retain_train[1], bad.forget_train[1] = True, False  # P1's class-0 image kept
+    assert not validate_cohorts(manifest, bad, withdrawn, ["0", "1"], 0.9).success

@@ -183,7 +183,7 @@ def test_impossible_gates_fail_the_flow_and_export_nothing(
     assert not stale.exists(), "a refused run leaves no candidate that the report denies"
     assert not (tmp_path / "models" / "candidate" / "model.pt").exists()
     assert not (tmp_path / "models" / "candidate" / "model.onnx").exists()
-    assert not list((tmp_path / "models").glob(".*staging*"))
+    assert not list((tmp_path / "models").glob(".revision-*"))
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
     assert metrics["passed"] is False and metrics["revision_id"] is None
     assert "No candidate passed" in (tmp_path / "reports" / "maintenance.md").read_text()
@@ -573,6 +573,7 @@ def test_revision_is_registered_with_production_as_parent(
 
     result = maintenance_flow(str(params))
     assert result["version"] == "v1.1.0"
+    assert sha(tmp_path / "models" / "production" / "model.pt") == served  # only staged
     assert reg.stages("classifier") == {
         "candidate": "v1.1.0",
         "staging": "v1.1.0",
@@ -631,6 +632,11 @@ def test_revision_is_registered_with_production_as_parent(
     assert ids[0] == consent["id"] and len(ids) == 2
     assert record["rechecks"][consent["id"]]["reason"] == "consent_withdrawal"
     assert record["rechecks"][consent["id"]]["passed"]
+    # retention of the earlier request is measured on this revision's retain cohorts (class 3
+    # left out), so it is the very number the new request's own retention check measured
+    own = {c["name"]: c["value"] for c in record["gates"]["checks"]}
+    again = {c["name"]: c["value"] for c in record["rechecks"][consent["id"]]["checks"]}
+    assert again["retain_drop"] == pytest.approx(own["retain_drop"], abs=1e-12)
     manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
     train = manifest["split"] == "train"
     union = train & (
