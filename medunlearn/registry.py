@@ -409,10 +409,15 @@ class Registry:
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
             )
             if self.current(name, to) == version:
+                if to == "production" and (self.served() or {}).get("version") != version:
+                    self.materialise(name, version)  # an earlier copy was interrupted
                 return {"model": name, "version": version, "stage": to, "unchanged": True}
-            self._assign(name, version, to, by, note)
             if to == "production":
-                self.materialise(name, version)
+                self._serve_then_tag(
+                    name, version, lambda: self._assign(name, version, to, by, note)
+                )
+            else:
+                self._assign(name, version, to, by, note)
             return {"model": name, "version": version, "stage": to, "by": by, "why": note}
         finally:
             lock.release()
@@ -426,12 +431,18 @@ class Registry:
         lock = self._locked()
         try:
             current = self.current(name, stage)
+            history = [
+                e.version
+                for e in self.events(name)
+                if e.stage == stage and e.version and not e.removed
+            ]
+            if to is not None and to not in history:
+                self.record(name, to)  # unknown version refused first
+                raise RegistryError(
+                    f"never in {stage}: {name} {to} was never assigned to {stage}, so there "
+                    f"is nothing to roll back to; promote it (its rules apply)"
+                )
             if to is None:
-                history = [
-                    e.version
-                    for e in self.events(name)
-                    if e.stage == stage and e.version and not e.removed
-                ]
                 earlier = [v for v in reversed(history) if v != current]
                 if not earlier:
                     raise RegistryError(
@@ -446,11 +457,26 @@ class Registry:
                 raise RegistryError(
                     f"artifacts do not match the record: {name} {to}: {', '.join(bad)}"
                 )
-            if current:
-                self._unassign(name, current, stage, by, f"rolled back to {to}: {why}")
-            self._assign(name, to, stage, by, f"rollback from {current}: {why}", force=True)
-            served = self.materialise(name, to) if stage == "production" else None
-            return {"model": name, "stage": stage, "from": current, "to": to, "served": served}
+            target = to
+
+            def tag() -> None:
+                if current:
+                    self._unassign(name, current, stage, by, f"rolled back to {target}: {why}")
+                self._assign(name, target, stage, by, f"rollback from {current}: {why}", force=True)
+
+            served = None
+            if stage == "production":
+                served = self._serve_then_tag(name, to, tag)
+            else:
+                tag()
+            return {
+                "model": name,
+                "stage": stage,
+                "from": current,
+                "to": to,
+                "served": served,
+                "regression": self.regressions(name, to),
+            }
         finally:
             lock.release()
 
@@ -460,6 +486,7 @@ class Registry:
         record = self.record(name, version)
         folder = self.files_dir(name, version)
         serving = self.root / self.serving_dir
+        serving.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=".serving-", dir=serving.parent))
         try:
             for rel in record["artifacts"]:
@@ -474,15 +501,37 @@ class Registry:
                 raise RegistryError(
                     f"materialised files of {name} {version} differ from the record"
                 )
-            old = serving.with_name(serving.name + ".old")
-            shutil.rmtree(old, ignore_errors=True)
+            aside = Path(tempfile.mkdtemp(prefix=".serving-old-", dir=serving.parent))
             if serving.exists():
-                os.replace(serving, old)
+                os.replace(serving, aside / "previous")
             os.replace(staging, serving)
-            shutil.rmtree(old, ignore_errors=True)
+            shutil.rmtree(aside, ignore_errors=True)
             return hashes
         finally:
             shutil.rmtree(staging, ignore_errors=True)
+
+    def served(self) -> dict[str, Any] | None:
+        """What ``serving_dir`` holds (``SERVING.json``), or None."""
+        path = self.root / self.serving_dir / "SERVING.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def _serve_then_tag(self, name: str, version: str, tag: Callable[[], None]) -> dict:
+        """Swap the production files in, then write the stage tag(s); if tagging fails the
+        previous production files are put back, so registry and serving never disagree."""
+        before = self.served()
+        hashes = self.materialise(name, version)
+        try:
+            tag()
+        except BaseException:
+            if before and before.get("model") == name and before.get("version"):
+                self.materialise(name, before["version"])
+            else:
+                shutil.rmtree(self.root / self.serving_dir, ignore_errors=True)
+            raise
+        return hashes
 
     def regressions(self, name: str, version: str) -> list[str]:
         """Ids of requests that a revision which has served in production carried and

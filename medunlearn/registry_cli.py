@@ -120,6 +120,12 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             out = registry.rollback(kw["model"], kw["stage"], kw.get("to"), kw["by"], kw["why"])
             where = f"; files at {registry.serving_dir}" if out["served"] else ""
             print(f"{kw['model']} {kw['stage']}: {out['from']} -> {out['to']}{where}")
+            if out["regression"]:
+                print(
+                    f"warning: forget regression: {out['to']} lacks applied request(s) "
+                    f"{', '.join(out['regression'])}; `medunlearn registry` flags it",
+                    file=sys.stderr,
+                )
         elif command == "reproduce":
             _reproduce(registry, **kw)
         elif command == "card":

@@ -253,3 +253,41 @@ def test_a_second_writer_waits_then_fails_by_name(tmp_path: Path) -> None:
     with held, pytest.raises(RegistryError, match="registry busy"):
         reg.register("classifier", reg_folder, {"gates": PASSED}, "v1.0.0")
     assert reg.versions("classifier") == []
+
+
+def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
+    tmp_path: Path, monkeypatch
+) -> None:
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    reg.register("classifier", source(repo, b"A" * 64), {"gates": PASSED}, "v1.0.0")
+    reg.promote("classifier", "v1.0.0", "staging", "ann", "x")
+    reg.promote("classifier", "v1.0.0", "production", "ann", "x")
+    request = {"id": "req-1", "reason": "consent_withdrawal", "selector": {}}
+    reg.register(
+        "classifier",
+        source(repo, b"B" * 64),
+        {"gates": PASSED, "parent": "v1.0.0", "requests": [request]},
+        "v1.1.0",
+    )
+    # a candidate that never served cannot be rolled "back" into production
+    out = cli(repo, "rollback", "classifier", "--stage", "production", "--to", "v1.1.0")
+    assert out.returncode == 2 and "never in production" in out.stderr
+    reg.promote("classifier", "v1.1.0", "staging", "ann", "x")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tag store unavailable")
+
+    monkeypatch.setattr(reg, "_assign", broken)
+    with pytest.raises(RuntimeError, match="tag store"):
+        reg.promote("classifier", "v1.1.0", "production", "ann", "x")
+    assert reg.current("classifier", "production") == "v1.0.0"
+    assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
+    assert reg.served()["version"] == "v1.0.0"
+    monkeypatch.undo()
+
+    reg.promote("classifier", "v1.1.0", "production", "ann", "x")
+    back = cli(repo, "rollback", "classifier", "--stage", "production", "--by", "ann")
+    assert back.returncode == 0, back.stderr
+    assert "forget regression" in back.stderr and "req-1" in back.stderr
+    assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
