@@ -37,6 +37,7 @@ from medunlearn.ledger import (
     active_ledger,
     record_entry,
     track_salt,
+    use_project_salt,
 )
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry, code_commit
@@ -119,6 +120,8 @@ def maintenance_flow(
         else:
             deployed_path = str(registry.production_checkpoint(model_name, parent))
     ledger = active_ledger(params, Path(params_path).resolve().parent) if registry else None
+    # identifiers in reports, hashes and the ledger are salted with the project's secret
+    use_project_salt(params, Path(params_path).resolve().parent, create=ledger is not None)
     wanted: Any = request or maintain["request"]
     carried: list[tuple[str, Any]] = []
     entry = None

@@ -57,10 +57,16 @@ class Ledger:
     # --- salt and tokens -----------------------------------------------------------------
     def salt(self, create: bool = False) -> bytes:
         if not self.salt_path.is_file():
-            if not create:
+            tracked = Path(f"{self.salt_path}.dvc")
+            if not create or tracked.is_file():  # a new salt would orphan every token
+                fix = (
+                    f"`dvc pull {tracked}`"
+                    if tracked.is_file()
+                    else "restore it from the project's DVC remote"
+                )
                 raise LedgerError(
-                    f"{self.salt_path}: the ledger's salt is missing; fetch it with "
-                    f"`dvc pull {self.salt_path}.dvc` (it is never in git)"
+                    f"{self.salt_path}: the ledger's salt is missing; fetch it with {fix} "
+                    f"(it is never in git)"
                 )
             self.salt_path.parent.mkdir(parents=True, exist_ok=True)
             write_text(self.salt_path, secrets.token_hex(32) + "\n")
@@ -107,8 +113,13 @@ class Ledger:
             }
             canonical = json.dumps(body, sort_keys=True)
             entry_id = "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :]
-            for e in self.entries():
+            entries = self.entries()
+            for e in entries:
                 if e["id"] == entry_id:
+                    if e["status"].startswith("rejected: "):  # resubmitted: pending again
+                        e["history"] = [*e.get("history", []), e["status"]]
+                        e["status"] = "pending"
+                        self._write(entries)
                     return e
             entry = {
                 "id": entry_id,
@@ -208,3 +219,19 @@ def record_entry(entry: dict[str, Any]) -> dict[str, Any]:
     """What a revision record and card keep of a ledger entry (tokens, never raw ids)."""
     keys = ("id", "reason", "selector", "fraction", "seed", "received_at")
     return {k: entry.get(k) for k in keys}
+
+
+def use_project_salt(params: dict[str, Any], root: str | Path, create: bool = False) -> bool:
+    """Salt every identifier token (``hash_identifier``, request hashes) with the ledger's
+    salt when the project has one (``create``: make it if the ledger is on and it is new).
+    Returns whether tokens are salted."""
+    from medunlearn.data.manifest import set_identifier_salt
+
+    section = dict(params.get("ledger") or {})
+    if not section:
+        return False
+    ledger = Ledger(Path(root) / section.get("path", "ledger/requests.jsonl"))
+    if not ledger.salt_path.is_file() and not (create and section.get("enabled", False)):
+        return False
+    set_identifier_salt(ledger.salt(create=create))
+    return True

@@ -83,3 +83,12 @@ def demo_cohorts(demo_splits):
     d = demo_splits
     request = ForgetRequest("class_retirement", {"labels": ["3"]})
     return build_cohorts(d.manifest, d.train, d.val, d.test, d.info.class_names, request)
+
+
+@pytest.fixture(autouse=True)
+def _unsalted_identifiers():
+    """A flow sets the project's identifier salt process-wide; each test starts without."""
+    yield
+    from medunlearn.data.manifest import set_identifier_salt
+
+    set_identifier_salt(None)

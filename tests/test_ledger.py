@@ -138,3 +138,41 @@ def test_consent_after_a_carried_class_retirement_validates() -> None:
     bad = cohort_masks(manifest, withdrawn)
     bad.retain_train[1], bad.forget_train[1] = True, False  # P1's class-0 image kept
     assert not validate_cohorts(manifest, bad, withdrawn, ["0", "1"], 0.9).success
+
+
+def test_a_rejected_request_can_be_resubmitted_and_a_lost_salt_is_never_replaced(
+    tmp_path: Path,
+) -> None:
+    ledger = Ledger(tmp_path / "requests.jsonl")
+    request = ForgetRequest("class_retirement", {"labels": ["1"]})
+    entry = ledger.add(request)
+    ledger.set_status([entry["id"]], "rejected: no candidate passed the gates")
+    again = ledger.add(request)
+    assert again["id"] == entry["id"] and again["status"] == "pending"
+    assert again["history"] == ["rejected: no candidate passed the gates"]
+    # the salt is DVC-tracked but not pulled: adding must refuse, not mint a new salt
+    (tmp_path / "salt.dvc").write_text("outs: []\n")
+    ledger.salt_path.unlink()
+    with pytest.raises(LedgerError, match="dvc pull"):
+        ledger.add(ForgetRequest("consent_withdrawal", {"patient_ids": ["P2"]}))
+    assert not ledger.salt_path.exists()
+
+
+def test_request_hashes_are_salted_once_the_project_has_a_salt() -> None:
+    """Reports and ONNX metadata carry the request hash. Unsalted, trying every id of the
+    form P0000-P9999 finds the withdrawn patient; salted, the same search does not."""
+    from medunlearn.data import manifest
+
+    request = ForgetRequest("consent_withdrawal", {"patient_ids": ["P0529"]})
+    guesses = {
+        ForgetRequest("consent_withdrawal", {"patient_ids": [f"P{i:04d}"]}).hash: i
+        for i in range(10000)
+    }
+    assert guesses[request.hash] == 529  # why a salt is needed
+    manifest.set_identifier_salt(b"project secret")
+    try:
+        salted = request.hash
+    finally:
+        manifest.set_identifier_salt(None)
+    assert salted not in guesses
+    assert request.hash in guesses  # unsalted again: the hash is a pure function of the salt

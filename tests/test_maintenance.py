@@ -571,6 +571,9 @@ def test_revision_is_registered_with_production_as_parent(
     reg.promote("classifier", "v1.0.0", "production", "tester", "first")
     served = sha(tmp_path / "models" / "production" / "model.pt")
 
+    from medunlearn.unlearn.request import ForgetRequest
+
+    reversible = ForgetRequest.from_dict(request).hash  # no salt set yet
     result = maintenance_flow(str(params))
     assert result["version"] == "v1.1.0"
     assert sha(tmp_path / "models" / "production" / "model.pt") == served  # only staged
@@ -602,9 +605,13 @@ def test_revision_is_registered_with_production_as_parent(
     texts.append(read_metadata(files / "model.onnx")["metrics"])
     ledger_file = tmp_path / "ledger" / "requests.jsonl"
     texts.append(ledger_file.read_text())
+    for rel in record["artifacts"]:
+        if rel.endswith((".md", ".json", ".csv")):
+            texts.append((files / rel).read_text())
     for text in texts:
         for patient in request["selector"]["patient_ids"]:
             assert patient not in text
+        assert reversible not in text  # the unsalted request hash can be brute-forced
     (consent,) = [json.loads(line) for line in ledger_file.read_text().splitlines()]
     assert consent["status"] == "applied in v1.1.0"
     assert [r["id"] for r in record["requests"]] == [consent["id"]]

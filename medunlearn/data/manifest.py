@@ -9,6 +9,7 @@ print a raw ``patient_id`` (it is hashed), because manifests carry patient ident
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -25,8 +26,25 @@ class ManifestError(ValueError):
     """A manifest (or an image it points to) is not usable; the message says where."""
 
 
+_IDENTIFIER_SALT: bytes | None = None
+
+
+def set_identifier_salt(salt: bytes | None) -> None:
+    """Salt every identifier token (:func:`hash_identifier`) with the project's secret
+    (the forget ledger's salt, ``medunlearn.ledger``). Patient ids are short and guessable
+    (``P0529``), so an unsalted hash is reversed by trying every id; the flows set the salt
+    whenever the project has one."""
+    global _IDENTIFIER_SALT
+    _IDENTIFIER_SALT = salt
+
+
 def hash_identifier(value: object) -> str:
-    """A stable, non-reversible short token for a patient identifier, for logs and reports."""
+    """A stable short token for a patient or image identifier, for logs and reports:
+    HMAC-SHA256 under the project's salt when one is set (not reversible without it),
+    else plain SHA-256 (reversible by enumeration for guessable ids: set a salt)."""
+    if _IDENTIFIER_SALT:
+        digest = hmac.new(_IDENTIFIER_SALT, str(value).encode(), hashlib.sha256).hexdigest()
+        return "pt-" + digest[:10]
     return "pt-" + hashlib.sha256(str(value).encode()).hexdigest()[:10]
 
 

@@ -93,9 +93,25 @@ class ForgetRequest:
 
     @property
     def hash(self) -> str:
-        """Stable short hash of the request's content (order of keys does not matter)."""
-        blob = json.dumps(asdict(self), sort_keys=True, default=str).encode()
+        """Stable short hash of the request's content (order of keys does not matter), with
+        identifiers as their :func:`hash_identifier` tokens: reports and ONNX metadata carry
+        this hash, and a hash over raw patient ids could be reversed by trying every id
+        (the tokens are salted when the project has a salt)."""
+        blob = json.dumps(_tokenised(asdict(self)), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _tokenised(obj: dict[str, Any]) -> dict[str, Any]:
+    """A request dict (``asdict``) with identifier lists replaced by their tokens."""
+    from medunlearn.data.manifest import hash_identifier
+
+    selector = dict(obj.get("selector") or {})
+    for key in ("patient_ids", "image_ids"):
+        if key in selector:
+            selector[key] = sorted(hash_identifier(v) for v in selector[key])
+    out = {**obj, "selector": selector, "note": ""}  # free text may name a patient
+    out["carried"] = [_tokenised(c) for c in obj.get("carried") or []]
+    return out
 
 
 def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarray:
