@@ -379,6 +379,7 @@ def revision_record(
         "code_commit": code_commit(root),
         "core_hash": core_hash,
         "revision_id": export["revision_id"],
+        "request_hash": request.hash,  # as in the reports and the ONNX metadata
         "candidate": selected.name,
         "gates": selected.gates,
         "metrics": selected.metrics,
@@ -400,7 +401,9 @@ class Timings:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="medunlearn revise",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument(

@@ -141,7 +141,9 @@ def _fmt(value: float | None) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="medunlearn train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--role", choices=ROLES, default="deployed")

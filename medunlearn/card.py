@@ -51,7 +51,7 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
             "forget_heldout_acc": metrics.get("forget_heldout_acc"),
             "retain_test_acc": metrics.get("retain_test_acc"),
             "retain_test_balanced_acc": metrics.get("retain_test_balanced_acc"),
-            "test_acc": metrics.get("test_acc"),
+            "test_acc": metrics.get("test_acc", metrics.get("test_accuracy")),
             "membership_auc": membership.get("auc"),
             "membership_auc_95ci": [membership.get("auc_low"), membership.get("auc_high")],
             "membership_p_value": membership.get("p_value"),
@@ -61,9 +61,21 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
             "n_members": membership.get("n_members"),
             "n_nonmembers": membership.get("n_nonmembers"),
         },
+        "rechecks": {
+            rid: {"passed": g.get("passed"), "failed": g.get("failed", [])}
+            for rid, g in (record.get("rechecks") or {}).items()
+        },
         "lineage": {
             k: record.get(k)
-            for k in ("parent", "data_version", "params_hash", "code_commit", "core_hash")
+            for k in (
+                "parent",
+                "data_version",
+                "params_hash",
+                "code_commit",
+                "core_hash",
+                "request_hash",
+                "revision_id",
+            )
         },
         "artifacts": record.get("artifacts", {}),
         "promotion_history": history or [],
@@ -97,7 +109,13 @@ def card_markdown(card: dict[str, Any]) -> str:
     counts = card["forgotten"]["counts"]
     if counts:
         lines.append("- cohort sizes: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    lines += ["", "## Evidence", f"Gates passed: **{_fmt(ev['gates_passed'])}**", ""]
+    lines += [
+        "",
+        "## Evidence",
+        f"Gates passed: **{_fmt(ev['gates_passed'])}** (every *required* check passed; "
+        "*informative* checks are reported and do not block)",
+        "",
+    ]
     if ev["checks"]:
         lines += ["| check | role | value | bound | outcome |", "|---|---|---|---|---|"]
         for c in ev["checks"]:
@@ -109,8 +127,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     low, high = ev["membership_auc_95ci"]
     null = ev["membership_null"] or {}
     lines += [
-        f"- forget-train accuracy {_fmt(ev['forget_train_acc'])}, forget held-out accuracy "
-        f"{_fmt(ev['forget_heldout_acc'])} (class retirement), members "
+        f"- forget-train accuracy {_fmt(ev['forget_train_acc'])}; held-out images of the "
+        f"forgotten kind {_fmt(ev['forget_heldout_acc'])}; members "
         f"{_fmt(ev['member_acc'])} vs matched held-out {_fmt(ev['nonmember_acc'])}",
         f"- retain-test accuracy {_fmt(ev['retain_test_acc'])}, balanced "
         f"{_fmt(ev['retain_test_balanced_acc'])}; test accuracy {_fmt(ev['test_acc'])}",
@@ -119,6 +137,15 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"(95% CI {_fmt(low)}-{_fmt(high)}, p {_fmt(ev['membership_p_value'])}); null "
         f"(held-out rows against held-out rows, median and 95% range): "
         f"{_fmt(null.get('median'))} ({_fmt(null.get('low'))}-{_fmt(null.get('high'))})",
+        "",
+        "## Earlier requests kept forgotten (re-checked on this model)",
+        *(
+            [
+                f"- `{rid}`: {'pass' if r['passed'] else 'FAIL: ' + ', '.join(r['failed'])}"
+                for rid, r in card["rechecks"].items()
+            ]
+            or ["None carried."]
+        ),
         "",
         "## Lineage",
         *(f"- {k}: `{_fmt(v)}`" for k, v in lin.items()),

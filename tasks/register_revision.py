@@ -56,8 +56,12 @@ def register_revision(
         logger.info("revision written to %s (not registered)", candidate_dir)
         _publish(model_name, markdown)
         return full
+    from datetime import datetime, timezone
+
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     history = [
-        {"stage": s, "by": "medunlearn", "why": "registered by the pipeline"} for s in stages
+        {"stage": s, "by": "medunlearn", "at": now, "why": "registered by the pipeline"}
+        for s in stages
     ]
     full = registry.register(
         model_name,
