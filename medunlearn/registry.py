@@ -234,7 +234,9 @@ class Registry:
         bad = self.verify(name, version)
         if bad:
             raise RegistryError(
-                f"artifacts do not match the record: {name} {version}: {', '.join(bad)}"
+                f"artifacts do not match the record: {name} {version}: {', '.join(bad)}; "
+                f"restore them with `dvc checkout --force "
+                f"{_dvc_file(self.files_dir(name, version)).relative_to(self.root)}`"
             )
         return self.files_dir(name, version) / "model.pt"
 
@@ -403,7 +405,9 @@ class Registry:
             bad = self.verify(name, version)
             if bad:
                 raise RegistryError(
-                    f"artifacts do not match the record: {name} {version}: {', '.join(bad)}"
+                    f"artifacts do not match the record: {name} {version}: {', '.join(bad)}; "
+                    f"restore them with `dvc checkout --force "
+                    f"{_dvc_file(self.files_dir(name, version)).relative_to(self.root)}`"
                 )
             note = (
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
@@ -455,7 +459,9 @@ class Registry:
             bad = self.verify(name, to)
             if bad:
                 raise RegistryError(
-                    f"artifacts do not match the record: {name} {to}: {', '.join(bad)}"
+                    f"artifacts do not match the record: {name} {to}: {', '.join(bad)}; "
+                    f"restore them with `dvc checkout --force "
+                    f"{_dvc_file(self.files_dir(name, to)).relative_to(self.root)}`"
                 )
             target = to
 
