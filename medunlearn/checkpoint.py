@@ -133,3 +133,19 @@ def describe(meta: CheckpointMeta, path: str | Path = "") -> str:
             f"macro AUC {'n/a' if auc is None else f'{auc:.3f}'} (n={test['n']})"
         )
     return "\n".join(lines)
+
+
+def weights_sha256(path: str | Path) -> str:
+    """sha256 of a checkpoint's weights alone (names, dtypes, shapes, values), so two
+    trainings that produced the same model are recognised although their metadata (creation
+    time) makes the files differ."""
+    import hashlib
+
+    state = _load(path)["state_dict"]
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        values = tensor.float() if tensor.dtype == torch.bfloat16 else tensor
+        digest.update(values.numpy().tobytes())
+    return digest.hexdigest()

@@ -325,6 +325,7 @@ class Registry:
             os.replace(source, files)
             done.append("files")
             hashes = artifact_hashes(files)
+            weights = _weights_sha256(files / "model.pt")
             dvc_file = _dvc_file(files)
             self._dvc_add(files)
             done.append("dvc")
@@ -335,6 +336,7 @@ class Registry:
                 "version": version,
                 "registered_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "artifacts": hashes,
+                "weights_sha256": weights,
                 "files": files.relative_to(self.root).as_posix(),
                 "dvc_file": dvc_file.relative_to(self.root).as_posix(),
                 "pushed": pushed,
@@ -556,16 +558,22 @@ class Registry:
 
     # --- helpers -----------------------------------------------------------------------
     def _same_revision(self, name: str, source: Path, record: dict[str, Any]) -> str | None:
-        """A registered version with the same checkpoint bytes, parent and request ids."""
+        """A registered version with the same weights (or, for a file that is not a
+        checkpoint, the same bytes), parent and request ids."""
         model = Path(source) / "model.pt"
         if not model.is_file():
             return None
-        digest = sha256_file(model)
+        digest, weights = sha256_file(model), _weights_sha256(model)
         ids = sorted(r["id"] for r in record.get("requests", []))
         for v in self.versions(name):
             other = self.record(name, v)
+            same = (
+                other.get("weights_sha256") == weights
+                if weights and other.get("weights_sha256")
+                else other["artifacts"].get("model.pt") == digest
+            )
             if (
-                other["artifacts"].get("model.pt") == digest
+                same
                 and other.get("parent") == record.get("parent")
                 and sorted(r["id"] for r in other.get("requests", [])) == ids
             ):
@@ -658,6 +666,18 @@ class Registry:
         if "files" in done:
             shutil.rmtree(files, ignore_errors=True)
         shutil.rmtree(source, ignore_errors=True)
+
+
+def _weights_sha256(path: Path) -> str | None:
+    """The checkpoint's weights hash (``checkpoint.weights_sha256``), None for other files."""
+    from medunlearn.checkpoint import CheckpointError, weights_sha256
+
+    if not path.is_file():
+        return None
+    try:
+        return weights_sha256(path)
+    except CheckpointError:
+        return None
 
 
 def _dvc_file(folder: Path) -> Path:

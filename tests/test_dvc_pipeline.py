@@ -167,6 +167,12 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     assert [e["status"] for e in ledger] == ["applied in v1.1.0"]
     again = run(project, *cli, "revise")  # `make demo` twice: the request is already applied
     assert "nothing to do" in again and "already applied in v1.1.0" in again
+    retrained = run(project, *cli, "train")  # same weights (new timestamp): same revision
+    assert "registered classifier v1.0.0" in retrained
+    assert [r["version"] for r in json.loads(run(project, *cli, "registry", "--json"))] == [
+        "v1.0.0",
+        "v1.1.0",
+    ]
     # the records, cards, .dvc files and ledger are committed with the revision
     committed = ("registry", "ledger", "models/classifier")
     assert run(project, "git", "status", "--porcelain", "--", *committed) == ""
