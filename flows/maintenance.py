@@ -41,7 +41,7 @@ from medunlearn.ledger import (
 )
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry, code_commit
-from medunlearn.revision import GatesFailed, run_timings, select_candidate
+from medunlearn.revision import GatesFailed, request_cohorts, run_timings, select_candidate
 from medunlearn.sweep import check_sweeps, sweep_configs
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 from medunlearn.validation import ValidationFailed
@@ -186,8 +186,10 @@ def maintenance_flow(
     composed = compose_candidates(runs, cohorts, maintain.get("compose", {}), work_dir)
     clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
+    # the new request's gates see its own rows (carried ones are re-checked separately)
+    evidence = request_cohorts(cohorts, inputs.request) if carried else cohorts
     before, baseline, results, evaluate_seconds = evaluate_candidates(
-        inputs, cohorts, candidates, bounds
+        inputs, evidence, candidates, bounds
     )
     clock.lap("evaluate")
 

@@ -48,6 +48,13 @@ def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]
             membership = metrics.get("membership") or {}
             here = [s for s in STAGES if stages.get(s) == version]
             regressions = registry.regressions(name, version)
+            waiting: list[str] = []
+            if "production" in here:  # requests applied in a revision that does not serve yet
+                mine = {r["id"] for r in record.get("requests", [])}
+                for other in registry.versions(name):
+                    for r in registry.record(name, other).get("requests", []):
+                        if r["id"] not in mine and f"{r['id']} ({other})" not in waiting:
+                            waiting.append(f"{r['id']} ({other})")
             rows.append(
                 {
                     "model": name,
@@ -63,6 +70,7 @@ def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]
                     "pushed": record.get("pushed"),
                     "push_command": record.get("push_command"),
                     "regression": regressions,
+                    "not_yet_served": waiting,
                     "registered_at": record.get("registered_at"),
                 }
             )
@@ -82,6 +90,12 @@ def print_table(rows: list[dict[str, Any]]) -> None:
             notes.append(f"unpushed: {r['push_command']}")
         if r["regression"]:
             notes.append("REGRESSION: lacks applied request(s) " + ", ".join(r["regression"]))
+        if r["not_yet_served"]:
+            notes.append(
+                "serving without request(s) applied in later revisions: "
+                + ", ".join(r["not_yet_served"])
+                + " (promote to serve them)"
+            )
         table.add_row(
             r["model"],
             r["version"],

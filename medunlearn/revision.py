@@ -340,37 +340,49 @@ def recheck_requests(
     Retention is measured on the revision's own retain cohorts (every forgotten row left
     out), so the new request's forgetting never counts as lost retention of an earlier one.
     """
-    from dataclasses import replace
-
     from medunlearn.gates import evaluate_gates
     from medunlearn.metrics import unlearning_metrics
-    from medunlearn.unlearn.request import build_cohorts
 
     out = {}
     for request_id, request in carried:
-        own = build_cohorts(
-            cohorts.manifest,
-            cohorts.train,
-            cohorts.val,
-            cohorts.test,
-            cohorts.class_names,
-            request,
-        )
-        own = replace(
-            own,
-            retain_train=cohorts.retain_train,
-            retain_val=cohorts.retain_val,
-            retain_test=cohorts.retain_test,
-            masks=replace(
-                own.masks,
-                retain_train=cohorts.masks.retain_train,
-                retain_val=cohorts.masks.retain_val,
-                retain_test=cohorts.masks.retain_test,
-            ),
-            pool_splits=cohorts.pool_splits,
-            pool_check=cohorts.pool_check,
-        )
+        own = request_cohorts(cohorts, request)
         before = unlearning_metrics(deployed, own)
         after = unlearning_metrics(model, own)
         out[request_id] = evaluate_gates(request.reason, after, before, bounds).to_dict()
     return out
+
+
+def request_cohorts(cohorts: Any, request: Any) -> Any:
+    """The evidence cohorts of one request inside a revision that forgets more.
+
+    Forget cohorts (train and held-out) are the request's own rows, so its gates measure
+    what *it* asked to forget (a consent request carried with a retired class must not be
+    judged on the class's images); retain cohorts are the revision's (every forgotten row
+    left out), so another request's forgetting never counts as lost retention.
+    """
+    from dataclasses import replace
+
+    from medunlearn.unlearn.request import build_cohorts
+
+    own = build_cohorts(
+        cohorts.manifest,
+        cohorts.train,
+        cohorts.val,
+        cohorts.test,
+        cohorts.class_names,
+        replace(request, carried=()),
+    )
+    return replace(
+        own,
+        retain_train=cohorts.retain_train,
+        retain_val=cohorts.retain_val,
+        retain_test=cohorts.retain_test,
+        masks=replace(
+            own.masks,
+            retain_train=cohorts.masks.retain_train,
+            retain_val=cohorts.masks.retain_val,
+            retain_test=cohorts.masks.retain_test,
+        ),
+        pool_splits=cohorts.pool_splits,
+        pool_check=cohorts.pool_check,
+    )

@@ -176,3 +176,27 @@ def test_request_hashes_are_salted_once_the_project_has_a_salt() -> None:
         manifest.set_identifier_salt(None)
     assert salted not in guesses
     assert request.hash in guesses  # unsalted again: the hash is a pure function of the salt
+
+
+def test_a_request_is_judged_on_its_own_rows_inside_a_larger_revision(demo_splits) -> None:
+    """Consent of two patients carried with the retired digit 3: unlearning forgets both, but
+    the consent's evidence is its own 8 images, and retention leaves out every forgotten row."""
+    from medunlearn.revision import request_cohorts
+    from medunlearn.unlearn.request import build_cohorts
+
+    data = demo_splits
+    retired = ForgetRequest("class_retirement", {"labels": ["3"]})
+    consent = ForgetRequest(
+        "consent_withdrawal", {"patient_ids": ["P0529", "P0109"]}, carried=(retired,)
+    )
+    names = data.info.class_names
+    union = build_cohorts(data.manifest, data.train, data.val, data.test, names, consent)
+    own = request_cohorts(union, consent)
+    m = data.manifest
+    train = m["split"] == "train"
+    patients = m["patient_id"].isin(["P0529", "P0109"])
+    assert len(own.forget_train) == int((train & patients).sum()) == 8
+    assert len(union.forget_train) == int((train & (patients | (m["label"] == "3"))).sum())
+    assert len(own.retain_train) == len(union.retain_train)
+    assert len(own.retain_train) == int((train & ~patients & (m["label"] != "3")).sum())
+    assert own.request.reason == "consent_withdrawal" and not own.request.carried

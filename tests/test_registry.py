@@ -119,6 +119,9 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
     }
     # the first revision's files are untouched by the second
     assert (repo / "models/classifier/v1.0.0/model.pt").read_bytes() == b"A" * 4096
+    rows = {r["version"]: r for r in json.loads(cli(repo, "registry", "--json").stdout)}
+    assert rows["v1.0.0"]["not_yet_served"] == ["req-consent-1 (v1.1.0)"]  # staged only
+    assert rows["v1.0.0"]["regression"] == []  # not a regression: it never served
     reg.promote("classifier", "v1.1.0", "production", "bob", "reviewed")
     assert (repo / "models/production/model.pt").read_bytes() == b"B" * 4096
 
