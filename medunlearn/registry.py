@@ -30,7 +30,6 @@ reached leaves the revision local and marked ``unpushed`` with the command that 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -44,6 +43,8 @@ from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+
+from medunlearn.versioning import file_sha256
 
 STAGES = ("candidate", "staging", "production")
 RECORD = "revision.json"
@@ -78,18 +79,10 @@ def semver(version: str) -> tuple[int, int, int]:
     return tuple(int(g) for g in match.groups())  # type: ignore[return-value]
 
 
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def artifact_hashes(folder: Path) -> dict[str, str]:
     """sha256 of every file in a revision folder, by relative path."""
     return {
-        p.relative_to(folder).as_posix(): sha256_file(p)
+        p.relative_to(folder).as_posix(): file_sha256(p)
         for p in sorted(folder.rglob("*"))
         if p.is_file()
     }
@@ -231,6 +224,11 @@ class Registry:
 
     def production_checkpoint(self, name: str, version: str) -> Path:
         """The verified checkpoint of a revision (fetched from DVC when absent)."""
+        self._require_intact(name, version)
+        return self.files_dir(name, version) / "model.pt"
+
+    def _require_intact(self, name: str, version: str) -> None:
+        """Refuse (:class:`RegistryError`) a revision whose files differ from its record."""
         bad = self.verify(name, version)
         if bad:
             raise RegistryError(
@@ -238,7 +236,6 @@ class Registry:
                 f"restore them with `dvc checkout --force "
                 f"{_dvc_file(self.files_dir(name, version)).relative_to(self.root)}`"
             )
-        return self.files_dir(name, version) / "model.pt"
 
     def verify(self, name: str, version: str) -> list[str]:
         """Files of a revision that do not match their recorded sha256 (missing included),
@@ -252,7 +249,7 @@ class Registry:
             path = folder / rel
             if not path.is_file():
                 bad.append(f"{rel} (missing)")
-            elif sha256_file(path) != digest:
+            elif file_sha256(path) != digest:
                 bad.append(f"{rel} (sha256 differs from the record)")
         return bad
 
@@ -404,13 +401,7 @@ class Registry:
                         f"forget regression: {name} {version} predates applied request(s) "
                         f"{', '.join(regressions)}; pass --allow-regression REASON to override"
                     )
-            bad = self.verify(name, version)
-            if bad:
-                raise RegistryError(
-                    f"artifacts do not match the record: {name} {version}: {', '.join(bad)}; "
-                    f"restore them with `dvc checkout --force "
-                    f"{_dvc_file(self.files_dir(name, version)).relative_to(self.root)}`"
-                )
+            self._require_intact(name, version)
             note = (
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
             )
@@ -458,13 +449,7 @@ class Registry:
             self.record(name, to)  # unknown version refused
             if to == current:
                 raise RegistryError(f"{name} {to} is already in {stage}")
-            bad = self.verify(name, to)
-            if bad:
-                raise RegistryError(
-                    f"artifacts do not match the record: {name} {to}: {', '.join(bad)}; "
-                    f"restore them with `dvc checkout --force "
-                    f"{_dvc_file(self.files_dir(name, to)).relative_to(self.root)}`"
-                )
+            self._require_intact(name, to)
             target = to
 
             def tag() -> None:
@@ -504,7 +489,7 @@ class Registry:
             (staging / "SERVING.json").write_text(
                 json.dumps({"model": name, "version": version}, indent=2) + "\n"
             )
-            hashes = {rel: sha256_file(staging / rel) for rel in record["artifacts"]}
+            hashes = {rel: file_sha256(staging / rel) for rel in record["artifacts"]}
             if hashes != record["artifacts"]:
                 raise RegistryError(
                     f"materialised files of {name} {version} differ from the record"
@@ -563,7 +548,7 @@ class Registry:
         model = Path(source) / "model.pt"
         if not model.is_file():
             return None
-        digest, weights = sha256_file(model), _weights_sha256(model)
+        digest, weights = file_sha256(model), _weights_sha256(model)
         ids = sorted(r["id"] for r in record.get("requests", []))
         for v in self.versions(name):
             other = self.record(name, v)

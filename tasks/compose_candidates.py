@@ -12,7 +12,7 @@ from medunlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpo
 from medunlearn.compose import fine_tune, interpolate, swap
 from medunlearn.unlearn.methods import forget_target, selection_score
 from medunlearn.unlearn.request import Cohorts
-from tasks.load_revision_inputs import file_sha256
+from medunlearn.versioning import file_sha256
 
 
 def load_run(run: dict[str, Any]):

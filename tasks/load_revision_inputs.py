@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from medunlearn.data.dataset import DatasetInfo
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.models import ZooModel
 from medunlearn.unlearn.request import ForgetRequest
-from medunlearn.versioning import dataset_fingerprint
+from medunlearn.versioning import dataset_fingerprint, file_sha256
 
 
 @dataclass
@@ -31,14 +30,6 @@ class RevisionInputs:
     deployed_sha256: str
     request: ForgetRequest
     data_fingerprint: str  # content hash of the dataset (pixels included): in every cache key
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @task(name="load-revision-inputs", cache_policy=NO_CACHE)

@@ -27,7 +27,8 @@ from prefect.cache_policies import INPUTS, TASK_SOURCE
 from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
 from medunlearn.unlearn.methods import run_method
 from medunlearn.unlearn.request import Cohorts
-from tasks.load_revision_inputs import RevisionInputs, file_sha256
+from medunlearn.versioning import file_sha256
+from tasks.load_revision_inputs import RevisionInputs
 
 
 def config_key(config: dict[str, Any]) -> str:
