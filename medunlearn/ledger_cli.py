@@ -47,11 +47,14 @@ def run(action: str, params_path: str, file: str | None = None, as_json: bool = 
         from rich.table import Table
 
         table = Table(title=f"forget ledger ({ledger.path})")
-        for col in ("id", "reason", "received", "status"):
-            table.add_column(col)
+        table.add_column("id", no_wrap=True, min_width=20)  # ids are copied into commands
+        for col in ("reason", "received", "status"):
+            table.add_column(col, overflow="fold")
         for e in entries:
             table.add_row(e["id"], e["reason"], e["received_at"], e["status"])
-        Console().print(table)
+        console = Console()
+        console.width = max(console.width, 110)  # ids whole, even in an 80-column terminal
+        console.print(table)
     except (LedgerError, RequestError) as exc:
         print(f"request {action} refused: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
