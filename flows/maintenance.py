@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -27,8 +26,8 @@ from prefect import flow, get_run_logger
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from medunlearn.card import hashed_selector
-from medunlearn.config import load_params, load_section, params_hash
+from medunlearn.atomic import copy_files, remove_directory
+from medunlearn.config import load_params, load_section
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.ledger import (
     AlreadyApplied,
@@ -39,13 +38,14 @@ from medunlearn.ledger import (
     track_salt,
     use_project_salt,
 )
+from medunlearn.records import unlearned_record
 from medunlearn.refusal import quiet_refusals
-from medunlearn.registry import active_registry, code_commit
+from medunlearn.registry import active_registry
 from medunlearn.revision import GatesFailed, request_cohorts, run_timings, select_candidate
 from medunlearn.sweep import check_sweeps, sweep_configs
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 from medunlearn.validation import ValidationFailed
-from medunlearn.versioning import data_version, source_hash
+from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.export_onnx import export_revision
@@ -254,9 +254,9 @@ def maintenance_flow(
             timings=timings(),
             baseline=baseline,
         )
-        copy_reports(reports, folder / "reports")
+        copy_files([reports.get(k) for k in REPORT_KEYS], folder / "reports")
         clock.lap("report")
-        record = revision_record(
+        record = unlearned_record(
             inputs, cohorts, selected, export, parent, params, core_hash, Path(params_path).parent
         )
         if ledger is not None and entry is not None:
@@ -327,65 +327,6 @@ def ledger_update(ledger: Ledger | None, ledger_id: str | None):
 def candidate_dir(maintain: dict[str, Any]) -> str:
     """Where an unregistered revision goes (registry off or inside a DVC stage)."""
     return str(maintain.get("candidate_dir", "models/candidate"))
-
-
-def remove_directory(path: str) -> None:
-    """Rename aside, then delete: the folder is never seen half-removed."""
-    target = Path(path)
-    if target.exists():
-        aside = target.with_name(f".{target.name}.removed-{os.getpid()}")
-        os.replace(target, aside)
-        shutil.rmtree(aside, ignore_errors=True)
-
-
-def copy_reports(reports: dict[str, str], dest: Path) -> None:
-    """The run's report files, copied into the revision folder (they version with it)."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for key in REPORT_KEYS:
-        path = Path(reports.get(key) or "")
-        if path.is_file():
-            shutil.copy2(path, dest / path.name)
-
-
-def revision_record(
-    inputs: Any,
-    cohorts: Any,
-    selected: Any,
-    export: dict[str, Any],
-    parent: str | None,
-    params: dict[str, Any],
-    core_hash: str,
-    root: Path,
-) -> dict[str, Any]:
-    """What a maintenance revision records (the registry adds version, hashes, push state)."""
-    request = inputs.request
-    sections = {k: params.get(k) for k in ("maintain", "validation", "unlearn", "gates")}
-    dvc_file = Path(inputs.dataset_dir).parent.with_suffix(".dvc")
-    return {
-        "kind": "unlearned",
-        "parent": parent,
-        "parent_sha256": inputs.deployed_sha256,
-        "requests": [
-            {
-                "id": request.hash,
-                "reason": request.reason,
-                "selector": hashed_selector(request.selector),
-                "fraction": request.fraction,
-            }
-        ],
-        "counts": cohorts.masks.counts,
-        "data_version": data_version(dvc_file) or "unversioned",
-        "data_fingerprint": inputs.data_fingerprint,
-        "params_hash": params_hash(*sections.values()),
-        "params": sections,
-        "code_commit": code_commit(root),
-        "core_hash": core_hash,
-        "revision_id": export["revision_id"],
-        "request_hash": request.hash,  # as in the reports and the ONNX metadata
-        "candidate": selected.name,
-        "gates": selected.gates,
-        "metrics": selected.metrics,
-    }
 
 
 class Timings:

@@ -20,8 +20,8 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from medunlearn.config import load_params, load_section
-from medunlearn.registry import active_registry, code_commit
-from medunlearn.versioning import source_hash
+from medunlearn.records import trained_record
+from medunlearn.registry import active_registry
 from tasks.evaluate_model import evaluate_model
 from tasks.fit_model import fit_model
 from tasks.load_data import load_data
@@ -82,28 +82,7 @@ def register_trained(
         shutil.copy2(output, folder / "model.pt")
         (folder / "reports").mkdir()
         shutil.copy2(report, folder / "reports" / Path(report).name)
-        record = {
-            "kind": "trained",
-            "parent": None,
-            "requests": [],
-            "counts": {k: body.get(k) for k in ("n_train", "n_val", "n_test")},
-            "data_version": body.get("data_version") or "unversioned",
-            "params_hash": body.get("params_hash"),
-            "params": {"train": cfg},
-            "code_commit": code_commit(registry.root),
-            "core_hash": source_hash(),
-            "gates": {
-                "passed": True,
-                "reason": "trained",
-                "checks": [],
-                "note": "a trained model: no forget request, so no unlearning gates",
-            },
-            "metrics": {
-                f"test_{k}": v
-                for k, v in (body.get("test") or {}).items()
-                if isinstance(v, int | float)
-            },
-        }
+        record = trained_record(body, cfg, registry.root)
         full = register_revision(str(folder), record, registry, name, version, ("candidate",))
     finally:
         shutil.rmtree(folder, ignore_errors=True)

@@ -87,6 +87,24 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def remove_directory(path: str | Path) -> None:
+    """Rename aside, then delete: the folder is never seen half-removed."""
+    target = Path(path)
+    if target.exists():
+        aside = target.with_name(f".{target.name}.removed-{os.getpid()}")
+        os.replace(target, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def copy_files(paths: list[str | Path | None], dest: str | Path) -> None:
+    """Copy the files that exist among ``paths`` into folder ``dest`` (made if needed)."""
+    dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    for p in paths:
+        if p and Path(p).is_file():
+            shutil.copy2(p, dest / Path(p).name)
+
+
 def _json_default(obj: Any) -> Any:
     """Serialise numpy scalars/arrays and paths that ``json`` does not know."""
     if hasattr(obj, "tolist"):

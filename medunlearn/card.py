@@ -161,3 +161,9 @@ def card_markdown(card: dict[str, Any]) -> str:
     for h in history:
         lines.append(f"- {h.get('at')}: {h.get('stage')} by {h.get('by')}: {h.get('why')}")
     return "\n".join(lines) + "\n"
+
+
+def card_files(record: dict[str, Any], history: list[dict[str, Any]]) -> tuple[str, str]:
+    """The card's two files' text: (``card.md``, ``card.json``)."""
+    card = card_json(record, history)
+    return card_markdown(card), json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"

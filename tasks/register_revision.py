@@ -9,7 +9,6 @@ as a Prefect markdown artifact under a stable key (``revision-card-<model>``).
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Any
@@ -19,13 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import staged_directory
-from medunlearn.card import card_json, card_markdown
+from medunlearn.card import card_files
 from medunlearn.registry import Registry
-
-
-def card_texts(record: dict[str, Any], history: list[dict[str, Any]]) -> tuple[str, str]:
-    card = card_json(record, history)
-    return card_markdown(card), json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
 
 
 @task(name="register-revision", cache_policy=NO_CACHE)
@@ -50,7 +44,7 @@ def register_revision(
         with staged_directory(candidate_dir) as stage:
             for path in Path(folder).iterdir():
                 path.rename(stage / path.name)
-            markdown, text = card_texts(full, [])
+            markdown, text = card_files(full, [])
             (stage / "card.md").write_text(markdown)
             (stage / "card.json").write_text(text)
         logger.info("revision written to %s (not registered)", candidate_dir)
@@ -69,7 +63,7 @@ def register_revision(
         record,
         version,
         stages,
-        card=lambda r: card_texts(r, history),
+        card=lambda r: card_files(r, history),
         before_commit=before_commit,
     )
     logger.info(
