@@ -5,6 +5,8 @@
     medunlearn show models/deployed.pt             # checkpoint metadata
     medunlearn revise [--request requests/x.yaml]  # flows.maintenance: one revision per request
     medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
+    medunlearn drift [--batch incoming/x.csv]      # flows.drift: drift watch, events
+    medunlearn serve                               # flows.deployments: schedules, triggers
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
     medunlearn rollback MODEL --stage production [--to VERSION]
@@ -12,7 +14,7 @@
     medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
     medunlearn request add FILE | list             # the forget ledger (revise: every pending)
 
-``prepare``, ``train``, ``revise`` and ``bench`` hand their arguments to the flow's own
+``prepare``, ``train``, ``revise``, ``drift`` and ``bench`` hand their arguments to the flow's own
 parser unchanged (``medunlearn revise --help`` shows its flags), so every flag they had
 still works. Flows are imported only by the command that runs them, so ``show`` and the
 registry commands start instantly. A registry rule's refusal exits with status 2.
@@ -79,6 +81,21 @@ def train(ctx: typer.Context) -> None:
 def revise(ctx: typer.Context) -> None:
     """One revision per forget request: validate, unlearn, gates, export, register."""
     _delegate("flows.maintenance", ctx.args)
+
+
+@app.command(**PASSTHROUGH)
+def drift(ctx: typer.Context) -> None:
+    """Compare the newest incoming batch with the production model's data (flows.drift)."""
+    _delegate("flows.drift", ctx.args)
+
+
+@app.command()
+def serve(params: Params = "params.yaml") -> None:
+    """Serve the deployments (maintenance/scheduled, drift-watch/scheduled,
+    maintenance/on-drift) against PREFECT_API_URL until interrupted."""
+    from flows.deployments import serve as serve_deployments
+
+    serve_deployments(params)
 
 
 @app.command(**PASSTHROUGH)

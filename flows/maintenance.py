@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.atomic import copy_files, remove_directory
 from medunlearn.config import load_params, load_section
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
+from medunlearn.drift import request_from_finding
 from medunlearn.ledger import (
     AlreadyApplied,
     Ledger,
@@ -76,6 +78,81 @@ def task_runner(maintain: dict[str, Any]):
 
 @flow(name="maintenance", log_prints=True)
 def maintenance_flow(
+    params_path: str = "params.yaml",
+    request: str | dict[str, Any] | None = None,
+    refresh_cache: bool = False,
+    ledger_id: str | None = None,
+    pending: bool = False,
+    drift: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One revision (``request`` or ``ledger_id``), every pending ledger request
+    (``pending``: the ``maintenance/scheduled`` deployment), or what a drift finding becomes
+    under ``drift.on_device_drift`` (``drift``: a ``medunlearn.drift.detected`` payload,
+    the ``maintenance/on-drift`` deployment). Pending and drift runs that find nothing to do
+    succeed and touch no file; a refused request fails the run after the others ran."""
+    if drift is not None:
+        return revise_on_drift(params_path, drift, refresh_cache)
+    if pending:
+        return revise_pending(params_path, refresh_cache)
+    return revise_request(params_path, request, refresh_cache, ledger_id)
+
+
+def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, Any]:
+    """Every pending ledger request in the order received, one revision each."""
+    logger = get_run_logger()
+    params = load_params(params_path)
+    root = Path(params_path).resolve().parent
+    registry, why_off = active_registry(params, root)
+    ledger = active_ledger(params, root) if registry else None
+    if ledger is None:
+        why = why_off or "ledger.enabled is false"
+        logger.info("nothing to do: no forget ledger (%s)", why)
+        return {"status": "nothing to do", "why": f"no forget ledger ({why})", "revisions": []}
+    jobs = ledger.pending()
+    if not jobs:
+        logger.info("nothing to do: no pending request in %s", ledger.path)
+        return {"status": "nothing to do", "why": "no pending request", "revisions": []}
+    revisions, refused = [], []
+    for entry in jobs:
+        try:
+            revisions.append(revise_request(params_path, None, refresh_cache, entry["id"]))
+        except AlreadyApplied as exc:
+            logger.info("nothing to do: %s", exc)
+        except GatesFailed as exc:
+            logger.error("request %s refused: %s", entry["id"], exc)
+            refused.append(entry["id"])
+    if refused:
+        raise GatesFailed(f"{len(refused)} of {len(jobs)} pending request(s) refused: {refused}")
+    return {"status": "revised", "revisions": revisions}
+
+
+def revise_on_drift(
+    params_path: str, payload: dict[str, Any], refresh_cache: bool = False
+) -> dict[str, Any]:
+    """Apply the ``drift`` section's rule to one finding: a forget request revised now
+    (registered as candidate, staging under ``promotion.auto_staging``; never production),
+    or a recorded notification."""
+    logger = get_run_logger()
+    settings = dict(load_params(params_path).get("drift") or {})
+    request, why = request_from_finding(payload, settings)
+    if request is None:
+        logger.warning("drift finding recorded, no revision: %s", why)
+        create_markdown_artifact(
+            key="drift-decision",
+            markdown=f"# Drift finding: no revision\n\n{why}\n\n```json\n"
+            f"{json.dumps(payload, indent=2, default=str)}\n```\n",
+            description="what a drift finding became",
+        )
+        return {"status": "notified", "why": why, "finding": payload}
+    logger.info("drift finding becomes a request: %s", request["note"])
+    try:
+        return {"status": "revised", **revise_request(params_path, request, refresh_cache)}
+    except AlreadyApplied as exc:
+        logger.info("nothing to do: %s", exc)
+        return {"status": "nothing to do", "why": str(exc), "finding": payload}
+
+
+def revise_request(
     params_path: str = "params.yaml",
     request: str | dict[str, Any] | None = None,
     refresh_cache: bool = False,

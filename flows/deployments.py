@@ -1,0 +1,88 @@
+"""The Prefect deployments that run the pipeline without a person: ``medunlearn serve``.
+
+    medunlearn serve [--params params.yaml]
+
+- ``maintenance/scheduled``: cron ``schedule.maintenance_cron``; every pending request of
+  the forget ledger (none: a successful "nothing to do" run that touches no file).
+- ``drift-watch/scheduled``: cron ``schedule.drift_cron``; the newest batch in
+  ``drift.incoming`` against the production model's training data.
+- ``maintenance/on-drift``: a ``DeploymentEventTrigger`` on ``medunlearn.drift.detected``;
+  the event's payload becomes the run's ``drift`` parameter, the rule is
+  ``drift.on_device_drift``.
+
+Defined in Python with ``flow.to_deployment`` + ``prefect.serve`` rather than
+``prefect.yaml``: the crons and the task runner come from ``params.yaml`` (the single source
+of settings), the served process runs the flows in this checkout (no work pool or image to
+build for a CPU deployment), and the definitions are importable and testable. A hospital
+that runs workers on GPUs deploys the same flows to a work pool instead (README, "Scale").
+The serving process must run in the project root: params and data paths are relative.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.schedules import Cron
+
+from flows.drift import drift_watch_flow
+from flows.maintenance import maintenance_flow, task_runner
+from medunlearn.config import ConfigError, load_params
+from medunlearn.drift import EVENT
+
+DEPLOYMENTS = ("maintenance/scheduled", "drift-watch/scheduled", "maintenance/on-drift")
+
+
+def build_deployments(params_path: str = "params.yaml") -> list[Any]:
+    """The three ``RunnerDeployment`` objects, from the ``schedule`` and ``maintain``
+    sections. Raises ``ConfigError`` naming a missing key."""
+    params = load_params(params_path)
+    schedule = dict(params.get("schedule") or {})
+    for key in ("maintenance_cron", "drift_cron"):
+        if not schedule.get(key):
+            raise ConfigError(f"{params_path}: schedule.{key} is not set")
+    timezone = str(schedule.get("timezone", "UTC"))
+    maintenance = maintenance_flow.with_options(
+        task_runner=task_runner(dict(params.get("maintain") or {}))
+    )
+    model = str((params.get("registry") or {}).get("model", "classifier"))
+    return [
+        maintenance.to_deployment(
+            name="scheduled",
+            schedule=Cron(str(schedule["maintenance_cron"]), timezone=timezone),
+            parameters={"params_path": params_path, "pending": True},
+            description="every pending forget request of the ledger",
+        ),
+        drift_watch_flow.to_deployment(
+            name="scheduled",
+            schedule=Cron(str(schedule["drift_cron"]), timezone=timezone),
+            parameters={"params_path": params_path},
+            description="newest incoming batch vs the production model's training data",
+        ),
+        maintenance.to_deployment(
+            name="on-drift",
+            triggers=[
+                DeploymentEventTrigger(
+                    name=f"{EVENT} -> maintenance/on-drift",
+                    expect={EVENT},
+                    match={"prefect.resource.id": f"medunlearn.model.{model}"},
+                    parameters={"params_path": params_path, "drift": "{{ event.payload }}"},
+                )
+            ],
+            description="what a drift finding becomes under drift.on_device_drift",
+        ),
+    ]
+
+
+def serve(params_path: str = "params.yaml", limit: int | None = None) -> None:
+    """Serve the deployments until interrupted (blocks)."""
+    from prefect import serve as prefect_serve
+
+    if not Path(params_path).is_file():
+        raise ConfigError(f"{params_path}: params file not found (run in the project root)")
+    schedule = dict(load_params(params_path).get("schedule") or {})
+    prefect_serve(
+        *build_deployments(params_path),
+        limit=limit or int(schedule.get("max_concurrent_runs", 1)),
+    )

@@ -1,0 +1,95 @@
+"""Flow ``drift-watch``: compare the newest incoming batch with the production model's
+training data, report, and raise ``medunlearn.drift.detected`` for each finding.
+
+    medunlearn drift [--batch incoming/batch.csv] [--params params.yaml]
+
+Steps: load-drift-inputs -> detect-drift (MMD on features, device/site, intensity;
+``medunlearn/drift.py``) -> emit-drift-events. Reads the ``drift`` and ``maintain`` sections
+(the dataset) and the registry's production version (else ``maintain.deployed``). Writes
+only ``drift.report``; what a finding becomes is the ``maintenance/on-drift`` deployment's
+business (``drift.on_device_drift``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from medunlearn.config import load_params, load_section
+from medunlearn.data.manifest import read_manifest_csv
+from medunlearn.ledger import active_ledger, use_project_salt
+from medunlearn.registry import active_registry
+from tasks.detect_drift import detect_drift
+from tasks.emit_drift_events import emit_drift_events
+from tasks.load_drift_inputs import load_drift_inputs
+
+
+@flow(name="drift-watch", log_prints=True)
+def drift_watch_flow(params_path: str = "params.yaml", batch: str | None = None) -> dict[str, Any]:
+    """``batch``: a manifest or folder of manifests (default ``drift.incoming``)."""
+    logger = get_run_logger()
+    settings = load_section("drift", params_path)
+    maintain = load_section("maintain", params_path)
+    params = load_params(params_path)
+    root = Path(params_path).resolve().parent
+    registry, why_off = active_registry(params, root)
+    model_name = str((params.get("registry") or {}).get("model", "classifier"))
+    checkpoint, version, forgotten = str(maintain["deployed"]), None, []
+    if registry is not None:
+        version = registry.current(model_name, "production")
+    if version is None:
+        logger.warning(
+            "no production version (%s): comparing with maintain.deployed %s",
+            why_off or "registry empty",
+            checkpoint,
+        )
+    else:
+        checkpoint = str(registry.production_checkpoint(model_name, version))
+        applied = {r["id"] for r in registry.record(model_name, version).get("requests") or []}
+        ledger = active_ledger(params, root)
+        if applied and ledger is not None:  # the production model never trained on these
+            use_project_salt(params, root)
+            manifest = read_manifest_csv(Path(maintain["dataset"]) / "manifest.csv")
+            forgotten = [
+                ledger.request(e, manifest) for e in ledger.entries() if e["id"] in applied
+            ]
+    inputs = load_drift_inputs(
+        maintain["dataset"],
+        checkpoint,
+        batch or str(settings["incoming"]),
+        forgotten,
+        int(settings.get("max_images", 1000)),
+        int(settings.get("seed", 0)),
+    )
+    report = detect_drift(inputs, model_name, version, settings)
+    events = emit_drift_events(report)
+    return {**report.to_dict(), "events": events}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="medunlearn drift",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--batch", help="a batch manifest or folder (default drift.incoming)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    args = parser.parse_args(argv)
+    result = drift_watch_flow(args.params, args.batch)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        found = [t for t in result["tests"] if t["drifted"]]
+        where = load_section("drift", args.params).get("report")
+        print(f"{len(found)} drift finding(s) in {result['batch']}; report {where}")
+        for t in found:
+            print(f"  {t['attribute']} {t['kind']} {t['value'] or ''} p = {t['p_value']:.3g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,232 @@
+"""Drift statistics (medunlearn/drift.py): hand-computed values, calibration under no drift
+on real data, detection of a device swapped in, and the finding -> request rule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from medunlearn.data.images import ImageSpec
+from medunlearn.drift import (
+    DriftError,
+    DriftReport,
+    category_tests,
+    compare,
+    decode_all,
+    embeddings,
+    intensity_tests,
+    mmd_test,
+    newest_manifest,
+    read_batch,
+    request_from_finding,
+)
+from medunlearn.models import build_model
+
+SPEC = ImageSpec(size=32, channels=3)
+
+
+def naive_mmd2(x: np.ndarray, y: np.ndarray) -> float:
+    """Second implementation: loops over pairs, median heuristic from the pooled distances."""
+    pooled = [*x, *y]
+    dists = [float(np.linalg.norm(a - b)) for i, a in enumerate(pooled) for b in pooled[i + 1 :]]
+    s = float(np.median(np.square(dists))) ** 0.5
+
+    def k(a, b):
+        return math.exp(-float(np.sum((a - b) ** 2)) / (2 * s * s))
+
+    kxx = sum(k(a, b) for a in x for b in x) / len(x) ** 2
+    kyy = sum(k(a, b) for a in y for b in y) / len(y) ** 2
+    kxy = sum(k(a, b) for a in x for b in y) / (len(x) * len(y))
+    return kxx + kyy - 2 * kxy
+
+
+def test_mmd_statistic_matches_a_second_implementation() -> None:
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(7, 3)), rng.normal(0.5, 1.0, size=(5, 3))
+    result = mmd_test(x, y, permutations=50)
+    assert result.statistic == pytest.approx(naive_mmd2(x, y), rel=1e-9)
+    assert (result.n_reference, result.n_batch) == (7, 5)
+
+
+def test_mmd_one_dimensional_hand_value() -> None:
+    # x = {0, 1}, y = {3, 4}: squared distances 1, 9, 16, 4, 9, 1 -> median 6.5, 2s^2 = 13
+    result = mmd_test(np.array([[0.0], [1.0]]), np.array([[3.0], [4.0]]), permutations=10)
+    e = math.exp
+    kxx = (2 + 2 * e(-1 / 13)) / 4
+    kxy = (e(-9 / 13) + e(-16 / 13) + e(-4 / 13) + e(-9 / 13)) / 4
+    assert result.statistic == pytest.approx(2 * kxx - 2 * kxy, rel=1e-12)
+
+
+def test_mmd_p_values_separate_same_from_shifted() -> None:
+    rng = np.random.default_rng(0)
+    same = [
+        mmd_test(rng.normal(size=(60, 4)), rng.normal(size=(60, 4)), 200, s).p_value
+        for s in range(10)
+    ]
+    assert sum(p > 0.05 for p in same) >= 8  # a valid test: about 5% below 0.05
+    shifted = mmd_test(rng.normal(size=(60, 4)), rng.normal(0.8, 1, size=(60, 4)), 200)
+    assert shifted.p_value < 0.01 and shifted.drifted
+
+
+def test_mmd_refuses_a_one_image_side() -> None:
+    with pytest.raises(DriftError, match="at least 2"):
+        mmd_test(np.zeros((1, 2)), np.zeros((3, 2)))
+
+
+def two_sided_fisher(a: int, b: int, c: int, d: int) -> float:
+    """Hand-rolled Fisher exact test: hypergeometric probabilities no larger than the
+    observed table's, summed over the tables with the same margins."""
+    n, row1, col1 = a + b + c + d, a + b, a + c
+
+    def prob(x: int) -> float:
+        return math.comb(col1, x) * math.comb(n - col1, row1 - x) / math.comb(n, row1)
+
+    observed = prob(a)
+    lo, hi = max(0, row1 + col1 - n), min(row1, col1)
+    return sum(prob(x) for x in range(lo, hi + 1) if prob(x) <= observed * (1 + 1e-7))
+
+
+def test_vanished_device_needs_evidence() -> None:
+    reference = pd.Series(["a"] * 90 + ["b"] * 10)
+    small = category_tests(reference, pd.Series(["a"] * 5), "device")
+    vanished = next(t for t in small if t.kind == "vanished")
+    assert vanished.value == "b"
+    assert vanished.p_value == pytest.approx(two_sided_fisher(10, 90, 0, 5))
+    assert not vanished.drifted  # 5 images: a 10% device is often absent by chance
+    large = category_tests(reference, pd.Series(["a"] * 200), "device")
+    vanished = next(t for t in large if t.kind == "vanished")
+    assert vanished.p_value == pytest.approx(two_sided_fisher(10, 90, 0, 200))
+    assert vanished.drifted and vanished.p_value < 1e-4
+
+
+def test_new_value_and_frequency_table() -> None:
+    reference = pd.Series(["a"] * 50 + ["b"] * 50)
+    batch = pd.Series(["a"] * 20 + ["b"] * 20 + ["c"] * 20)
+    tests = {(t.kind, t.value): t for t in category_tests(reference, batch, "site")}
+    assert tests[("new", "c")].drifted
+    freq = tests[("frequency", None)]
+    # chi-square by hand: expected = row total x column share of 160
+    table = np.array([[50, 50, 0], [20, 20, 20]])
+    expected = table.sum(1, keepdims=True) * table.sum(0) / table.sum()
+    assert freq.statistic == pytest.approx(((table - expected) ** 2 / expected).sum())
+    assert freq.detail["dof"] == 2
+
+
+def test_intensity_ks_hand_value() -> None:
+    # per-image means 0.1, 0.2, 0.3 vs 0.25, 0.35: largest ECDF gap 2/3 at 0.2 -> 0.3... D = 2/3
+    ref = torch.tensor([0.1, 0.2, 0.3]).reshape(3, 1, 1, 1).expand(3, 1, 2, 2)
+    new = torch.tensor([0.25, 0.35]).reshape(2, 1, 1, 1).expand(2, 1, 2, 2)
+    mean, std = intensity_tests(ref, new)
+    assert mean.statistic == pytest.approx(2 / 3)
+    assert std.statistic == 0.0  # constant images: every std is 0
+
+
+def test_finding_becomes_a_request_only_for_a_vanished_device() -> None:
+    rules = {"on_device_drift": "deprecate_device", "on_embedding_drift": "notify_only"}
+    vanished = {
+        "attribute": "device",
+        "kind": "vanished",
+        "value": "scanner_c",
+        "p_value": 1e-5,
+        "n_batch": 200,
+        "batch": "incoming/b.csv",
+    }
+    request, _ = request_from_finding(vanished, rules)
+    assert request["reason"] == "device_deprecation"
+    assert request["selector"] == {"devices": ["scanner_c"]}
+    for payload in (
+        {**vanished, "kind": "new"},
+        {"attribute": "embedding", "kind": "embedding", "value": None},
+        {"attribute": "site", "kind": "vanished", "value": "site_south"},
+    ):
+        assert request_from_finding(payload, rules)[0] is None
+    notify = {**rules, "on_device_drift": "notify_only"}
+    assert request_from_finding(vanished, notify)[0] is None
+    with pytest.raises(DriftError, match="on_device_drift"):
+        request_from_finding(vanished, {"on_device_drift": "retrain"})
+    with pytest.raises(DriftError, match="lacks"):
+        request_from_finding({"value": "x"}, rules)
+
+
+def test_newest_manifest_and_batch_errors(tmp_path: Path) -> None:
+    with pytest.raises(DriftError, match="no \\*.csv"):
+        newest_manifest(tmp_path)
+    old, new = tmp_path / "a.csv", tmp_path / "b.csv"
+    old.write_text("image_id,path\n")
+    new.write_text("image_id,path\nx,missing.png\n")
+    import os
+
+    os.utime(old, (2e9, 2e9))  # newer mtime wins over the name
+    assert newest_manifest(tmp_path) == old
+    with pytest.raises(DriftError, match="no rows"):
+        read_batch(old, SPEC)
+    with pytest.raises(Exception, match="row 1 \\(image_id=x\\), column 'path'"):
+        read_batch(new, SPEC)
+
+
+# --- real data: the HAM10000 subset -----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ham(shared_data):
+    root = shared_data / "ham10000_sites"
+    frame = pd.read_csv(root / "manifest.csv", dtype=str)
+    images = decode_all([root / p for p in frame["path"]], SPEC)
+    model = build_model("allcnn", 7, 3, 32, seed=0, width=0.25)
+    return frame.reset_index(drop=True), images, model
+
+
+def test_no_drift_between_random_halves_of_one_split(shared_data) -> None:
+    """PneumoniaMNIST train split (2,428 images): embedding MMD and intensity KS; HAM10000
+    device frequencies. Each p > 0.05 in at least 9 of 10 seeded halvings."""
+    data = np.load(shared_data / "medmnist" / "pneumoniamnist_subset.npz")
+    images = torch.from_numpy(data["train_images"]).float().div(255).unsqueeze(1)
+    model = build_model("allcnn", 2, 1, 28, seed=0, width=0.25)
+    features = embeddings(model, images)
+    devices = pd.read_csv(shared_data / "ham10000_sites" / "manifest.csv", dtype=str)["device"]
+    quiet = {"embedding": 0, "intensity_mean": 0, "intensity_std": 0, "frequency": 0}
+    for seed in range(10):
+        order = np.random.default_rng(seed).permutation(len(images))
+        a, b = order[: len(order) // 2], order[len(order) // 2 :]
+        tests = [
+            mmd_test(features[a], features[b], 200, seed),
+            *intensity_tests(images[a], images[b]),
+        ]
+        order = np.random.default_rng(seed).permutation(len(devices))
+        half = len(order) // 2
+        tests += category_tests(devices.iloc[order[:half]], devices.iloc[order[half:]], "device")
+        for t in tests:
+            if t.kind in quiet and t.p_value > 0.05:
+                quiet[t.kind] += 1
+    assert all(count >= 9 for count in quiet.values()), quiet
+
+
+def test_device_swapped_in_is_detected_and_named(ham) -> None:
+    frame, images, model = ham
+    held_out = "vienna_dias"
+    is_out = (frame["device"] == held_out).to_numpy()
+    rest = np.flatnonzero(~is_out)
+    order = np.random.default_rng(0).permutation(rest)
+    reference = order[: len(order) // 2]
+    batch = np.concatenate([order[len(order) // 2 :][:60], np.flatnonzero(is_out)[:60]])
+    tests = compare(
+        frame.iloc[reference],
+        images[reference],
+        frame.iloc[batch],
+        images[batch],
+        model,
+        permutations=200,
+    )
+    by_kind = {(t.kind, t.value): t for t in tests}
+    assert by_kind[("embedding", None)].p_value < 0.01
+    new = by_kind[("new", held_out)]
+    assert new.drifted and new.detail["batch_count"] == 60
+    report = DriftReport(tests, "incoming/b.csv", "classifier", "v1.0.0")
+    devices = [p for p in report.payloads() if p["attribute"] == "device" and p["kind"] == "new"]
+    assert [p["value"] for p in devices] == [held_out]
+    assert devices[0]["n_batch"] == len(batch) and devices[0]["p_value"] < 0.01
