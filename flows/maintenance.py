@@ -62,6 +62,8 @@ REPORT_KEYS = ("metrics", "tradeoff", "summary", "tradeoff_png", "validation")
 
 
 def task_runner(maintain: dict[str, Any]):
+    """The sweep's task runner: threads, or Dask (``dask_address``, else a local cluster of
+    ``dask_workers`` processes, one thread each) through prefect-dask."""
     kind = maintain.get("task_runner", "threads")
     if kind == "threads":
         return ThreadPoolTaskRunner(max_workers=int(maintain.get("max_workers", 2)))
@@ -72,7 +74,18 @@ def task_runner(maintain: dict[str, Any]):
             raise RuntimeError(
                 "maintain.task_runner 'dask' needs the prefect-dask package"
             ) from exc
-        return DaskTaskRunner(address=maintain.get("dask_address"))
+        address = maintain.get("dask_address")
+        if address:  # an existing scheduler (e.g. GPU workers, README "Scale")
+            return DaskTaskRunner(address=str(address))
+        return DaskTaskRunner(  # a temporary local cluster of worker processes
+            cluster_class="distributed.LocalCluster",
+            cluster_kwargs={
+                "n_workers": int(maintain.get("dask_workers", 2)),
+                "threads_per_worker": 1,
+                "processes": True,
+                "dashboard_address": None,
+            },
+        )
     raise ValueError(f"maintain.task_runner must be threads or dask, not '{kind}'")
 
 

@@ -1,0 +1,288 @@
+"""Triggers and scale (flows/deployments.py, flows/drift.py, maintenance modes, Dask):
+scheduled maintenance with nothing pending touches nothing; the Dask runner gives the thread
+runner's results; a drift event on a running Prefect server starts a revision end to end."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import yaml
+from test_maintenance import SWEEP, git_dvc_project, make_project
+
+REPO = Path(__file__).resolve().parents[1]
+LENIENT = {"max_retain_drop": 1.0, "max_balanced_drop": 1.0, "max_class_recall_drop": 1.0}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (git and DVC internals included)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def registry_project(tmp: Path, demo_dir: Path, demo_model, request: dict, **maintain) -> Path:
+    """A git + DVC project whose production v1.0.0 is the demo model, registry and ledger on."""
+    from medunlearn.registry import Registry
+
+    params = make_project(
+        tmp,
+        demo_dir,
+        demo_model,
+        request,
+        gates={r: LENIENT for r in ("device_deprecation", "consent_withdrawal")},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+        **maintain,
+    )
+    config = yaml.safe_load(params.read_text())
+    config["registry"] = {"enabled": True, "model": "classifier"}
+    config["ledger"] = {"enabled": True, "path": "ledger/requests.jsonl"}
+    config["promotion"] = {"auto_staging": True, "serving_dir": "models/production"}
+    config["schedule"] = {"maintenance_cron": "0 2 * * 0", "drift_cron": "0 3 * * *"}
+    config["drift"] = {
+        "incoming": str(tmp / "incoming"),
+        "max_images": 400,
+        "permutations": 200,
+        "report": str(tmp / "reports" / "drift.json"),
+        "on_device_drift": "deprecate_device",
+        "on_embedding_drift": "notify_only",
+    }
+    params.write_text(yaml.safe_dump(config))
+    git_dvc_project(tmp)
+    first = tmp / "models" / ".first"
+    first.mkdir()
+    shutil.copy2(tmp / "models" / "deployed.pt", first / "model.pt")
+    reg = Registry(tmp)
+    reg.register("classifier", first, {"gates": {"passed": True}, "kind": "trained"}, "v1.0.0")
+    reg.promote("classifier", "v1.0.0", "staging", "tester", "first")
+    reg.promote("classifier", "v1.0.0", "production", "tester", "first")
+    return params
+
+
+def test_scheduled_maintenance_with_nothing_pending_changes_nothing(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
+    params = registry_project(tmp_path, demo_dir, demo_model, request)
+    before = tree_hashes(tmp_path)
+    result = maintenance_flow(str(params), pending=True)
+    assert result["status"] == "nothing to do" and result["revisions"] == []
+    assert tree_hashes(tmp_path) == before
+
+
+def test_dask_runner_gives_the_thread_runners_sweep(
+    tmp_path, prefect_harness, demo_dir, demo_model
+):
+    """Same seeds, same sweep: a 2-worker LocalCluster and the thread pool agree."""
+    from flows.maintenance import maintenance_flow, task_runner
+
+    request = {"reason": "class_retirement", "selector": {"labels": ["3"]}}
+    results = {}
+    for kind in ("threads", "dask"):
+        tmp = tmp_path / kind
+        tmp.mkdir()
+        params = make_project(
+            tmp,
+            demo_dir,
+            demo_model,
+            request,
+            gates={"class_retirement": {"max_forget_acc": 1.0, **LENIENT}},
+            sweep=SWEEP,
+            compose={"enabled": False},
+            task_runner=kind,
+            dask_workers=2,
+        )
+        maintain = yaml.safe_load(params.read_text())["maintain"]
+        runner = task_runner(maintain)
+        assert (
+            type(runner).__name__
+            == {"threads": "ThreadPoolTaskRunner", "dask": "DaskTaskRunner"}[kind]
+        )
+        flow = maintenance_flow.with_options(task_runner=runner)
+        results[kind] = {c["name"]: c["metrics"] for c in flow(str(params))["candidates"]}
+    assert set(results["dask"]) == {"psg-a", "psg-b"}
+    for name, metrics in results["threads"].items():
+        for key in ("forget_train_acc", "retain_train_acc", "retain_test_acc", "test_acc"):
+            assert results["dask"][name][key] == metrics[key], (name, key)
+
+
+# --- end to end on a running Prefect server ----------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(predicate, timeout: float, what: str, procs=()):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        for p in procs:
+            if p.poll() is not None:
+                raise AssertionError(f"{what}: process {p.args[:4]} exited {p.returncode}")
+        time.sleep(1.0)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """Stop a process we started, and its children, by PID."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def demo_batch_without(tmp: Path, demo_dir: Path, device: str) -> Path:
+    """incoming/batch.csv: the demo's held-out images of every device but ``device``
+    (unlabelled, as a clinical batch arrives)."""
+    manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
+    rows = manifest[(manifest["split"] != "train") & (manifest["device"] != device)]
+    folder = tmp / "incoming"
+    (folder / "images").mkdir(parents=True)
+    for rel in rows["path"]:
+        shutil.copy2(demo_dir / rel, folder / "images" / Path(rel).name)
+    batch = rows[["image_id", "device", "site"]].assign(
+        path=[f"images/{Path(r).name}" for r in rows["path"]]
+    )
+    batch.to_csv(folder / "batch.csv", index=False)
+    return folder / "batch.csv"
+
+
+def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model) -> None:
+    """Server on 127.0.0.1, `medunlearn serve`, drift-watch run on a batch without
+    scanner_c: the event starts maintenance/on-drift, which revises a device_deprecation
+    request for scanner_c and registers v1.1.0 as candidate + staging, not production."""
+    request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
+    project = tmp_path / "project"
+    project.mkdir()
+    params = registry_project(project, demo_dir, demo_model, request)
+    demo_batch_without(project, demo_dir, "scanner_c")
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_API_URL": api,
+        "PREFECT_UI_ENABLED": "false",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PYTHONPATH": str(REPO),
+    }
+    env.pop("PREFECT_API_KEY", None)
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs: list[subprocess.Popen] = []
+
+    def start(name: str, *args: str, cwd: Path) -> subprocess.Popen:
+        out = open(logs / f"{name}.log", "w")  # noqa: SIM115 - closed with the process
+        proc = subprocess.Popen(
+            args, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        procs.append(proc)
+        return proc
+
+    prefect = [sys.executable, "-m", "prefect"]
+    try:
+        server = start(
+            "server",
+            *prefect,
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            cwd=tmp_path,
+        )
+
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"{api}/health", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_for(healthy, 120, "the Prefect server", [server])
+        serve = start(
+            "serve",
+            sys.executable,
+            "-m",
+            "flows.cli",
+            "serve",
+            "--params",
+            str(params),
+            cwd=project,
+        )
+
+        def deployments() -> dict[str, str]:
+            found = httpx.post(f"{api}/deployments/filter", json={}, timeout=10).json()
+            return {d["name"]: d["id"] for d in found} if len(found) == 3 else {}
+
+        wait_for(deployments, 180, "the three deployments", [server, serve])
+        flows = {f["id"]: f["name"] for f in httpx.post(f"{api}/flows/filter", json={}).json()}
+        found = httpx.post(f"{api}/deployments/filter", json={}).json()
+        names = {f"{flows[d['flow_id']]}/{d['name']}" for d in found}
+        assert names == {"maintenance/scheduled", "drift-watch/scheduled", "maintenance/on-drift"}
+        watch = next(d for d in found if flows[d["flow_id"]] == "drift-watch")
+        time.sleep(5)  # the trigger's automation reaches the server's trigger service
+        httpx.post(f"{api}/deployments/{watch['id']}/create_flow_run", json={}).raise_for_status()
+        on_drift = next(d["id"] for d in found if d["name"] == "on-drift")
+
+        def runs() -> list[dict]:
+            body = {"flow_runs": {"deployment_id": {"any_": [on_drift]}}}
+            return httpx.post(f"{api}/flow_runs/filter", json=body, timeout=10).json()
+
+        def revised() -> dict | None:
+            for run in runs():
+                drift = run["parameters"].get("drift") or {}
+                ours = drift.get("kind") == "vanished" and drift.get("value") == "scanner_c"
+                if ours and run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                    return run
+            return None
+
+        run = wait_for(revised, 480, "the on-drift revision of scanner_c", [server, serve])
+        assert run["state_type"] == "COMPLETED", (logs / "serve.log").read_text()[-4000:]
+        drift = run["parameters"]["drift"]
+        assert drift["attribute"] == "device" and drift["p_value"] < 0.01
+        assert drift["n_batch"] > 0 and drift["model"] == "classifier"
+        report = json.loads((project / "reports" / "drift.json").read_text())
+        assert report["drifted"] and report["version"] == "v1.0.0"
+    finally:
+        for proc in reversed(procs):
+            stop(proc)
+    from medunlearn.ledger import Ledger
+    from medunlearn.registry import Registry
+
+    reg = Registry(project)
+    assert reg.stages("classifier") == {
+        "candidate": "v1.1.0",
+        "staging": "v1.1.0",
+        "production": "v1.0.0",
+    }
+    record = reg.record("classifier", "v1.1.0")
+    assert record["requests"][-1]["reason"] == "device_deprecation"
+    entries = Ledger(project / "ledger" / "requests.jsonl").entries()
+    assert [(e["reason"], e["selector"], e["status"]) for e in entries] == [
+        ("device_deprecation", {"devices": ["scanner_c"]}, "applied in v1.1.0")
+    ]
