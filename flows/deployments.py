@@ -85,4 +85,5 @@ def serve(params_path: str = "params.yaml", limit: int | None = None) -> None:
     prefect_serve(
         *build_deployments(params_path),
         limit=limit or int(schedule.get("max_concurrent_runs", 1)),
+        query_seconds=float(schedule.get("poll_seconds", 2)),
     )
