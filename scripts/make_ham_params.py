@@ -67,6 +67,7 @@ def ham_params(params: dict) -> dict:
     p["registry"].update(model="ham-classifier")  # its own model line in the same registry
     p["promotion"].update(serving_dir="models/ham/production")
     p["ledger"].update(path="ledger/ham-requests.jsonl")  # requests of the HAM model line
+    p["drift"].update(incoming="incoming/ham", report="reports/ham/drift.json")
     return p
 
 
