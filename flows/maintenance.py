@@ -44,7 +44,7 @@ from medunlearn.records import unlearned_record
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry
 from medunlearn.revision import GatesFailed, request_cohorts, run_timings, select_candidate
-from medunlearn.sweep import check_sweeps, sweep_configs
+from medunlearn.sweep import check_sweeps, revision_sweep
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
@@ -247,7 +247,8 @@ def revise_request(
         inputs, validation, reports["validation"], float(maintain.get("max_in_memory_mb", 1024))
     )
     clock.lap("validate")
-    configs = sweep_configs(maintain, unlearn, inputs.request.reason)
+    reasons = [inputs.request.reason, *(r.reason for _, r in carried)]
+    configs = revision_sweep(maintain, unlearn, reasons)  # carried reasons' runs too
     core_hash = source_hash()
 
     def submit(config: dict[str, Any], refresh: bool):

@@ -103,6 +103,30 @@ def sweep_configs(
     return configs
 
 
+def revision_sweep(
+    maintain: Mapping[str, Any], unlearn: Mapping[str, Any], reasons: list[str]
+) -> list[dict[str, Any]]:
+    """The sweep of a revision that forgets requests of several ``reasons`` at once (the
+    new request's first, then each carried one's): the first reason's sweep, plus each
+    other reason's runs that differ from every run already listed, named ``name@reason``.
+
+    Why: a revision forgets the union, and a carried request is re-checked by its own
+    gates, so the settings measured for its reason must be among the candidates (a device
+    revision carrying a retired class cannot pass with retain fine-tuning alone).
+    """
+    configs = sweep_configs(maintain, unlearn, reasons[0])
+    runs = {json.dumps(c["config"], sort_keys=True, default=str) for c in configs}
+    for reason in dict.fromkeys(reasons[1:]):
+        if reason == reasons[0]:
+            continue
+        for c in sweep_configs(maintain, unlearn, reason):
+            key = json.dumps(c["config"], sort_keys=True, default=str)
+            if key not in runs:
+                runs.add(key)
+                configs.append({"name": f"{c['name']}@{reason}", "config": c["config"]})
+    return configs
+
+
 def check_sweeps(maintain: Mapping[str, Any], unlearn: Mapping[str, Any]) -> None:
     """Resolve the sweep for every reason (refusing a bad entry before any run starts)."""
     from medunlearn.unlearn.request import REASONS

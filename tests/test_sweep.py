@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medunlearn.sweep import SweepError, check_sweeps, sweep_configs
+from medunlearn.sweep import SweepError, check_sweeps, revision_sweep, sweep_configs
 from medunlearn.unlearn.request import REASONS
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
@@ -78,3 +78,21 @@ def test_shipped_sweeps_resolve_for_every_reason_with_distinct_runs() -> None:
     for reason in REASONS:
         configs = sweep_configs(PARAMS["maintain"], PARAMS["unlearn"], reason)
         assert len({c["name"] for c in configs}) == len(configs)
+
+
+def test_a_revision_carrying_other_reasons_tries_their_runs_too() -> None:
+    maintain = {
+        "sweep": [{"method": "psg"}],
+        "sweep_by_reason": {"device_deprecation": [{"method": "finetune"}]},
+    }
+    unlearn = {**UNLEARN, "by_reason": {"class_retirement": {"lr": 3e-4}}}
+    configs = revision_sweep(
+        maintain, unlearn, ["device_deprecation", "class_retirement", "class_retirement"]
+    )
+    names = [c["name"] for c in configs]
+    assert names == ["psg", "finetune", "psg@class_retirement"]
+    assert configs[0]["config"]["lr"] == 1e-3  # device: the section's lr
+    assert configs[2]["config"] == {"method": "psg", "lr": 3e-4, "gamma": 0.5, "steps": 5}
+    # a carried reason whose runs are all listed already adds nothing
+    same = revision_sweep(maintain, unlearn, ["device_deprecation", "outlier_removal"])
+    assert [c["name"] for c in same] == ["psg", "finetune"]
