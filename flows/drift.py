@@ -21,16 +21,22 @@ from prefect import flow, get_run_logger
 
 from medunlearn.config import load_params, load_section
 from medunlearn.data.manifest import read_manifest_csv
+from medunlearn.drift import newest_manifest
 from medunlearn.ledger import active_ledger, use_project_salt
 from medunlearn.registry import active_registry
+from medunlearn.versioning import file_sha256
 from tasks.detect_drift import detect_drift
 from tasks.emit_drift_events import emit_drift_events
 from tasks.load_drift_inputs import load_drift_inputs
 
 
 @flow(name="drift-watch", log_prints=True)
-def drift_watch_flow(params_path: str = "params.yaml", batch: str | None = None) -> dict[str, Any]:
-    """``batch``: a manifest or folder of manifests (default ``drift.incoming``)."""
+def drift_watch_flow(
+    params_path: str = "params.yaml", batch: str | None = None, force: bool = False
+) -> dict[str, Any]:
+    """``batch``: a manifest or folder of manifests (default ``drift.incoming``). A batch
+    whose manifest bytes and production version match the last report is not tested again
+    (no second round of events for one batch) unless ``force``."""
     logger = get_run_logger()
     settings = load_section("drift", params_path)
     maintain = load_section("maintain", params_path)
@@ -57,17 +63,27 @@ def drift_watch_flow(params_path: str = "params.yaml", batch: str | None = None)
             forgotten = [
                 ledger.request(e, manifest) for e in ledger.entries() if e["id"] in applied
             ]
+    manifest_path = newest_manifest(batch or str(settings["incoming"]))
+    last = Path(settings.get("report", "reports/drift.json"))
+    if not force and last.is_file():
+        previous = json.loads(last.read_text())
+        same = previous.get("batch_sha256") == file_sha256(manifest_path)
+        if same and previous.get("version") == version:
+            logger.info(
+                "batch %s already checked against %s: nothing to do", manifest_path, version
+            )
+            return {**previous, "status": "already checked", "events": []}
     inputs = load_drift_inputs(
         maintain["dataset"],
         checkpoint,
-        batch or str(settings["incoming"]),
+        str(manifest_path),
         forgotten,
         int(settings.get("max_images", 1000)),
         int(settings.get("seed", 0)),
     )
     report = detect_drift(inputs, model_name, version, settings)
     events = emit_drift_events(report)
-    return {**report.to_dict(), "events": events}
+    return {**report.to_dict(), "status": "checked", "events": events}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -79,14 +95,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--batch", help="a batch manifest or folder (default drift.incoming)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--force", action="store_true", help="test a batch checked before")
     args = parser.parse_args(argv)
-    result = drift_watch_flow(args.params, args.batch)
+    result = drift_watch_flow(args.params, args.batch, args.force)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         found = [t for t in result["tests"] if t["drifted"]]
         where = load_section("drift", args.params).get("report")
+        if result["status"] == "already checked":
+            print(f"{result['batch']} was checked before (--force tests it again); report {where}")
         print(f"{len(found)} drift finding(s) in {result['batch']}; report {where}")
+        for note in result.get("notes") or []:
+            print(f"  not tested: {note}")
         for t in found:
             print(f"  {t['attribute']} {t['kind']} {t['value'] or ''} p = {t['p_value']:.3g}")
 

@@ -126,17 +126,35 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
         logger.info("nothing to do: no pending request in %s", ledger.path)
         return {"status": "nothing to do", "why": "no pending request", "revisions": []}
     revisions, refused = [], []
-    for entry in jobs:
+    for entry in jobs:  # one bad request never blocks the ones after it
         try:
-            revisions.append(revise_request(params_path, None, refresh_cache, entry["id"]))
+            revisions.append(revise_ledger_entry(params_path, ledger, entry["id"], refresh_cache))
         except AlreadyApplied as exc:
             logger.info("nothing to do: %s", exc)
-        except GatesFailed as exc:
+        except (GatesFailed, *BAD_INPUT) as exc:
             logger.error("request %s refused: %s", entry["id"], exc)
             refused.append(entry["id"])
     if refused:
         raise GatesFailed(f"{len(refused)} of {len(jobs)} pending request(s) refused: {refused}")
     return {"status": "revised", "revisions": revisions}
+
+
+BAD_INPUT = (ManifestError, ValidationFailed, LedgerError, RequestError)
+
+
+def revise_ledger_entry(
+    params_path: str, ledger: Ledger, ledger_id: str, refresh_cache: bool = False
+) -> dict[str, Any]:
+    """Revise one pending entry; a request its data cannot serve (no rows, failed
+    validation) ends ``rejected`` instead of staying pending and blocking every later run.
+    The status names only the error's kind: messages can name rows, the ledger is in git."""
+    try:
+        return revise_request(params_path, None, refresh_cache, ledger_id)
+    except AlreadyApplied:
+        raise
+    except BAD_INPUT as exc:
+        ledger.set_status([ledger_id], f"rejected: {type(exc).__name__} (see the run's log)")
+        raise
 
 
 def revise_on_drift(
@@ -158,11 +176,23 @@ def revise_on_drift(
         )
         return {"status": "notified", "why": why, "finding": payload}
     logger.info("drift finding becomes a request: %s", request["note"])
-    try:
+    params = load_params(params_path)
+    root = Path(params_path).resolve().parent
+    registry, _ = active_registry(params, root)
+    ledger = active_ledger(params, root) if registry else None
+    if ledger is None:
         return {"status": "revised", **revise_request(params_path, request, refresh_cache)}
-    except AlreadyApplied as exc:
-        logger.info("nothing to do: %s", exc)
-        return {"status": "nothing to do", "why": str(exc), "finding": payload}
+    forget = ForgetRequest.from_dict(request, "drift finding")
+    known = ledger.find(forget)
+    if known is not None and known["status"] != "pending":  # never resubmitted by a drift
+        why = f"request {known['id']} for this finding is already {known['status']}"
+        logger.info("nothing to do: %s", why)
+        return {"status": "nothing to do", "why": why, "finding": payload}
+    entry = ledger.add(forget)
+    return {
+        "status": "revised",
+        **revise_ledger_entry(params_path, ledger, entry["id"], refresh_cache),
+    }
 
 
 def revise_request(

@@ -89,11 +89,23 @@ def mmd_test(
     pooled = np.concatenate([x, y]).reshape(len(x) + len(y), -1)
     squared = np.square(pooled).sum(1)
     d2 = np.maximum(squared[:, None] + squared[None, :] - 2.0 * pooled @ pooled.T, 0.0)
-    off_diagonal = d2[np.triu_indices(len(pooled), k=1)]
-    median = float(np.median(off_diagonal))
-    bandwidth = math.sqrt(median) if median > 0 else 1.0
-    kernel = np.exp(-d2 / (2.0 * bandwidth**2))
+    positive = d2[np.triu_indices(len(pooled), k=1)]
+    positive = positive[positive > 0]  # duplicates would drag the median to 0
     n, m = len(x), len(y)
+    if positive.size == 0:  # every embedding identical: nothing can differ
+        return DriftTest(
+            "embedding",
+            "embedding",
+            0.0,
+            1.0,
+            n,
+            m,
+            False,
+            detail={"bandwidth": None, "permutations": permutations},
+        )
+    bandwidth = math.sqrt(float(np.median(positive)))
+    np.divide(d2, -2.0 * bandwidth**2, out=d2)
+    kernel = np.exp(d2, out=d2)  # in place: (n + m)^2 float64 once, not three times
 
     def signs(is_reference: np.ndarray) -> np.ndarray:
         return np.where(is_reference, 1.0 / n, -1.0 / m)
@@ -104,7 +116,8 @@ def mmd_test(
     shuffled = np.stack([rng.permutation(observed_labels) for _ in range(permutations)])
     s = signs(shuffled)  # (P, n + m)
     null = np.sum((s @ kernel) * s, axis=1)  # s_p' K s_p for every permutation p (BLAS)
-    p_value = float((1 + np.sum(null >= observed)) / (1 + permutations))
+    tie = 1e-12 * max(1.0, abs(observed))  # equal up to rounding counts as reached
+    p_value = float((1 + np.sum(null >= observed - tie)) / (1 + permutations))
     return DriftTest(
         attribute="embedding",
         kind="embedding",
@@ -122,8 +135,8 @@ def category_tests(
 ) -> list[DriftTest]:
     """New / vanished values (Fisher's exact test each) and the chi-square test of the
     frequency table, for one metadata column (missing values left out)."""
-    ref = reference.dropna().astype(str).value_counts()
-    new = batch.dropna().astype(str).value_counts()
+    ref = reference.dropna().astype(str).str.strip().value_counts()  # "a " is "a"
+    new = batch.dropna().astype(str).str.strip().value_counts()
     n_ref, n_new = int(ref.sum()), int(new.sum())
     if n_ref == 0 or n_new == 0:
         return []
@@ -266,6 +279,8 @@ class DriftReport:
     batch: str
     model: str | None = None
     version: str | None = None
+    batch_sha256: str | None = None  # the manifest's bytes: an unchanged batch is not re-run
+    notes: list[str] = field(default_factory=list)  # what was not tested, and why
 
     @property
     def findings(self) -> list[DriftTest]:
@@ -274,9 +289,11 @@ class DriftReport:
     def to_dict(self) -> dict[str, Any]:
         return {
             "batch": self.batch,
+            "batch_sha256": self.batch_sha256,
             "model": self.model,
             "version": self.version,
             "drifted": bool(self.findings),
+            "notes": self.notes,
             "tests": [t.to_dict() for t in self.tests],
         }
 
@@ -310,8 +327,10 @@ def compare(
     permutations: int = 500,
     seed: int = 0,
 ) -> list[DriftTest]:
-    """Every test between the reference rows/images and the batch rows/images (N, C, H, W).
-    Metadata columns absent from either manifest are not tested (and not reported)."""
+    """Every test between the reference and the batch: metadata on the rows of
+    ``reference``/``batch`` (pass whole manifests: metadata needs no decoding, and a device
+    missing from a sample is not missing), images (N, C, H, W) as given (samples).
+    Metadata columns absent from either manifest are not tested (``untested_metadata``)."""
     tests: list[DriftTest] = []
     if model is not None:
         tests.append(
@@ -328,6 +347,18 @@ def compare(
             tests.extend(category_tests(reference[column], batch[column], column, alpha))
     tests.extend(intensity_tests(reference_images, batch_images, alpha))
     return tests
+
+
+def untested_metadata(reference: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
+    """Metadata columns the tests skip, and why (said in the report, never silent)."""
+    why = []
+    for column in METADATA_COLUMNS:
+        for name, frame in (("training", reference), ("batch", batch)):
+            if column not in frame.columns:
+                why.append(f"{column}: no such column in the {name} manifest")
+            elif frame[column].dropna().astype(str).str.strip().eq("").all():
+                why.append(f"{column}: empty in the {name} manifest")
+    return why
 
 
 RULES = ("deprecate_device", "notify_only")
@@ -372,9 +403,22 @@ def training_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFr
     from medunlearn.unlearn.request import cohort_masks
 
     manifest = manifest.reset_index(drop=True)
-    keep = (manifest["split"] == "train").to_numpy()
+    keep = (manifest["split"] == "train").to_numpy(copy=True)
     for request in forgotten:
         keep &= ~cohort_masks(manifest, request).forget_train
+    return manifest[keep]
+
+
+def heldout_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFrame:
+    """Validation and test rows, without any row a forgotten request selects: images the
+    model never trained on, the reference for its *features* (features of its own training
+    images differ from unseen ones whenever it fits them, which is not drift)."""
+    from medunlearn.unlearn.request import cohort_masks
+
+    manifest = manifest.reset_index(drop=True)
+    keep = manifest["split"].isin(["val", "test"]).to_numpy(copy=True)
+    for request in forgotten:
+        keep &= ~cohort_masks(manifest, request).selected
     return manifest[keep]
 
 
@@ -386,6 +430,7 @@ def summary_markdown(report: DriftReport, alpha: float) -> str:
         "",
         f"Batch `{report.batch}` against the training data of `{report.model}` "
         f"{report.version or '(unregistered)'}; each test at alpha {alpha}.",
+        *(f"- not tested: {n}" for n in report.notes),
         "",
         "| attribute | test | value | statistic | p-value | n training | n batch | drift |",
         "|---|---|---|---|---|---|---|---|",

@@ -97,22 +97,33 @@ class Ledger:
     def applied(self) -> list[dict[str, Any]]:
         return [e for e in self.entries() if e["status"].startswith("applied in ")]
 
+    def _body(self, request: ForgetRequest, salt: bytes) -> tuple[str, dict[str, Any]]:
+        """The entry id and body of ``request`` (ids tokenised): one request, one id."""
+        selector = {
+            k: sorted(self.token(v, salt) for v in values) if k in ID_KEYS else values
+            for k, values in request.selector.items()
+        }
+        body = {
+            "reason": request.reason,
+            "selector": selector,
+            "fraction": request.fraction,
+            "seed": request.seed,
+        }
+        canonical = json.dumps(body, sort_keys=True)
+        return "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :], body
+
+    def find(self, request: ForgetRequest) -> dict[str, Any] | None:
+        """The entry of ``request`` if the ledger has it; reads only (no salt is created)."""
+        if not self.salt_path.is_file():
+            return None
+        entry_id, _ = self._body(request, self.salt())
+        return next((e for e in self.entries() if e["id"] == entry_id), None)
+
     def add(self, request: ForgetRequest, received_at: str | None = None) -> dict[str, Any]:
         """Append ``request`` as pending; the same request twice is the same entry."""
         with self._lock():
             salt = self.salt(create=True)
-            selector = {
-                k: sorted(self.token(v, salt) for v in values) if k in ID_KEYS else values
-                for k, values in request.selector.items()
-            }
-            body = {
-                "reason": request.reason,
-                "selector": selector,
-                "fraction": request.fraction,
-                "seed": request.seed,
-            }
-            canonical = json.dumps(body, sort_keys=True)
-            entry_id = "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :]
+            entry_id, body = self._body(request, salt)
             entries = self.entries()
             for e in entries:
                 if e["id"] == entry_id:

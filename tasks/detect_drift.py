@@ -31,7 +31,9 @@ def detect_drift(
         permutations=int(settings.get("permutations", 500)),
         seed=int(settings.get("seed", 0)),
     )
-    report = DriftReport(tests, inputs.batch_path, model_name, version)
+    report = DriftReport(
+        tests, inputs.batch_path, model_name, version, inputs.batch_sha256, inputs.notes
+    )
     write_json(settings.get("report", "reports/drift.json"), {**report.to_dict(), "alpha": alpha})
     summary = summary_markdown(report, alpha)
     create_table_artifact(

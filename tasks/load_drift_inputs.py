@@ -14,18 +14,31 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.checkpoint import load_checkpoint
 from medunlearn.data.dataset import load_dataset
-from medunlearn.drift import decode_all, newest_manifest, read_batch, sample_rows, training_rows
+from medunlearn.drift import (
+    decode_all,
+    heldout_rows,
+    newest_manifest,
+    read_batch,
+    sample_rows,
+    training_rows,
+    untested_metadata,
+)
 from medunlearn.models import ZooModel
+from medunlearn.versioning import file_sha256
+
+MIN_HELDOUT = 50  # fewer held-out rows: the training rows are the image reference
 
 
 @dataclass
 class DriftInputs:
     model: ZooModel
-    reference: pd.DataFrame
-    reference_images: torch.Tensor  # (N, C, H, W) in [0, 1]
+    reference: pd.DataFrame  # every training row (metadata)
+    reference_images: torch.Tensor  # (N, C, H, W) in [0, 1]: a sample of held-out rows
     batch_path: str
-    batch: pd.DataFrame
-    batch_images: torch.Tensor  # (M, C, H, W) in [0, 1]
+    batch: pd.DataFrame  # every batch row (metadata)
+    batch_images: torch.Tensor  # (M, C, H, W) in [0, 1]: a sample of the batch
+    batch_sha256: str
+    notes: list[str]
 
 
 @task(name="load-drift-inputs", cache_policy=NO_CACHE)
@@ -42,19 +55,40 @@ def load_drift_inputs(
     logger = get_run_logger()
     model, _ = load_checkpoint(checkpoint)
     info, manifest = load_dataset(dataset_dir)
-    reference = sample_rows(training_rows(manifest, forgotten), max_images, seed)
+    trained = training_rows(manifest, forgotten)
+    heldout = heldout_rows(manifest, forgotten)
+    notes = []
+    if len(heldout) < MIN_HELDOUT:
+        notes.append(
+            f"images: {len(heldout)} held-out rows (< {MIN_HELDOUT}); training images are the "
+            "reference, so a model that fits its training images can look drifted"
+        )
+        heldout = trained
+    sample = sample_rows(heldout, max_images, seed)
     reference_images = decode_all(
-        [Path(dataset_dir) / p for p in reference["path"].astype(str)], info.spec
+        [Path(dataset_dir) / p for p in sample["path"].astype(str)], info.spec
     )
     batch_path = newest_manifest(incoming)
     frame, _ = read_batch(batch_path, info.spec, decode=False)
     batch = sample_rows(frame, max_images, seed + 1)
     _, batch_images = read_batch(batch_path, info.spec, rows=batch)
+    notes += untested_metadata(trained, frame)
     logger.info(
-        "drift watch: %d training images of %s vs %d of batch %s",
-        len(reference),
+        "drift watch: %d training rows (%d reference images) of %s vs %d rows (%d images) of %s",
+        len(trained),
+        len(sample),
         checkpoint,
+        len(frame),
         len(batch),
         batch_path,
     )
-    return DriftInputs(model, reference, reference_images, str(batch_path), batch, batch_images)
+    return DriftInputs(
+        model,
+        trained,
+        reference_images,
+        str(batch_path),
+        frame,
+        batch_images,
+        file_sha256(batch_path),
+        notes,
+    )

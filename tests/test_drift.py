@@ -19,13 +19,17 @@ from medunlearn.drift import (
     compare,
     decode_all,
     embeddings,
+    heldout_rows,
     intensity_tests,
     mmd_test,
     newest_manifest,
     read_batch,
     request_from_finding,
+    training_rows,
+    untested_metadata,
 )
 from medunlearn.models import build_model
+from medunlearn.unlearn.request import ForgetRequest
 
 SPEC = ImageSpec(size=32, channels=3)
 
@@ -230,3 +234,40 @@ def test_device_swapped_in_is_detected_and_named(ham) -> None:
     devices = [p for p in report.payloads() if p["attribute"] == "device" and p["kind"] == "new"]
     assert [p["value"] for p in devices] == [held_out]
     assert devices[0]["n_batch"] == len(batch) and devices[0]["p_value"] < 0.01
+
+
+def test_identical_embeddings_are_not_drift() -> None:
+    # every pairwise distance 0: rounding noise must not beat the permutations
+    result = mmd_test(np.zeros((30, 8)), np.zeros((30, 8)), permutations=200)
+    assert result.p_value == 1.0 and not result.drifted
+    # half the pairs identical: the bandwidth comes from the distances that are not 0
+    x = np.concatenate([np.zeros((20, 1)), np.ones((2, 1))])
+    assert mmd_test(x, x.copy(), 50).detail["bandwidth"] == pytest.approx(1.0)
+
+
+def test_metadata_values_are_compared_trimmed_and_gaps_are_said() -> None:
+    tests = category_tests(
+        pd.Series(["a"] * 50 + ["b"] * 50), pd.Series(["a "] * 5 + ["b"] * 5), "device"
+    )
+    assert [t.kind for t in tests] == ["frequency"]  # "a " is "a": nothing new or vanished
+    notes = untested_metadata(pd.DataFrame({"device": ["a"]}), pd.DataFrame({"device": [None]}))
+    assert notes == [
+        "device: empty in the batch manifest",
+        "site: no such column in the training manifest",
+        "site: no such column in the batch manifest",
+    ]
+
+
+def test_reference_rows_leave_out_what_was_forgotten() -> None:
+    manifest = pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(8)],
+            "label": list("ababaabb"),
+            "split": ["train"] * 4 + ["val", "val", "test", "test"],
+            "device": ["d1", "d2", "d1", "d2", "d1", "d2", "d1", "d2"],
+        }
+    )
+    gone = [ForgetRequest("device_deprecation", {"devices": ["d2"]})]
+    assert list(training_rows(manifest, gone)["image_id"]) == ["i0", "i2"]
+    assert list(heldout_rows(manifest, gone)["image_id"]) == ["i4", "i6"]
+    assert list(heldout_rows(manifest, [])["image_id"]) == ["i4", "i5", "i6", "i7"]

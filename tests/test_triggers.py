@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pandas as pd
+import pytest
 import yaml
 from test_maintenance import SWEEP, git_dvc_project, make_project
 
@@ -83,6 +84,32 @@ def test_scheduled_maintenance_with_nothing_pending_changes_nothing(
     result = maintenance_flow(str(params), pending=True)
     assert result["status"] == "nothing to do" and result["revisions"] == []
     assert tree_hashes(tmp_path) == before
+
+
+def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    """A request its data cannot serve (a device with no images) ends rejected instead of
+    blocking every later scheduled run; a notify-only drift finding changes no file."""
+    from flows.maintenance import maintenance_flow
+    from medunlearn.ledger import Ledger
+    from medunlearn.revision import GatesFailed
+    from medunlearn.unlearn.request import ForgetRequest
+
+    request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
+    params = registry_project(tmp_path, demo_dir, demo_model, request)
+    before = tree_hashes(tmp_path)
+    finding = {"attribute": "embedding", "kind": "embedding", "value": None, "p_value": 1e-4}
+    result = maintenance_flow(str(params), drift=finding)
+    assert result["status"] == "notified" and "notify only" in result["why"]
+    assert tree_hashes(tmp_path) == before
+    ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
+    ledger.add(ForgetRequest("device_deprecation", {"devices": ["scanner_z"]}))
+    with pytest.raises(GatesFailed, match="1 of 1 pending request"):
+        maintenance_flow(str(params), pending=True)
+    (entry,) = ledger.entries()
+    assert entry["status"].startswith("rejected: RequestError")
+    assert maintenance_flow(str(params), pending=True)["status"] == "nothing to do"
 
 
 def test_dask_runner_gives_the_thread_runners_sweep(
