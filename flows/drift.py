@@ -63,7 +63,12 @@ def drift_watch_flow(
             forgotten = [
                 ledger.request(e, manifest) for e in ledger.entries() if e["id"] in applied
             ]
-    manifest_path = newest_manifest(batch or str(settings["incoming"]))
+    incoming = Path(batch or str(settings["incoming"]))
+    if batch is None and not (incoming.is_file() or any(incoming.glob("*.csv"))):
+        # the scheduled watch with nothing delivered yet: not an error, nothing to compare
+        logger.info("no batch manifest in %s: nothing to do", incoming)
+        return {"status": "no batch", "batch": str(incoming), "tests": [], "events": []}
+    manifest_path = newest_manifest(incoming)
     last = Path(settings.get("report", "reports/drift.json"))
     if not force and last.is_file():
         previous = json.loads(last.read_text())
@@ -101,6 +106,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
+        if result["status"] == "no batch":
+            print(f"no batch manifest in {result['batch']}: nothing to do")
+            return
         found = [t for t in result["tests"] if t["drifted"]]
         where = load_section("drift", args.params).get("report")
         if result["status"] == "already checked":

@@ -380,6 +380,10 @@ def request_from_finding(payload: dict[str, Any], rules: dict[str, Any]) -> tupl
             raise DriftError(f"drift.{key}: '{rule}' is not one of {list(RULES)}")
     if rules.get("on_embedding_drift", "notify_only") != "notify_only":
         raise DriftError("drift.on_embedding_drift: only notify_only is supported")
+    if payload.get("schema", PAYLOAD_SCHEMA) != PAYLOAD_SCHEMA:
+        raise DriftError(
+            f"drift event payload schema {payload['schema']!r}; expected {PAYLOAD_SCHEMA}"
+        )
     missing = [k for k in ("attribute", "kind") if k not in payload]
     if missing:
         raise DriftError(f"drift event payload lacks {missing} (schema {PAYLOAD_SCHEMA})")

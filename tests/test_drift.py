@@ -155,6 +155,8 @@ def test_finding_becomes_a_request_only_for_a_vanished_device() -> None:
         request_from_finding(vanished, {"on_device_drift": "retrain"})
     with pytest.raises(DriftError, match="lacks"):
         request_from_finding({"value": "x"}, rules)
+    with pytest.raises(DriftError, match="schema 'other/2'"):
+        request_from_finding({**vanished, "schema": "other/2"}, rules)
 
 
 def test_newest_manifest_and_batch_errors(tmp_path: Path) -> None:

@@ -90,7 +90,8 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
     """A request its data cannot serve (a device with no images) ends rejected instead of
-    blocking every later scheduled run; a notify-only drift finding changes no file."""
+    blocking every later scheduled run; a notify-only drift finding and a scheduled drift
+    watch with no batch delivered change no file."""
     from flows.maintenance import maintenance_flow
     from medunlearn.ledger import Ledger
     from medunlearn.revision import GatesFailed
@@ -102,6 +103,9 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     finding = {"attribute": "embedding", "kind": "embedding", "value": None, "p_value": 1e-4}
     result = maintenance_flow(str(params), drift=finding)
     assert result["status"] == "notified" and "notify only" in result["why"]
+    from flows.drift import drift_watch_flow
+
+    assert drift_watch_flow(str(params))["status"] == "no batch"  # nothing delivered yet
     assert tree_hashes(tmp_path) == before
     ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
     ledger.add(ForgetRequest("device_deprecation", {"devices": ["scanner_z"]}))
