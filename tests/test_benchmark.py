@@ -44,7 +44,7 @@ def test_psg_grid_tunes_the_forget_loss_temperature_and_phi() -> None:
     grid = DEFAULT_GRIDS["psg"]
     assert {p["forget_loss"] for p in grid} == {"hard", "soft", "topk"}
     assert {p.get("temperature", 1.0) for p in grid} >= {1.0, 2.0}
-    assert {p["phi"] for p in grid} == {1.0, 0.3}
+    assert {p["phi"] for p in grid} == {1.0, 0.3, 3.0}
     assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)  # no duplicate points
 
 
