@@ -274,7 +274,11 @@ def revise_request(
         carried = [(r.hash, r) for r in inputs.request.carried]
     clock.lap("load")
     data, cohorts = validate_data(
-        inputs, validation, reports["validation"], float(maintain.get("max_in_memory_mb", 1024))
+        inputs,
+        validation,
+        reports["validation"],
+        float(maintain.get("max_in_memory_mb", 1024)),
+        str(Path(work_dir) / "validation"),
     )
     clock.lap("validate")
     reasons = [inputs.request.reason, *(r.reason for _, r in carried)]

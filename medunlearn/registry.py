@@ -31,11 +31,15 @@ reached leaves the revision local and marked ``unpushed`` with the command that 
 from __future__ import annotations
 
 import json
+import logging
+import logging.config
 import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -51,6 +55,32 @@ RECORD = "revision.json"
 LOCK = ".medunlearn-registry.lock"
 _SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 _ASSIGN = re.compile(r"^(?P<name>[^#@]+)#(?P<stage>[^#!]+)(?P<un>!?)#(?P<n>\d+)$")
+
+
+_GTO_IMPORT = threading.Lock()
+
+
+def gto_api() -> Any:
+    """``gto.api``, imported without GTO's logging set-up.
+
+    ``gto/log.py`` calls ``logging.config.dictConfig`` at import time, which flushes and
+    closes every logging handler in the process. Imported inside a Prefect flow run, that
+    flush waits for Prefect's API log worker while Prefect's event-loop thread waits for the
+    logging lock the flush holds: a deadlock (a `medunlearn train` hung for minutes at
+    ``register_revision``, 2026-12-01). So GTO's module is imported once with ``dictConfig``
+    made a no-op; its ``gto`` logger then propagates to the process's handlers.
+    """
+    with _GTO_IMPORT:
+        if "gto.log" not in sys.modules:
+            configure = logging.config.dictConfig
+            logging.config.dictConfig = lambda config: None
+            try:
+                import gto.log  # noqa: F401
+            finally:
+                logging.config.dictConfig = configure
+    from gto import api
+
+    return api
 
 
 class RegistryError(RuntimeError):
@@ -582,7 +612,7 @@ class Registry:
             return False, f"{type(exc).__name__}: {exc}"[:300]
 
     def _tag_register(self, name: str, version: str, by: str) -> None:
-        from gto import api
+        api = gto_api()
 
         api.register(
             str(self.root),
@@ -597,7 +627,7 @@ class Registry:
     def _assign(
         self, name: str, version: str, stage: str, by: str, why: str, force: bool = False
     ) -> None:
-        from gto import api
+        api = gto_api()
 
         api.assign(
             str(self.root),
@@ -611,7 +641,7 @@ class Registry:
         )
 
     def _unassign(self, name: str, version: str, stage: str, by: str, why: str) -> None:
-        from gto import api
+        api = gto_api()
 
         api.unassign(
             str(self.root),

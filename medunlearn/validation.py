@@ -22,6 +22,8 @@ patient ids in it are hashed (reports and logs never show raw identifiers).
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -32,6 +34,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medunlearn.atomic import write_json
 from medunlearn.data.images import ImageLoader, ImageSpec
 from medunlearn.data.manifest import ManifestError, hash_identifier
 
@@ -83,6 +86,11 @@ class ValidationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"success": self.success, "outcomes": [asdict(o) for o in self.outcomes]}
+
+    @classmethod
+    def from_dict(cls, obj: dict[str, Any]) -> ValidationReport:
+        """The inverse of ``to_dict`` (a cached report)."""
+        return cls([ExpectationOutcome(**o) for o in obj["outcomes"]])
 
     def raise_on_failure(self) -> ValidationReport:
         if not self.success:
@@ -430,6 +438,50 @@ def validate_manifest(
             "manifest", frame, manifest_expectations(class_names, spec, list(manifest.columns))
         )
     )
+
+
+def manifest_report_key(
+    data_fingerprint: str, class_names: Sequence[str], spec: ImageSpec, core_hash: str
+) -> str:
+    """sha256 (hex) of everything the manifest suite's outcome depends on: the dataset's
+    content hash (manifest and pixels), the model's classes and input shape, the core's
+    code (the expectations live in it) and the Great Expectations version.
+
+    A passed manifest suite is kept under this key, so a revision of already-validated data
+    does not decode every image again (issue 14: validation results reusable by data hash).
+    """
+    from importlib.metadata import version
+
+    digest = hashlib.sha256()
+    for part in (
+        data_fingerprint,
+        "\0".join(class_names),
+        f"{spec.channels}x{spec.size}",
+        core_hash,
+        version("great_expectations"),
+    ):
+        digest.update(part.encode() + b"\0")
+    return digest.hexdigest()
+
+
+def cached_manifest_report(
+    cache_dir: str | Path, key: str, run: Any
+) -> tuple[ValidationReport, bool]:
+    """The manifest suite's report for ``key`` from ``cache_dir``, else ``run()``'s, which
+    is stored there when it passed (a failure is always recomputed: its data will change).
+
+    Returns ``(report, reused)``. An unreadable cache file counts as a miss.
+    """
+    path = Path(cache_dir) / f"{key}.json"
+    if path.is_file():
+        try:
+            return ValidationReport.from_dict(json.loads(path.read_text())), True
+        except (ValueError, KeyError, TypeError):
+            pass
+    report = run()
+    if report.success:
+        write_json(path, report.to_dict())
+    return report, False
 
 
 # --------------------------------------------------------------------------- cohort suite

@@ -12,24 +12,41 @@ from prefect.cache_policies import NO_CACHE
 from medunlearn.atomic import write_json
 from medunlearn.data.dataset import DatasetSplits, open_splits
 from medunlearn.unlearn.request import Cohorts, build_cohorts, cohort_masks
-from medunlearn.validation import ValidationReport, validate_cohorts, validate_manifest
+from medunlearn.validation import (
+    ValidationReport,
+    cached_manifest_report,
+    manifest_report_key,
+    validate_cohorts,
+    validate_manifest,
+)
+from medunlearn.versioning import source_hash
 from tasks.load_revision_inputs import RevisionInputs
 
 
 @task(name="validate-data", cache_policy=NO_CACHE)
 def validate_data(
-    inputs: RevisionInputs, cfg: dict[str, Any], report_path: str, max_in_memory_mb: float = 1024
+    inputs: RevisionInputs,
+    cfg: dict[str, Any],
+    report_path: str,
+    max_in_memory_mb: float = 1024,
+    cache_dir: str = ".cache/maintain/validation",
 ) -> tuple[DatasetSplits, Cohorts]:
     """Run both suites; write the report; raise ``ValidationFailed`` on any failed expectation.
-    Only then open the images and build the cohorts.
+    Only then open the images and build the cohorts. A passed manifest suite is reused from
+    ``cache_dir`` when the data (content hash), classes, input shape and code are unchanged.
 
     ``cfg`` is the ``validation`` section: ``max_forget_fraction`` and ``override_fraction``.
     """
     logger = get_run_logger()
     info = inputs.info
-    manifest_report = validate_manifest(
-        inputs.manifest, inputs.dataset_dir, info.class_names, info.spec
+    key = manifest_report_key(inputs.data_fingerprint, info.class_names, info.spec, source_hash())
+    manifest_report, reused = cached_manifest_report(
+        Path(cache_dir),
+        key,
+        lambda: validate_manifest(inputs.manifest, inputs.dataset_dir, info.class_names, info.spec),
     )
+    if reused:
+        logger.info("manifest suite: reusing the passed result for this data (key %s)", key[:12])
     if not manifest_report.success:  # cohorts of a broken manifest mean nothing
         _finish(manifest_report, inputs, report_path)
     masks = cohort_masks(inputs.manifest, inputs.request)

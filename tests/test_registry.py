@@ -294,3 +294,43 @@ def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
     assert back.returncode == 0, back.stderr
     assert "forget regression" in back.stderr and "req-1" in back.stderr
     assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
+
+
+def test_importing_gto_leaves_the_process_logging_handlers_open() -> None:
+    """GTO's import runs ``logging.config.dictConfig``, which closes every handler in the
+    process (inside a Prefect flow run that deadlocked on Prefect's API log handler).
+    ``gto_api`` must import it without touching a handler installed before."""
+    script = """
+import logging, logging.config
+closed = []
+class Probe(logging.Handler):
+    def emit(self, record): pass
+    def close(self):
+        closed.append(True)
+        super().close()
+logging.getLogger().addHandler(Probe())
+configure = logging.config.dictConfig
+from medunlearn.registry import gto_api
+api = gto_api()
+assert hasattr(api, "register") and hasattr(api, "assign")
+assert logging.config.dictConfig is configure, "dictConfig not restored"
+print("closed" if closed else "open")
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.strip() == "open"
+    plain = subprocess.run(  # the hazard is real: a plain import closes the handler
+        [
+            sys.executable,
+            "-c",
+            script.replace(
+                "from medunlearn.registry import gto_api\napi = gto_api()", "from gto import api"
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert plain.stdout.strip() == "closed"

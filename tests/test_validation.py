@@ -232,3 +232,47 @@ def hash_id(value: str) -> str:
     from medunlearn.data.manifest import hash_identifier
 
     return hash_identifier(value)
+
+
+def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) -> None:
+    """The cache key follows the data's content: mirroring one image in place (same
+    manifest, same file names) runs the suite again; a failed suite is never reused."""
+    import numpy as np
+    from PIL import Image
+
+    from medunlearn.data.images import ImageSpec
+    from medunlearn.validation import cached_manifest_report, manifest_report_key
+    from medunlearn.versioning import dataset_fingerprint
+
+    images = [radiograph(seed=i) for i in range(6)]
+    frame = write_export(tmp_path / "data", images)
+    spec, classes, runs = ImageSpec(16, 1), ["a", "b"], []
+
+    def run():
+        runs.append(1)
+        return validate_manifest(frame, tmp_path / "data", classes, spec)
+
+    def key() -> str:
+        return manifest_report_key(dataset_fingerprint(tmp_path / "data"), classes, spec, "code")
+
+    first, reused = cached_manifest_report(tmp_path / "cache", key(), run)
+    again, reused_again = cached_manifest_report(tmp_path / "cache", key(), run)
+    assert (len(runs), reused, reused_again) == (1, False, True)
+    assert first.success and again.to_dict() == first.to_dict()
+    assert manifest_report_key("x", classes, spec, "code") != manifest_report_key(
+        "x", classes, spec, "other code"
+    )
+    assert manifest_report_key("x", classes, spec, "c") != manifest_report_key(
+        "x", classes, ImageSpec(16, 3), "c"
+    )
+    path = tmp_path / "data" / frame["path"][2]
+    Image.fromarray(np.ascontiguousarray(np.fliplr(np.asarray(Image.open(path))))).save(path)
+    cached_manifest_report(tmp_path / "cache", key(), run)
+    assert len(runs) == 2  # same manifest, new pixels: validated again
+
+    images[4] = radiograph(seed=4).astype(np.uint16) * 16  # fails the dynamic-range check
+    frame = write_export(tmp_path / "data", images)
+    for _ in range(2):
+        failed, reused = cached_manifest_report(tmp_path / "cache", key(), run)
+        assert not failed.success and not reused
+    assert len(runs) == 4
