@@ -4,7 +4,8 @@
         [--request requests/retire_digit_3.yaml] [--repeats 3]
 
 Starts `prefect server start` on 127.0.0.1 (a free port, its own PREFECT_HOME), then, per
-repeat, copies the project to a scratch folder and runs `medunlearn revise --request R
+repeat, copies the project to a scratch folder (with --reuse-validation: plus the first
+repeat's validation cache, as for data a revision validated before) and runs `medunlearn revise --request R
 --json --refresh-cache` there against the server, timed from outside. Prints the process's
 wall seconds, the flow's own step laps and compute seconds (``timings`` in the result), and
 the overhead: wall minus compute (imports, flow start-up, validation, export, report,
@@ -41,6 +42,11 @@ def main() -> None:
     parser.add_argument("--project", required=True)
     parser.add_argument("--request", default="requests/retire_digit_3.yaml")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--reuse-validation",
+        action="store_true",
+        help="repeats after the first start with its validation cache (data validated before)",
+    )
     args = parser.parse_args()
     project = Path(args.project).resolve()
     scratch = Path(tempfile.mkdtemp(prefix="medunlearn-overhead-"))
@@ -96,6 +102,9 @@ def main() -> None:
         for i in range(args.repeats):
             copy = scratch / f"project{i}"
             shutil.copytree(project, copy, symlinks=True)
+            cached = scratch / "validation"
+            if args.reuse_validation and cached.is_dir():  # the data was validated before
+                shutil.copytree(cached, copy / ".cache/maintain/validation", dirs_exist_ok=True)
             started = time.perf_counter()
             done = subprocess.run(
                 [
@@ -130,7 +139,10 @@ def main() -> None:
                     "version": result["version"],
                 }
             )
+            rows[-1]["validation_reused"] = args.reuse_validation and i > 0
             print(json.dumps(rows[-1]), flush=True)
+            if i == 0 and (copy / ".cache/maintain/validation").is_dir():
+                shutil.copytree(copy / ".cache/maintain/validation", cached)
             shutil.rmtree(copy, ignore_errors=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
