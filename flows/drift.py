@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from medunlearn.config import load_params, load_section
+from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import read_manifest_csv
 from medunlearn.drift import newest_manifest
 from medunlearn.ledger import active_ledger, use_project_salt
@@ -41,7 +41,7 @@ def drift_watch_flow(
     settings = load_section("drift", params_path)
     maintain = load_section("maintain", params_path)
     params = load_params(params_path)
-    root = Path(params_path).resolve().parent
+    root = project_root(params_path)
     registry, why_off = active_registry(params, root)
     model_name = str((params.get("registry") or {}).get("model", "classifier"))
     checkpoint, version, forgotten = str(maintain["deployed"]), None, []

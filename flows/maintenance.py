@@ -28,7 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.atomic import copy_files, remove_directory
-from medunlearn.config import load_params, load_section
+from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.drift import request_from_finding
 from medunlearn.ledger import (
@@ -114,7 +114,7 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
     """Every pending ledger request in the order received, one revision each."""
     logger = get_run_logger()
     params = load_params(params_path)
-    root = Path(params_path).resolve().parent
+    root = project_root(params_path)
     registry, why_off = active_registry(params, root)
     ledger = active_ledger(params, root) if registry else None
     if ledger is None:
@@ -177,7 +177,7 @@ def revise_on_drift(
         return {"status": "notified", "why": why, "finding": payload}
     logger.info("drift finding becomes a request: %s", request["note"])
     params = load_params(params_path)
-    root = Path(params_path).resolve().parent
+    root = project_root(params_path)
     registry, _ = active_registry(params, root)
     ledger = active_ledger(params, root) if registry else None
     if ledger is None:
@@ -216,7 +216,7 @@ def revise_request(
     unlearn = load_section("unlearn", params_path)
     bounds = load_section("gates", params_path)
     params = load_params(params_path)
-    registry, registry_off = active_registry(params, Path(params_path).resolve().parent)
+    registry, registry_off = active_registry(params, project_root(params_path))
     model_name = str((params.get("registry") or {}).get("model", "classifier"))
     promotion = dict(params.get("promotion") or {})
     reports = maintain["reports"]
@@ -239,9 +239,9 @@ def revise_request(
             )
         else:
             deployed_path = str(registry.production_checkpoint(model_name, parent))
-    ledger = active_ledger(params, Path(params_path).resolve().parent) if registry else None
+    ledger = active_ledger(params, project_root(params_path)) if registry else None
     # identifiers in reports, hashes and the ledger are salted with the project's secret
-    use_project_salt(params, Path(params_path).resolve().parent, create=ledger is not None)
+    use_project_salt(params, project_root(params_path), create=ledger is not None)
     wanted: Any = request or maintain["request"]
     carried: list[tuple[str, Any]] = []
     entry = None
@@ -382,7 +382,7 @@ def revise_request(
         copy_files([reports.get(k) for k in REPORT_KEYS], folder / "reports")
         clock.lap("report")
         record = unlearned_record(
-            inputs, cohorts, selected, export, parent, params, core_hash, Path(params_path).parent
+            inputs, cohorts, selected, export, parent, params, core_hash, project_root(params_path)
         )
         if ledger is not None and entry is not None:
             applied = {e["id"]: e for e in ledger.applied()}
@@ -487,7 +487,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     maintain = load_section("maintain", args.params)
     params = load_params(args.params)
-    root = Path(args.params).resolve().parent
+    root = project_root(args.params)
     registry, _ = active_registry(params, root)
     ledger = active_ledger(params, root) if registry else None
     quiet_refusals()

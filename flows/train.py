@@ -19,7 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from medunlearn.config import load_params, load_section
+from medunlearn.config import load_params, load_section, project_root
 from medunlearn.records import trained_record
 from medunlearn.registry import active_registry
 from tasks.evaluate_model import evaluate_model
@@ -69,7 +69,7 @@ def register_trained(
     registry's model, as ``candidate``; ``None`` when the registry is off (logged why)."""
     logger = get_run_logger()
     params = load_params(params_path)
-    registry, why = active_registry(params, Path(params_path).resolve().parent)
+    registry, why = active_registry(params, project_root(params_path))
     if registry is None:
         logger.info("not registered: %s", why)
         return None

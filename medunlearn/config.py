@@ -20,6 +20,21 @@ class ConfigError(ValueError):
     """A settings file is missing, malformed, or lacks a section a flow needs."""
 
 
+def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
+    """The project a params file belongs to: the nearest folder, from the file's own upward,
+    that holds a ``.git``; else the file's folder.
+
+    The registry, the forget ledger and the project's salt live there, so
+    ``--params examples/ham.params.yaml`` registers in the repository it is run from rather
+    than finding no repository in ``examples/``.
+    """
+    folder = Path(params_path).resolve().parent
+    for candidate in (folder, *folder.parents):
+        if (candidate / ".git").exists():
+            return candidate
+    return folder
+
+
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load the whole params file as a dict."""
     path = Path(path)

@@ -7,16 +7,37 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from medunlearn.device import autocast
 
+# On a CPU, a forward pass is fastest when one batch's activations stay in cache: measured
+# on 2 cores (allcnn width 0.5, 2026-12-01), 440 HAM10000 images at 64 px took 5.0 s in
+# batches of 256 and 2.8 s in batches of 8; 1,150 demo digits at 28 px 0.78 s vs 0.52 s in
+# batches of 41. So CPU batches hold about this many pixels; GPUs keep large batches.
+CPU_BATCH_PIXELS = 32_768
+GPU_BATCH_SIZE = 256
+
+
+def inference_batch_size(dataset: Dataset, device: torch.device) -> int:
+    """Images per forward pass: ``GPU_BATCH_SIZE`` on an accelerator; on a CPU as many
+    (H, W) images as fit ``CPU_BATCH_PIXELS`` (1 to 256)."""
+    if device.type != "cpu" or len(dataset) == 0:
+        return GPU_BATCH_SIZE
+    image = dataset[0][0]
+    pixels = int(image.shape[-1]) * int(image.shape[-2]) if image.ndim >= 2 else 1
+    return max(1, min(GPU_BATCH_SIZE, CPU_BATCH_PIXELS // max(1, pixels)))
+
 
 @torch.no_grad()
 def predict_logits(
     model: torch.nn.Module,
     dataset: Dataset,
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for every item, in dataset order, in eval mode."""
+    """Logits (float32, on CPU) and labels for every item, in dataset order, in eval mode.
+
+    ``batch_size`` defaults to :func:`inference_batch_size` (eval mode: the result does not
+    depend on it beyond float rounding)."""
     device = device or next(model.parameters()).device
+    batch_size = batch_size or inference_batch_size(dataset, device)
     was_training = model.training
     model.eval()
     logits, labels = [], []

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from medunlearn.config import load_params
+from medunlearn.config import load_params, project_root
 from medunlearn.ledger import Ledger, LedgerError, track_salt
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 
@@ -24,7 +24,7 @@ def open_ledger(params_path: str) -> Ledger:
     section = dict(params.get("ledger") or {})
     if not section.get("enabled", False):
         raise LedgerError(f"{params_path}: ledger.enabled is false")
-    root = Path(params_path).resolve().parent
+    root = project_root(params_path)
     return Ledger(root / section.get("path", "ledger/requests.jsonl"))
 
 

@@ -60,7 +60,7 @@ def evaluate(
     model: torch.nn.Module,
     dataset: Dataset,
     class_names: Sequence[str],
-    batch_size: int = 256,
+    batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
     """:func:`classification_metrics` of ``model`` on ``dataset``."""

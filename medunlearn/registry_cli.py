@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-from medunlearn.config import load_params
+from medunlearn.config import load_params, project_root
 from medunlearn.registry import STAGES, Registry, RegistryError
 
 HEADLINE = ("retain_test_acc", "forget_train_acc", "test_acc", "test_accuracy")
@@ -29,7 +28,7 @@ HEADLINE = ("retain_test_acc", "forget_train_acc", "test_acc", "test_accuracy")
 def open_registry(params_path: str) -> Registry:
     params = load_params(params_path)
     section = {**dict(params.get("registry") or {}), **dict(params.get("promotion") or {})}
-    return Registry.from_params(section, Path(params_path).resolve().parent)
+    return Registry.from_params(section, project_root(params_path))
 
 
 def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]]:

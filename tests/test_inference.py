@@ -31,3 +31,21 @@ def test_cohorts_cut_from_a_split_share_its_forward_pass(demo_model, demo_splits
         assert torch.allclose(got[name][0], logits, atol=1e-5), name
     empty = test.subset(np.zeros(len(test), dtype=bool))
     assert len(cache(empty)[1]) == 0
+
+
+def test_cpu_batches_hold_a_pixel_budget_and_do_not_change_the_logits(
+    demo_model, demo_splits
+) -> None:
+    from medunlearn.inference import inference_batch_size
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert inference_batch_size(demo_splits.test, cpu) == 41  # 32768 // (28 * 28)
+    assert inference_batch_size(demo_splits.test, gpu) == 256
+    big = torch.utils.data.TensorDataset(torch.zeros(3, 3, 64, 64), torch.zeros(3))
+    small = torch.utils.data.TensorDataset(torch.zeros(3, 1, 8, 8), torch.zeros(3))
+    assert inference_batch_size(big, cpu) == 8  # 32768 // 4096
+    assert inference_batch_size(small, cpu) == 256  # capped
+    default, labels = predict_logits(demo_model, demo_splits.test)
+    whole, same = predict_logits(demo_model, demo_splits.test, batch_size=len(demo_splits.test))
+    assert torch.equal(labels, same)
+    assert torch.allclose(default, whole, atol=1e-5)

@@ -334,3 +334,16 @@ print("closed" if closed else "open")
         timeout=120,
     )
     assert plain.stdout.strip() == "closed"
+
+
+def test_a_params_file_in_a_subfolder_belongs_to_the_repository_above(tmp_path: Path) -> None:
+    """`--params examples/ham.params.yaml` must find the repository it is run in (it found
+    none in examples/ and left the HAM10000 revision unregistered)."""
+    from medunlearn.config import project_root
+
+    (tmp_path / "repo" / "examples").mkdir(parents=True)
+    (tmp_path / "repo" / ".git").mkdir()
+    (tmp_path / "plain").mkdir()
+    assert project_root(tmp_path / "repo" / "examples" / "p.yaml") == (tmp_path / "repo").resolve()
+    assert project_root(tmp_path / "repo" / "params.yaml") == (tmp_path / "repo").resolve()
+    assert project_root(tmp_path / "plain" / "params.yaml") == (tmp_path / "plain").resolve()

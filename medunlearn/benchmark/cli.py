@@ -20,7 +20,7 @@ import torch
 from medunlearn.benchmark.report import calibration_lines, markdown_table, write_outputs
 from medunlearn.benchmark.runner import calibrate_scenario, pretrain, run_benchmark
 from medunlearn.benchmark.scenario import load_scenario
-from medunlearn.config import load_params, load_section
+from medunlearn.config import load_params, load_section, project_root
 from medunlearn.ledger import use_project_salt
 from medunlearn.unlearn.methods import METHODS, psg_base
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads or min(2, os.cpu_count() or 1))
     out = args.out or Path("reports/bench/quick" if args.quick else "reports/bench")
-    use_project_salt(load_params(args.params), args.params.resolve().parent)  # id tokens
+    use_project_salt(load_params(args.params), project_root(args.params))  # id tokens
     unlearn = load_section("unlearn", args.params)
     gates = load_section("gates", args.params)
     scenarios = [load_scenario(p, quick=args.quick) for p in args.scenarios]  # fail early
