@@ -100,8 +100,8 @@ def serve(params: Params = "params.yaml") -> None:
 
 @app.command(**PASSTHROUGH)
 def bench(ctx: typer.Context) -> None:
-    """The benchmark suite on scenario files (medunlearn.benchmark)."""
-    _delegate("medunlearn.benchmark.cli", ctx.args)
+    """The benchmark suite on scenario files (medunlearn.benchmark; on Dask: flows.benchmark)."""
+    _delegate("flows.benchmark", ctx.args)
 
 
 @app.command()

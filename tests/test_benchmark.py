@@ -75,7 +75,7 @@ def test_quick_applies_overrides_and_keeps_one_seed(tmp_path: Path) -> None:
     assert full.recipe["epochs"] == 2 and quick.recipe["epochs"] == 1
     assert quick.recipe["lr"] == 0.003  # deep merge keeps the rest
     assert full.seeds == [0, 1] and quick.seeds == [0]
-    assert len(full.grid_for("psg")) == 18 and len(quick.grid_for("psg")) == 2
+    assert len(full.grid_for("psg")) == 27 and len(quick.grid_for("psg")) == 2
     assert len(full.grid_for("neggrad_plus")) == 4 and len(quick.grid_for("neggrad_plus")) == 2
     assert quick.grid_for("retrain") == [{}]
 

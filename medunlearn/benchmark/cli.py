@@ -2,6 +2,10 @@
 
     medunlearn bench benchmarks/retina_class_retirement.yaml [--methods psg scrub]
                      [--seeds 0 1 2] [--quick] [--out reports/bench] [--params params.yaml]
+                     [--task-runner dask [--dask-address tcp://...] [--dask-workers 2]]
+
+Method runs go one after another in this process, or, with ``--task-runner dask``
+(``flows/benchmark.py``), as Prefect tasks on a Dask cluster.
 
 PSG's base settings come from the ``unlearn`` section of ``params.yaml`` *without* its
 ``by_reason`` overrides (the benchmark is what chooses them), the gate profiles from its
@@ -14,6 +18,7 @@ import argparse
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -29,7 +34,9 @@ def calibration_lines_text(result: dict) -> str:
     return "\n".join(calibration_lines(result.get("calibration")))
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None, map_runs: Any = None) -> None:
+    """Parse ``argv`` and run; ``map_runs`` spreads each scenario's method runs (see
+    :func:`medunlearn.benchmark.runner.run_benchmark`; ``flows/benchmark.py`` passes one)."""
     parser = argparse.ArgumentParser(
         prog="medunlearn bench",
         description=__doc__,
@@ -94,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
             quick=args.quick,
             cache_dir=args.cache,
             gates_section=gates,
+            map_runs=map_runs,
         )
         result["machine"] = {
             "cpu_threads": torch.get_num_threads(),

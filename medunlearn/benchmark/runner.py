@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import resource
 import statistics
 import time
@@ -313,9 +314,15 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = print,
     gates_section: dict[str, Any] | None = None,
+    map_runs: Callable[[Callable[[Any], Any], list[Any]], Sequence[Any]] | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``methods`` (default: every method but ``retrain``, whose row the
-    reference models give) on ``scenario``; return the JSON-ready result."""
+    reference models give) on ``scenario``; return the JSON-ready result.
+
+    ``map_runs(fn, jobs)`` returns ``[fn(job) for job in jobs]`` computed wherever it likes
+    (``flows/benchmark.py``: Prefect tasks on threads or a Dask cluster); by default the
+    runs go one after another in this process. Every run is seeded, so the result does not
+    depend on where or in which order the runs went."""
     methods = list(methods or [m for m in METHODS if m != "retrain"])
     seeds = list(seeds if seeds is not None else scenario.seeds)
     torch.manual_seed(0)
@@ -358,23 +365,6 @@ def run_benchmark(
     noise = [row(r) for r in models.references]
     runs = scenario_run_cache(scenario, models, cohorts, quick, cache_dir)
 
-    def one_run(method: str, point: dict[str, Any], seed: int) -> RunRecord:
-        """Run (or restore) one method run, with its test metrics and validation gap."""
-        cfg = method_config(scenario, method, psg_base, point, seed)
-        key = runs.key(method, cfg, seed)
-        stored = runs.get(key)
-        if stored is not None:
-            if stored.get("diverged"):
-                raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf (cached)")
-            return RunRecord(**stored)
-        try:
-            record = fresh_run(method, point, seed, cfg)
-        except Diverged:
-            runs.put(key, {"diverged": True})
-            raise
-        runs.put(key, asdict(record))
-        return record
-
     def fresh_run(method: str, point: dict[str, Any], seed: int, cfg: dict[str, Any]) -> RunRecord:
         with PeakMemory() as m:
             start, cpu = time.perf_counter(), time.process_time()
@@ -401,6 +391,54 @@ def run_benchmark(
             info=dict(getattr(model, "unlearn_info", {}) or {}),
         )
 
+    def attempt(job: tuple[str, dict[str, Any], int]) -> RunRecord | str:
+        """One fresh run, stored in the run cache as soon as it ends (a killed benchmark
+        resumes); a divergence comes back as its message. Runs where ``map_runs`` sends it
+        (this process, threads, or a Dask worker sharing the cache folder)."""
+        method, point, seed = job
+        cfg = method_config(scenario, method, psg_base, point, seed)
+        key = runs.key(method, cfg, seed)
+        try:
+            record = fresh_run(method, point, seed, cfg)
+        except Diverged as exc:
+            runs.put(key, {"diverged": True})
+            return str(exc)
+        runs.put(key, asdict(record))
+        return record
+
+    def run_all(jobs: list[tuple[str, dict[str, Any], int]]) -> list[RunRecord | Diverged]:
+        """Each job's record, restored from the run cache or run, in job order."""
+        keys = [runs.key(m, method_config(scenario, m, psg_base, p, s), s) for m, p, s in jobs]
+        out: list[RunRecord | Diverged | None] = [None] * len(jobs)
+        todo = []
+        for i, ((method, point, seed), key) in enumerate(zip(jobs, keys, strict=True)):
+            stored = runs.get(key)
+            if stored is None:
+                todo.append(i)
+            elif stored.get("diverged"):
+                out[i] = Diverged(f"{method} {point} seed {seed}: weights became NaN/inf (cached)")
+            else:
+                out[i] = RunRecord(**stored)
+        bar.update(len(jobs) - len(todo))
+        if map_runs is None:  # in this process, one after another
+            fresh = []
+            for i in todo:
+                method, point, seed = jobs[i]
+                bar.set_postfix_str(f"{method} {point} seed {seed}")
+                fresh.append(attempt(jobs[i]))
+                bar.update(1)
+        else:
+            fresh = list(map_runs(attempt, [jobs[i] for i in todo]))
+            bar.update(len(todo))
+        for i, result in zip(todo, fresh, strict=True):
+            if isinstance(result, str):
+                runs.put(keys[i], {"diverged": True})  # also where a remote worker stored it
+                out[i] = Diverged(result)
+            else:
+                runs.put(keys[i], asdict(result))
+                out[i] = result
+        return out  # type: ignore[return-value]
+
     records: list[RunRecord] = []
     diverged: list[dict[str, Any]] = []
     tuning_log: list[dict[str, Any]] = []
@@ -410,17 +448,18 @@ def run_benchmark(
         for m, points in plan.items()
     )
     bar = tqdm(total=total, desc=scenario.name, disable=not progress, leave=False)
+    first_seed = seeds[0]
+    # every method's tuning grid at the first seed, then every tuned point at the other seeds:
+    # two batches of independent runs, so ``map_runs`` can spread each over workers
+    tuning_jobs = [(m, point, first_seed) for m in methods for point in plan[m]]
+    tuned = dict(zip(map(_job_id, tuning_jobs), run_all(tuning_jobs), strict=True))
+    best_of: dict[str, tuple[dict[str, Any], RunRecord]] = {}
     for method in methods:
-        points = plan[method]
         best: tuple[float, dict[str, Any], RunRecord] | None = None
-        first_seed = seeds[0]
-        for point in points:
-            bar.set_postfix_str(f"{method} {point}")
-            bar.update(1)
-            try:
-                record = one_run(method, point, first_seed)
-            except Diverged as exc:
-                log(f"[{scenario.name}] {exc}: grid point rejected")
+        for point in plan[method]:
+            record = tuned[_job_id((method, point, first_seed))]
+            if isinstance(record, Diverged):
+                log(f"[{scenario.name}] {record}: grid point rejected")
                 tuning_log.append(
                     {"method": method, "setting": point, "val_tuning_gap": None, "diverged": True}
                 )
@@ -442,15 +481,19 @@ def run_benchmark(
             log(f"[{scenario.name}] {method}: every grid point diverged; no row")
             bar.update(max(0, len(seeds) - 1) if method != "retrain" else 0)
             continue
-        _, point, record = best
+        best_of[method] = (best[1], best[2])
+    seed_jobs = [
+        (m, point, seed)
+        for m, (point, _) in best_of.items()
+        for seed in (seeds[1:] if m != "retrain" else [])
+    ]
+    extra_runs = dict(zip(map(_job_id, seed_jobs), run_all(seed_jobs), strict=True))
+    for method, (point, record) in best_of.items():
         records.append(record)
         for seed in seeds[1:] if method != "retrain" else []:
-            bar.set_postfix_str(f"{method} seed {seed}")
-            bar.update(1)
-            try:
-                extra = one_run(method, point, seed)
-            except Diverged as exc:
-                log(f"[{scenario.name}] {exc}")
+            extra = extra_runs[_job_id((method, point, seed))]
+            if isinstance(extra, Diverged):
+                log(f"[{scenario.name}] {extra}")
                 diverged.append({"method": method, "setting": point, "seed": seed})
                 continue
             extra.val_tuning_gap = record.val_tuning_gap  # the tuned point's, as chosen
@@ -494,6 +537,12 @@ def run_benchmark(
         "calibration": calibration,
         "psg_base": copy.deepcopy(psg_base),
     }
+
+
+def _job_id(job: tuple[str, dict[str, Any], int]) -> str:
+    """A hashable name of one (method, grid point, seed) run."""
+    method, point, seed = job
+    return f"{method}|{json.dumps(point, sort_keys=True, default=str)}|{seed}"
 
 
 IDENTIFIER_KEYS = ("patient_ids", "image_ids")

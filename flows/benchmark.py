@@ -1,0 +1,72 @@
+"""Flow ``benchmark``: the benchmark suite with its method runs as Prefect tasks on a Dask
+cluster through prefect-dask.
+
+    medunlearn bench benchmarks/demo_class_retirement.yaml --task-runner dask --dask-workers 2
+    medunlearn bench benchmarks/*.yaml --task-runner dask --dask-address tcp://scheduler:8786
+
+Without ``--task-runner`` (or with ``sequential``) the suite runs in this process, no flow
+(``medunlearn.benchmark.cli``). There is no thread runner: runs sharing one process would
+mix their CPU seconds and peak memory, which the tables report per run; a Dask worker
+process runs one task at a time (one thread per worker). With it, each scenario's runs go in two batches (every
+method's tuning grid, then the tuned points' other seeds), one ``bench-run`` task per run;
+each run is seeded, so the tables equal the sequential ones (tests/test_triggers.py). A
+worker writes its run into the run cache (``--cache``; share the folder with remote workers
+to resume a killed benchmark) and the results come back to this process, which writes the
+reports. Workers need the scenario's data at the same paths.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from prefect import flow, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.maintenance import task_runner
+from medunlearn.benchmark import cli as bench_cli
+
+
+@task(name="bench-run", cache_policy=NO_CACHE, persist_result=False)
+def bench_run(run: Callable[[Any], Any], job: Any, threads: int) -> Any:
+    """One benchmark run (``run(job)``) with ``threads`` torch CPU threads in this worker."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return run(job)
+
+
+@flow(name="benchmark", log_prints=True)
+def benchmark_flow(argv: list[str], threads_per_run: int = 1) -> None:
+    """``medunlearn bench`` with ``argv``, every method run a ``bench-run`` task."""
+
+    def map_runs(run: Callable[[Any], Any], jobs: list[Any]) -> Sequence[Any]:
+        futures = [bench_run.submit(run, job, threads_per_run) for job in jobs]
+        return [f.result() for f in futures]
+
+    bench_cli.main(argv, map_runs=map_runs)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--task-runner", choices=("sequential", "dask"), default=None)
+    parser.add_argument("--dask-address", default=None)
+    parser.add_argument("--dask-workers", type=int, default=2)
+    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if ours.task_runner in (None, "sequential"):
+        bench_cli.main(rest)
+        return
+    runner = task_runner(
+        {
+            "task_runner": ours.task_runner,
+            "dask_address": ours.dask_address,
+            "dask_workers": ours.dask_workers,
+        }
+    )
+    benchmark_flow.with_options(task_runner=runner)(rest)
+
+
+if __name__ == "__main__":
+    main()
