@@ -321,8 +321,8 @@ def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model)
 
 def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_harness) -> None:
     """``medunlearn bench --task-runner dask``: the same scenario, its runs spread over a
-    2-worker LocalCluster, gives the sequential run's numbers (runs are seeded), and every
-    run was computed on a worker (the run cache is emptied between the two)."""
+    2-worker LocalCluster, gives the sequential run's numbers (runs are seeded); with the
+    run cache emptied in between, every run was computed again as a ``bench-run`` task."""
     from flows.benchmark import main as bench
 
     obj = {
@@ -355,7 +355,14 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
         [*common, "--out", str(tmp_path / "dask"), "--task-runner", "dask", "--dask-workers", "2"]
     )
     seq, dask = (json.loads((tmp_path / k / "tiny.json").read_text()) for k in ("seq", "dask"))
-    assert len(list((cache / "runs").glob("*.json"))) == 5  # 3 tuning runs + 2 second seeds
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterName
+
+    with get_client(sync_client=True) as client:  # the Dask pass ran each run as a task
+        tasks = client.read_task_runs(
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="bench-run"))
+        )
+    assert sorted(t.state_type.value for t in tasks) == ["COMPLETED"] * 5  # 3 tuning + 2 seeds
     assert [(r["method"], r["setting"], r["seed"]) for r in dask["runs"]] == [
         (r["method"], r["setting"], r["seed"]) for r in seq["runs"]
     ]
