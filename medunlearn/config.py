@@ -22,7 +22,7 @@ class ConfigError(ValueError):
 
 def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
     """The project a params file belongs to: the nearest folder, from the file's own upward,
-    that holds a ``.git``; else the file's folder.
+    that holds both ``.git`` and ``.dvc`` (a medunlearn project); else the file's folder.
 
     The registry, the forget ledger and the project's salt live there, so
     ``--params examples/ham.params.yaml`` registers in the repository it is run from rather
@@ -30,7 +30,7 @@ def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
     """
     folder = Path(params_path).resolve().parent
     for candidate in (folder, *folder.parents):
-        if (candidate / ".git").exists():
+        if (candidate / ".git").exists() and (candidate / ".dvc").is_dir():
             return candidate
     return folder
 

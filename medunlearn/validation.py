@@ -440,12 +440,16 @@ def validate_manifest(
     )
 
 
+DECODING_PACKAGES = ("great_expectations", "pillow", "pydicom", "monai", "torch", "numpy")
+
+
 def manifest_report_key(
     data_fingerprint: str, class_names: Sequence[str], spec: ImageSpec, core_hash: str
 ) -> str:
     """sha256 (hex) of everything the manifest suite's outcome depends on: the dataset's
     content hash (manifest and pixels), the model's classes and input shape, the core's
-    code (the expectations live in it) and the Great Expectations version.
+    code (the expectations live in it) and the versions of Great Expectations and of the
+    libraries that decode and resize the images (``DECODING_PACKAGES``).
 
     A passed manifest suite is kept under this key, so a revision of already-validated data
     does not decode every image again (issue 14: validation results reusable by data hash).
@@ -458,7 +462,7 @@ def manifest_report_key(
         "\0".join(class_names),
         f"{spec.channels}x{spec.size}",
         core_hash,
-        version("great_expectations"),
+        *(f"{name} {version(name)}" for name in DECODING_PACKAGES),
     ):
         digest.update(part.encode() + b"\0")
     return digest.hexdigest()
@@ -473,14 +477,16 @@ def cached_manifest_report(
     Returns ``(report, reused)``. An unreadable cache file counts as a miss.
     """
     path = Path(cache_dir) / f"{key}.json"
-    if path.is_file():
-        try:
-            return ValidationReport.from_dict(json.loads(path.read_text())), True
-        except (ValueError, KeyError, TypeError):
-            pass
+    try:
+        return ValidationReport.from_dict(json.loads(path.read_text())), True
+    except (OSError, ValueError, KeyError, TypeError):
+        pass  # absent or unreadable: validate
     report = run()
     if report.success:
-        write_json(path, report.to_dict())
+        try:
+            write_json(path, report.to_dict())
+        except OSError as exc:  # a read-only cache costs time, not the revision
+            logging.getLogger(__name__).warning("validation cache not written (%s): %s", path, exc)
     return report, False
 
 

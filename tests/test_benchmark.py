@@ -214,3 +214,48 @@ def test_benchmark_reports_carry_hashed_patient_ids_only() -> None:
     assert "P0529" not in json.dumps(out) and "P0109" not in json.dumps(out)
     assert [t[:3] for t in out["selector"]["patient_ids"]] == ["pt-", "pt-"]
     assert out["hash"] == request.hash  # the request stays identifiable by its hash
+
+
+def test_runs_mapped_to_fresh_workers_in_any_order_keep_the_salted_ids(tmp_path: Path) -> None:
+    """``map_runs`` may run jobs in another process (a Dask worker starts without the
+    project's salt) and in any order: the records come back in job order, with the request
+    hashed under the project's salt, never the reversible unsalted hash."""
+    from medunlearn.benchmark.runner import run_benchmark
+    from medunlearn.data.manifest import set_identifier_salt
+    from medunlearn.unlearn.request import ForgetRequest
+
+    selector = {"patient_ids": ["P0529", "P0109"]}
+    obj = minimal() | {"reference_models": 0}
+    obj["request"] = {"reason": "consent_withdrawal", "selector": selector}
+    obj["grid"] = {"finetune": {"lr": [1e-3, 3e-3]}}
+    obj["methods"] = {"finetune": {"epochs": 1}}
+    scenario = load_scenario(write(tmp_path, obj))
+    seen: list[tuple] = []
+
+    def fresh_workers(fn, jobs):
+        out = []
+        for job in reversed(jobs):
+            set_identifier_salt(None)  # what a new worker process has
+            seen.append(job)
+            out.append(fn(job))
+        return out[::-1]
+
+    set_identifier_salt(b"project secret")
+    salted = ForgetRequest("consent_withdrawal", selector).hash
+    result = run_benchmark(
+        scenario,
+        psg_base={},
+        methods=["finetune"],
+        cache_dir=tmp_path / "c",
+        progress=False,
+        log=lambda _: None,
+        map_runs=fresh_workers,
+    )
+    set_identifier_salt(None)
+    assert salted != ForgetRequest("consent_withdrawal", selector).hash
+    assert len(seen) == 3  # two grid points at seed 0, the tuned point at seed 1
+    assert [(r["setting"], r["seed"]) for r in result["runs"]] == [
+        (result["summary"]["finetune"]["setting"], 0),
+        (result["summary"]["finetune"]["setting"], 1),
+    ]
+    assert {r["metrics"]["request_hash"] for r in result["runs"]} == {salted}

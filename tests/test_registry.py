@@ -343,7 +343,12 @@ def test_a_params_file_in_a_subfolder_belongs_to_the_repository_above(tmp_path: 
 
     (tmp_path / "repo" / "examples").mkdir(parents=True)
     (tmp_path / "repo" / ".git").mkdir()
+    (tmp_path / "repo" / ".dvc").mkdir()
     (tmp_path / "plain").mkdir()
+    (tmp_path / "dotfiles" / "proj").mkdir(parents=True)  # a git repo that is no project
+    (tmp_path / "dotfiles" / ".git").mkdir()
     assert project_root(tmp_path / "repo" / "examples" / "p.yaml") == (tmp_path / "repo").resolve()
     assert project_root(tmp_path / "repo" / "params.yaml") == (tmp_path / "repo").resolve()
     assert project_root(tmp_path / "plain" / "params.yaml") == (tmp_path / "plain").resolve()
+    proj = (tmp_path / "dotfiles" / "proj").resolve()
+    assert project_root(proj / "params.yaml") == proj

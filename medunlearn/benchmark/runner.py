@@ -34,10 +34,10 @@ from tqdm.auto import tqdm
 from medunlearn.audit import logit_confidence, offline_lira, reference_statistics
 from medunlearn.benchmark.bank import ModelBank, finite
 from medunlearn.benchmark.calibration import calibrate_gates
-from medunlearn.benchmark.runcache import RunCache
+from medunlearn.benchmark.runcache import RunCache, core_code_hash
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
-from medunlearn.data.manifest import hash_identifier
+from medunlearn.data.manifest import hash_identifier, identifier_salt, set_identifier_salt
 from medunlearn.data.sources import load_source
 from medunlearn.gates import resolve_bounds
 from medunlearn.inference import LogitCache
@@ -320,9 +320,10 @@ def run_benchmark(
     reference models give) on ``scenario``; return the JSON-ready result.
 
     ``map_runs(fn, jobs)`` returns ``[fn(job) for job in jobs]`` computed wherever it likes
-    (``flows/benchmark.py``: Prefect tasks on threads or a Dask cluster); by default the
-    runs go one after another in this process. Every run is seeded, so the result does not
-    depend on where or in which order the runs went."""
+    (``flows/benchmark.py``: Prefect tasks on a Dask cluster, one run per worker process at
+    a time); by default the runs go one after another in this process. Every run is seeded,
+    so accuracies and gaps do not depend on where or in which order the runs went (float
+    sums, hence AUCs in the last digits, depend on the torch thread count)."""
     methods = list(methods or [m for m in METHODS if m != "retrain"])
     seeds = list(seeds if seeds is not None else scenario.seeds)
     torch.manual_seed(0)
@@ -391,10 +392,19 @@ def run_benchmark(
             info=dict(getattr(model, "unlearn_info", {}) or {}),
         )
 
+    salt = identifier_salt()  # a Dask worker starts unsalted: ids must hash as they do here
+
     def attempt(job: tuple[str, dict[str, Any], int]) -> RunRecord | str:
         """One fresh run, stored in the run cache as soon as it ends (a killed benchmark
         resumes); a divergence comes back as its message. Runs where ``map_runs`` sends it
-        (this process, threads, or a Dask worker sharing the cache folder)."""
+        (this process, or a Dask worker sharing the cache folder), which must run the code
+        the cache keys name."""
+        if core_code_hash() != runs.context["code"]:
+            raise RuntimeError(
+                "this worker's medunlearn code differs from the benchmark's (run cache key "
+                f"{runs.context['code']}): install the same checkout on every worker"
+            )
+        set_identifier_salt(salt)
         method, point, seed = job
         cfg = method_config(scenario, method, psg_base, point, seed)
         key = runs.key(method, cfg, seed)
@@ -410,11 +420,13 @@ def run_benchmark(
         """Each job's record, restored from the run cache or run, in job order."""
         keys = [runs.key(m, method_config(scenario, m, psg_base, p, s), s) for m, p, s in jobs]
         out: list[RunRecord | Diverged | None] = [None] * len(jobs)
-        todo = []
+        todo, first_of = [], {}
         for i, ((method, point, seed), key) in enumerate(zip(jobs, keys, strict=True)):
             stored = runs.get(key)
             if stored is None:
-                todo.append(i)
+                if key not in first_of:  # a repeated job (e.g. --seeds 0 1 1) runs once
+                    first_of[key] = i
+                    todo.append(i)
             elif stored.get("diverged"):
                 out[i] = Diverged(f"{method} {point} seed {seed}: weights became NaN/inf (cached)")
             else:
@@ -437,6 +449,10 @@ def run_benchmark(
             else:
                 runs.put(keys[i], asdict(result))
                 out[i] = result
+        for i, key in enumerate(keys):
+            if out[i] is None:  # the repeats of a job that ran above
+                repeat = out[first_of[key]]
+                out[i] = copy.deepcopy(repeat) if isinstance(repeat, RunRecord) else repeat
         return out  # type: ignore[return-value]
 
     records: list[RunRecord] = []

@@ -38,6 +38,12 @@ def set_identifier_salt(salt: bytes | None) -> None:
     _IDENTIFIER_SALT = salt
 
 
+def identifier_salt() -> bytes | None:
+    """The salt :func:`set_identifier_salt` set in this process (``None``: unsalted). A
+    benchmark sends it to its Dask workers, which start without it."""
+    return _IDENTIFIER_SALT
+
+
 def hash_identifier(value: object) -> str:
     """A stable short token for a patient or image identifier, for logs and reports:
     HMAC-SHA256 under the project's salt when one is set (not reversible without it),
