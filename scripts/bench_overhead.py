@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import httpx
+import yaml
 
 
 def free_port() -> int:
@@ -49,6 +50,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     project = Path(args.project).resolve()
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    work_dir = Path(params["maintain"].get("work_dir", ".cache/maintain"))
     scratch = Path(tempfile.mkdtemp(prefix="medunlearn-overhead-"))
     home = scratch / "prefect-home"
     home.mkdir()
@@ -102,9 +105,11 @@ def main() -> None:
         for i in range(args.repeats):
             copy = scratch / f"project{i}"
             shutil.copytree(project, copy, symlinks=True)
+            validation_dir = copy / work_dir / "validation"
+            shutil.rmtree(validation_dir, ignore_errors=True)  # cold unless asked otherwise
             cached = scratch / "validation"
             if args.reuse_validation and cached.is_dir():  # the data was validated before
-                shutil.copytree(cached, copy / ".cache/maintain/validation", dirs_exist_ok=True)
+                shutil.copytree(cached, validation_dir)
             started = time.perf_counter()
             done = subprocess.run(
                 [
@@ -141,8 +146,8 @@ def main() -> None:
             )
             rows[-1]["validation_reused"] = args.reuse_validation and i > 0
             print(json.dumps(rows[-1]), flush=True)
-            if i == 0 and (copy / ".cache/maintain/validation").is_dir():
-                shutil.copytree(copy / ".cache/maintain/validation", cached)
+            if i == 0 and validation_dir.is_dir():
+                shutil.copytree(validation_dir, cached)
             shutil.rmtree(copy, ignore_errors=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
