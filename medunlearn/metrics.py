@@ -184,7 +184,7 @@ def unlearning_metrics(
     site (``medunlearn.mia``); ``predict`` (a :class:`LogitCache` of ``model``) lets callers
     share forward passes across calls.
     """
-    from medunlearn.mia import measure_membership, svc_mia_efficacy
+    from medunlearn.mia import measure_membership, mia_efficacy
 
     predict = predict or LogitCache(model)
     reference, shadow, forget_heldout, retain_heldout = evidence_sets(cohorts, seed)
@@ -216,7 +216,7 @@ def unlearning_metrics(
         test_balanced_acc=test["balanced_accuracy"],
         per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
         membership=measure_membership(model, reference, seed, predict).to_dict(),
-        mia_efficacy=svc_mia_efficacy(model, shadow, cohorts.forget_train, predict),
+        mia_efficacy=mia_efficacy(model, shadow, cohorts.forget_train, predict),
     )
 
 

@@ -18,12 +18,13 @@ from medunlearn.mia import (
     bootstrap_auc_interval,
     matched_sample,
     membership_evidence,
+    mia_efficacy,
     min_attainable_p,
     null_auc,
     per_sample_loss,
     rank_auc,
     shadow_sets,
-    svc_mia_efficacy,
+    threshold_efficacy,
 )
 
 
@@ -284,15 +285,79 @@ def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
     assert m.avg_gap == pytest.approx((10.0 + 0 + 2.0 + 0) / 4)
 
 
-def test_svc_efficacy_rises_when_the_forget_class_loses_confidence(demo_model, demo_cohorts):
+def test_mia_efficacy_rises_when_the_forget_class_loses_confidence(demo_model, demo_cohorts):
     shadow = shadow_sets(demo_cohorts)
     forget = demo_cohorts.forget_train
-    before = svc_mia_efficacy(demo_model, shadow, forget)
+    before = mia_efficacy(demo_model, shadow, forget)
     silenced = copy.deepcopy(demo_model)
     with torch.no_grad():  # class '3' can no longer be predicted with any confidence
         silenced.classifier.bias[3] -= 50.0
-    after = svc_mia_efficacy(silenced, shadow, forget)
+    after = mia_efficacy(silenced, shadow, forget)
     assert 0 <= before < after <= 1 and after > 0.9
+
+
+def test_threshold_efficacy_hand_computed() -> None:
+    """Members 0.9..0.6, non-members 0.65..0.3: J = TPR - FPR is 0.75 at t = 0.7 and at
+    t = 0.6; the highest, 0.7, is used, and two of the four forget scores lie below it."""
+    members = np.array([0.9, 0.8, 0.7, 0.6])
+    nonmembers = np.array([0.65, 0.5, 0.4, 0.3])
+    forget = np.array([0.72, 0.69, 0.1, 0.95])
+    assert threshold_efficacy(members, nonmembers, forget) == pytest.approx(0.5)
+
+
+def test_threshold_efficacy_without_signal_calls_everything_a_nonmember() -> None:
+    same = np.full(6, 0.5)
+    assert threshold_efficacy(same, same, np.array([0.9, 0.1])) == 1.0
+    with pytest.raises(ValueError, match="members and non-members"):
+        threshold_efficacy(np.array([]), same, same)
+
+
+def _brute_force_efficacy(members, nonmembers, forget) -> float:
+    """A second implementation: try every observed score (and +inf) as the threshold."""
+    from fractions import Fraction
+
+    best_j, best_t = Fraction(0), np.inf
+    for t in sorted(set(members) | set(nonmembers), reverse=True):
+        j = Fraction(int((members >= t).sum()), len(members)) - Fraction(
+            int((nonmembers >= t).sum()), len(nonmembers)
+        )
+        if j > best_j:
+            best_j, best_t = j, t
+    return float(np.mean(forget < best_t))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_threshold_efficacy_matches_a_brute_force_search(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    members = rng.beta(5, 1, 60).round(2)  # ties on purpose
+    nonmembers = rng.beta(4, 1, 50).round(2)
+    forget = rng.uniform(0, 1, 40)
+    expected = _brute_force_efficacy(members, nonmembers, forget)
+    assert threshold_efficacy(members, nonmembers, forget) == pytest.approx(expected)
+
+
+def test_threshold_efficacy_is_monotone_where_an_rbf_svc_is_not() -> None:
+    """The RetinaMNIST flip: overlapping shadow sets (a retrain that generalises) and forget
+    rows of a retired class at confidence ~0.02. Any threshold attack with signal calls them
+    non-members; SalUn's RBF SVC on the same data can call them members."""
+    from sklearn.svm import SVC
+
+    rng = np.random.default_rng(0)
+    members = np.clip(rng.beta(8, 1, 400), 0, 1)
+    nonmembers = np.clip(rng.beta(7, 1, 400), 0, 1)
+    forget = np.full(200, 0.02)
+    assert threshold_efficacy(members, nonmembers, forget) == 1.0
+    lowered = threshold_efficacy(members, nonmembers, forget * 0.5)
+    assert lowered == 1.0  # lower confidence never turns a row into a member
+    flips = []
+    for seed in range(10):
+        r = np.random.default_rng(seed)
+        m, h = r.beta(8, 1, 400), r.beta(7, 1, 400)
+        x = np.r_[m, h][:, None]
+        svc = SVC(C=3, gamma="auto").fit(x, np.r_[np.ones(400), np.zeros(400)])
+        flips.append(1 - svc.predict(forget[:, None]).mean())
+        assert threshold_efficacy(m, h, forget) == 1.0
+    assert min(flips) < 1.0  # the SVC is not a safe definition (documents the measured flip)
 
 
 def test_mia_efficacy_has_one_definition_in_tuning_and_test(demo_model, demo_cohorts) -> None:
@@ -314,8 +379,8 @@ def test_mia_efficacy_has_one_definition_in_tuning_and_test(demo_model, demo_coh
         assert set(manifest.loc[nonmember_ids, "split"]) == splits
         assert set(manifest.loc[nonmember_ids, "label"]) <= set("012456789")  # no class 3
         assert set(manifest.loc[list(member_ids), "split"]) == {"train"}
-    test_value = svc_mia_efficacy(demo_model, shadow_sets(demo_cohorts), demo_cohorts.forget_train)
-    tune_value = svc_mia_efficacy(demo_model, shadow_sets(tuning), demo_cohorts.forget_train)
+    test_value = mia_efficacy(demo_model, shadow_sets(demo_cohorts), demo_cohorts.forget_train)
+    tune_value = mia_efficacy(demo_model, shadow_sets(tuning), demo_cohorts.forget_train)
     assert abs(test_value - tune_value) < 0.15
 
 
