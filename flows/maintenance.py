@@ -279,6 +279,7 @@ def revise_request(
         reports["validation"],
         float(maintain.get("max_in_memory_mb", 1024)),
         str(Path(work_dir) / "validation"),
+        refresh_cache,
     )
     clock.lap("validate")
     reasons = [inputs.request.reason, *(r.reason for _, r in carried)]
@@ -481,7 +482,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--refresh-cache",
         action="store_true",
-        help="recompute every sweep run instead of reusing cached results",
+        help="recompute every sweep run and the manifest validation instead of reusing them",
     )
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)

@@ -469,18 +469,20 @@ def manifest_report_key(
 
 
 def cached_manifest_report(
-    cache_dir: str | Path, key: str, run: Any
+    cache_dir: str | Path, key: str, run: Any, refresh: bool = False
 ) -> tuple[ValidationReport, bool]:
     """The manifest suite's report for ``key`` from ``cache_dir``, else ``run()``'s, which
     is stored there when it passed (a failure is always recomputed: its data will change).
+    ``refresh`` ignores a stored report (the revision's ``--refresh-cache``) and replaces it.
 
     Returns ``(report, reused)``. An unreadable cache file counts as a miss.
     """
     path = Path(cache_dir) / f"{key}.json"
-    try:
-        return ValidationReport.from_dict(json.loads(path.read_text())), True
-    except (OSError, ValueError, KeyError, TypeError):
-        pass  # absent or unreadable: validate
+    if not refresh:
+        try:
+            return ValidationReport.from_dict(json.loads(path.read_text())), True
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # absent or unreadable: validate
     report = run()
     if report.success:
         try:

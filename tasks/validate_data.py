@@ -30,10 +30,12 @@ def validate_data(
     report_path: str,
     max_in_memory_mb: float = 1024,
     cache_dir: str = ".cache/maintain/validation",
+    refresh: bool = False,
 ) -> tuple[DatasetSplits, Cohorts]:
     """Run both suites; write the report; raise ``ValidationFailed`` on any failed expectation.
     Only then open the images and build the cohorts. A passed manifest suite is reused from
-    ``cache_dir`` when the data (content hash), classes, input shape and code are unchanged.
+    ``cache_dir`` when the data (content hash), classes, input shape and code are unchanged,
+    unless ``refresh``.
 
     ``cfg`` is the ``validation`` section: ``max_forget_fraction`` and ``override_fraction``.
     """
@@ -44,6 +46,7 @@ def validate_data(
         Path(cache_dir),
         key,
         lambda: validate_manifest(inputs.manifest, inputs.dataset_dir, info.class_names, info.spec),
+        refresh,
     )
     if reused:
         logger.info("manifest suite: reusing the passed result for this data (key %s)", key[:12])

@@ -259,6 +259,9 @@ def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) ->
     again, reused_again = cached_manifest_report(tmp_path / "cache", key(), run)
     assert (len(runs), reused, reused_again) == (1, False, True)
     assert first.success and again.to_dict() == first.to_dict()
+    _, reused_refresh = cached_manifest_report(tmp_path / "cache", key(), run, refresh=True)
+    assert (len(runs), reused_refresh) == (2, False)  # --refresh-cache validates again
+    runs.pop()
     assert manifest_report_key("x", classes, spec, "code") != manifest_report_key(
         "x", classes, spec, "other code"
     )
