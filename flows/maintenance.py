@@ -279,7 +279,7 @@ def revise_request(
         reports["validation"],
         float(maintain.get("max_in_memory_mb", 1024)),
         str(Path(work_dir) / "validation"),
-        refresh_cache,
+        refresh=refresh_cache,
     )
     clock.lap("validate")
     reasons = [inputs.request.reason, *(r.reason for _, r in carried)]

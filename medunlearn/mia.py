@@ -64,7 +64,8 @@ Statistics (scipy and scikit-learn compute every number; this module only choose
   pool, the two matched on strata and size; efficacy = share of forget-train it calls
   non-members. The same definition in benchmark tuning and test, so both mean one thing.
   The attack is a confidence threshold (member iff confidence >= t, t maximising Youden's
-  J = TPR - FPR on the shadow sets, from scikit-learn's ``roc_curve``), not SalUn's RBF
+  J = TPR - FPR on the shadow sets, from scikit-learn's ``roc_curve``; no threshold, so
+  efficacy 1, when a one-sided KS test finds no signal at p < 0.05), not SalUn's RBF
   SVC: on one feature the SVC's decision is not monotone, and where retain-train and
   held-out rows overlap (a model that generalises) it extrapolates arbitrarily to the
   forget rows. Measured on RetinaMNIST class retirement: the four retrains, forget
@@ -97,6 +98,7 @@ TARGET_NONMEMBERS = 500
 BOOTSTRAP = 1000
 MIN_BOOTSTRAP = 5  # members needed for a bootstrap interval (one member cannot be resampled)
 NULL_SPLITS = 200
+EFFICACY_ALPHA = 0.05  # the shadow attack's significance bar (threshold_efficacy)
 
 
 # --------------------------------------------------------------------------- matching
@@ -600,25 +602,36 @@ def shadow_sets(cohorts: Any, seed: int = 0) -> ShadowSets | None:
 
 
 def threshold_efficacy(
-    member_scores: np.ndarray, nonmember_scores: np.ndarray, forget_scores: np.ndarray
+    member_scores: np.ndarray,
+    nonmember_scores: np.ndarray,
+    forget_scores: np.ndarray,
+    alpha: float = EFFICACY_ALPHA,
 ) -> float:
     """Share of ``forget_scores`` below the attack's threshold, in [0, 1].
 
-    The threshold is the highest t maximising Youden's J = TPR - FPR of "member iff score
-    >= t" on the shadow sets (scikit-learn ``roc_curve``). An attack no better than chance
-    keeps t = +inf: it calls nothing a member, so efficacy is 1. Monotone by construction:
-    lowering a forget row's score never makes it a member.
+    The attack calls a row a member iff its score >= t. It first asks whether the shadow
+    sets hold a membership signal at all: the one-sided two-sample Kolmogorov-Smirnov test
+    (scipy, members stochastically larger; its statistic is the largest Youden's J of any
+    threshold). Without one (p >= ``alpha``), t = +inf: nothing is called a member and
+    efficacy is 1. Otherwise t is the highest threshold maximising J = TPR - FPR on the
+    shadow sets (scikit-learn ``roc_curve``). Without the test, the arg-max of a J that is
+    pure noise lands anywhere, and forget rows drawn like the rest scored anything from 0.1
+    to 1.0 across seeds. Monotone by construction: lowering a forget row's score never
+    makes it a member.
 
     Raises:
-        ValueError: if either shadow set is empty.
+        ValueError: if any of the three sets is empty.
     """
     if len(member_scores) == 0 or len(nonmember_scores) == 0:
         raise ValueError("the shadow attack needs members and non-members")
-    y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
-    fpr, tpr, thresholds = roc_curve(
-        y, np.r_[member_scores, nonmember_scores], drop_intermediate=False
-    )
-    n_m, n_h = len(member_scores), len(nonmember_scores)
+    if len(forget_scores) == 0:
+        raise ValueError("no forget scores to attack")
+    members, nonmembers = np.asarray(member_scores), np.asarray(nonmember_scores)
+    if stats.ks_2samp(members, nonmembers, alternative="less").pvalue >= alpha:
+        return 1.0
+    y = np.r_[np.ones(len(members)), np.zeros(len(nonmembers))]
+    fpr, tpr, thresholds = roc_curve(y, np.r_[members, nonmembers], drop_intermediate=False)
+    n_m, n_h = len(members), len(nonmembers)
     # J * n_m * n_h in integers, so equal J values tie exactly (floats would pick one by
     # rounding); argmax takes the first maximum, i.e. the highest threshold.
     j = np.rint(tpr * n_m).astype(np.int64) * n_h - np.rint(fpr * n_h).astype(np.int64) * n_m

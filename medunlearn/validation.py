@@ -22,6 +22,7 @@ patient ids in it are hashed (reports and logs never show raw identifiers).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -478,7 +479,10 @@ def cached_manifest_report(
     Returns ``(report, reused)``. An unreadable cache file counts as a miss.
     """
     path = Path(cache_dir) / f"{key}.json"
-    if not refresh:
+    if refresh:  # a refresh that fails must not leave the old pass to be reused later
+        with contextlib.suppress(OSError):
+            path.unlink(missing_ok=True)
+    else:
         try:
             return ValidationReport.from_dict(json.loads(path.read_text())), True
         except (OSError, ValueError, KeyError, TypeError):

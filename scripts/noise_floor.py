@@ -6,7 +6,8 @@ metric code, without re-running any method.
 Why: a change to a metric (e.g. MIA-efficacy's attack) changes the floor every method is
 judged against; the bank already holds the deployed model and the retrains, so the floor
 costs forward passes only. Prints, per model, UA/RA/TA/MIA-efficacy and its Avg Gap to the
-retrain reference in percentage points (SalUn's), then the floor's mean and sd.
+retrain reference in percentage points (SalUn's), then the floor's mean and sd. Refuses
+(``LookupError``) when the bank lacks a model rather than training it.
 """
 
 from __future__ import annotations
@@ -37,7 +38,8 @@ def main() -> None:
     cache = Path(args.cache)
     splits = prepare_data(scenario, cache)
     cohorts = scenario_cohorts(splits, scenario)
-    models = scenario_models(scenario, splits, cohorts, cache)
+    torch.manual_seed(0)  # as run_benchmark does before its metrics
+    models = scenario_models(scenario, splits, cohorts, cache, read_only=True)
     bounds = resolve_bounds(scenario.request.reason, load_section("gates", args.params))
     cohorts = choose_pool(cohorts, models.deployed, bounds["alpha"], bounds["mia_auc_margin"])
     reference = unlearning_metrics(models.reference, cohorts)

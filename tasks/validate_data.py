@@ -46,7 +46,7 @@ def validate_data(
         Path(cache_dir),
         key,
         lambda: validate_manifest(inputs.manifest, inputs.dataset_dir, info.class_names, info.spec),
-        refresh,
+        refresh=refresh,
     )
     if reused:
         logger.info("manifest suite: reusing the passed result for this data (key %s)", key[:12])

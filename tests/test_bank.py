@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from medunlearn.benchmark.bank import ModelBank, rows_hash
@@ -48,6 +49,20 @@ def test_bank_trains_once_and_keys_on_rows_seed_and_recipe(tmp_path, demo_dir, d
     (tmp_path / f"{bank.key(d.train, d.val, 0)}.pt").write_bytes(b"not a checkpoint")
     _, _, cached_broken = bank.get(d.train, d.val, seed=0)  # unreadable: retrained, not trusted
     assert not cached_broken
+    reader = ModelBank(
+        tmp_path,
+        {"name": "allcnn", "kwargs": {"width": 0.25}},
+        recipe,
+        d.info.class_names,
+        1,
+        28,
+        demo_dir,
+        read_only=True,
+    )
+    assert reader.get(d.train, d.val, seed=0)[2]  # held: loaded
+    with pytest.raises(LookupError, match="holds no model"):
+        reader.get(d.train, d.val, seed=7)  # not held: refused, not trained
+    assert not (tmp_path / f"{bank.key(d.train, d.val, 7)}.pt").exists()
 
 
 def test_bank_key_follows_the_decoded_pixels_not_the_decoder_source(

@@ -261,7 +261,10 @@ def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) ->
     assert first.success and again.to_dict() == first.to_dict()
     _, reused_refresh = cached_manifest_report(tmp_path / "cache", key(), run, refresh=True)
     assert (len(runs), reused_refresh) == (2, False)  # --refresh-cache validates again
-    runs.pop()
+    _, reused = cached_manifest_report(tmp_path / "cache", key(), run)
+    assert (len(runs), reused) == (2, True)  # and stores the refreshed pass
+    runs.clear()
+    runs.append(1)  # count from here as if the refresh had not happened
     assert manifest_report_key("x", classes, spec, "code") != manifest_report_key(
         "x", classes, spec, "other code"
     )
@@ -279,3 +282,20 @@ def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) ->
         failed, reused = cached_manifest_report(tmp_path / "cache", key(), run)
         assert not failed.success and not reused
     assert len(runs) == 4
+
+
+def test_a_failed_refresh_drops_the_stored_pass(tmp_path) -> None:
+    """``--refresh-cache`` that fails must not leave the earlier pass to be reused."""
+    from medunlearn.validation import ValidationReport, cached_manifest_report
+
+    passed = ValidationReport([])  # no failed expectation: success
+    assert passed.success
+    cached_manifest_report(tmp_path, "k", lambda: passed)
+    assert (tmp_path / "k.json").is_file()
+
+    def broken() -> ValidationReport:
+        raise RuntimeError("decoder crashed")
+
+    with pytest.raises(RuntimeError):
+        cached_manifest_report(tmp_path, "k", broken, refresh=True)
+    assert not (tmp_path / "k.json").exists()

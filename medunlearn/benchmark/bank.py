@@ -64,7 +64,8 @@ class ModelBank:
     """Cached trainings of one scenario's architecture and recipe.
 
     ``dataset_dir`` is the materialised dataset the splits come from (its manifest's bytes
-    enter every key); ``cache_dir`` holds ``<key>.pt`` checkpoints.
+    enter every key); ``cache_dir`` holds ``<key>.pt`` checkpoints. A ``read_only`` bank
+    raises ``LookupError`` for a model it does not hold instead of training it (hours).
     """
 
     def __init__(
@@ -76,8 +77,10 @@ class ModelBank:
         channels: int,
         image_size: int,
         dataset_dir: Path,
+        read_only: bool = False,
     ):
         self.cache_dir = Path(cache_dir)
+        self.read_only = read_only
         self.model = dict(model)
         self.recipe = dict(recipe)
         self.class_names = list(class_names)
@@ -129,6 +132,11 @@ class ModelBank:
                 return model, cost, True
             except (CheckpointError, KeyError):
                 pass  # unreadable or foreign: retrain and overwrite atomically
+        if self.read_only:
+            raise LookupError(
+                f"{path}: the bank holds no {role} model (seed {seed}) for these inputs; "
+                "fill it first (medunlearn bench --models-only)"
+            )
         model = build_model(
             self.model["name"],
             len(self.class_names),

@@ -203,8 +203,10 @@ def scenario_models(
     cache_dir: Path,
     n_references: int | None = None,
     log: Callable[[str], None] = print,
+    read_only: bool = False,
 ) -> ScenarioModels:
-    """Train (or load from the bank) the deployed model and every retrain reference."""
+    """Train (or load from the bank) the deployed model and every retrain reference;
+    ``read_only``: load only (``LookupError`` for a model the bank lacks)."""
     info = splits.info
     bank = ModelBank(
         cache_dir / "models",
@@ -214,6 +216,7 @@ def scenario_models(
         info.channels,
         info.image_size,
         splits.directory,
+        read_only=read_only,
     )
     deployed_seed = int(scenario.recipe.get("seed", 0))
     deployed, deployed_cost, _ = bank.get(splits.train, splits.val, deployed_seed, "deployed")
