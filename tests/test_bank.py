@@ -9,18 +9,18 @@ import torch
 from medunlearn.benchmark.bank import ModelBank, rows_hash
 
 
+def _demo_bank(tmp_path, demo_dir, d, recipe, read_only: bool = False) -> ModelBank:
+    """A bank of width-0.25 allcnn models on the 28-pixel demo."""
+    allcnn = {"name": "allcnn", "kwargs": {"width": 0.25}}
+    return ModelBank(
+        tmp_path, allcnn, recipe, d.info.class_names, 1, 28, demo_dir, read_only=read_only
+    )
+
+
 def test_bank_trains_once_and_keys_on_rows_seed_and_recipe(tmp_path, demo_dir, demo_splits):
     d = demo_splits
     recipe = {"epochs": 1, "lr": 3e-3, "batch_size": 64}
-    bank = ModelBank(
-        tmp_path,
-        {"name": "allcnn", "kwargs": {"width": 0.25}},
-        recipe,
-        d.info.class_names,
-        1,
-        28,
-        demo_dir,
-    )
+    bank = _demo_bank(tmp_path, demo_dir, d, recipe)
     first, cost, cached = bank.get(d.train, d.val, seed=0)
     assert not cached and cost["seconds"] > 0 and cost["cpu_seconds"] > 0
     again, cost_again, cached_again = bank.get(d.train, d.val, seed=0)
@@ -34,31 +34,14 @@ def test_bank_trains_once_and_keys_on_rows_seed_and_recipe(tmp_path, demo_dir, d
         bank.key(d.train, d.val, 0),
         bank.key(d.train, d.val, 1),
         bank.key(fewer, d.val, 0),
-        ModelBank(
-            tmp_path,
-            {"name": "allcnn", "kwargs": {"width": 0.25}},
-            {**recipe, "lr": 1e-3},
-            d.info.class_names,
-            1,
-            28,
-            demo_dir,
-        ).key(d.train, d.val, 0),
+        _demo_bank(tmp_path, demo_dir, d, {**recipe, "lr": 1e-3}).key(d.train, d.val, 0),
     }
     assert len(keys) == 4
     assert rows_hash(fewer) != rows_hash(d.train)
     (tmp_path / f"{bank.key(d.train, d.val, 0)}.pt").write_bytes(b"not a checkpoint")
     _, _, cached_broken = bank.get(d.train, d.val, seed=0)  # unreadable: retrained, not trusted
     assert not cached_broken
-    reader = ModelBank(
-        tmp_path,
-        {"name": "allcnn", "kwargs": {"width": 0.25}},
-        recipe,
-        d.info.class_names,
-        1,
-        28,
-        demo_dir,
-        read_only=True,
-    )
+    reader = _demo_bank(tmp_path, demo_dir, d, recipe, read_only=True)
     assert reader.get(d.train, d.val, seed=0)[2]  # held: loaded
     with pytest.raises(LookupError, match="holds no model"):
         reader.get(d.train, d.val, seed=7)  # not held: refused, not trained
