@@ -296,7 +296,7 @@ def stored_channels(file: Path) -> float:
                 return 3.0  # decoded as colour (palette entries, Pillow's RGB conversion)
             return float(len([b for b in im.getbands() if b != "A"]))
     except (UnidentifiedImageError, OSError):
-        pass
+        pass  # not a format Pillow reads: try the DICOM header next
     try:
         import pydicom
 
