@@ -31,8 +31,23 @@ nearly every matched held-out image), and when the smallest reachable p-value is
 ``alpha`` the check states that it cannot detect anything at this size.
 
 Retention is measured on the retained held-out rows (val and test) with the deployed model
-as the baseline: accuracy and balanced accuracy may not drop by more than
-``max_retain_drop`` / ``max_balanced_drop``; the largest per-class recall drop is reported.
+as the baseline, with the same *significant and material* rule: accuracy (balanced accuracy)
+fails only when it dropped by more than ``max_retain_drop`` (``max_balanced_drop``) **and**
+the drop is significant at ``alpha`` in a paired one-sided test on the same rows. A bound
+alone refused true retrains: on the HAM10000 device scenario (117 retained test images, one
+image = 0.85 points) retrains of different seeds differ from the deployed model by more than
+3 points, so 2 of 4 were refused. Pairing the two models' outcomes image by image removes
+the images both get right or wrong, which is most of that noise:
+
+- accuracy: the exact McNemar test (McNemar 1947; Dietterich 1998 for comparing
+  classifiers), a binomial test on the discordant images (scipy.stats.binomtest);
+- balanced accuracy: a paired sign-flip permutation test on the discordant images, each
+  weighted by 1 / (number of classes x its class's row count), which is exactly the change
+  of balanced accuracy (scipy.stats.permutation_test, 9,999 resamples, seeded; exact when
+  few images are discordant).
+
+Without per-image outcomes (metrics loaded from JSON) the bound alone decides, and the
+check says so. The largest per-class recall drop is reported.
 """
 
 from __future__ import annotations
@@ -40,6 +55,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
+from scipy import stats
 
 from medunlearn.metrics import UnlearnMetrics
 
@@ -288,6 +306,82 @@ def _over_forgetting(role: str, after: UnlearnMetrics, b: dict[str, float]) -> C
     )
 
 
+def retention_p_value(
+    before: dict[str, np.ndarray], after: dict[str, np.ndarray], balanced: bool, seed: int = 0
+) -> tuple[float, int, int]:
+    """One-sided p-value that the candidate (``after``) is less accurate than the deployed
+    model (``before``) on the same retained held-out rows, and the discordant counts.
+
+    ``before`` / ``after``: ``{"label": (N,) int, "correct": (N,) 0/1}`` in one row order
+    (:attr:`UnlearnMetrics.retain_heldout_outcomes`). Returns ``(p, lost, gained)``: images
+    only the deployed model got right, and images only the candidate got right. Accuracy:
+    exact McNemar (binomial) test; balanced accuracy: weighted sign-flip permutation test
+    (module docstring). Raises ``ValueError`` when the two were measured on different rows.
+    """
+    labels = np.asarray(before["label"])
+    if len(labels) != len(after["label"]) or not np.array_equal(labels, after["label"]):
+        raise ValueError(
+            "retention: the candidate and the deployed model were measured on different "
+            f"retained held-out rows ({len(labels)} vs {len(after['label'])})"
+        )
+    diff = np.asarray(before["correct"], dtype=np.int64) - np.asarray(after["correct"], np.int64)
+    lost, gained = int((diff == 1).sum()), int((diff == -1).sum())
+    if lost == 0:
+        return 1.0, lost, gained
+    if not balanced:
+        return (
+            float(stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue),
+            lost,
+            gained,
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    size = dict(zip(classes.tolist(), counts.tolist(), strict=True))
+    discordant = diff != 0
+    weights = np.array([1.0 / (len(classes) * size[k]) for k in labels[discordant].tolist()])
+    result = stats.permutation_test(
+        (weights * diff[discordant],),
+        lambda x, axis: np.sum(x, axis=axis),
+        permutation_type="samples",
+        vectorized=True,
+        n_resamples=9999,
+        alternative="greater",
+        random_state=seed,
+    )
+    return float(result.pvalue), lost, gained
+
+
+def _retention(
+    name: str,
+    role: str,
+    drop: float | None,
+    bound: float,
+    alpha: float,
+    before: dict[str, np.ndarray],
+    after: dict[str, np.ndarray],
+    balanced: bool,
+) -> Check:
+    if drop is None:
+        return _na(name, role, "no retained held-out rows")
+    if not before or not after:
+        check = _at_most(name, role, drop, bound, "")
+        check.detail = "no per-image outcomes to pair: the bound alone decides"
+        return check
+    p, lost, gained = retention_p_value(before, after, balanced)
+    material, significant = drop > bound, p < alpha
+    test = "paired sign-flip permutation" if balanced else "McNemar"
+    return Check(
+        name,
+        role,
+        FAIL if material and significant else PASS,
+        drop,
+        bound,
+        f"fail iff drop > {bound} and {test} p < {alpha}",
+        f"{lost} retained held-out image(s) lost, {gained} gained of {len(before['label'])}; "
+        f"{test} p = {p:.3g}"
+        + ("" if significant or not material else "; above the bound but within paired noise"),
+    )
+
+
 def _class_recall_drop(
     role: str, after: UnlearnMetrics, before: UnlearnMetrics, b: dict[str, float]
 ) -> Check:
@@ -322,19 +416,25 @@ CHECKS: dict[str, Callable[[str, UnlearnMetrics, UnlearnMetrics, dict[str, float
         b["max_forget_acc"],
         "no held-out row matches the selector",
     ),
-    "retain_drop": lambda role, a, before, b: _at_most(
+    "retain_drop": lambda role, a, before, b: _retention(
         "retain_drop",
         role,
         _drop(before.retain_heldout_acc, a.retain_heldout_acc),
         b["max_retain_drop"],
-        "no retained held-out rows",
+        b["alpha"],
+        before.retain_heldout_outcomes,
+        a.retain_heldout_outcomes,
+        balanced=False,
     ),
-    "retain_balanced_drop": lambda role, a, before, b: _at_most(
+    "retain_balanced_drop": lambda role, a, before, b: _retention(
         "retain_balanced_drop",
         role,
         _drop(before.retain_heldout_balanced_acc, a.retain_heldout_balanced_acc),
         b["max_balanced_drop"],
-        "no retained held-out rows",
+        b["alpha"],
+        before.retain_heldout_outcomes,
+        a.retain_heldout_outcomes,
+        balanced=True,
     ),
     "class_recall_drop": lambda role, a, before, b: _class_recall_drop(role, a, before, b),
     "membership": lambda role, a, _, b: _membership(role, a, b),

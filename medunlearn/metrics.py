@@ -119,13 +119,19 @@ class UnlearnMetrics:
     avg_gap: float | None = None
     tuning_gaps: dict[str, float] = field(default_factory=dict)
     tuning_gap: float | None = None
+    # Per-image outcomes on the retained held-out rows, in a fixed row order: ``label`` and
+    # ``correct`` (0/1). The retention gates pair them with the deployed model's (McNemar);
+    # in memory only, never serialised (a revision's JSON stays small).
+    retain_heldout_outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def mia_auc(self) -> float | None:
         return self.membership.get("auc")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out.pop("retain_heldout_outcomes")
+        return out
 
     def with_reference(self, retrain: UnlearnMetrics) -> UnlearnMetrics:
         """Gaps (percentage points) to a retrain reference measured on the same cohorts."""
@@ -191,13 +197,18 @@ def unlearning_metrics(
     logits, labels = predict(cohorts.test)
     test = classification_metrics(labels, torch.softmax(logits, dim=1), cohorts.class_names)
 
-    def report(images: Any) -> dict[str, Any] | None:
+    outcomes: dict[str, np.ndarray] = {}
+
+    def report(images: Any, keep: bool = False) -> dict[str, Any] | None:
         if images is None or len(images) == 0:
             return None
         r_logits, r_labels = predict(images)
+        if keep:
+            outcomes["label"] = r_labels.numpy().astype(np.int64)
+            outcomes["correct"] = (r_logits.argmax(1) == r_labels).numpy().astype(np.int8)
         return classification_metrics(r_labels, torch.softmax(r_logits, dim=1), cohorts.class_names)
 
-    retain, pooled = report(cohorts.retain_test), report(retain_heldout)
+    retain, pooled = report(cohorts.retain_test), report(retain_heldout, keep=True)
     return UnlearnMetrics(
         request_hash=cohorts.request.hash,
         forget_train_acc=accuracy_on(model, cohorts.forget_train, predict),
@@ -217,6 +228,7 @@ def unlearning_metrics(
         per_class_test_acc={k: v["accuracy"] for k, v in test["per_class"].items()},
         membership=measure_membership(model, reference, seed, predict).to_dict(),
         mia_efficacy=mia_efficacy(model, shadow, cohorts.forget_train, predict),
+        retain_heldout_outcomes=outcomes,
     )
 
 

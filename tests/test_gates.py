@@ -5,6 +5,7 @@ marked underpowered)."""
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import pytest
@@ -92,6 +93,7 @@ def test_class_retirement_values_bounds_and_replacement() -> None:
     drop = next(c for c in bad.checks if c.name == "retain_drop")
     assert not bad.passed and drop.value == pytest.approx(0.05) and drop.status == "fail"
     assert bad.failed() == ["retain_drop"]
+    assert "the bound alone decides" in drop.detail  # no per-image outcomes to pair
     # no held-out image of the class: reported n/a with the reason, replaced, still decided
     none = evaluate_gates("class_retirement", metrics(forget_heldout_acc=None), BEFORE)
     heldout = next(c for c in none.checks if c.name == "forget_heldout_acc")
@@ -142,6 +144,98 @@ def test_required_check_not_applicable_without_replacement_is_undecided() -> Non
     assert not result.passed and result.undecided == ["membership", "member_accuracy_gap"]
     assert result.to_dict()["failed"] == ["membership", "member_accuracy_gap"]
     assert statuses(result)["membership"] == "not_applicable"
+
+
+def with_outcomes(labels: np.ndarray, correct: np.ndarray, **values) -> UnlearnMetrics:
+    """Metrics whose retained held-out accuracies are those of the given per-image outcomes
+    (balanced accuracy from scikit-learn, by predicting the other class where wrong)."""
+    from sklearn.metrics import balanced_accuracy_score
+
+    pred = np.where(correct == 1, labels, 1 - labels)
+    return metrics(
+        retain_heldout_acc=float(correct.mean()),
+        retain_heldout_balanced_acc=float(balanced_accuracy_score(labels, pred)),
+        retain_heldout_outcomes={"label": labels, "correct": correct.astype(np.int8)},
+        **values,
+    )
+
+
+@pytest.mark.parametrize(
+    "lost, gained, p, passed",
+    [
+        (10, 0, 1 / 1024, False),  # drop 0.05, McNemar p = 0.5^10: a real loss
+        (12, 4, 2517 / 65536, True),  # drop 0.04 > 0.03, p = P(Bin(16, .5) >= 12) = 0.0384
+        (5, 0, 1 / 32, True),  # drop 0.025: below the bound
+        (0, 0, 1.0, True),
+    ],
+)
+def test_retention_fails_only_a_material_and_significant_paired_drop(
+    lost: int, gained: int, p: float, passed: bool
+) -> None:
+    labels = np.tile([0, 1], 100)  # 200 retained held-out images
+    before = np.ones(200, dtype=np.int64)
+    before[180:] = 0  # the deployed model gets 20 wrong; the candidate may fix some
+    after = before.copy()
+    after[:lost] = 0
+    after[180 : 180 + gained] = 1
+    result = evaluate_gates(
+        "consent_withdrawal", with_outcomes(labels, after), with_outcomes(labels, before)
+    )
+    check = next(c for c in result.checks if c.name == "retain_drop")
+    assert check.value == pytest.approx(max(0, lost - gained) / 200)
+    assert f"{lost} retained held-out image(s) lost, {gained} gained of 200" in check.detail
+    assert f"McNemar p = {p:.3g}" in check.detail
+    assert (check.status == "pass") is passed
+    assert ("within paired noise" in check.detail) is (passed and lost - gained > 6)
+
+
+def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
+    """Second implementation: swap the two models' outcomes on every subset of the discordant
+    images, score each with scikit-learn's balanced accuracy, count swaps at least as
+    extreme. Few discordant images, so the production test is exact too."""
+    from itertools import product
+
+    from sklearn.metrics import balanced_accuracy_score
+
+    from medunlearn.gates import retention_p_value
+
+    labels = np.array([0] * 40 + [1] * 8)  # imbalanced: a class-1 image weighs 5x
+    before = np.ones(48, dtype=np.int64)
+    after = before.copy()
+    after[[1, 5, 9, 40, 41, 44]] = 0  # lost (three of each class)
+    before[[12, 20, 30, 45]] = 0  # gained by the candidate
+    discordant = np.flatnonzero(before != after)
+
+    def bal(correct):
+        return balanced_accuracy_score(labels, np.where(correct == 1, labels, 1 - labels))
+
+    observed = bal(before) - bal(after)
+    hits = 0
+    for swap in product([False, True], repeat=len(discordant)):
+        b, a = before.copy(), after.copy()
+        idx = discordant[list(swap)]
+        b[idx], a[idx] = after[idx], before[idx]
+        hits += bal(b) - bal(a) >= observed - 1e-12
+    expected = hits / 2 ** len(discordant)
+    p, lost, gained = retention_p_value(
+        {"label": labels, "correct": before}, {"label": labels, "correct": after}, balanced=True
+    )
+    assert (lost, gained) == (6, 4)
+    assert p == pytest.approx(expected, abs=1e-9)
+    # the plain-accuracy McNemar p on the same rows ignores the class weights
+    p_acc, _, _ = retention_p_value(
+        {"label": labels, "correct": before}, {"label": labels, "correct": after}, balanced=False
+    )
+    assert p_acc == pytest.approx(sum(math.comb(10, k) for k in range(6, 11)) / 1024)  # 0.377
+
+
+def test_retention_refuses_outcomes_of_different_rows() -> None:
+    from medunlearn.gates import retention_p_value
+
+    a = {"label": np.array([0, 1, 1]), "correct": np.array([1, 1, 1])}
+    b = {"label": np.array([0, 1, 0]), "correct": np.array([1, 0, 1])}
+    with pytest.raises(ValueError, match="different retained held-out rows"):
+        retention_p_value(a, b, balanced=False)
 
 
 def test_bounds_come_from_params_and_unknown_keys_are_named() -> None:

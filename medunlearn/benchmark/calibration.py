@@ -98,6 +98,11 @@ def _row(
         "n_members": m.get("n_members"),
         "n_nonmembers": m.get("n_nonmembers"),
         "underpowered": any(c.underpowered for c in gate.checks if c.name in PRIVACY_CHECKS),
+        "retention": {
+            c.name: {"drop": c.value, "status": c.status, "detail": c.detail}
+            for c in gate.checks
+            if c.name in ("retain_drop", "retain_balanced_drop")
+        },
     }
 
 
