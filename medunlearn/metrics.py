@@ -119,9 +119,10 @@ class UnlearnMetrics:
     avg_gap: float | None = None
     tuning_gaps: dict[str, float] = field(default_factory=dict)
     tuning_gap: float | None = None
-    # Per-image outcomes on the retained held-out rows, in a fixed row order: ``label`` and
-    # ``correct`` (0/1). The retention gates pair them with the deployed model's (McNemar);
-    # in memory only, never serialised (a revision's JSON stays small).
+    # Per-image outcomes on the retained held-out rows, in a fixed row order: ``label``,
+    # ``correct`` (0/1) and ``rows`` (a fingerprint of the image ids in that order). The
+    # retention gates pair them with the deployed model's (McNemar); in memory only, never
+    # serialised (a revision's JSON stays small).
     retain_heldout_outcomes: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -203,10 +204,12 @@ def unlearning_metrics(
         if images is None or len(images) == 0:
             return None
         r_logits, r_labels = predict(images)
-        if keep:
+        probs = torch.softmax(r_logits, dim=1)
+        if keep:  # the same argmax as classification_metrics, so outcomes match the drop
             outcomes["label"] = r_labels.numpy().astype(np.int64)
-            outcomes["correct"] = (r_logits.argmax(1) == r_labels).numpy().astype(np.int8)
-        return classification_metrics(r_labels, torch.softmax(r_logits, dim=1), cohorts.class_names)
+            outcomes["correct"] = (probs.argmax(1) == r_labels).numpy().astype(np.int8)
+            outcomes["rows"] = _row_fingerprint(images)
+        return classification_metrics(r_labels, probs, cohorts.class_names)
 
     retain, pooled = report(cohorts.retain_test), report(retain_heldout, keep=True)
     return UnlearnMetrics(
@@ -230,6 +233,16 @@ def unlearning_metrics(
         mia_efficacy=mia_efficacy(model, shadow, cohorts.forget_train, predict),
         retain_heldout_outcomes=outcomes,
     )
+
+
+def _row_fingerprint(images: Any) -> str:
+    """SHA-256 of the image ids in order (the retention test pairs two models' outcomes row
+    by row; equal labels in another order must not pass as the same rows)."""
+    import hashlib
+
+    parts = getattr(images, "datasets", [images])
+    ids = [str(i) for part in parts for i in getattr(part, "rows", {}).get("image_id", [])]
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
 
 
 def _recall(report: dict[str, Any] | None) -> dict[str, float | None]:

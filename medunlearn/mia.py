@@ -61,8 +61,8 @@ Statistics (scipy and scikit-learn compute every number; this module only choose
   power check counts groups. ``unit`` in the evidence says which was used.
 - MIA-efficacy (Jia et al. 2023, Fan et al. 2024): a shadow attack on the true-class
   confidence, members = retain-train, non-members = the retained held-out rows of the same
-  pool, the two matched on strata and size; efficacy = share of forget-train it calls
-  non-members. The same definition in benchmark tuning and test, so both mean one thing.
+  pool, the two matched on strata and size; efficacy = the (expected) share of forget-train
+  it calls non-members. The same definition in benchmark tuning and test, so both mean one thing.
   The attack is a class-balanced logistic regression on the scaled logit of the confidence
   that calls a row a member with its fitted probability, so efficacy is the *expected*
   share called non-member (:func:`shadow_efficacy`): monotone in the score, 0.5 without a

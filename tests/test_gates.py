@@ -161,16 +161,18 @@ def with_outcomes(labels: np.ndarray, correct: np.ndarray, **values) -> UnlearnM
 
 
 @pytest.mark.parametrize(
-    "lost, gained, p, passed",
+    "lost, gained, p, passed, noted, underpowered",
     [
-        (10, 0, 1 / 1024, False),  # drop 0.05, McNemar p = 0.5^10: a real loss
-        (12, 4, 2517 / 65536, True),  # drop 0.04 > 0.03, p = P(Bin(16, .5) >= 12) = 0.0384
-        (5, 0, 1 / 32, True),  # drop 0.025: below the bound
-        (0, 0, 1.0, True),
+        (10, 0, 1 / 1024, False, False, False),  # drop 0.05, McNemar p = 0.5^10: a real loss
+        # drop 0.04 > 0.03 but p = P(Bin(16, .5) >= 12) = 0.0384: reported, not refused
+        (12, 4, 2517 / 65536, True, True, False),
+        # drop 0.025, under the bound; 5 discordant images can never reach p < 0.01
+        (5, 0, 1 / 32, True, False, True),
+        (0, 0, 1.0, True, False, False),  # nothing lost: nothing to test
     ],
 )
 def test_retention_fails_only_a_material_and_significant_paired_drop(
-    lost: int, gained: int, p: float, passed: bool
+    lost: int, gained: int, p: float, passed: bool, noted: bool, underpowered: bool
 ) -> None:
     labels = np.tile([0, 1], 100)  # 200 retained held-out images
     before = np.ones(200, dtype=np.int64)
@@ -186,7 +188,52 @@ def test_retention_fails_only_a_material_and_significant_paired_drop(
     assert f"{lost} retained held-out image(s) lost, {gained} gained of 200" in check.detail
     assert f"McNemar p = {p:.3g}" in check.detail
     assert (check.status == "pass") is passed
-    assert ("within paired noise" in check.detail) is (passed and lost - gained > 6)
+    assert ("above the bound but not significant" in check.detail) is noted
+    assert check.underpowered is underpowered
+
+
+def test_retention_too_small_for_the_paired_test_falls_back_to_the_bound() -> None:
+    """Six of 117 images lost, none gained: 5.1 points, McNemar p = 1/64 can never be below
+    0.01 at this count, so the bound alone decides (and refuses)."""
+    labels = np.arange(117) % 7
+    before = np.ones(117, dtype=np.int64)
+    after = before.copy()
+    after[:6] = 0
+    result = evaluate_gates(
+        "device_deprecation", with_outcomes(labels % 2, after), with_outcomes(labels % 2, before)
+    )
+    check = next(c for c in result.checks if c.name == "retain_drop")
+    assert check.status == "fail" and check.underpowered
+    assert "smallest reachable p = 0.0156 >= alpha 0.01" in check.detail
+    assert "retain_drop" in result.failed()
+
+
+def test_balanced_retention_catches_a_lost_rare_class_that_accuracy_hides() -> None:
+    """200 images of class 0 and 10 of class 1. The candidate gets 7 class-1 images wrong and
+    5 class-0 images right that the deployed model missed: accuracy drops 2/210 (not
+    material; McNemar p = P(Bin(12, .5) >= 7) = 1586/4096), balanced accuracy drops
+    0.35 - 0.0125 = 0.3375, and only the 2^5 sign patterns that keep all seven class-1
+    losses are as extreme: p = 32/4096 = 1/128 < 0.01."""
+    labels = np.array([0] * 200 + [1] * 10)
+    before = np.ones(210, dtype=np.int64)
+    before[:5] = 0
+    after = before.copy()
+    after[:5] = 1
+    after[200:207] = 0
+    b, a = with_outcomes(labels, before), with_outcomes(labels, after)
+    result = evaluate_gates("consent_withdrawal", a, b)
+    by_name = {c.name: c for c in result.checks}
+    acc, bal = by_name["retain_drop"], by_name["retain_balanced_drop"]
+    assert acc.status == "pass" and acc.value == pytest.approx(2 / 210)
+    assert f"McNemar p = {1586 / 4096:.3g}" in acc.detail
+    assert bal.status == "fail" and bal.value == pytest.approx(0.3375)
+    assert f"paired sign-flip permutation p = {1 / 128:.3g}" in bal.detail
+    assert result.failed() == ["retain_balanced_drop"]
+    # the candidate *improved* on the rows the deployed model lost: never a failure
+    assert evaluate_gates("consent_withdrawal", b, a).passed
+    # its own bound, not the accuracy one
+    loose = {"consent_withdrawal": {"max_balanced_drop": 0.4}}
+    assert evaluate_gates("consent_withdrawal", a, b, loose).passed
 
 
 def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
@@ -232,10 +279,14 @@ def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
 def test_retention_refuses_outcomes_of_different_rows() -> None:
     from medunlearn.gates import retention_p_value
 
-    a = {"label": np.array([0, 1, 1]), "correct": np.array([1, 1, 1])}
-    b = {"label": np.array([0, 1, 0]), "correct": np.array([1, 0, 1])}
-    with pytest.raises(ValueError, match="different retained held-out rows"):
-        retention_p_value(a, b, balanced=False)
+    a = {"label": np.array([0, 1, 1]), "correct": np.array([1, 1, 1]), "rows": "x"}
+    for b in (
+        {"label": np.array([0, 1, 0]), "correct": np.array([1, 0, 1]), "rows": "x"},
+        {"label": np.array([0, 1, 1]), "correct": np.array([1, 0, 1]), "rows": "y"},  # order
+        {"label": np.array([0, 1, 1]), "correct": np.array([1, 0]), "rows": "x"},
+    ):
+        with pytest.raises(ValueError, match="different retained held-out rows"):
+            retention_p_value(a, b, balanced=False)
 
 
 def test_bounds_come_from_params_and_unknown_keys_are_named() -> None:

@@ -277,6 +277,13 @@ def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
     assert m.membership["matching"]["columns"][0] == "label"  # class request: label required
     assert m.request_hash == demo_cohorts.request.hash
     json.dumps(m.to_dict())
+    assert "retain_heldout_outcomes" not in m.to_dict()  # in memory only
+    outcomes = m.retain_heldout_outcomes  # what the retention test pairs, row by row
+    assert outcomes["correct"].mean() == pytest.approx(m.retain_heldout_acc)
+    assert "3" not in {demo_cohorts.class_names[k] for k in outcomes["label"]}
+    import hashlib
+
+    assert outcomes["rows"] != hashlib.sha256(b"").hexdigest()  # real image ids, in order
     other = copy.deepcopy(m)
     other.forget_train_acc, other.retain_train_acc = m.forget_train_acc - 0.1, m.retain_train_acc
     other.retain_test_acc, other.mia_efficacy = m.retain_test_acc - 0.02, m.mia_efficacy
