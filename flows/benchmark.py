@@ -30,6 +30,7 @@ from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from flows.maintenance import task_runner
 from medunlearn.benchmark import cli as bench_cli
@@ -62,8 +63,12 @@ def bench_run(run: Callable[[Any], Any], job: Any, threads: int) -> Any:
 def benchmark_flow(argv: list[str], threads_per_run: int = 1) -> None:
     """``medunlearn bench`` with ``argv``, every method run a ``bench-run`` task."""
 
-    def map_runs(run: Callable[[Any], Any], jobs: list[Any]) -> Sequence[Any]:
+    def map_runs(
+        run: Callable[[Any], Any], jobs: list[Any], done: Callable[[], None]
+    ) -> Sequence[Any]:
         futures = [bench_run.submit(run, job, threads_per_run) for job in jobs]
+        for _ in as_completed(futures):  # the progress bar moves as each run finishes
+            done()
         return [f.result() for f in futures]
 
     bench_cli.main(argv, map_runs=map_runs)

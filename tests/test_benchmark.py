@@ -232,12 +232,13 @@ def test_runs_mapped_to_fresh_workers_in_any_order_keep_the_salted_ids(tmp_path:
     scenario = load_scenario(write(tmp_path, obj))
     seen: list[tuple] = []
 
-    def fresh_workers(fn, jobs):
+    def fresh_workers(fn, jobs, done):
         out = []
         for job in reversed(jobs):
             set_identifier_salt(None)  # what a new worker process has
             seen.append(job)
             out.append(fn(job))
+            done()  # the contract: once per finished run (moves the progress bar)
         return out[::-1]
 
     set_identifier_salt(b"project secret")

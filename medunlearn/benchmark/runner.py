@@ -317,12 +317,14 @@ def run_benchmark(
     progress: bool = True,
     log: Callable[[str], None] = print,
     gates_section: dict[str, Any] | None = None,
-    map_runs: Callable[[Callable[[Any], Any], list[Any]], Sequence[Any]] | None = None,
+    map_runs: Callable[[Callable[[Any], Any], list[Any], Callable[[], None]], Sequence[Any]]
+    | None = None,
 ) -> dict[str, Any]:
     """Benchmark ``methods`` (default: every method but ``retrain``, whose row the
     reference models give) on ``scenario``; return the JSON-ready result.
 
-    ``map_runs(fn, jobs)`` returns ``[fn(job) for job in jobs]`` computed wherever it likes
+    ``map_runs(fn, jobs, done)`` returns ``[fn(job) for job in jobs]`` computed wherever it
+    likes and calls ``done()`` as each job finishes (the progress bar moves per run)
     (``flows/benchmark.py``: Prefect tasks on a Dask cluster, one run per worker process at
     a time); by default the runs go one after another in this process. Every run is seeded,
     so accuracies and gaps do not depend on where or in which order the runs went (float
@@ -443,8 +445,7 @@ def run_benchmark(
                 fresh.append(attempt(jobs[i]))
                 bar.update(1)
         else:
-            fresh = list(map_runs(attempt, [jobs[i] for i in todo]))
-            bar.update(len(todo))
+            fresh = list(map_runs(attempt, [jobs[i] for i in todo], lambda: bar.update(1)))
         for i, result in zip(todo, fresh, strict=True):
             if isinstance(result, str):
                 runs.put(keys[i], {"diverged": True})  # also where a remote worker stored it
