@@ -31,6 +31,7 @@ from medunlearn.atomic import copy_files, remove_directory
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.drift import request_from_finding
+from medunlearn.gates import GateConfigError
 from medunlearn.ledger import (
     AlreadyApplied,
     Ledger,
@@ -44,8 +45,9 @@ from medunlearn.records import unlearned_record
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry
 from medunlearn.revision import GatesFailed, request_cohorts, run_timings, select_candidate
-from medunlearn.sweep import check_sweeps, revision_sweep
-from medunlearn.unlearn.request import ForgetRequest, RequestError
+from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
+from medunlearn.unlearn.methods import MethodConfigError
+from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
@@ -140,6 +142,7 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
 
 
 BAD_INPUT = (ManifestError, ValidationFailed, LedgerError, RequestError)
+SETTINGS_ERRORS = (SweepError, MethodConfigError, GateConfigError)
 
 
 def revise_ledger_entry(
@@ -223,7 +226,7 @@ def revise_request(
     work_dir = str(Path(maintain.get("work_dir", ".cache/maintain")))
     Path(work_dir).mkdir(parents=True, exist_ok=True)
 
-    check_sweeps(maintain, unlearn)  # a bad sweep entry fails before any data is read
+    check_sweeps(maintain, unlearn, bounds)  # a bad entry or bound fails before any data
     deployed_path, parent = maintain["deployed"], None
     if registry is None:
         logger.info(
@@ -253,6 +256,11 @@ def revise_request(
                 if isinstance(wanted, dict)
                 else ForgetRequest.load(wanted)
             )
+            try:  # a request the data cannot serve never enters the ledger
+                cohort_masks(manifest, plain)
+            except RequestError as exc:
+                where = "request parameter" if isinstance(wanted, dict) else str(wanted)
+                raise RequestError(f"{where}: {exc}") from exc
             ledger_id = ledger.add(plain)["id"]
         entry = next((e for e in ledger.entries() if e["id"] == ledger_id), None)
         if entry is None:
@@ -487,6 +495,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args(argv)
     maintain = load_section("maintain", args.params)
+    try:  # settings errors are the user's to fix: one line naming the file, no traceback
+        check_sweeps(
+            maintain, load_section("unlearn", args.params), load_section("gates", args.params)
+        )
+    except SETTINGS_ERRORS as exc:
+        print(f"revision refused, settings in {args.params}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     params = load_params(args.params)
     root = project_root(args.params)
     registry, _ = active_registry(params, root)

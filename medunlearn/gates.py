@@ -191,7 +191,11 @@ def resolve_bounds(reason: str, section: dict[str, Any] | None) -> dict[str, flo
             f"gates.{reason}: unknown bound(s) {sorted(unknown)}; "
             f"allowed: {sorted(DEFAULT_BOUNDS[reason])}"
         )
-    return {**SHARED_DEFAULTS, **shared, **DEFAULT_BOUNDS[reason], **own}
+    bounds = {**SHARED_DEFAULTS, **shared, **DEFAULT_BOUNDS[reason], **own}
+    for key, value in bounds.items():  # YAML reads 1e-2 (no dot) as text
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            raise GateConfigError(f"gates: bound '{key}' must be a number, got {value!r}")
+    return bounds
 
 
 def _na(name: str, role: str, why: str) -> Check:

@@ -157,9 +157,15 @@ class Ledger:
             self._write(entries)
 
     # --- requests back from entries ------------------------------------------------------
-    def request(self, entry: dict[str, Any], manifest: pd.DataFrame) -> ForgetRequest:
+    def request(
+        self, entry: dict[str, Any], manifest: pd.DataFrame, complete: bool = True
+    ) -> ForgetRequest:
         """The entry as a request on ``manifest``: its tokens matched against the
-        manifest's ids hashed with the salt (raw ids only in memory)."""
+        manifest's ids hashed with the salt (raw ids only in memory).
+
+        Raises RequestError when ``complete`` and any token matches no id (a request is
+        applied whole or not at all); an applied request carried into a later revision
+        (``complete=False``) keeps the ids still in the data, as long as one is."""
         salt = self.salt()
         selector = dict(entry["selector"])
         for key, column in ID_KEYS.items():
@@ -169,6 +175,11 @@ class Ledger:
                 wanted = set(selector[key])
                 ids = manifest[column].astype(str).unique()
                 selector[key] = sorted(v for v in ids if self.token(v, salt) in wanted)
+                if complete and len(selector[key]) < len(wanted):
+                    raise RequestError(
+                        f"ledger {entry['id']}: {len(wanted) - len(selector[key])} of its "
+                        f"{len(wanted)} {column}s are not in this manifest"
+                    )
                 if not selector[key]:
                     raise RequestError(
                         f"ledger {entry['id']}: none of its {len(wanted)} {column}s is in "
@@ -180,7 +191,7 @@ class Ledger:
 
     def carried(self, manifest: pd.DataFrame) -> list[tuple[str, ForgetRequest]]:
         """Every applied request as (ledger id, request) on ``manifest``."""
-        return [(e["id"], self.request(e, manifest)) for e in self.applied()]
+        return [(e["id"], self.request(e, manifest, complete=False)) for e in self.applied()]
 
     # --- io --------------------------------------------------------------------------------
     def _lock(self) -> FileLock:

@@ -13,8 +13,11 @@ import logging
 
 from medunlearn.data.decode import DecodeError
 from medunlearn.data.manifest import ManifestError
+from medunlearn.gates import GateConfigError
 from medunlearn.ledger import AlreadyApplied, LedgerError
 from medunlearn.revision import GatesFailed
+from medunlearn.sweep import SweepError
+from medunlearn.unlearn.methods import MethodConfigError
 from medunlearn.unlearn.request import RequestError
 from medunlearn.validation import ValidationFailed
 
@@ -24,6 +27,9 @@ REFUSALS: tuple[type[BaseException], ...] = (
     GatesFailed,
     LedgerError,
     RequestError,
+    SweepError,
+    MethodConfigError,
+    GateConfigError,
 )
 REFUSAL_NAMES: tuple[type[BaseException], ...] = (
     *REFUSALS,

@@ -55,6 +55,21 @@ def _label(method: str, settings: Mapping[str, Any]) -> str:
     return f"{method}[{','.join(f'{k}={settings[k]}' for k in sorted(settings))}]"
 
 
+def _run_key(config: Mapping[str, Any]) -> str:
+    """What a run does, as text: numbers compared as numbers (``lr: 1`` is ``lr: 1.0``)."""
+
+    def normal(v: Any) -> Any:
+        if isinstance(v, Mapping):
+            return {k: normal(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [normal(x) for x in v]
+        if isinstance(v, (int, float)) and not isinstance(v, bool):
+            return float(v)
+        return v
+
+    return json.dumps(normal(config), sort_keys=True, default=str)
+
+
 def sweep_configs(
     maintain: Mapping[str, Any], unlearn: Mapping[str, Any], reason: str
 ) -> list[dict[str, Any]]:
@@ -91,7 +106,7 @@ def sweep_configs(
         name = str(entry.get("name") or _label(method, settings))
         if name in seen_names:
             raise SweepError(f"{where}: duplicate name '{name}' (also {seen_names[name]})")
-        run_key = json.dumps({"method": method, **config}, sort_keys=True, default=str)
+        run_key = _run_key({"method": method, **config})
         if run_key in seen_runs:
             raise SweepError(
                 f"{where} ('{name}') resolves to the same settings as {seen_runs[run_key]} "
@@ -115,21 +130,31 @@ def revision_sweep(
     revision carrying a retired class cannot pass with retain fine-tuning alone).
     """
     configs = sweep_configs(maintain, unlearn, reasons[0])
-    runs = {json.dumps(c["config"], sort_keys=True, default=str) for c in configs}
+    runs = {_run_key(c["config"]) for c in configs}
     for reason in dict.fromkeys(reasons[1:]):
         if reason == reasons[0]:
             continue
         for c in sweep_configs(maintain, unlearn, reason):
-            key = json.dumps(c["config"], sort_keys=True, default=str)
+            key = _run_key(c["config"])
             if key not in runs:
                 runs.add(key)
                 configs.append({"name": f"{c['name']}@{reason}", "config": c["config"]})
     return configs
 
 
-def check_sweeps(maintain: Mapping[str, Any], unlearn: Mapping[str, Any]) -> None:
-    """Resolve the sweep for every reason (refusing a bad entry before any run starts)."""
+def check_sweeps(
+    maintain: Mapping[str, Any],
+    unlearn: Mapping[str, Any],
+    gates: Mapping[str, Any] | None = None,
+) -> None:
+    """Resolve the sweep and the gate bounds for every reason, refusing a bad entry before
+    any run starts (:class:`SweepError`, or ``GateConfigError`` for ``gates``)."""
+    from medunlearn.gates import resolve_bounds
     from medunlearn.unlearn.request import REASONS
+
+    if gates is not None:
+        for reason in REASONS:
+            resolve_bounds(reason, dict(gates))
 
     unknown = set(maintain.get("sweep_by_reason") or {}) - set(REASONS)
     if unknown:

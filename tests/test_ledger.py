@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from medunlearn.ledger import Ledger, LedgerError
-from medunlearn.unlearn.request import ForgetRequest, cohort_masks
+from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
 
 MANIFEST = pd.DataFrame(
     {
@@ -59,6 +59,21 @@ def test_a_request_rebuilt_from_tokens_selects_the_same_rows(tmp_path: Path) -> 
     assert rebuilt.selector == {"patient_ids": ["P1", "P3"]}
     masks = cohort_masks(MANIFEST, rebuilt)
     assert masks.forget_train.tolist() == [True, True, False, True] + [False] * 6
+
+
+def test_a_request_naming_an_unknown_patient_is_refused_whole(tmp_path: Path) -> None:
+    # P1 exists, "P99" does not: forgetting P1 alone would half-apply the request.
+    raw = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1", "P99"]})
+    with pytest.raises(RequestError, match=r"1 of 2 ids match no 'patient_id'.*positions \[1\]"):
+        cohort_masks(MANIFEST, raw)
+    ledger = Ledger(tmp_path / "requests.jsonl")
+    entry = ledger.add(raw)
+    with pytest.raises(RequestError, match="1 of its 2 patient_ids are not in this manifest"):
+        ledger.request(entry, MANIFEST)
+    # once applied, a carried request keeps the patients still in the data (P99 left it)
+    ledger.set_status([entry["id"]], "applied in v1.1.0")
+    [(_, carried)] = ledger.carried(MANIFEST)
+    assert carried.selector == {"patient_ids": ["P1"]}
 
 
 def test_statuses_and_errors(tmp_path: Path) -> None:

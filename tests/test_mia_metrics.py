@@ -119,6 +119,27 @@ def test_accuracy_gap_test_hand_computed() -> None:
     assert min_attainable_p(3, 3) == pytest.approx(1 / 20)
 
 
+def test_group_accuracy_gap_test_is_exact_under_ties() -> None:
+    # 2 forgotten patients, both at accuracy 1.0, against 40 held-out patients of whom 3 are
+    # at 1.0 (the rest at 0.5). Exact one-sided p: both members drawn from the 5 patients at
+    # 1.0, C(5, 2) / C(42, 2) = 10 / 861. scipy's default normal approximation gives ~1e-4.
+    member_groups = np.repeat(["m1", "m2"], 2)
+    member_correct = np.ones(4, dtype=bool)
+    held = [f"h{i:02d}" for i in range(40)]
+    nonmember_groups = np.repeat(held, 2)
+    nonmember_correct = np.array([True, True] * 3 + [True, False] * 37)
+    ev = membership_evidence(
+        np.full(4, 0.1),
+        np.full(80, 0.2),
+        member_correct,
+        nonmember_correct,
+        member_groups=member_groups,
+        nonmember_groups=nonmember_groups,
+    )
+    assert ev.unit == "group"
+    assert ev.acc_p_value == pytest.approx(10 / 861, rel=1e-9)
+
+
 def manifest(rows: list[tuple[str, str, str, str]]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["image_id", "label", "device", "split"])
 

@@ -68,6 +68,11 @@ def test_request_file_hash_and_errors(tmp_path) -> None:
         ForgetRequest("class_retirement", {"colour": ["red"]})
     with pytest.raises(RequestError, match="fraction"):
         ForgetRequest("consent_withdrawal", {"labels": ["1"]}, fraction=1.5)
+    # a misspelt top-level key would otherwise be dropped and forget less than was asked
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("reason: consent_withdrawal\nselector:\n  patient_ids: [P1]\npatients: [P2]\n")
+    with pytest.raises(RequestError, match=r"typo.yaml: unknown key\(s\) \['patients'\]"):
+        ForgetRequest.load(typo)
 
 
 def test_request_selecting_nothing_is_refused(demo_splits) -> None:

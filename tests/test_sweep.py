@@ -54,6 +54,14 @@ def test_two_names_for_one_run_are_refused() -> None:
                 },
             ]
         )
+    # numbers compare as numbers: lr 1 and lr 1.0 are one run
+    with pytest.raises(SweepError, match="same settings"):
+        resolve(
+            [
+                {"name": "a", "method": "psg", "settings": {"lr": 1}},
+                {"name": "b", "method": "psg", "settings": {"lr": 1.0}},
+            ]
+        )
     with pytest.raises(SweepError, match="duplicate name 'a'"):
         resolve([{"name": "a", "method": "psg"}, {"name": "a", "method": "scrub"}])
 
@@ -65,6 +73,10 @@ def test_two_names_for_one_run_are_refused() -> None:
         ({"method": "teleport"}, "unknown method 'teleport'"),
         ({"method": "scrub", "settings": {"learning_rate": 1}}, "learning_rate"),
         ({"method": "boundary_shrink", "settings": {"gamma": 0.1}}, "gamma"),
+        # PyYAML reads 1e-5 (no dot) as text: it must not reach the optimiser
+        ({"method": "psg", "settings": {"lr": "1e-5"}}, "setting 'lr' must be a number"),
+        ({"method": "scrub", "settings": {"epochs": True}}, "'epochs' must be a number"),
+        ({"method": "psg", "settings": {"augment": "no"}}, "'augment' must be true or false"),
     ],
 )
 def test_bad_entries_are_named(entry, message) -> None:
@@ -96,3 +108,28 @@ def test_a_revision_carrying_other_reasons_tries_their_runs_too() -> None:
     # a carried reason whose runs are all listed already adds nothing
     same = revision_sweep(maintain, unlearn, ["device_deprecation", "outlier_removal"])
     assert [c["name"] for c in same] == ["psg", "finetune"]
+
+
+def test_a_bad_sweep_or_bound_is_refused_in_one_line_naming_the_params_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from flows.maintenance import main
+
+    for section, bad, message in [
+        (
+            "maintain",
+            {"sweep": [{"method": "psg"}, {"name": "x", "method": "psg"}]},
+            "same settings",
+        ),
+        ("gates", {"alpha": "1e-2"}, "bound 'alpha' must be a number"),
+    ]:
+        params = {k: dict(v) if isinstance(v, dict) else v for k, v in PARAMS.items()}
+        params[section] = {**params[section], **bad}
+        path = tmp_path / f"{section}.params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        with pytest.raises(SystemExit) as info:
+            main(["--params", str(path)])
+        err = capsys.readouterr().err
+        assert info.value.code == 1
+        assert f"revision refused, settings in {path}" in err and message in err
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import inspect
 from collections.abc import Callable, Mapping
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from typing import Any
 
 import torch
@@ -71,12 +71,50 @@ def psg_base(unlearn_section: Mapping[str, Any]) -> dict[str, Any]:
     return base
 
 
+def setting_defaults(name: str) -> dict[str, Any]:
+    """Each setting of ``name`` with its default (its type is the type a value must have)."""
+    if name in ("psg", "boundary_shrink"):
+        return {f.name: f.default for f in fields(PSGConfig) if f.default is not MISSING}
+    if name == "retrain":
+        return {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    if name == "psg_compose":
+        return dict(COMPOSE_DEFAULTS)
+    return _keyword_defaults(BASELINE_FUNCTIONS[name]) if name in BASELINE_FUNCTIONS else {}
+
+
 def _check(name: str, cfg: Mapping[str, Any], allowed: set[str]) -> None:
     unknown = set(cfg) - allowed
     if unknown:
         raise MethodConfigError(
             f"method '{name}': unknown setting(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
         )
+    _check_types(name, cfg)
+
+
+def _check_types(name: str, cfg: Mapping[str, Any]) -> None:
+    """Refuse a value of the wrong scalar type, naming the setting. PyYAML reads ``1e-5``
+    (no dot) as the *string* '1e-5': it would reach the optimiser as text and, as a sweep
+    entry, differ from an identical float setting."""
+    for key, value in cfg.items():
+        default = setting_defaults(name).get(key)
+        if isinstance(default, bool):
+            ok, want = isinstance(value, bool), "true or false"
+        elif isinstance(default, (int, float)):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            want = "a number"
+        elif isinstance(default, str):
+            ok, want = isinstance(value, str), "text"
+        else:  # None, mappings and lists: checked by the method itself
+            continue
+        if not ok:
+            hint = (
+                " (YAML reads a number without a dot, like 1e-5, as text: write 1.0e-5)"
+                if isinstance(value, str) and want == "a number"
+                else ""
+            )
+            raise MethodConfigError(
+                f"method '{name}': setting '{key}' must be {want}, got {value!r}{hint}"
+            )
 
 
 def _baseline(fn: Callable, name: str) -> Method:

@@ -68,6 +68,11 @@ class ForgetRequest:
     def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
         try:
             fields = set(cls.__dataclass_fields__) - {"carried"}
+            unknown = sorted(set(obj) - fields - {"carried"})
+            if unknown:  # a misspelt key would silently forget less than was asked
+                raise RequestError(
+                    f"unknown key(s) {unknown}; a request has {sorted(fields | {'carried'})}"
+                )
             carried = obj.get("carried") or []
             if not isinstance(carried, list):
                 raise RequestError("carried must be a list of earlier requests")
@@ -129,8 +134,16 @@ def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarra
         if key in selector:
             if column not in manifest.columns:
                 raise RequestError(f"selector '{key}' needs a '{column}' column in the manifest")
-            values = {str(v) for v in selector[key]}
-            mask &= manifest[column].astype(str).isin(values).to_numpy()
+            values = [str(v) for v in selector[key]]
+            present = manifest[column].astype(str)
+            if key in ("patient_ids", "image_ids"):  # a named id must exist: never half-apply
+                missing = [i for i, v in enumerate(values) if not present.eq(v).any()]
+                if missing:  # positions, not values: an id may name a patient
+                    raise RequestError(
+                        f"selector '{key}': {len(missing)} of {len(values)} ids match no "
+                        f"'{column}' in the manifest (positions {missing[:10]})"
+                    )
+            mask &= present.isin(set(values)).to_numpy()
     if "query" in selector:
         mask &= select_rows(manifest.reset_index(drop=True), selector["query"])
     return mask
