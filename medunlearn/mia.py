@@ -23,7 +23,7 @@ How non-members are drawn (:func:`matched_sample`, used by :func:`heldout_refere
    ``r`` the largest ratio every stratum can supply, at most enough for
    ``target_nonmembers`` in total (default 500), at the finest strata that can supply one
    per member: a tiny cohort gets every row of its finest stratum (a one-image request on
-   the demo: 35), which bounds its test's power (``min_p`` says by how much). Members whose
+   the demo: 11-72, by its label and device), which bounds its test's power (``min_p`` says by how much). Members whose
    coarsest stratum has no held-out row at all are left out first and counted. A stratum
    too thin for ``r = 1`` first drops the last optional column (site, then device); if
    even the label (and the selector's columns) cannot supply one per member, each stratum

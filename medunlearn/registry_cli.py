@@ -22,7 +22,15 @@ from typing import Any
 from medunlearn.config import load_params, project_root
 from medunlearn.registry import STAGES, Registry, RegistryError
 
-HEADLINE = ("retain_test_acc", "forget_train_acc", "test_acc", "test_accuracy")
+HEADLINE = (
+    "retain_test_acc",
+    "retain_test_balanced_acc",
+    "forget_train_acc",
+    "test_acc",
+    "test_balanced_acc",
+    "test_accuracy",
+    "test_balanced_accuracy",
+)
 
 
 def open_registry(params_path: str) -> Registry:
@@ -47,13 +55,14 @@ def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]
             membership = metrics.get("membership") or {}
             here = [s for s in STAGES if stages.get(s) == version]
             regressions = registry.regressions(name, version)
-            waiting: list[str] = []
+            later: dict[str, list[str]] = {}  # request id -> revisions that applied it
             if "production" in here:  # requests applied in a revision that does not serve yet
                 mine = {r["id"] for r in record.get("requests", [])}
                 for other in registry.versions(name):
                     for r in registry.record(name, other).get("requests", []):
-                        if r["id"] not in mine and f"{r['id']} ({other})" not in waiting:
-                            waiting.append(f"{r['id']} ({other})")
+                        if r["id"] not in mine and other not in later.setdefault(r["id"], []):
+                            later[r["id"]].append(other)
+            waiting = [f"{rid} ({', '.join(vs)})" for rid, vs in later.items()]
             rows.append(
                 {
                     "model": name,

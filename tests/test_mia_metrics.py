@@ -6,6 +6,7 @@ import copy
 import itertools
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -16,6 +17,7 @@ from scipy.stats import norm
 from medunlearn.metrics import unlearning_metrics
 from medunlearn.mia import (
     bootstrap_auc_interval,
+    heldout_pool,
     matched_sample,
     membership_evidence,
     mia_efficacy,
@@ -307,10 +309,14 @@ def test_metrics_record_and_avg_gap_in_points(demo_model, demo_cohorts) -> None:
     assert outcomes["rows"] != hashlib.sha256(b"").hexdigest()  # real image ids, in order
     other = copy.deepcopy(m)
     other.forget_train_acc, other.retain_train_acc = m.forget_train_acc - 0.1, m.retain_train_acc
-    other.retain_test_acc, other.mia_efficacy = m.retain_test_acc - 0.02, m.mia_efficacy
+    other.retain_test_acc, other.mia_efficacy = m.retain_test_acc - 0.02, m.mia_efficacy - 0.3
+    other.membership = {**m.membership, "auc": m.membership["auc"] + 0.2}
     m.with_reference(other)
     assert m.gaps["forget_train_acc"] == pytest.approx(10.0)  # points, not fractions
-    assert m.avg_gap == pytest.approx((10.0 + 0 + 2.0 + 0) / 4)
+    assert m.avg_gap == pytest.approx((10.0 + 0 + 2.0 + 30.0) / 4)  # SalUn: MIA-efficacy
+    # the tuning signal swaps MIA-efficacy for the rank-AUC attack (20 points here)
+    assert m.tuning_gaps["mia_auc"] == pytest.approx(20.0)
+    assert m.tuning_gap == pytest.approx((10.0 + 0 + 2.0 + 20.0) / 4)
 
 
 class _Memoriser(torch.nn.Module):
@@ -497,3 +503,27 @@ def test_a_shifted_test_split_is_left_out_of_the_nonmember_pool(demo_model, demo
     shifted = choose_pool(replace(demo_cohorts, test=inverted), demo_model)
     assert shifted.pool_splits == ("val",) and shifted.pool_check["excluded"] == "test"
     assert shifted.pool_check["auc_val_vs_test"] > 0.6 and shifted.pool_check["p_value"] < 0.01
+    # significant but within the margin: kept (the rule needs both, not either)
+    size = abs(shifted.pool_check["auc_val_vs_test"] - 0.5)
+    kept = choose_pool(replace(demo_cohorts, test=inverted), demo_model, margin=size + 0.01)
+    assert kept.pool_check["p_value"] < 0.01 and kept.pool_check["excluded"] is None
+    assert kept.pool_splits == ("val", "test")
+
+
+def test_heldout_pool_leaves_out_every_row_of_a_forgotten_patient() -> None:
+    # P1 is forgotten (train rows 0, 1) and also has a val row (3) and a test row (6): a
+    # manifest split by image, not by patient. Those rows saw no training, but they are the
+    # same patient's images, so they cannot stand for "never seen" and leave the pool.
+    m = pd.DataFrame(
+        {
+            "patient_id": ["P1", "P1", "P2", "P1", "P3", "P4", "P1", "P5"],
+            "split": ["train", "train", "train", "val", "val", "test", "test", "test"],
+        }
+    )
+    forget_train = np.array([True, True, False, False, False, False, False, False])
+    cohorts = SimpleNamespace(
+        manifest=m, masks=SimpleNamespace(forget_train=forget_train), pool_splits=("val", "test")
+    )
+    assert heldout_pool(cohorts).tolist() == [False, False, False, False, True, True, False, True]
+    val_only = SimpleNamespace(**{**vars(cohorts), "pool_splits": ("val",)})
+    assert heldout_pool(val_only).tolist() == [False] * 4 + [True] + [False] * 3

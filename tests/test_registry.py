@@ -352,3 +352,38 @@ def test_a_params_file_in_a_subfolder_belongs_to_the_repository_above(tmp_path: 
     assert project_root(tmp_path / "plain" / "params.yaml") == (tmp_path / "plain").resolve()
     proj = (tmp_path / "dotfiles" / "proj").resolve()
     assert project_root(proj / "params.yaml") == proj
+
+
+def test_listing_names_each_unserved_request_once_with_its_revisions() -> None:
+    from medunlearn.registry_cli import listing
+
+    class FakeRegistry:  # the five calls listing() makes, nothing else
+        records = {
+            "v1.0.0": {"kind": "trained", "metrics": {"test_balanced_accuracy": 0.9}},
+            "v1.1.0": {"requests": [{"id": "req-a", "reason": "class_retirement"}]},
+            "v1.2.0": {
+                "requests": [
+                    {"id": "req-a", "reason": "class_retirement"},
+                    {"id": "req-b", "reason": "consent_withdrawal"},
+                ]
+            },
+        }
+
+        def models(self):
+            return ["classifier"]
+
+        def stages(self, name):
+            return {"production": "v1.0.0", "candidate": "v1.2.0"}
+
+        def versions(self, name):
+            return list(self.records)
+
+        def record(self, name, version):
+            return self.records[version]
+
+        def regressions(self, name, version):
+            return []
+
+    rows = {r["version"]: r for r in listing(FakeRegistry())}
+    assert rows["v1.0.0"]["not_yet_served"] == ["req-a (v1.1.0, v1.2.0)", "req-b (v1.2.0)"]
+    assert rows["v1.0.0"]["metrics"] == {"test_balanced_accuracy": 0.9}
