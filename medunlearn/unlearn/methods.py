@@ -95,8 +95,9 @@ def _check_types(name: str, cfg: Mapping[str, Any]) -> None:
     """Refuse a value of the wrong scalar type, naming the setting. PyYAML reads ``1e-5``
     (no dot) as the *string* '1e-5': it would reach the optimiser as text and, as a sweep
     entry, differ from an identical float setting."""
+    defaults = setting_defaults(name)
     for key, value in cfg.items():
-        default = setting_defaults(name).get(key)
+        default = defaults.get(key)
         if isinstance(default, bool):
             ok, want = isinstance(value, bool), "true or false"
         elif isinstance(default, (int, float)):
