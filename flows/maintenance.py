@@ -363,7 +363,13 @@ def revise_request(
     folder = Path(tempfile.mkdtemp(prefix=".revision-", dir=home))
     try:
         export = export_revision(
-            inputs, data, selected, run, str(folder), float(maintain.get("parity_atol", 1e-4))
+            inputs,
+            data,
+            selected,
+            run,
+            str(folder),
+            float(maintain.get("parity_atol", 1e-4)),
+            str(Path(work_dir) / "onnx-graphs"),
         )
         planned = registry.next_version(model_name, "minor", parent) if registry else None
         final_dir = (

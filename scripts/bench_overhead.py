@@ -1,16 +1,18 @@
 """Measure the orchestration overhead of one maintenance run with a running Prefect server.
 
     python scripts/bench_overhead.py --project <demo clone after make demo's train+promote> \
-        [--request requests/retire_digit_3.yaml] [--repeats 3]
+        [--request requests/retire_digit_3.yaml] [--repeats 3] [--warm]
 
 Starts `prefect server start` on 127.0.0.1 (a free port, its own PREFECT_HOME), then, per
-repeat, copies the project to a scratch folder (with --reuse-validation: plus the first
-repeat's validation cache, as for data a revision validated before) and runs `medunlearn revise --request R
---json --refresh-cache` there against the server, timed from outside. Prints the process's
-wall seconds, the flow's own step laps and compute seconds (``timings`` in the result), and
-the overhead: wall minus compute (imports, flow start-up, validation, export, report,
-registry). Also times `import flows.maintenance` in a fresh interpreter. Stops the server
-by its PID. The project itself is only read.
+repeat, copies the project to a scratch folder (with --warm: plus the first repeat's
+validation cache and ONNX graph templates, as in a project that ran a revision before: the
+data was validated, the architecture exported) and runs `medunlearn revise --request R
+--json` there (its ``maintain.work_dir`` emptied first, so every sweep run is computed)
+against the server, timed from outside. Prints the process's wall seconds, the flow's own
+step laps and compute seconds (``timings`` in the result), and the overhead: wall minus
+compute (imports, flow start-up, validation, export, report, registry). Also times `import
+flows.maintenance` in a fresh interpreter. Stops the server by its PID. The project itself
+is only read.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from pathlib import Path
 import httpx
 import yaml
 
+WARM_CACHES = ("validation", "onnx-graphs")  # under maintain.work_dir
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -44,9 +48,10 @@ def main() -> None:
     parser.add_argument("--request", default="requests/retire_digit_3.yaml")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
-        "--reuse-validation",
+        "--warm",
         action="store_true",
-        help="repeats after the first start with its validation cache (data validated before)",
+        help="repeats after the first start with its validation cache and ONNX graph "
+        "templates (a project that ran a revision before)",
     )
     args = parser.parse_args()
     project = Path(args.project).resolve()
@@ -105,11 +110,10 @@ def main() -> None:
         for i in range(args.repeats):
             copy = scratch / f"project{i}"
             shutil.copytree(project, copy, symlinks=True)
-            validation_dir = copy / work_dir / "validation"
-            shutil.rmtree(validation_dir, ignore_errors=True)  # cold unless asked otherwise
-            cached = scratch / "validation"
-            if args.reuse_validation and cached.is_dir():  # the data was validated before
-                shutil.copytree(cached, validation_dir)
+            shutil.rmtree(copy / work_dir, ignore_errors=True)  # no sweep run cached
+            for name in WARM_CACHES if args.warm else ():
+                if (scratch / name).is_dir():
+                    shutil.copytree(scratch / name, copy / work_dir / name)
             started = time.perf_counter()
             done = subprocess.run(
                 [
@@ -120,7 +124,6 @@ def main() -> None:
                     "--request",
                     args.request,
                     "--json",
-                    "--refresh-cache",
                 ],
                 cwd=copy,
                 env=env,
@@ -144,10 +147,11 @@ def main() -> None:
                     "version": result["version"],
                 }
             )
-            rows[-1]["validation_reused"] = args.reuse_validation and i > 0
+            rows[-1]["warm"] = args.warm and i > 0
             print(json.dumps(rows[-1]), flush=True)
-            if i == 0 and validation_dir.is_dir():
-                shutil.copytree(validation_dir, cached)
+            for name in WARM_CACHES if i == 0 else ():
+                if (copy / work_dir / name).is_dir():
+                    shutil.copytree(copy / work_dir / name, scratch / name)
             shutil.rmtree(copy, ignore_errors=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)

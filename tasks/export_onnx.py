@@ -3,7 +3,10 @@
 Both go into ``out_dir``, a fresh folder the flow made for this revision (never a path a
 previous revision used): the checkpoint is written only after ``onnx.checker`` and the
 parity check pass, so a failed export leaves no model, and the flow moves the whole folder
-into place (registry version path or ``maintain.candidate_dir``) as one rename.
+into place (registry version path or ``maintain.candidate_dir``) as one rename. The graph
+of an earlier export of the same architecture is reused from ``graph_cache`` (see
+``medunlearn.export``); one that fails the parity check is discarded and the model traced
+afresh (``export_checked``), so a stale template can cost time but never ship a wrong model.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.checkpoint import save_checkpoint
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.export import ExportError, check_parity, export_onnx
+from medunlearn.export import ExportError, export_checked
 from medunlearn.revision import CandidateResult
 from tasks.compose_candidates import load_run
 from tasks.load_revision_inputs import RevisionInputs
@@ -37,6 +40,7 @@ def export_revision(
     run: dict[str, Any],
     out_dir: str,
     atol: float = 1e-4,
+    graph_cache: str | None = None,
 ) -> dict[str, Any]:
     """ONNX export + checker + onnxruntime parity on the validation images, then the
     checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``."""
@@ -70,8 +74,9 @@ def export_revision(
     staging = onnx_path.with_name(f".model.onnx.{os.getpid()}.staging")
     example = data.val.all_images()[:2] if data.val.in_memory else _first_images(data.val, 2)
     try:
-        export_onnx(model, staging, example, metadata)
-        parity = check_parity(model, staging, data.val, atol=atol)
+        exported, parity = export_checked(
+            model, staging, example, data.val, metadata, atol, graph_cache
+        )
         if not parity.passed:
             raise ExportError(
                 f"ONNX parity failed on {parity.n_images} validation images: max |diff| "
@@ -85,17 +90,19 @@ def export_revision(
     finally:
         staging.unlink(missing_ok=True)
     logger.info(
-        "revision %s: %s and %s (parity max |diff| %.2e)",
+        "revision %s: %s and %s (parity max |diff| %.2e; graph %s)",
         rev,
         candidate_path,
         onnx_path,
         parity.max_abs_diff,
+        "from a template" if exported.from_template else "traced",
     )
     return {
         "revision_id": rev,
         "checkpoint": str(candidate_path),
         "onnx": str(onnx_path),
         "parity": parity.to_dict(),
+        "graph_from_template": exported.from_template,
         "metadata": metadata,
     }
 

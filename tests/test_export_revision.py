@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medunlearn.export import check_parity, export_onnx, read_metadata
+from medunlearn.export import check_parity, export_checked, export_onnx, read_metadata
 from medunlearn.revision import CandidateResult, run_timings, select_candidate, tradeoff_csv
 
 
@@ -36,6 +36,76 @@ def test_parity_catches_a_different_model(tmp_path, demo_model, demo_splits) -> 
         other.classifier.bias.add_(0.5)
     parity = check_parity(other, path, demo_splits.val)
     assert not parity.passed and parity.max_abs_diff == pytest.approx(0.5, abs=1e-3)
+
+
+def _ort_logits(path, images):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: images.numpy()})[0]
+
+
+def test_a_graph_template_carries_another_models_weights(tmp_path, demo_model, demo_splits):
+    """The second export of an architecture reuses the first one's graph: its outputs are
+    the second model's PyTorch logits (not the first model's) and a fresh trace's."""
+    import copy
+
+    images = demo_splits.val.all_images()[:64]
+    cache = tmp_path / "graphs"
+    first = export_onnx(demo_model, tmp_path / "a.onnx", images[:2], graph_cache=cache)
+    assert not first.from_template and (cache / f"{first.graph_key}.onnx").is_file()
+    other = copy.deepcopy(demo_model)
+    torch.manual_seed(1)
+    with torch.no_grad():  # every weight and BatchNorm statistic changes
+        for name, value in other.state_dict().items():
+            if name.endswith("running_var"):
+                value.mul_(1.5)  # stays positive
+            elif value.is_floating_point():
+                value.add_(0.05 * torch.randn_like(value))
+    second = export_onnx(
+        other, tmp_path / "b.onnx", images[:2], {"revision_id": "rev-b"}, graph_cache=cache
+    )
+    assert second.from_template and second.graph_key == first.graph_key
+    with torch.no_grad():
+        want = other.eval()(images).numpy()
+        old = demo_model.eval()(images).numpy()
+    got = _ort_logits(second.path, images)
+    assert abs(want - old).max() > 0.1  # the two models really differ
+    assert abs(got - want).max() < 1e-4
+    fresh = export_onnx(other, tmp_path / "c.onnx", images[:2])  # no cache: traced
+    assert not fresh.from_template
+    assert abs(_ort_logits(fresh.path, images) - got).max() < 1e-5
+    assert read_metadata(second.path) == {"revision_id": "rev-b"}  # not the first's props
+
+
+def test_a_template_that_disagrees_is_retraced_and_a_damaged_one_ignored(
+    tmp_path, demo_model, demo_splits
+):
+    """A forward hook is invisible to the graph key (not in the module tree or the state
+    dict): the template traced with it is wrong for the plain model. Parity catches that,
+    and ``export_checked`` re-traces."""
+    import copy
+
+    example = demo_splits.val.all_images()[:2]
+    cache = tmp_path / "graphs"
+    hooked = copy.deepcopy(demo_model)
+    hooked.register_forward_hook(lambda module, args, out: out + 0.5)
+    export_onnx(hooked, tmp_path / "hooked.onnx", example, graph_cache=cache)
+    stale = export_onnx(demo_model, tmp_path / "stale.onnx", example, graph_cache=cache)
+    assert stale.from_template
+    parity = check_parity(demo_model, stale.path, demo_splits.val)
+    assert not parity.passed and parity.max_abs_diff == pytest.approx(0.5, abs=1e-3)
+    exported, parity = export_checked(
+        demo_model, tmp_path / "m.onnx", example, demo_splits.val, graph_cache=cache
+    )
+    assert parity.passed and not exported.from_template
+    again = export_onnx(demo_model, tmp_path / "n.onnx", example, graph_cache=cache)
+    assert again.from_template  # the re-trace replaced the stale template
+    assert check_parity(demo_model, again.path, demo_splits.val).passed
+    (cache / f"{again.graph_key}.onnx").write_bytes(b"not an onnx file")
+    damaged = export_onnx(demo_model, tmp_path / "d.onnx", example, graph_cache=cache)
+    assert not damaged.from_template
+    assert check_parity(demo_model, damaged.path, demo_splits.val).passed
 
 
 def candidate(
