@@ -22,7 +22,10 @@ registry commands start instantly. A registry rule's refusal exits with status 2
 
 from __future__ import annotations
 
+import atexit
+import os
 import sys
+import threading
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -246,5 +249,40 @@ def main(argv: list[str] | None = None) -> None:
             raise
 
 
+def run() -> None:
+    """Console entry point (``medunlearn``, ``python -m flows.cli``): :func:`main`, then
+    :func:`exit_process` with its status. An exception other than ``SystemExit`` propagates
+    (traceback, normal exit)."""
+    try:
+        main()
+    except SystemExit as exc:
+        exit_process(exc.code)
+    exit_process(0)
+
+
+def exit_process(code: int | str | None) -> None:
+    """End the process without the interpreter's module teardown.
+
+    Tearing down the imported stack (torch, MONAI, Prefect, Great Expectations, ...) costs
+    about 2 s per command on 2 cores (measured 2026-12-02: ``import flows.maintenance`` then
+    exit 8.1-9.0 s, with ``os._exit`` 6.2-6.3 s), for nothing: every file is written and
+    closed by then. The exit functions run first (Prefect sends its last logs and events,
+    ``logging`` flushes), as in a normal exit; a live non-daemon thread makes it a normal
+    exit (``sys.exit``), so no work is cut short. The standard library has no public call for
+    "run the exit functions, skip the teardown": ``atexit._run_exitfuncs`` is CPython's own.
+    """
+    if isinstance(code, str):  # SystemExit("message"): printed, status 1
+        print(code, file=sys.stderr)
+        code = 1
+    status = 0 if code is None else int(code)
+    main_thread = threading.main_thread()
+    if any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate()):
+        sys.exit(status)
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    main()
+    run()
