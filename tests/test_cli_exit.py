@@ -68,7 +68,7 @@ def test_the_module_teardown_is_skipped(tmp_path, ending, torn_down):
         "import sys\n"
         "from flows.cli import exit_process\n"
         "class Finaliser:\n"
-        "    def __del__(self):\n"
+        "    def __del__(self, open=open):  # builtins are gone by then\n"
         f"        open({str(marker)!r}, 'w').write('torn down')\n"
         "kept = Finaliser()\n"
         f"{ending}\n",
