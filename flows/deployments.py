@@ -66,12 +66,13 @@ def build_deployments(params_path: str = "params.yaml") -> list[Any]:
                 DeploymentEventTrigger(
                     name=f"{EVENT} -> maintenance/on-drift",
                     expect={EVENT},
-                    # device findings only: the rule turns no other finding into a
+                    # vanished devices only: the rule turns no other finding into a
                     # request, and each run would cost a process start-up (drift-watch
                     # already records every finding: report, artifacts, events)
                     match={
                         "prefect.resource.id": f"medunlearn.model.{model}",
                         "medunlearn.attribute": "device",
+                        "medunlearn.kind": "vanished",
                     },
                     parameters={"params_path": params_path, "drift": "{{ event.payload }}"},
                 )

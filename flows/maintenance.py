@@ -109,6 +109,11 @@ def maintenance_flow(
         return revise_on_drift(params_path, drift, refresh_cache)
     if pending:
         return revise_pending(params_path, refresh_cache)
+    if ledger_id is not None:  # a ledger entry: bad input rejects it (never blocks the queue)
+        params = load_params(params_path)
+        ledger = active_ledger(params, project_root(params_path))
+        if ledger is not None:
+            return revise_ledger_entry(params_path, ledger, ledger_id, refresh_cache)
     return revise_request(params_path, request, refresh_cache, ledger_id)
 
 
@@ -156,8 +161,22 @@ def revise_ledger_entry(
     except AlreadyApplied:
         raise
     except BAD_INPUT as exc:
-        ledger.set_status([ledger_id], f"rejected: {type(exc).__name__} (see the run's log)")
+        reject(params_path, ledger, ledger_id, f"{type(exc).__name__} (see the run's log)")
         raise
+
+
+def reject(params_path: str, ledger: Ledger, ledger_id: str, why: str) -> None:
+    """Mark a request ``rejected: why`` and commit the ledger file alone (no revision
+    commit will carry it, and an unattended run must not leave the ledger uncommitted).
+    A failed commit is logged; the status stays."""
+    ledger.set_status([ledger_id], f"rejected: {why}")
+    registry, _ = active_registry(load_params(params_path), project_root(params_path))
+    if registry is None:
+        return
+    try:
+        registry.commit_files([ledger.path], f"ledger: request {ledger_id} rejected")
+    except Exception as exc:  # noqa: BLE001 - the rejection stands; the commit can follow
+        get_run_logger().warning("ledger rejection of %s not committed: %s", ledger_id, exc)
 
 
 def revise_on_drift(
@@ -345,7 +364,7 @@ def revise_request(
         selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
         if ledger is not None and ledger_id is not None:
-            ledger.set_status([ledger_id], "rejected: no candidate passed the gates")
+            reject(params_path, ledger, ledger_id, "no candidate passed the gates")
         write_revision_report(
             cohorts, before, results, None, reports, timings=timings(), baseline=baseline
         )
@@ -532,7 +551,10 @@ def main(argv: list[str] | None = None) -> None:
             continue
         except (ManifestError, ValidationFailed, LedgerError, RequestError) as exc:  # untrained
             print(f"revision refused, input data: {exc}", file=sys.stderr)
-            raise SystemExit(1) from exc
+            if ledger_id is None:
+                raise SystemExit(1) from exc
+            refused += 1  # the entry is rejected; the next pending request still runs
+            continue
         print(json.dumps(result, indent=2, default=str) if args.json else result["summary"])
     if refused:
         raise SystemExit(1)

@@ -397,6 +397,15 @@ class Registry:
         finally:
             lock.release()
 
+    def commit_files(self, paths: list[Path], message: str) -> None:
+        """Commit exactly ``paths`` under the registry lock: the forget ledger after a
+        request was rejected, which no revision commit will carry."""
+        lock = self._locked()
+        try:
+            _commit(self.root, paths, message)
+        finally:
+            lock.release()
+
     def promote(
         self,
         name: str,

@@ -12,7 +12,8 @@ from medunlearn.drift import EVENT, DriftReport
 @task(name="emit-drift-events", cache_policy=NO_CACHE)
 def emit_drift_events(report: DriftReport) -> list[str]:
     """Emit the events (payload schema: README, "Drift"); returns their ids. The resource
-    is the model, so an automation can match one model's drift."""
+    is the model, labelled with the finding's attribute and kind, so an automation can
+    match one model's drift of one kind (``maintenance/on-drift``: vanished devices)."""
     ids = []
     for payload in report.payloads():
         event = emit_event(
@@ -21,6 +22,7 @@ def emit_drift_events(report: DriftReport) -> list[str]:
                 "prefect.resource.id": f"medunlearn.model.{report.model}",
                 "prefect.resource.name": str(report.model),
                 "medunlearn.attribute": str(payload["attribute"]),
+                "medunlearn.kind": str(payload["kind"]),
             },
             payload=payload,
         )

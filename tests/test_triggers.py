@@ -89,9 +89,11 @@ def test_scheduled_maintenance_with_nothing_pending_changes_nothing(
 def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
-    """A request its data cannot serve (a device with no images) ends rejected instead of
-    blocking every later scheduled run; a notify-only drift finding and a scheduled drift
-    watch with no batch delivered change no file."""
+    """A request its data cannot serve (a device with no images) ends rejected (committed)
+    instead of blocking the good request after it and every later scheduled run, which
+    revises the good one (candidate + staging, never production) and, with nothing left
+    pending, changes no file; a notify-only drift finding and a scheduled drift watch with
+    no batch delivered change no file either."""
     from flows.maintenance import maintenance_flow
     from medunlearn.ledger import Ledger
     from medunlearn.revision import GatesFailed
@@ -109,11 +111,27 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     assert tree_hashes(tmp_path) == before
     ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
     ledger.add(ForgetRequest("device_deprecation", {"devices": ["scanner_z"]}))
-    with pytest.raises(GatesFailed, match="1 of 1 pending request"):
+    ledger.add(ForgetRequest("consent_withdrawal", {"patient_ids": ["P0109"]}))
+    with pytest.raises(GatesFailed, match="1 of 2 pending request"):  # after the good one
         maintenance_flow(str(params), pending=True)
-    (entry,) = ledger.entries()
-    assert entry["status"].startswith("rejected: RequestError")
+    bad, good = ledger.entries()
+    assert bad["status"].startswith("rejected: RequestError")
+    assert good["status"] == "applied in v1.1.0"  # the bad one did not block it
+    from medunlearn.registry import Registry
+
+    assert Registry(tmp_path).stages("classifier")["staging"] == "v1.1.0"  # never production
+    assert Registry(tmp_path).current("classifier", "production") == "v1.0.0"
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert git("status", "--porcelain", "--", "ledger") == ""  # rejection and revision committed
+    assert "rejected" in git("log", "--format=%s", "--", "ledger/requests.jsonl")
+    before = tree_hashes(tmp_path)  # a ledger of applied and rejected requests only
     assert maintenance_flow(str(params), pending=True)["status"] == "nothing to do"
+    assert tree_hashes(tmp_path) == before
 
 
 def test_dask_runner_gives_the_thread_runners_sweep(
@@ -153,6 +171,61 @@ def test_dask_runner_gives_the_thread_runners_sweep(
 
 
 # --- end to end on a running Prefect server ----------------------------------------------
+
+
+def test_deployments_take_their_crons_and_trigger_from_params(tmp_path) -> None:
+    """The served definitions, from a params file with its own crons and model name; the
+    on-drift trigger's resource filter matches a vanished device of this model only."""
+    from prefect.events.schemas.events import Resource
+
+    from flows.deployments import build_deployments
+    from medunlearn.config import ConfigError
+
+    params = tmp_path / "params.yaml"
+    config = {
+        "schedule": {
+            "maintenance_cron": "15 4 * * 1",
+            "drift_cron": "*/30 * * * *",
+            "timezone": "Europe/Zurich",
+        },
+        "registry": {"model": "cxr"},
+        "maintain": {"task_runner": "threads", "max_workers": 1},
+    }
+    params.write_text(yaml.safe_dump(config))
+    scheduled, watch, on_drift = build_deployments(str(params))
+    assert [(d.flow_name, d.name) for d in (scheduled, watch, on_drift)] == [
+        ("maintenance", "scheduled"),
+        ("drift-watch", "scheduled"),
+        ("maintenance", "on-drift"),
+    ]
+    assert [(x.schedule.cron, x.schedule.timezone) for x in scheduled.schedules] == [
+        ("15 4 * * 1", "Europe/Zurich")
+    ]
+    assert [x.schedule.cron for x in watch.schedules] == ["*/30 * * * *"]
+    assert scheduled.parameters == {"params_path": str(params), "pending": True}
+    assert not on_drift.schedules
+    (trigger,) = on_drift.triggers
+    assert trigger.expect == {"medunlearn.drift.detected"}
+    assert trigger.parameters == {"params_path": str(params), "drift": "{{ event.payload }}"}
+
+    def finding(model: str, attribute: str, kind: str) -> Resource:
+        return Resource.model_validate(
+            {
+                "prefect.resource.id": f"medunlearn.model.{model}",
+                "medunlearn.attribute": attribute,
+                "medunlearn.kind": kind,
+            }
+        )
+
+    assert trigger.match.includes([finding("cxr", "device", "vanished")])
+    assert not trigger.match.includes([finding("cxr", "device", "frequency")])
+    assert not trigger.match.includes([finding("cxr", "device", "new")])
+    assert not trigger.match.includes([finding("cxr", "site", "vanished")])
+    assert not trigger.match.includes([finding("classifier", "device", "vanished")])
+    del config["schedule"]["drift_cron"]
+    params.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match="schedule.drift_cron"):
+        build_deployments(str(params))
 
 
 def free_port() -> int:
