@@ -267,18 +267,17 @@ def exit_process(code: int | str | None) -> None:
     Tearing down the imported stack (torch, MONAI, Prefect, Great Expectations, ...) costs
     about 2 s per command on 2 cores (measured 2026-12-02: ``import flows.maintenance`` then
     exit 8.1-9.0 s, with ``os._exit`` 6.2-6.3 s), for nothing: every file is written and
-    closed by then. The exit functions run first (Prefect sends its last logs and events,
-    ``logging`` flushes), as in a normal exit; a live non-daemon thread makes it a normal
-    exit (``sys.exit``), so no work is cut short. The standard library has no public call for
-    "run the exit functions, skip the teardown": ``atexit._run_exitfuncs`` is CPython's own.
+    closed by then. Everything a normal exit does before the teardown still runs, in the
+    same order: threading's exit hooks (Prefect's log and event workers drain there) and the
+    join of every non-daemon thread (``threading._shutdown``), then the ``atexit`` functions
+    (a temporary Prefect server stops, ``logging`` flushes). The standard library has no
+    public call for "exit, skip the teardown": both are CPython's own functions.
     """
     if isinstance(code, str):  # SystemExit("message"): printed, status 1
         print(code, file=sys.stderr)
         code = 1
     status = 0 if code is None else int(code)
-    main_thread = threading.main_thread()
-    if any(t.is_alive() and not t.daemon and t is not main_thread for t in threading.enumerate()):
-        sys.exit(status)
+    threading._shutdown()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(OSError, ValueError):  # a closed pipe (``| head``)

@@ -14,15 +14,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from medunlearn.config import load_params, load_section, project_root
-from medunlearn.data.manifest import read_manifest_csv
-from medunlearn.drift import newest_manifest
+from medunlearn.data.decode import DecodeError
+from medunlearn.data.manifest import ManifestError, read_manifest_csv
+from medunlearn.drift import DriftError, newest_manifest
 from medunlearn.ledger import active_ledger, use_project_salt
+from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry
 from medunlearn.versioning import file_sha256
 from tasks.detect_drift import detect_drift
@@ -102,7 +105,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--force", action="store_true", help="test a batch checked before")
     args = parser.parse_args(argv)
-    result = drift_watch_flow(args.params, args.batch, args.force)
+    quiet_refusals()
+    try:  # a bad batch or manifest is the user's to fix: one line, no traceback
+        result = drift_watch_flow(args.params, args.batch, args.force)
+    except (DriftError, ManifestError, DecodeError) as exc:
+        print(f"drift watch refused: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
     if args.json:
         print(json.dumps(result, indent=2))
     else:

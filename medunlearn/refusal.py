@@ -13,6 +13,7 @@ import logging
 
 from medunlearn.data.decode import DecodeError
 from medunlearn.data.manifest import ManifestError
+from medunlearn.drift import DriftError
 from medunlearn.gates import GateConfigError
 from medunlearn.ledger import AlreadyApplied, LedgerError
 from medunlearn.revision import GatesFailed
@@ -30,6 +31,7 @@ REFUSALS: tuple[type[BaseException], ...] = (
     SweepError,
     MethodConfigError,
     GateConfigError,
+    DriftError,
 )
 REFUSAL_NAMES: tuple[type[BaseException], ...] = (
     *REFUSALS,
