@@ -12,7 +12,7 @@
     medunlearn rollback MODEL --stage production [--to VERSION]
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
     medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
-    medunlearn request add FILE | list             # the forget ledger (revise: every pending)
+    medunlearn request add FILE | list | reject ID # the forget ledger (revise: every pending)
 
 ``prepare``, ``train``, ``revise``, ``drift`` and ``bench`` hand their arguments to the flow's own
 parser unchanged (``medunlearn revise --help`` shows its flags), so every flag they had
@@ -237,6 +237,20 @@ def request_list(as_json: Json = False, params: Params = "params.yaml") -> None:
     from medunlearn import ledger_cli
 
     ledger_cli.run("list", params, as_json=as_json)
+
+
+@request_app.command("reject")
+def request_reject(
+    request_id: Annotated[str, typer.Argument(help="the request's ledger id")],
+    by: Annotated[str, typer.Option("--by", help="who rejects it")],
+    why: Annotated[str, typer.Option("--why", help="why")],
+    params: Params = "params.yaml",
+) -> None:
+    """Reject a pending request, or one applied only in revisions never in production (e.g.
+    a drift request whose candidate was not promoted): later revisions stop carrying it."""
+    from medunlearn import ledger_cli
+
+    ledger_cli.run("reject", params, request_id=request_id, by=by, why=why)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -2,6 +2,7 @@
 
     medunlearn request add requests/withdraw_consent.yaml   # appended as pending
     medunlearn request list [--json]                        # every request and its status
+    medunlearn request reject ID --by NAME --why TEXT       # a reviewer says no
     medunlearn revise                                       # processes every pending one
 
 Reads the ``ledger`` section of ``--params`` (default params.yaml); paths are relative to
@@ -28,10 +29,22 @@ def open_ledger(params_path: str) -> Ledger:
     return Ledger(root / section.get("path", "ledger/requests.jsonl"))
 
 
-def run(action: str, params_path: str, file: str | None = None, as_json: bool = False) -> None:
-    """``add`` a request file as pending, or ``list`` the ledger; refusals exit 2."""
+def run(
+    action: str,
+    params_path: str,
+    file: str | None = None,
+    as_json: bool = False,
+    request_id: str | None = None,
+    by: str = "",
+    why: str = "",
+) -> None:
+    """``add`` a request file as pending, ``list`` the ledger, or ``reject`` a request;
+    refusals exit 2."""
     try:
         ledger = open_ledger(params_path)
+        if action == "reject":
+            print(reject(ledger, params_path, str(request_id), by, why))
+            return
         if action == "add":
             entry = ledger.add(ForgetRequest.load(file or ""))
             why = None if Path(f"{ledger.salt_path}.dvc").exists() else track_salt(ledger)
@@ -58,3 +71,40 @@ def run(action: str, params_path: str, file: str | None = None, as_json: bool = 
     except (LedgerError, RequestError) as exc:
         print(f"request {action} refused: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
+
+
+def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str) -> str:
+    """A reviewer's no: the request ends ``rejected: by NAME: WHY`` and is no longer carried
+    by later revisions (e.g. a drift-triggered device deprecation whose candidate was not
+    promoted). Pending requests, and requests applied only in revisions that never served
+    in production, can be rejected; one that production served stays (a model that served
+    without those rows must not get them back by a status change). The ledger file is
+    committed alone when the registry is on. Raises ``LedgerError`` naming the rule."""
+    from medunlearn.registry import active_registry
+
+    if not by.strip() or not why.strip():
+        raise LedgerError("a rejection names who rejects (--by) and why (--why)")
+    entry = next((e for e in ledger.entries() if e["id"] == request_id), None)
+    if entry is None:
+        raise LedgerError(f"{ledger.path}: no request {request_id}")
+    if entry["status"].startswith("rejected"):
+        raise LedgerError(f"request {request_id} is already {entry['status']}")
+    params = load_params(params_path)
+    registry, _ = active_registry(params, project_root(params_path))
+    if registry is not None and entry["status"].startswith("applied in "):
+        model = str((params.get("registry") or {}).get("model", "classifier"))
+        served = {e.version for e in registry.events(model) if e.stage == "production"}
+        carrying = [
+            v
+            for v in registry.versions(model)
+            if any(r.get("id") == request_id for r in registry.record(model, v).get("requests", []))
+        ]
+        if served & set(carrying):
+            raise LedgerError(
+                f"request {request_id} was applied in {sorted(served & set(carrying))}, which "
+                f"served in production: it stays applied"
+            )
+    ledger.set_status([request_id], f"rejected: by {by.strip()}: {why.strip()}")
+    if registry is not None:
+        registry.commit_files([ledger.path], f"ledger: request {request_id} rejected by {by}")
+    return f"{request_id}: rejected by {by.strip()} (no longer carried by later revisions)"

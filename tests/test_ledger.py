@@ -215,3 +215,75 @@ def test_a_request_is_judged_on_its_own_rows_inside_a_larger_revision(demo_split
     assert len(own.retain_train) == len(union.retain_train)
     assert len(own.retain_train) == int((train & ~patients & (m["label"] != "3")).sum())
     assert own.request.reason == "consent_withdrawal" and not own.request.carried
+
+
+def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path) -> None:
+    """``medunlearn request reject``: a request applied only in a candidate (a drift
+    request nobody promoted) or still pending ends rejected, committed, and is no longer
+    carried; one applied in a version that served in production stays applied."""
+    import subprocess
+
+    import yaml
+    from test_maintenance import git_dvc_project
+
+    from medunlearn import ledger_cli
+    from medunlearn.registry import Registry
+
+    (tmp_path / "params.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "registry": {"enabled": True, "model": "classifier"},
+                "ledger": {"enabled": True, "path": "ledger/requests.jsonl"},
+            }
+        )
+    )
+    git_dvc_project(tmp_path)
+    ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
+    served, candidate_only, pending = (
+        ledger.add(ForgetRequest("consent_withdrawal", {"patient_ids": [p]}))["id"]
+        for p in ("P1", "P2", "P3")
+    )
+    registry = Registry(tmp_path)
+    for version, ids in (("v1.0.0", [served]), ("v1.1.0", [served, candidate_only])):
+        files = tmp_path / "models" / f".{version}"
+        files.mkdir(parents=True)
+        (files / "weights.bin").write_bytes(version.encode())
+        record = {
+            "kind": "unlearned",
+            "gates": {"passed": True},
+            "requests": [{"id": i} for i in ids],
+        }
+        registry.register("classifier", files, record, version)
+    registry.promote("classifier", "v1.0.0", "staging", "tester", "first")
+    registry.promote("classifier", "v1.0.0", "production", "tester", "first")
+    ledger.set_status([served], "applied in v1.0.0")
+    ledger.set_status([candidate_only], "applied in v1.1.0")
+    params = str(tmp_path / "params.yaml")
+
+    def reject(request_id: str, by: str = "reviewer", why: str = "device still in use") -> None:
+        ledger_cli.run("reject", params, request_id=request_id, by=by, why=why)
+
+    with pytest.raises(SystemExit) as refused:
+        reject(served)  # production served v1.0.0 without these rows
+    assert refused.value.code == 2
+    reject(candidate_only)
+    reject(pending)
+    with pytest.raises(SystemExit):
+        reject(pending)  # already rejected
+    with pytest.raises(SystemExit):
+        reject(served, why=" ")  # a rejection says why
+    status = {e["id"]: e["status"] for e in ledger.entries()}
+    assert status == {
+        served: "applied in v1.0.0",
+        candidate_only: "rejected: by reviewer: device still in use",
+        pending: "rejected: by reviewer: device still in use",
+    }
+    assert [e["id"] for e in ledger.applied()] == [served]  # the only one carried now
+    git = subprocess.run(
+        ["git", "status", "--porcelain", "--", "ledger/requests.jsonl"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert git.stdout == ""  # the rejections are committed
