@@ -77,6 +77,18 @@ def test_mmd_p_values_separate_same_from_shifted() -> None:
     assert shifted.p_value < 0.01 and shifted.drifted
 
 
+def test_mmd_permutation_p_value_is_seeded() -> None:
+    """Same seed, same p-value (a report can be re-derived); another seed draws other
+    permutations, so the p-value moves by a permutation's worth, not more."""
+    rng = np.random.default_rng(3)
+    a, b = rng.normal(size=(40, 3)), rng.normal(0.15, 1, size=(40, 3))
+    first, again = mmd_test(a, b, 100, seed=7), mmd_test(a, b, 100, seed=7)
+    assert (first.p_value, first.statistic) == (again.p_value, again.statistic)
+    others = {mmd_test(a, b, 100, seed=s).p_value for s in range(8)}
+    assert len(others) > 1  # the seed reaches the permutations
+    assert max(others) - min(others) < 0.25
+
+
 def test_mmd_refuses_a_one_image_side() -> None:
     with pytest.raises(DriftError, match="at least 2"):
         mmd_test(np.zeros((1, 2)), np.zeros((3, 2)))
