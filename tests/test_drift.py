@@ -190,21 +190,46 @@ def test_newest_manifest_and_batch_errors(tmp_path: Path) -> None:
 # --- real data: the HAM10000 subset -----------------------------------------------------
 
 
+def fit_briefly(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor):
+    """A few seeded epochs of Adam on (N, C, H, W) images: the real-data drift tests embed
+    with a trained model's ``features()``, as the drift watch does with production's. The
+    training loss must fall (the model learned something)."""
+    torch.manual_seed(0)
+    order = torch.Generator().manual_seed(0)
+    optimiser = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    losses = []
+    for _ in range(3):
+        total = 0.0
+        for idx in torch.randperm(len(images), generator=order).split(64):
+            optimiser.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(images[idx]), labels[idx])
+            loss.backward()
+            optimiser.step()
+            total += float(loss) * len(idx)
+        losses.append(total / len(images))
+    assert losses[-1] < losses[0], losses
+    return model.eval()
+
+
 @pytest.fixture(scope="module")
 def ham(shared_data):
     root = shared_data / "ham10000_sites"
     frame = pd.read_csv(root / "manifest.csv", dtype=str)
     images = decode_all([root / p for p in frame["path"]], SPEC)
-    model = build_model("allcnn", 7, 3, 32, seed=0, width=0.25)
+    labels = torch.as_tensor(pd.factorize(frame["label"])[0])
+    model = fit_briefly(build_model("allcnn", 7, 3, 32, seed=0, width=0.25), images, labels)
     return frame.reset_index(drop=True), images, model
 
 
 def test_no_drift_between_random_halves_of_one_split(shared_data) -> None:
-    """PneumoniaMNIST train split (2,428 images): embedding MMD and intensity KS; HAM10000
-    device frequencies. Each p > 0.05 in at least 9 of 10 seeded halvings."""
+    """PneumoniaMNIST train split (2,428 images; features of a model trained on it):
+    embedding MMD and intensity KS; HAM10000 device frequencies. Each p > 0.05 in at least
+    9 of 10 seeded halvings."""
     data = np.load(shared_data / "medmnist" / "pneumoniamnist_subset.npz")
     images = torch.from_numpy(data["train_images"]).float().div(255).unsqueeze(1)
-    model = build_model("allcnn", 2, 1, 28, seed=0, width=0.25)
+    labels = torch.from_numpy(data["train_labels"]).long().view(-1)
+    model = fit_briefly(build_model("allcnn", 2, 1, 28, seed=0, width=0.25), images, labels)
     features = embeddings(model, images)
     devices = pd.read_csv(shared_data / "ham10000_sites" / "manifest.csv", dtype=str)["device"]
     quiet = {"embedding": 0, "intensity_mean": 0, "intensity_std": 0, "frequency": 0}

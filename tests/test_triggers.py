@@ -372,6 +372,33 @@ def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model)
         assert drift["n_batch"] > 0 and drift["model"] == "classifier"
         report = json.loads((project / "reports" / "drift.json").read_text())
         assert report["drifted"] and report["version"] == "v1.0.0"
+        kinds = {(t["attribute"], t["kind"]) for t in report["tests"] if t["drifted"]}
+        assert ("device", "frequency") in kinds  # a device finding the trigger leaves alone:
+        assert len(runs()) == 1  # one on-drift run, for the vanished device only
+        body = {"artifacts": {"key": {"any_": ["drift-tests", "drift-summary"]}}}
+        keys = {a["key"] for a in httpx.post(f"{api}/artifacts/filter", json=body).json()}
+        assert keys == {"drift-tests", "drift-summary"}
+        # an external monitor raises the same event with the README's command: the trigger
+        # starts a run, which finds the request already applied and changes nothing
+        readme = (REPO / "README.md").read_text()
+        command = readme[readme.index(".venv/bin/prefect event emit") :]
+        command = command[: command.index("```")].replace(
+            ".venv/bin/prefect", f"{sys.executable} -m prefect"
+        )
+        before = tree_hashes(project / "ledger")
+        emitted = subprocess.run(
+            ["bash", "-c", command], cwd=project, env=env, capture_output=True, text=True
+        )
+        assert emitted.returncode == 0, emitted.stderr
+
+        def second() -> dict | None:
+            done = [r for r in runs() if r["id"] != run["id"]]
+            return done[0] if done and done[0]["state_type"] in ("COMPLETED", "FAILED") else None
+
+        again = wait_for(second, 240, "the on-drift run of the emitted event", [server, serve])
+        assert again["state_type"] == "COMPLETED"
+        assert again["parameters"]["drift"]["value"] == "scanner_c"
+        assert tree_hashes(project / "ledger") == before
     finally:
         for proc in reversed(procs):
             stop(proc)
