@@ -94,7 +94,7 @@ def card_markdown(card: dict[str, Any]) -> str:
     """The card as markdown (the same content as :func:`card_json`)."""
     ev, lin = card["evidence"], card["lineage"]
     lines = [
-        f"# Revision card: {card['model']} {card['version']}",
+        f"# Revision card: {card['model']} {card['version'] or '(unregistered)'}",
         "",
         "## What was forgotten and why",
     ]

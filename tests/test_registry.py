@@ -387,3 +387,14 @@ def test_listing_names_each_unserved_request_once_with_its_revisions() -> None:
     rows = {r["version"]: r for r in listing(FakeRegistry())}
     assert rows["v1.0.0"]["not_yet_served"] == ["req-a (v1.1.0, v1.2.0)", "req-b (v1.2.0)"]
     assert rows["v1.0.0"]["metrics"] == {"test_balanced_accuracy": 0.9}
+
+
+def test_a_card_names_its_version_or_says_unregistered() -> None:
+    from medunlearn.card import card_json, card_markdown
+
+    record = {"model": "classifier", "version": "v1.2.0", "kind": "unlearned"}
+    assert card_markdown(card_json(record)).splitlines()[0] == (
+        "# Revision card: classifier v1.2.0"
+    )
+    unregistered = card_markdown(card_json({**record, "version": None}))  # registry off
+    assert unregistered.splitlines()[0] == "# Revision card: classifier (unregistered)"
