@@ -20,6 +20,9 @@ The serving process must run in the project root: params and data paths are rela
 
 from __future__ import annotations
 
+import logging
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,9 +85,31 @@ def build_deployments(params_path: str = "params.yaml") -> list[Any]:
     ]
 
 
+class AtCapacityThrottle(logging.Filter):
+    """Prefect's runner logs "N scheduled runs skipped (at capacity)" at every poll
+    (``schedule.poll_seconds``) while a run executes, i.e. every 2 s through a revision:
+    each distinct message passes once per ``seconds``; every other record passes."""
+
+    def __init__(self, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.seconds, self.clock = seconds, clock
+        self.last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "(at capacity)" not in str(record.msg):
+            return True
+        message, now = record.getMessage(), self.clock()
+        if now - self.last.get(message, -float("inf")) < self.seconds:
+            return False
+        self.last[message] = now
+        return True
+
+
 def serve(params_path: str = "params.yaml", limit: int | None = None) -> None:
     """Serve the deployments until interrupted (blocks)."""
     from prefect import serve as prefect_serve
+
+    logging.getLogger("prefect.runner").addFilter(AtCapacityThrottle())
 
     if not Path(params_path).is_file():
         raise ConfigError(f"{params_path}: params file not found (run in the project root)")

@@ -228,6 +228,27 @@ def test_deployments_take_their_crons_and_trigger_from_params(tmp_path) -> None:
         build_deployments(str(params))
 
 
+def test_the_at_capacity_notice_is_logged_once_a_minute() -> None:
+    import logging
+
+    from flows.deployments import AtCapacityThrottle
+
+    now = [0.0]
+    throttle = AtCapacityThrottle(60, clock=lambda: now[0])
+
+    def record(msg: str, *args) -> logging.LogRecord:
+        return logging.LogRecord("prefect.runner", logging.INFO, __file__, 1, msg, args, None)
+
+    passed = []
+    for t in (0, 2, 4, 30, 59.9, 60.5, 62):  # a poll every few seconds
+        now[0] = t
+        passed.append(throttle.filter(record("%d scheduled runs skipped (at capacity)", 2)))
+    assert passed == [True, False, False, False, False, True, False]
+    now[0] = 63  # another count is another message; other records always pass
+    assert throttle.filter(record("%d scheduled runs skipped (at capacity)", 1))
+    assert all(throttle.filter(record("Runner started")) for _ in range(3))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
