@@ -345,6 +345,8 @@ def retention_p_value(
     if not balanced:
         p = stats.binomtest(lost, lost + gained, 0.5, alternative="greater").pvalue
         return float(p), lost, gained
+    if lost + gained == 1:  # one discordant image: its sign flips with probability 1/2
+        return 0.5, lost, gained  # (scipy's permutation_test needs two observations)
     classes, counts = np.unique(labels, return_counts=True)
     size = dict(zip(classes.tolist(), counts.tolist(), strict=True))
     discordant = diff != 0

@@ -236,6 +236,28 @@ def test_balanced_retention_catches_a_lost_rare_class_that_accuracy_hides() -> N
     assert evaluate_gates("consent_withdrawal", a, b, loose).passed
 
 
+def test_one_lost_image_gives_p_one_half_and_the_bound_decides() -> None:
+    """One discordant image (lost): under the null its sign flips with probability 1/2,
+    so p = 1/2 for both tests (scipy's permutation test refuses a single observation:
+    this crashed revisions). The test cannot reach alpha, so the bound decides."""
+    from medunlearn.gates import retention_p_value
+
+    labels = np.array([0] * 30 + [1] * 6)
+    before = np.ones(36, dtype=np.int64)
+    after = before.copy()
+    after[33] = 0  # one class-1 image lost
+    outcomes = {"label": labels, "correct": before}, {"label": labels, "correct": after}
+    assert retention_p_value(*outcomes, balanced=True) == (0.5, 1, 0)
+    assert retention_p_value(*outcomes, balanced=False) == (0.5, 1, 0)
+    result = evaluate_gates(
+        "consent_withdrawal", with_outcomes(labels, after), with_outcomes(labels, before)
+    )
+    bal = next(c for c in result.checks if c.name == "retain_balanced_drop")
+    assert bal.underpowered and "smallest reachable p = 0.5" in bal.detail
+    assert bal.value == pytest.approx(1 / 12)  # class 1 recall 6/6 -> 5/6, halved
+    assert bal.status == ("fail" if bal.value > bal.bound else "pass")
+
+
 def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
     """Second implementation: swap the two models' outcomes on every subset of the discordant
     images, score each with scikit-learn's balanced accuracy, count swaps at least as
