@@ -239,10 +239,12 @@ def newest_manifest(incoming: str | Path) -> Path:
     if path.is_file():
         return path
     if not path.is_dir():
-        raise DriftError(f"drift.incoming: {path} is neither a manifest nor a folder")
+        raise DriftError(
+            f"batch {path} (--batch or drift.incoming) is neither a manifest nor a folder"
+        )
     manifests = sorted(path.glob("*.csv"), key=lambda p: (p.stat().st_mtime, p.name))
     if not manifests:
-        raise DriftError(f"drift.incoming: no *.csv manifest in {path}")
+        raise DriftError(f"batch folder {path} (--batch or drift.incoming) holds no *.csv manifest")
     return manifests[-1]
 
 

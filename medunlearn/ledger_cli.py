@@ -91,7 +91,8 @@ def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str)
         raise LedgerError(f"request {request_id} is already {entry['status']}")
     params = load_params(params_path)
     registry, _ = active_registry(params, project_root(params_path))
-    if registry is not None and entry["status"].startswith("applied in "):
+    if registry is not None:  # whatever the status says: a resubmitted request can be
+        # pending again while a served version carries it
         model = str((params.get("registry") or {}).get("model", "classifier"))
         served = {e.version for e in registry.events(model) if e.stage == "production"}
         carrying = [
@@ -106,5 +107,20 @@ def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str)
             )
     ledger.set_status([request_id], f"rejected: by {by.strip()}: {why.strip()}")
     if registry is not None:
-        registry.commit_files([ledger.path], f"ledger: request {request_id} rejected by {by}")
+        registry.commit_files(
+            [ledger.path], f"ledger: request {request_id} rejected by {by.strip()}"
+        )
     return f"{request_id}: rejected by {by.strip()} (no longer carried by later revisions)"
+
+
+def rejected_requests(params_path: str, record: dict) -> list[str]:
+    """Ids of the requests a revision ``record`` carries that the ledger now says are
+    rejected (``medunlearn request reject``): such a revision must not be promoted."""
+    params = load_params(params_path)
+    section = dict(params.get("ledger") or {})
+    if not section.get("enabled", False):
+        return []
+    ledger = Ledger(project_root(params_path) / section.get("path", "ledger/requests.jsonl"))
+    status = {e["id"]: e["status"] for e in ledger.entries()}
+    carried = [r.get("id") for r in record.get("requests", [])]
+    return [i for i in carried if str(status.get(i, "")).startswith("rejected")]

@@ -337,6 +337,10 @@ class Registry:
             same = self._same_revision(name, source, record)
             if same is not None:  # same model bytes, parent and requests: same revision
                 shutil.rmtree(source, ignore_errors=True)
+                if before_commit is not None:  # e.g. the ledger: "applied in <same>"
+                    changed = [p for p in before_commit(same) if _changed(self.root, p)]
+                    if changed:
+                        _commit(self.root, changed, f"{name} {same}: requests applied")
                 return {**self.record(name, same), "existing": True}
             semver(version)
             if version in self.versions(name):
@@ -646,7 +650,10 @@ class Registry:
             message=f"{version}: {why}",
             author=by,
             author_email=_email(by),
-            force=force or self.current(name, stage) == version,
+            # always: GTO may still count an older version in the stage after a newer one
+            # took it (its "in stage" is not our "latest assignment"), and would refuse
+            # to assign it back ("already in stage"); the latest tag is what counts here
+            force=True,
         )
 
     def _unassign(self, name: str, version: str, stage: str, by: str, why: str) -> None:
@@ -766,6 +773,13 @@ def _git(root: Path, *args: str) -> str:
     if done.returncode != 0:
         raise RuntimeError(f"git {' '.join(args)} failed: {done.stderr.strip()[:500]}")
     return done.stdout
+
+
+def _changed(root: Path, path: Path) -> bool:
+    """``path`` exists and differs from what git has (modified or untracked)."""
+    if not path.exists():
+        return False
+    return bool(_git(root, "status", "--porcelain", "--", str(path.relative_to(root))).strip())
 
 
 def _commit(root: Path, paths: list[Path], message: str) -> None:

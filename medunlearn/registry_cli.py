@@ -128,6 +128,14 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             else:
                 print_table(rows)
         elif command == "promote":
+            from medunlearn.ledger_cli import rejected_requests
+
+            refused = rejected_requests(params_path, registry.record(kw["model"], kw["version"]))
+            if refused:
+                raise RegistryError(
+                    f"rejected request: {kw['model']} {kw['version']} carries request(s) "
+                    f"{', '.join(refused)}, rejected in the ledger; revise without them"
+                )
             out = registry.promote(
                 kw["model"],
                 kw["version"],

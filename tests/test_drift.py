@@ -172,7 +172,7 @@ def test_finding_becomes_a_request_only_for_a_vanished_device() -> None:
 
 
 def test_newest_manifest_and_batch_errors(tmp_path: Path) -> None:
-    with pytest.raises(DriftError, match="no \\*.csv"):
+    with pytest.raises(DriftError, match="holds no \\*.csv"):
         newest_manifest(tmp_path)
     old, new = tmp_path / "a.csv", tmp_path / "b.csv"
     old.write_text("image_id,path\n")

@@ -217,7 +217,7 @@ def test_a_request_is_judged_on_its_own_rows_inside_a_larger_revision(demo_split
     assert own.request.reason == "consent_withdrawal" and not own.request.carried
 
 
-def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path) -> None:
+def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys) -> None:
     """``medunlearn request reject``: a request applied only in a candidate (a drift
     request nobody promoted) or still pending ends rejected, committed, and is no longer
     carried; one applied in a version that served in production stays applied."""
@@ -263,15 +263,36 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path) -> None
     def reject(request_id: str, by: str = "reviewer", why: str = "device still in use") -> None:
         ledger_cli.run("reject", params, request_id=request_id, by=by, why=why)
 
-    with pytest.raises(SystemExit) as refused:
-        reject(served)  # production served v1.0.0 without these rows
-    assert refused.value.code == 2
+    def refused(request_id: str, message: str, **kw: str) -> None:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_:
+            reject(request_id, **kw)
+        assert exit_.value.code == 2
+        assert message in capsys.readouterr().err
+
+    from medunlearn import registry_cli
+
+    refused(served, "served in production")  # production served v1.0.0 without these rows
+    ledger.set_status([served], "pending")  # resubmitted: the served version still carries it
+    refused(served, "served in production")
+    ledger.set_status([served], "applied in v1.0.0")
+    refused(pending, "why (--why)", why=" ")  # a rejection says why
+    refused("req-nope", "no request")
     reject(candidate_only)
     reject(pending)
-    with pytest.raises(SystemExit):
-        reject(pending)  # already rejected
-    with pytest.raises(SystemExit):
-        reject(served, why=" ")  # a rejection says why
+    refused(pending, "already rejected")
+    with pytest.raises(SystemExit) as promotion:  # a revision carrying a rejected request
+        registry_cli.run(
+            "promote",
+            params,
+            model="classifier",
+            version="v1.1.0",
+            to="staging",
+            by="b",
+            why="ship it",
+        )
+    assert promotion.value.code == 2
+    assert f"carries request(s) {candidate_only}, rejected" in capsys.readouterr().err
     status = {e["id"]: e["status"] for e in ledger.entries()}
     assert status == {
         served: "applied in v1.0.0",

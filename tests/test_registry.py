@@ -398,3 +398,21 @@ def test_a_card_names_its_version_or_says_unregistered() -> None:
     )
     unregistered = card_markdown(card_json({**record, "version": None}))  # registry off
     assert unregistered.splitlines()[0] == "# Revision card: classifier (unregistered)"
+
+
+def test_an_older_version_can_take_a_stage_back(tmp_path: Path) -> None:
+    """v1.0.0 staging, v1.1.0 staging, v1.0.0 staging again: GTO still counted v1.0.0 in
+    staging and refused ("already in stage", a traceback through the CLI); the latest
+    assignment is what the registry serves, so the third promotion goes through."""
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    for i, version in enumerate(("v1.0.0", "v1.1.0")):
+        reg.register("classifier", source(repo, bytes([i]) * 64), {"gates": PASSED}, version)
+    for version in ("v1.0.0", "v1.1.0"):
+        reg.promote("classifier", version, "staging", "tester", "review")
+    assert reg.current("classifier", "staging") == "v1.1.0"
+    done = cli(
+        repo, "promote", "classifier", "v1.0.0", "--to", "staging", "--by", "t", "--why", "back"
+    )
+    assert done.returncode == 0, done.stderr
+    assert reg.current("classifier", "staging") == "v1.0.0"
