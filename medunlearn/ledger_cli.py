@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from medunlearn.config import load_params, project_root
-from medunlearn.ledger import Ledger, LedgerError, track_salt
+from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 
 
@@ -116,11 +116,9 @@ def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str)
 def rejected_requests(params_path: str, record: dict) -> list[str]:
     """Ids of the requests a revision ``record`` carries that the ledger now says are
     rejected (``medunlearn request reject``): such a revision must not be promoted."""
-    params = load_params(params_path)
-    section = dict(params.get("ledger") or {})
-    if not section.get("enabled", False):
+    ledger = active_ledger(load_params(params_path), project_root(params_path))
+    if ledger is None:
         return []
-    ledger = Ledger(project_root(params_path) / section.get("path", "ledger/requests.jsonl"))
     status = {e["id"]: e["status"] for e in ledger.entries()}
     carried = [r.get("id") for r in record.get("requests", [])]
     return [i for i in carried if str(status.get(i, "")).startswith("rejected")]

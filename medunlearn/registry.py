@@ -498,7 +498,7 @@ class Registry:
             def tag() -> None:
                 if current:
                     self._unassign(name, current, stage, by, f"rolled back to {target}: {why}")
-                self._assign(name, target, stage, by, f"rollback from {current}: {why}", force=True)
+                self._assign(name, target, stage, by, f"rollback from {current}: {why}")
 
             served = None
             if stage == "production":
@@ -637,9 +637,7 @@ class Registry:
             author_email=f"{by}@medunlearn",
         )
 
-    def _assign(
-        self, name: str, version: str, stage: str, by: str, why: str, force: bool = False
-    ) -> None:
+    def _assign(self, name: str, version: str, stage: str, by: str, why: str) -> None:
         api = gto_api()
 
         api.assign(

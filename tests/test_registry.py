@@ -416,3 +416,31 @@ def test_an_older_version_can_take_a_stage_back(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert reg.current("classifier", "staging") == "v1.0.0"
+
+
+def test_registering_the_same_revision_again_still_runs_the_commit_hook(tmp_path: Path) -> None:
+    """Same bytes, parent and requests: the existing version is returned, and the caller's
+    hook (the ledger's "applied in") still runs with that version and is committed."""
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    content = b"\x01" * 64
+    reg.register("classifier", source(repo, content), {"gates": PASSED}, "v1.0.0")
+    marker = repo / "ledger.txt"
+    seen = []
+
+    def hook(version: str) -> list[Path]:
+        seen.append(version)
+        marker.write_text(f"applied in {version}\n")
+        return [marker]
+
+    again = reg.register(
+        "classifier",
+        source(repo, content, "again"),
+        {"gates": PASSED},
+        "v1.1.0",
+        before_commit=hook,
+    )
+    assert again["existing"] and again["version"] == "v1.0.0" and seen == ["v1.0.0"]
+    assert reg.versions("classifier") == ["v1.0.0"]
+    assert sh(repo, "git", "status", "--porcelain", "--", "ledger.txt") == ""  # committed
+    assert sh(repo, "git", "show", "HEAD:ledger.txt") == "applied in v1.0.0\n"
