@@ -8,7 +8,7 @@ must agree on the validation images (max |logit difference| and identical labels
 export is refused.
 
 Graph templates (``graph_cache``). Tracing with ``torch.export`` costs 2-5 s per export for
-the demo's CNN and 12-20 s for EfficientNet-B0 / DenseNet-121 on 2 CPU cores, and every
+the demo's CNN and 12.5-23 s for EfficientNet-B0 / DenseNet-121 on 2 CPU cores, and every
 revision of a model has the same architecture: only its weights change. So an export
 without the ONNX optimizer (``optimize=False``: every initializer is then a state-dict
 tensor, byte for byte, which is checked before a template is stored; onnxruntime fuses
@@ -18,7 +18,7 @@ opset, the core's source hash and the torch / onnx / onnxscript / MONAI versions
 next export of that architecture copies the new weights into it. No library does this
 weight swap; it is a few lines of ``onnx.numpy_helper``. The parity check after every
 export stays the proof: a template that disagrees is discarded and the model re-exported
-(``tasks/export_onnx.py``).
+(:func:`export_checked`).
 """
 
 from __future__ import annotations
