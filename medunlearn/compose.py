@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from medunlearn.data.batches import iterate_batches
 from medunlearn.data.images import LabelledImages
 from medunlearn.models import ZooModel
-from medunlearn.unlearn.augment import augmented, training_transform
+from medunlearn.unlearn.augment import training_transform
 from medunlearn.unlearn.psg import recompute_bn, set_bn_eval
 
 
@@ -57,9 +57,7 @@ def fine_tune(
     ``augment`` is false. Returns a new model; the input is not modified.
     """
     model = copy.deepcopy(model)
-    if len(retain):
-        size = int(retain[0][0].shape[-1])
-        retain = augmented(retain, training_transform(model, size, seed, augment))
+    transform = training_transform(model, seed, augment)
     params = model.classifier.parameters() if freeze_features else model.parameters()
     if freeze_features:
         for p in model.body.parameters():
@@ -68,12 +66,17 @@ def fine_tune(
     generator = torch.Generator().manual_seed(seed)
     device = next(model.parameters()).device
     for _ in range(epochs):
-        for images, labels in DataLoader(
-            retain, batch_size=batch_size, shuffle=True, generator=generator
+        for images, labels in iterate_batches(
+            retain,
+            batch_size,
+            shuffle=True,
+            generator=generator,
+            device=device,
+            augment=transform,
         ):
             model.train()
             set_bn_eval(model)
-            loss = F.cross_entropy(model(images.to(device)), labels.to(device))
+            loss = F.cross_entropy(model(images), labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

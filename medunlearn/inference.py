@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
+from medunlearn.data.batches import iterate_batches
+from medunlearn.data.images import LabelledImages
 from medunlearn.device import autocast
 
 # On a CPU, a forward pass is fastest when one batch's activations stay in cache: measured
@@ -20,8 +22,6 @@ def inference_batch_size(dataset: Dataset, device: torch.device) -> int:
     (H, W) images as fit ``CPU_BATCH_PIXELS`` (1 to 256)."""
     if device.type != "cpu" or len(dataset) == 0:
         return GPU_BATCH_SIZE
-    # the undecorated image where the dataset has one: an augmented view's __getitem__
-    # would draw from its transform's random stream
     image = dataset.image(0) if hasattr(dataset, "image") else dataset[0][0]
     pixels = int(image.shape[-1]) * int(image.shape[-2]) if image.ndim >= 2 else 1
     return max(1, min(GPU_BATCH_SIZE, CPU_BATCH_PIXELS // max(1, pixels)))
@@ -43,7 +43,12 @@ def predict_logits(
     was_training = model.training
     model.eval()
     logits, labels = [], []
-    for images, targets in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+    batches = (
+        iterate_batches(dataset, batch_size)
+        if isinstance(dataset, LabelledImages)
+        else DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    )
+    for images, targets in batches:
         with autocast(device):
             out = model(images.to(device, non_blocking=True))
         logits.append(out.float().cpu())
@@ -82,7 +87,7 @@ class LogitCache:
                 return torch.cat([lg for lg, _ in parts]), torch.cat([lab for _, lab in parts])
             return self._whole(dataset)
         root = getattr(dataset, "root", None)
-        if root is not None and root is not dataset and getattr(dataset, "transform", 1) is None:
+        if root is not None and root is not dataset:
             logits, labels = self._whole(root)
             index = torch.as_tensor(dataset.root_index, dtype=torch.long)
             if len(index) == 0:

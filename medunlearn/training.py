@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from medunlearn.data.images import LabelledImages, augmentation
+from medunlearn.data.augment import BatchAugmentation
+from medunlearn.data.batches import iterate_batches
+from medunlearn.data.images import LabelledImages
 from medunlearn.device import autocast, pick_device, seed_everything
 from medunlearn.metrics import evaluate
 from medunlearn.models import ZooModel
@@ -85,7 +86,7 @@ def channel_statistics(
 ) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of the (un-augmented) training images, in [0, 1] space."""
     total = total_sq = count = 0.0
-    for images, _ in DataLoader(dataset, batch_size=batch_size):
+    for images, _ in iterate_batches(dataset, batch_size):
         images = images.double()
         total = total + images.sum(dim=(0, 2, 3))
         total_sq = total_sq + (images**2).sum(dim=(0, 2, 3))
@@ -139,18 +140,14 @@ def train_classifier(
     device = pick_device(cfg.device)
     model.norm.set_statistics(*channel_statistics(train))
     model.to(device)
-    image_size = int(train[0][0].shape[-1])
-    augment = augmentation(image_size, seed=cfg.seed, **cfg.augmentation)
-    loader = DataLoader(
-        train.with_augmentation(augment),
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=generator,
-        drop_last=len(train) > cfg.batch_size,
+    augment = BatchAugmentation.from_spec(cfg.augmentation, seed=cfg.seed)
+    drop_last = len(train) > cfg.batch_size
+    steps_per_epoch = (
+        len(train) // cfg.batch_size if drop_last else -(-len(train) // cfg.batch_size)
     )
     optimizer = make_optimizer(model, cfg)
     scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * len(loader))
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs * steps_per_epoch)
         if cfg.scheduler == "cosine"
         else None
     )
@@ -162,15 +159,27 @@ def train_classifier(
     for epoch in range(1, cfg.epochs + 1):
         t0 = time.perf_counter()
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
-        batches = tqdm(
-            loader, desc=f"epoch {epoch}/{cfg.epochs}", leave=False, disable=not progress
+        # running sums stay on the device: no host sync per step on a GPU
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.long, device=device)
+        seen = 0
+        batches = iterate_batches(
+            train,
+            cfg.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=drop_last,
+            device=device,
+            augment=augment,
         )
-        for images, labels in batches:
-            images, labels = (
-                images.to(device, non_blocking=True),
-                labels.to(device, non_blocking=True),
-            )
+        progress_bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            desc=f"epoch {epoch}/{cfg.epochs}",
+            leave=False,
+            disable=not progress,
+        )
+        for images, labels in progress_bar:
             with autocast(device, cfg.amp):
                 logits = model(images)
                 loss = criterion(logits.float(), labels)
@@ -179,14 +188,14 @@ def train_classifier(
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
-            loss_sum += float(loss.detach()) * len(labels)
-            correct += int((logits.argmax(1) == labels).sum())
+            loss_sum += loss.detach() * len(labels)
+            correct += (logits.detach().argmax(1) == labels).sum()
             seen += len(labels)
         val_metrics = evaluate(model, val, class_names, device=device)
         log = EpochLog(
             epoch=epoch,
-            train_loss=loss_sum / seen,
-            train_accuracy=correct / seen,
+            train_loss=float(loss_sum) / seen,
+            train_accuracy=int(correct) / seen,
             val_accuracy=val_metrics["accuracy"],
             val_balanced_accuracy=val_metrics["balanced_accuracy"],
             val_macro_auc=val_metrics["macro_auc"],

@@ -35,13 +35,14 @@ TRAINING_SOURCES = ("training.py", "models")
 
 def training_code_hash() -> str:
     """sha256 (16 hex) of the training core: ``training.py``, ``models/``, and the source of
-    the dataset class and the augmentation (what turns decoded pixels into batches)."""
+    the dataset class, the batching and the augmentation (what turns decoded pixels into
+    batches)."""
     import inspect
 
-    from medunlearn.data import images
+    from medunlearn.data import augment, batches, images
 
     digest = hashlib.sha256(source_hash(parts=TRAINING_SOURCES).encode())
-    for obj in (images.LabelledImages, images.augmentation):
+    for obj in (images.LabelledImages, augment, batches):
         digest.update(inspect.getsource(obj).encode())
     return digest.hexdigest()[:16]
 

@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader
 
+from medunlearn.data.batches import endless_batches, iterate_batches
+from medunlearn.data.images import LabelledImages
 from medunlearn.gates import evaluate_gates
 from medunlearn.metrics import unlearning_metrics
 from medunlearn.unlearn.request import Cohorts, ForgetRequest, build_cohorts
@@ -43,8 +44,8 @@ RowStore = Callable[[str, int, Callable[[], dict]], dict]
 
 def memorise(
     model: torch.nn.Module,
-    images: Any,
-    retain: Any | None = None,
+    images: LabelledImages,
+    retain: LabelledImages | None = None,
     epochs: int = 30,
     lr: float = 3e-4,
     batch_size: int = 32,
@@ -56,13 +57,13 @@ def memorise(
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
 
-    def retain_batches():
-        while True:
-            yield from DataLoader(retain, batch_size=batch_size, shuffle=True, generator=generator)
-
-    stream = retain_batches() if retain is not None and len(retain) else None
+    stream = (
+        endless_batches(retain, batch_size, generator=generator)
+        if retain is not None and len(retain)
+        else None
+    )
     for _ in range(epochs):
-        for x, y in DataLoader(images, batch_size=batch_size, shuffle=True, generator=generator):
+        for x, y in iterate_batches(images, batch_size, shuffle=True, generator=generator):
             model.eval()  # BatchNorm statistics stay; only weights memorise
             loss = F.cross_entropy(model(x), y)
             if stream is not None:

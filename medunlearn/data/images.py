@@ -45,14 +45,14 @@ neither library can read. ``.npz`` arrays are checked in :mod:`medunlearn.data.s
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from monai.transforms import Compose, RandAffine, RandFlip, Resize
+from monai.transforms import Resize
 from torch.utils.data import Dataset
 
 from medunlearn.data.decode import decode_file
@@ -94,34 +94,6 @@ class ImageLoader:
         return torch.as_tensor(resize(image)).clamp_(0, 1).contiguous()
 
 
-def augmentation(
-    size: int, flip: bool = False, rotate_deg: float = 0.0, shift: float = 0.0, seed: int = 0
-) -> Compose | None:
-    """Seeded MONAI augmentation for ``size``-pixel training images, or ``None`` if all off.
-
-    ``shift`` is a fraction of the image side. Flips are opt-in: harmless for fundus or skin
-    images, but they turn one digit, or one side of a chest, into another.
-    """
-    steps: list = []
-    if flip:
-        steps.append(RandFlip(prob=0.5, spatial_axis=1))
-    if rotate_deg or shift:
-        steps.append(
-            RandAffine(
-                prob=1.0,
-                rotate_range=(np.deg2rad(rotate_deg),),
-                translate_range=(shift * size, shift * size),
-                padding_mode="zeros",
-                cache_grid=False,
-            )
-        )
-    if not steps:
-        return None
-    compose = Compose(steps)
-    compose.set_random_state(seed=seed)
-    return compose
-
-
 class LabelledImages(Dataset):
     """(image, label index) pairs, held in memory or read from files on access.
 
@@ -146,7 +118,6 @@ class LabelledImages(Dataset):
         self.paths = list(paths) if paths is not None else None
         self.loader = loader
         self.source = source
-        self.transform: Callable[[torch.Tensor], torch.Tensor] | None = None
         # provenance: the set this one was cut from and its rows' positions there, so
         # inference can compute a split once and index every cohort cut from it
         self.root: LabelledImages = self
@@ -171,10 +142,7 @@ class LabelledImages(Dataset):
             ) from exc
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        image = self.image(index)
-        if self.transform is not None:
-            image = torch.as_tensor(self.transform(image)).float()
-        return image, self.labels[index]
+        return self.image(index), self.labels[index]
 
     def subset(self, mask: np.ndarray | pd.Series) -> LabelledImages:
         """The rows where ``mask`` is true, sharing decoded images (no copy of the files)."""
@@ -188,18 +156,9 @@ class LabelledImages(Dataset):
             loader=self.loader,
             source=self.source,
         )
-        if self.transform is None:
-            sub.root = self.root
-            sub.root_index = keep if self.root_index is None else self.root_index[keep]
+        sub.root = self.root
+        sub.root_index = keep if self.root_index is None else self.root_index[keep]
         return sub
-
-    def with_augmentation(self, transform: Compose | None) -> LabelledImages:
-        """A view of the same data that applies ``transform`` on access (training only)."""
-        view = LabelledImages(
-            self.rows, self.labels, self.images, self.paths, self.loader, self.source
-        )
-        view.transform = transform
-        return view
 
     def all_images(self) -> torch.Tensor:
         """Every image as one (N, C, H, W) tensor (decodes streamed datasets: small ones only)."""

@@ -7,8 +7,8 @@ test accuracy from 0.910 to 0.835, and the same steps with the training augmenta
 l1-sparse, NegGrad+, random-label, SalUn, SCRUB, composition's head fine-tuning) applies the
 augmentation the checkpoint records (``CheckpointMeta.augmentation``, set on the model as
 ``train_augmentation`` when loaded) unless a method's settings say ``augment: false`` or
-give their own ``augmentation: {flip, rotate_deg, shift}``. The transform itself is MONAI's
-(``medunlearn.data.images.augmentation``), seeded per run.
+give their own ``augmentation: {flip, rotate_deg, shift}``. The transform is batched and
+seeded per run (:class:`medunlearn.data.augment.BatchAugmentation`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import torch
-from monai.transforms import Compose
 from torch import nn
 
-from medunlearn.data.images import LabelledImages, augmentation
+from medunlearn.data.augment import BatchAugmentation
 
 
 def augmentation_spec(
@@ -36,24 +34,13 @@ def augmentation_spec(
 
 def training_transform(
     model: nn.Module,
-    image_size: int,
     seed: int,
     augment: bool = True,
     spec: Mapping[str, Any] | None = None,
-) -> Compose | None:
-    """The seeded transform for a run, or ``None`` when augmentation is off or not recorded."""
-    settings = augmentation_spec(model, augment, spec)
-    return augmentation(image_size, seed=seed, **settings) if settings else None
+) -> BatchAugmentation | None:
+    """The run's seeded batch augmentation, or ``None`` when off or not recorded.
 
-
-def augmented(images: LabelledImages, transform: Compose | None) -> LabelledImages:
-    """``images`` seen through ``transform`` (unchanged when ``None``)."""
-    return images if transform is None else images.with_augmentation(transform)
-
-
-def augment_batch(x: torch.Tensor, transform: Compose | None) -> torch.Tensor:
-    """Apply ``transform`` image by image to a batch (N, C, H, W) on any device."""
-    if transform is None:
-        return x
-    out = torch.stack([torch.as_tensor(transform(img.cpu())).float() for img in x])
-    return out.to(x.device)
+    Raises:
+        ValueError: an unknown augmentation key or an out-of-range value (named).
+    """
+    return BatchAugmentation.from_spec(augmentation_spec(model, augment, spec), seed=seed)

@@ -38,11 +38,12 @@ from collections.abc import Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from medunlearn.data.augment import BatchAugmentation
+from medunlearn.data.batches import endless_batches, iterate_batches
 from medunlearn.data.images import LabelledImages
 from medunlearn.device import GLOBAL_RNG_LOCK, pick_device
-from medunlearn.unlearn.augment import augmented, training_transform
+from medunlearn.unlearn.augment import training_transform
 from medunlearn.unlearn.psg import set_bn_eval
 
 
@@ -61,19 +62,16 @@ def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float 
 
 
 def batches(
-    images: LabelledImages, batch_size: int, generator: torch.Generator, device: torch.device
+    images: LabelledImages,
+    batch_size: int,
+    generator: torch.Generator,
+    device: torch.device,
+    augment: BatchAugmentation | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One shuffled pass over ``images``, moved to ``device``."""
-    for x, y in DataLoader(images, batch_size=batch_size, shuffle=True, generator=generator):
-        yield x.to(device), y.to(device)
-
-
-def endless(
-    images: LabelledImages, batch_size: int, generator: torch.Generator, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Shuffled batches forever (the retain stream paired with each forget batch)."""
-    while True:
-        yield from batches(images, batch_size, generator, device)
+    """One shuffled pass over ``images`` on ``device``, through ``augment`` when given."""
+    return iterate_batches(
+        images, batch_size, shuffle=True, generator=generator, device=device, augment=augment
+    )
 
 
 def _start(
@@ -83,18 +81,11 @@ def _start(
     return trainable_copy(model, dev), dev, torch.Generator().manual_seed(seed)
 
 
-def _views(
-    model: nn.Module,
-    forget: LabelledImages,
-    retain: LabelledImages,
-    seed: int,
-    augment: bool,
-    spec: dict | None,
-) -> tuple[LabelledImages, LabelledImages]:
-    """Forget and retain sets seen through the run's training augmentation."""
-    size = int((forget if len(forget) else retain)[0][0].shape[-1])
-    transform = training_transform(model, size, seed, augment, spec)
-    return augmented(forget, transform), augmented(retain, transform)
+def _augment(
+    model: nn.Module, seed: int, augment: bool, spec: dict | None
+) -> BatchAugmentation | None:
+    """The run's training augmentation (one seeded stream for forget and retain batches)."""
+    return training_transform(model, seed, augment, spec)
 
 
 def finetune(
@@ -119,12 +110,12 @@ def finetune(
     so the model is pushed to a sparse solution early and recovers accuracy late.
     """
     student, dev, generator = _start(model, device, seed)
-    _, retain = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, weight_decay)
     total = max(1, epochs * -(-len(retain) // batch_size))
     step = 0
     for _ in range(epochs):
-        for x, y in batches(retain, batch_size, generator, dev):
+        for x, y in batches(retain, batch_size, generator, dev, aug):
             loss = F.cross_entropy(student(x), y)
             if l1:
                 weight = l1 * (1 - step / total)
@@ -153,11 +144,13 @@ def neggrad_plus(
 ) -> nn.Module:
     """Gradient ascent on forget and descent on retain, one retain batch per forget batch."""
     student, dev, generator = _start(model, device, seed)
-    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum)
-    retain_stream = endless(retain, batch_size, generator, dev)
+    retain_stream = endless_batches(
+        retain, batch_size, generator=generator, device=dev, augment=aug
+    )
     for _ in range(epochs):
-        for xf, yf in batches(forget, batch_size, generator, dev):
+        for xf, yf in batches(forget, batch_size, generator, dev, aug):
             xr, yr = next(retain_stream)
             loss = alpha * F.cross_entropy(student(xr), yr) - (1 - alpha) * F.cross_entropy(
                 student(xf), yf
@@ -206,15 +199,16 @@ def _random_label_training(
     dev: torch.device,
     mask: dict[str, torch.Tensor] | None = None,
     mask_decay: float = 0.0,
+    aug: BatchAugmentation | None = None,
 ) -> nn.Module:
     """SalUn's RL epoch, ``epochs`` times: forget with fresh uniform labels, then retain."""
     named = dict(student.named_parameters())
     for _ in range(epochs):
-        for xf, _ in batches(forget, batch_size, generator, dev):
+        for xf, _ in batches(forget, batch_size, generator, dev, aug):
             yf = uniform_labels(len(xf), num_classes, generator).to(dev)
             loss = F.cross_entropy(student(xf), yf)
             _masked_step(optimizer, loss, named, mask, mask_decay)
-        for xr, yr in batches(retain, batch_size, generator, dev):
+        for xr, yr in batches(retain, batch_size, generator, dev, aug):
             loss = F.cross_entropy(student(xr), yr)
             _masked_step(optimizer, loss, named, mask, mask_decay)
     return student.eval()
@@ -241,11 +235,11 @@ def random_label(
     default here is 3, each a full pass over the retain set, to fit the CPU budget.
     """
     student, dev, generator = _start(model, device, seed)
-    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, weight_decay)
     num_classes = int(student.classifier.out_features)
     return _random_label_training(
-        student, forget, retain, num_classes, epochs, optimizer, batch_size, generator, dev
+        student, forget, retain, num_classes, epochs, optimizer, batch_size, generator, dev, aug=aug
     )
 
 
@@ -257,8 +251,8 @@ def saliency_mask(
     if not 0 < ratio <= 1:
         raise ValueError(f"salun mask_ratio must be in (0, 1], got {ratio}")
     model.zero_grad(set_to_none=True)
-    for x, y in DataLoader(forget, batch_size=128):
-        F.cross_entropy(model(x.to(device)), y.to(device), reduction="sum").backward()
+    for x, y in iterate_batches(forget, 128, device=device):
+        F.cross_entropy(model(x), y, reduction="sum").backward()
     grads = {n: p.grad.abs() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad(set_to_none=True)
     flat = torch.cat([g.flatten() for g in grads.values()])
@@ -287,7 +281,7 @@ def salun(
     ``generate_mask.py``), then random-label training moving only the masked weights."""
     student, dev, generator = _start(model, device, seed)
     mask = saliency_mask(student, forget, mask_ratio, dev)
-    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, 0.0)  # decay applied to masked weights only
     num_classes = int(student.classifier.out_features)
     return _random_label_training(
@@ -302,6 +296,7 @@ def salun(
         dev,
         mask,
         weight_decay,
+        aug,
     )
 
 
@@ -344,7 +339,7 @@ def scrub(
     the learning rate is ``lr * lr_decay_rate ** k`` where k = number of ``lr_decay_epochs``
     strictly below the epoch (repdistiller's ``adjust_learning_rate``)."""
     student, dev, generator = _start(model, device, seed)
-    forget, retain = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     teacher = copy.deepcopy(model).to(dev).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -354,14 +349,14 @@ def scrub(
         for group in optimizer.param_groups:
             group["lr"] = lr * lr_decay_rate**decay
         if epoch <= msteps:
-            for xf, _ in batches(forget, forget_batch_size, generator, dev):
+            for xf, _ in batches(forget, forget_batch_size, generator, dev, aug):
                 with torch.no_grad():
                     t = teacher(xf)
                 loss = -_kl(student(xf), t, temperature)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        for xr, yr in batches(retain, batch_size, generator, dev):
+        for xr, yr in batches(retain, batch_size, generator, dev, aug):
             with torch.no_grad():
                 t = teacher(xr)
             logits = student(xr)
@@ -389,7 +384,7 @@ def boundary_expand(
     """Boundary Expanding: widen the head by one shadow class, fine-tune forget images into
     it, then prune the shadow neuron so their features land in no real class's region."""
     student, dev, generator = _start(model, device, seed)
-    forget, _ = _views(model, forget, retain, seed, augment, augmentation)
+    aug = _augment(model, seed, augment, augmentation)
     head: nn.Linear = student.classifier
     num_classes = head.out_features
     with GLOBAL_RNG_LOCK, torch.random.fork_rng():  # the shadow neuron's init: seeded
@@ -401,7 +396,7 @@ def boundary_expand(
     student.classifier = wide
     optimizer = sgd(student, lr, momentum)
     for _ in range(epochs):
-        for xf, _ in batches(forget, batch_size, generator, dev):
+        for xf, _ in batches(forget, batch_size, generator, dev, aug):
             shadow = torch.full((len(xf),), num_classes, dtype=torch.long, device=dev)
             loss = F.cross_entropy(student(xf), shadow)
             optimizer.zero_grad(set_to_none=True)

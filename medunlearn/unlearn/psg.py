@@ -33,11 +33,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader
 
+from medunlearn.data.batches import endless_batches, iterate_batches
 from medunlearn.data.images import LabelledImages
 from medunlearn.device import autocast, pick_device
-from medunlearn.unlearn.augment import augment_batch, augmented, training_transform
+from medunlearn.unlearn.augment import training_transform
 
 NOISES = ("normal", "laplace", "cauchy", "uniform")
 SCHEDULES = ("none", "inverse", "exp", "linear")
@@ -203,8 +203,7 @@ def search_forget_set(
     """Inner problem over the whole forget set; failures are retried with a larger radius."""
     generator = torch.Generator().manual_seed(cfg.seed)
     parts = []
-    for images, labels in DataLoader(forget, batch_size=cfg.batch_size, shuffle=False):
-        images, labels = images.to(device), labels.to(device)
+    for images, labels in iterate_batches(forget, cfg.batch_size, device=device):
         found = boundary_search(f0, images, labels, cfg, generator)
         if cfg.on_failure == "retry":
             eps, step = cfg.eps, cfg.step_size
@@ -288,8 +287,8 @@ def recompute_bn(
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average over all batches
         m.train()
-    for batch, _ in DataLoader(images, batch_size=batch_size, shuffle=False):
-        model(batch.to(device))
+    for batch, _ in iterate_batches(images, batch_size, device=device):
+        model(batch)
     for m, (momentum, training) in zip(bns, saved, strict=True):
         m.momentum = momentum
         m.train(training)
@@ -337,11 +336,7 @@ def psg_unlearn(
     found = search_forget_set(f0, forget, cfg, device)
     inner_seconds = time.perf_counter() - start
 
-    x0 = (
-        torch.stack([forget[i][0] for i in range(len(forget))]).to(device)
-        if len(forget)
-        else torch.empty(0)
-    )
+    x0 = forget.all_images().to(device) if len(forget) else torch.empty(0)
     y = forget.labels.to(device)
     usable = found.success
     x_train, y_hat, x_adv = x0[usable], found.y_hat[usable], found.x_adv[usable]
@@ -359,22 +354,12 @@ def psg_unlearn(
         p.requires_grad_(True)
     optimizer = _optimizer(model, cfg)
     generator = torch.Generator().manual_seed(cfg.seed + 1)
-    size = int(x0.shape[-1]) if len(x0) else 0
-    transform = (
-        training_transform(original, size, cfg.seed, cfg.augment, cfg.augmentation)
-        if size
-        else None
-    )
+    transform = training_transform(original, cfg.seed, cfg.augment, cfg.augmentation)
     retain_iter = None
     if cfg.phi and retain is not None and len(retain):
-        retain_loader = DataLoader(
-            augmented(retain, transform),
-            batch_size=cfg.batch_size,
-            shuffle=True,
-            generator=generator,
-            drop_last=False,
+        retain_iter = endless_batches(
+            retain, cfg.batch_size, generator=generator, device=device, augment=transform
         )
-        retain_iter = _cycle(retain_loader)
 
     steps_per_epoch = math.ceil(len(x_train) / cfg.batch_size)
     scheduler = None
@@ -396,13 +381,13 @@ def psg_unlearn(
             if cfg.bn_mode != "train":
                 set_bn_eval(model)
             with autocast(device, cfg.amp):
-                logits = model(augment_batch(x_train[idx], transform)).float()
+                xb = x_train[idx]
+                logits = model(transform(xb) if transform is not None else xb).float()
                 loss = forget_loss(
                     logits, y_hat[idx], teacher[idx] if teacher is not None else None, cfg
                 )
                 if retain_iter is not None:
                     xr, yr = next(retain_iter)
-                    xr, yr = xr.to(device), yr.to(device)
                     with torch.no_grad():
                         teacher_r = f0(xr).float() if cfg.retain_loss == "distill" else None
                     loss = loss + cfg.phi * retain_loss(model(xr).float(), yr, teacher_r, cfg)
@@ -429,11 +414,6 @@ def psg_unlearn(
     return UnlearnResult(model=model, stats=stats)
 
 
-def _cycle(loader: DataLoader):
-    while True:
-        yield from loader
-
-
 def boundary_shrink(
     original: nn.Module,
     forget: LabelledImages,
@@ -451,7 +431,7 @@ def boundary_shrink(
     keeps BatchNorm statistics fixed and skips images whose label did not change.
     """
     f0 = copy.deepcopy(original).eval()
-    x0 = torch.stack([forget[i][0] for i in range(len(forget))])
+    x0 = forget.all_images()
     y = forget.labels
     labels = []
     for i in range(0, len(x0), batch_size):
