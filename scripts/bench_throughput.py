@@ -178,9 +178,9 @@ def method_rows(name: str, data, methods: list[str], retain_limit: int) -> list[
     cohorts = build_cohorts(data.manifest, data.train, data.val, data.test, classes, request)
     if len(cohorts.retain_train) > retain_limit:  # a bounded, seeded slice of retain-train
         keep = torch.zeros(len(cohorts.retain_train), dtype=torch.bool)
-        keep[torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:retain_limit]] = (
-            True
-        )
+        keep[
+            torch.randperm(len(keep), generator=torch.Generator().manual_seed(0))[:retain_limit]
+        ] = True
         cohorts.retain_train = cohorts.retain_train.subset(keep.numpy())
     model = build_model(model_name, len(classes), channels, size, seed=0, **kwargs)
     model.train_augmentation = AUGMENTATION

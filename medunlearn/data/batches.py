@@ -4,8 +4,9 @@ for images held in memory.
 ``torch.utils.data.DataLoader`` fetches an in-memory dataset image by image and stacks the
 results (a Python call per image, then a copy); here one ``index_select`` cuts each batch
 from the decoded (N, C, H, W) tensor. The shuffled order of a pass is
-``torch.randperm(n, generator=generator)``: every image once per pass, seeded. Streamed datasets (decoded from files on access) still go through a
-``DataLoader`` in that order: reading a file is per image by nature. The optional
+``torch.randperm(n, generator=generator)``: every image once per pass, seeded. Streamed
+datasets (decoded from files on access) still go through a ``DataLoader`` in that order:
+reading a file is per image by nature. The optional
 augmentation (:class:`~medunlearn.data.augment.BatchAugmentation`) is applied to the whole
 batch on the target device.
 """
