@@ -12,7 +12,7 @@ export ORT_DISABLE_TELEMETRY := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 90
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: install demo test lint bench bench-quick bench-train clean
+.PHONY: install demo test test-slow test-all lint bench bench-quick bench-train bench-throughput clean
 
 install: $(STAMP)
 
@@ -33,8 +33,16 @@ demo: install
 	$(PY) -m flows.cli revise
 	$(PY) -m flows.cli registry
 
-## test: the whole suite (fails, never skips, on missing shared data when CI=true)
+## test: the fast default suite (every behaviour, under 15 min on 2 cores); fails, never
+## skips, on missing shared data when CI=true
 test: install
+	$(PY) -m pytest -m "not slow"
+
+## test-slow: the long end-to-end and real-data tests (marked slow); .ci/run runs both
+test-slow: install
+	$(PY) -m pytest -m slow
+
+test-all: install
 	$(PY) -m pytest
 
 lint: install
@@ -51,6 +59,10 @@ bench-quick: install
 ## bench-train: deployed-model accuracy and seconds per epoch on the shared datasets
 bench-train: install
 	$(PY) scripts/bench_train.py
+
+## bench-throughput: images/s and GFLOP/s of training and every method on every zoo model
+bench-throughput: install
+	$(PY) scripts/bench_throughput.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
