@@ -116,6 +116,7 @@ def test_bad_scenarios_are_named(tmp_path: Path, change: dict, message: str) -> 
         load_scenario(write(tmp_path, obj, "bad.yaml"))
 
 
+@pytest.mark.slow
 def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monkeypatch) -> None:
     """``medunlearn bench --quick`` end to end on the demo: every method, JSON, table, plots."""
     from flows.cli import main
@@ -162,6 +163,7 @@ def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monk
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> None:
     """Two grid points: the row reports the one with the lower Avg Gap on *val*. A second
     run restores every finished run from the run cache; changed settings recompute."""
@@ -216,6 +218,7 @@ def test_benchmark_reports_carry_hashed_patient_ids_only() -> None:
     assert out["hash"] == request.hash  # the request stays identifiable by its hash
 
 
+@pytest.mark.slow
 def test_runs_mapped_to_fresh_workers_in_any_order_keep_the_salted_ids(tmp_path: Path) -> None:
     """``map_runs`` may run jobs in another process (a Dask worker starts without the
     project's salt) and in any order: the records come back in job order, with the request

@@ -222,6 +222,7 @@ def ham(shared_data):
     return frame.reset_index(drop=True), images, model
 
 
+@pytest.mark.slow
 def test_no_drift_between_random_halves_of_one_split(shared_data) -> None:
     """PneumoniaMNIST train split (2,428 images; features of a model trained on it):
     embedding MMD and intensity KS; HAM10000 device frequencies. Each p > 0.05 in at least

@@ -13,9 +13,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medunlearn.checkpoint import load_checkpoint
+
+# two whole DVC projects, about 5 min each on 2 cores: `make test-slow`
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

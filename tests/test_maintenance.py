@@ -332,6 +332,7 @@ def test_rerun_after_a_failed_sweep_reuses_finished_runs(
     ]
 
 
+@pytest.mark.slow
 def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_data) -> None:
     """Real dermoscopy images, forget every vienna_dias image, small budget."""
     from flows.maintenance import maintenance_flow
@@ -388,6 +389,7 @@ def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_dat
     assert result["export"]["parity"]["passed"]
 
 
+@pytest.mark.slow
 def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
@@ -445,6 +447,7 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
     assert finished.stat().st_mtime_ns == stamp, "the finished run was recomputed"
 
 
+@pytest.mark.slow
 def test_shipped_consent_request_passes_on_the_demo(
     tmp_path, prefect_harness, demo_dir, demo_model
 ):

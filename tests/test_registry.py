@@ -71,6 +71,7 @@ def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.slow
 def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     reg = Registry(repo)

@@ -68,8 +68,10 @@ def test_channels_last_trains_the_same_model_up_to_rounding(demo_dir) -> None:
         model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
         cfg = TrainConfig(**{**FAST, "epochs": 1, "channels_last": cl, "scheduler": "none"})
         runs[cl] = train_classifier(model, small, data.val, data.info.class_names, cfg).model
-    for (name, a), b in zip(runs[False].state_dict().items(), runs[True].state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), atol=1e-4), name
+    for (name, a), b in zip(
+        runs[False].state_dict().items(), runs[True].state_dict().values(), strict=True
+    ):
+        assert torch.allclose(a.float(), b.float(), atol=1e-3), name
     conv = next(m for m in runs[True].modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
 
@@ -100,6 +102,7 @@ def test_bad_config_is_refused() -> None:
         TrainConfig.from_params({"select_metric": "f1"})
 
 
+@pytest.mark.slow
 def test_learns_real_chest_xrays(shared_data, tmp_path) -> None:
     """PneumoniaMNIST subset (real paediatric chest X-rays): two short epochs beat chance."""
     from medunlearn.data import from_medmnist, materialise

@@ -134,6 +134,7 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     assert tree_hashes(tmp_path) == before
 
 
+@pytest.mark.slow
 def test_dask_runner_gives_the_thread_runners_sweep(
     tmp_path, prefect_harness, demo_dir, demo_model
 ):
@@ -295,6 +296,7 @@ def demo_batch_without(tmp: Path, demo_dir: Path, device: str) -> Path:
     return folder / "batch.csv"
 
 
+@pytest.mark.slow
 def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model) -> None:
     """Server on 127.0.0.1, `medunlearn serve`, drift-watch run on a batch without
     scanner_c: the event starts maintenance/on-drift, which revises a device_deprecation
@@ -440,6 +442,7 @@ def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model)
     ]
 
 
+@pytest.mark.slow
 def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_harness) -> None:
     """``medunlearn bench --task-runner dask``: the same scenario, its runs spread over a
     2-worker LocalCluster, gives the sequential run's numbers (runs are seeded); with the
