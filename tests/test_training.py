@@ -58,27 +58,43 @@ def test_same_seed_same_weights_other_seed_differs(demo_dir) -> None:
     assert not torch.equal(w, other.model.classifier.weight)
 
 
-def test_channels_last_trains_the_same_model_up_to_rounding(demo_dir) -> None:
-    """NHWC activations are a layout, not a different computation: three plain SGD steps
-    give the NCHW run's weights to float rounding, and the model comes back NCHW-contiguous.
-    (SGD, not Adam: Adam divides by the gradient's running magnitude, so a rounding-sized
-    difference in a near-zero gradient becomes an lr-sized step and the runs part.)"""
+@pytest.mark.parametrize(
+    "option",
+    [
+        pytest.param("channels_last", id="channels_last"),
+        # a cold inductor compilation takes about a minute on 2 cores
+        pytest.param("compile", id="compile", marks=pytest.mark.slow),
+    ],
+)
+def test_speed_options_train_the_same_model_up_to_rounding(
+    demo_dir, tmp_path, monkeypatch, option
+) -> None:
+    """NHWC activations and a compiled step are speed options, not a different computation:
+    three plain SGD steps give the default run's weights to float rounding, and the model
+    comes back eager and NCHW-contiguous. (SGD, not Adam: Adam divides by the gradient's
+    running magnitude, so a rounding-sized difference in a near-zero gradient becomes an
+    lr-sized step and the runs part.)"""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
     data = open_splits(demo_dir)
     small = data.train.subset(torch.arange(len(data.train)) < 96)
     runs = {}
-    for cl in (False, True):
+    for on in (False, True):
         model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
         cfg = TrainConfig(
-            **{**FAST, "epochs": 1, "channels_last": cl, "scheduler": "none"},
+            **{**FAST, "epochs": 1, option: on, "scheduler": "none"},
             optimizer="sgd",
             momentum=0.0,
             weight_decay=0.0,
         )
-        runs[cl] = train_classifier(model, small, data.val, data.info.class_names, cfg).model
+        runs[on] = train_classifier(model, small, data.val, data.info.class_names, cfg).model
+    start = build_model("allcnn", 10, 1, 28, seed=0, width=0.25).classifier.weight
     for (name, a), b in zip(
         runs[False].state_dict().items(), runs[True].state_dict().values(), strict=True
     ):
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-5), name
+    # the steps did move the weights: the comparison is not of two initialisations
+    assert not torch.allclose(runs[True].classifier.weight, start, rtol=1e-4, atol=1e-5)
+    assert type(runs[True]) is type(runs[False])
     conv = next(m for m in runs[True].modules() if isinstance(m, torch.nn.Conv2d))
     assert conv.weight.is_contiguous()
 
