@@ -22,7 +22,10 @@ def inference_batch_size(dataset: Dataset, device: torch.device) -> int:
     (H, W) images as fit ``CPU_BATCH_PIXELS`` (1 to 256)."""
     if device.type != "cpu" or len(dataset) == 0:
         return GPU_BATCH_SIZE
-    image = dataset.image(0) if hasattr(dataset, "image") else dataset[0][0]
+    if isinstance(dataset, LabelledImages) and dataset.images is not None:
+        image = dataset.images[0]  # the shape of the decoded tensor, no per-image fetch
+    else:
+        image = dataset.image(0) if hasattr(dataset, "image") else dataset[0][0]
     pixels = int(image.shape[-1]) * int(image.shape[-2]) if image.ndim >= 2 else 1
     return max(1, min(GPU_BATCH_SIZE, CPU_BATCH_PIXELS // max(1, pixels)))
 

@@ -6,10 +6,13 @@
 For each zoo model at a scenario's input size it reports, for a training epoch through the
 shipped ``train_classifier`` (with and without the training augmentation) and for one run of
 each unlearning method through ``run_method`` (demo digits materialised at that size, retire
-digit 3, one epoch each): images per second, achieved GFLOP/s (floating-point operations
+digit 3, one epoch each): images per second (training: images stepped over the seconds of
+the training steps, ``EpochLog.train_seconds``, validation excluded; methods: forward passes
+per second through any copy of the model), achieved GFLOP/s (floating-point operations
 counted by ``torch.utils.flop_counter.FlopCounterMode`` on the same work, divided by the
 wall time of an uncounted run) and the fraction of the machine's dense-convolution rate,
-measured in the same run by a wide 3x3 convolution, forward and backward.
+measured in the same run by a wide 3x3 convolution, forward and backward. The JSON records
+the CPU model, the arguments and the augmentation.
 
 The issue-25 targets read off the table: augmentation costs at most 1.15x an epoch without
 it (``aug ratio``), and training the HAM10000 recipe (AllCNN width 0.5 at 32 px, batch 64)
@@ -83,7 +86,8 @@ ONE_EPOCH: dict[str, dict] = {
     "psg": {"epochs": 1},
     "psg_compose": {"psg": {"epochs": 1}, "sweep": [{"lr": 1e-3}], "alphas": [0.5]},
 }
-AUGMENTATION = {"flip": False, "rotate_deg": 10, "shift": 0.1}
+# every warp on (the HAM10000 recipe flips too): a flip is a separate branch of the warp
+AUGMENTATION = {"flip": True, "rotate_deg": 10, "shift": 0.1}
 
 
 def _conv_backward_flop(
@@ -224,8 +228,9 @@ def train_rows(name: str, data, epochs: int, limit: int) -> list[dict]:
         build_model(model_name, len(classes), channels, size, seed=0, **kwargs),
         (channels, size, size),
     )
-    n_steps = len(train) - len(train) % 64  # drop_last
-    epoch_flops = per_train * n_steps + per_eval * len(val)  # + validation
+    # train_classifier's rule: drop a short last batch unless the set is one batch or less
+    stepped = len(train) - len(train) % 64 if len(train) > 64 else len(train)
+    step_flops = per_train * stepped  # the training steps alone (validation is not timed)
     rows = []
     seconds = {}
     for aug in (False, True):
@@ -239,17 +244,18 @@ def train_rows(name: str, data, epochs: int, limit: int) -> list[dict]:
         )
         model = build_model(model_name, len(classes), channels, size, seed=0, **kwargs)
         result = train_classifier(model, train, val, classes, cfg)
-        # the first epoch pays for allocation and warm-up: the steady state is what repeats
-        steady = [h.seconds for h in result.history[1:]] or [result.history[0].seconds]
+        # the first epoch pays for allocation and warm-up: the steady state is what repeats;
+        # the training steps only (an epoch's validation pass is the same with or without)
+        steady = [h.train_seconds for h in result.history[1:]] or [result.history[0].train_seconds]
         seconds[aug] = min(steady)
         rows.append(
             {
                 "workload": name,
                 "phase": "train (aug)" if aug else "train",
                 "seconds": round(seconds[aug], 3),
-                "images_per_s": round(len(train) / seconds[aug], 1),
-                "n_train": len(train),
-                "gflops": round(epoch_flops / seconds[aug] / 1e9, 1),
+                "images_per_s": round(stepped / seconds[aug], 1),
+                "n_train": stepped,
+                "gflops": round(step_flops / seconds[aug] / 1e9, 1),
             }
         )
     rows[1]["aug_ratio"] = round(seconds[True] / seconds[False], 3)
@@ -288,7 +294,9 @@ def method_rows(name: str, data, methods: list[str], retain_limit: int) -> list[
                 "workload": name,
                 "phase": method,
                 "seconds": round(seconds, 3),
-                "images_per_s": round(images / seconds, 1),
+                # every forward pass through any copy of the model (a teacher, PSG's search,
+                # a BatchNorm re-estimate): not distinct images
+                "forwards_per_s": round(images / seconds, 1),
                 "gflops": round(flops / seconds / 1e9, 1),
                 "n_forget": len(cohorts.forget_train),
                 "n_retain": len(cohorts.retain_train),
@@ -324,7 +332,7 @@ def main() -> None:
         help="workloads whose unlearning methods are timed (default: every --only workload)",
     )
     parser.add_argument("--skip-methods", action="store_true")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs; the fastest after the first")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs; the fastest after the first")
     parser.add_argument("--train-limit", type=int, default=512, help="training images timed")
     parser.add_argument("--retain-limit", type=int, default=256, help="retain-train images")
     parser.add_argument("--out", default="reports/bench_throughput.json")
@@ -354,13 +362,19 @@ def main() -> None:
         "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-    write_json(args.out, {"machine": machine, "dense_conv": dense, "rows": rows})
+    settings = {**vars(args), "augmentation": AUGMENTATION}
+    write_json(
+        args.out, {"machine": machine, "settings": settings, "dense_conv": dense, "rows": rows}
+    )
     print(f"\ndense 3x3 convolution: {dense['gflops']} GFLOP/s ({machine})")
-    print("| workload | phase | s | images/s | GFLOP/s | of dense | aug ratio |")
+    print(
+        "| workload | phase | s | images/s (train) or forwards/s | GFLOP/s | of dense | aug ratio |"
+    )
     print("|---|---|---|---|---|---|---|")
     for r in rows:
+        rate = r.get("images_per_s", r.get("forwards_per_s"))
         print(
-            f"| {r['workload']} | {r['phase']} | {r['seconds']} | {r['images_per_s']} | "
+            f"| {r['workload']} | {r['phase']} | {r['seconds']} | {rate} | "
             f"{r['gflops']} | {r['of_dense']:.2f} | {r.get('aug_ratio', '')} |"
         )
 

@@ -185,3 +185,120 @@ def test_batches_cover_every_image_once_per_pass_seeded_without_per_image_calls(
         assert len(y) == 4 and torch.equal(x[:, 0, 0, 0], y.float())
     stream = endless_batches(data, 4, generator=torch.Generator().manual_seed(0))
     assert [len(next(stream)[1]) for _ in range(6)] == [4, 4, 2, 4, 4, 2]
+
+
+@pytest.mark.parametrize(
+    ("theta", "translate"),
+    [(0.3, (2.0, -1.5)), (math.pi / 2, (0.0, 0.0)), (-0.2, (0.7, 3.1)), (0.0, (-2.0, 1.0))],
+)
+def test_each_warp_equals_monai_affine_with_opposite_signs(theta, translate) -> None:
+    """Pins the sign conventions exactly: MONAI's ``Affine`` (the deterministic transform
+    behind ``RandAffine``; bilinear, zeros) with ``rotate_params=theta`` and
+    ``translate_params=t`` pixels is our warp at angle ``-theta`` and shift ``-t / side``.
+    Angles and shifts are drawn from symmetric ranges, so the distributions are the same."""
+    from monai.transforms import Affine
+
+    size = 17
+    x = torch.rand(1, 2, size, size, generator=torch.Generator().manual_seed(0))
+    ref = Affine(
+        rotate_params=theta,
+        translate_params=translate,
+        padding_mode="zeros",
+        mode="bilinear",
+        image_only=True,
+    )(x[0])
+    ours = apply_augmentation(
+        x,
+        AugmentParams(
+            angle=torch.tensor([-theta], dtype=torch.float64),
+            shift=torch.tensor([[-translate[0] / size, -translate[1] / size]], dtype=torch.float64),
+            flip=torch.tensor([False]),
+        ),
+    )[0]
+    assert (torch.as_tensor(ref) - ours).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("spec", "flip", "rotate", "shift"),
+    [
+        ({"flip": True}, True, 0.0, 0.0),
+        ({"rotate_deg": 5}, False, math.radians(5), 0.0),
+        ({"shift": 0.1}, False, 0.0, 0.1),
+        ({"flip": False, "rotate_deg": 0, "shift": 0.2}, False, 0.0, 0.2),
+    ],
+)
+def test_each_key_of_a_spec_sets_its_own_setting(spec, flip, rotate, shift) -> None:
+    aug = BatchAugmentation.from_spec(spec)
+    assert (aug.flip, aug.rotate, aug.shift) == (flip, pytest.approx(rotate), shift)
+    drawn = aug.sample(400)
+    assert bool(drawn.flip.any()) == flip
+    assert bool(drawn.angle.any()) == (rotate > 0) and bool(drawn.shift.any()) == (shift > 0)
+
+
+def test_the_augmentation_stream_is_not_the_shuffle_stream() -> None:
+    """A run's shuffle generator and its augmentation share the run's seed; the augmentation
+    must not replay the shuffle's uniforms (a generator seeded with the seed itself)."""
+    seed = 7
+    aug = BatchAugmentation(rotate_deg=10, seed=seed)
+    replayed = torch.rand(64, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    uniforms = (aug.sample(64).angle / math.radians(10) + 1) / 2  # angle = (2 u - 1) x bound
+    assert not torch.allclose(uniforms, replayed)
+
+
+def test_batches_are_augmented_on_the_device_they_go_to() -> None:
+    """``iterate_batches(device=..., augment=...)`` moves each batch first, then augments it
+    there (checked on torch's ``meta`` device, which needs no GPU), and the warp keeps a
+    batch on its device."""
+    data = dataset(10)
+    devices: list[str] = []
+
+    def spy(x: torch.Tensor) -> torch.Tensor:
+        devices.append(x.device.type)
+        return x
+
+    batches = list(iterate_batches(data, 4, device="meta", augment=spy))
+    assert devices == ["meta"] * 3 and all(x.device.type == "meta" for x, _ in batches)
+    warped = BatchAugmentation(rotate_deg=10, shift=0.1, flip=True)(
+        torch.zeros(3, 1, 8, 8, device="meta")
+    )
+    assert warped.device.type == "meta" and warped.shape == (3, 1, 8, 8)
+
+
+def test_streamed_images_give_the_same_batches_as_in_memory(tmp_path) -> None:
+    """A dataset decoded from files on access (a ``DataLoader`` in the same seeded order) and
+    the same images in memory give identical shuffled batches, drop_last included."""
+    import pandas as pd
+    from PIL import Image
+
+    from medunlearn.data.images import ImageLoader, ImageSpec
+
+    n, side = 10, 6
+    pixels = torch.stack(
+        [torch.full((1, side, side), k / 255.0, dtype=torch.float32) for k in range(0, 50, 5)]
+    )
+    paths = []
+    for k in range(n):
+        path = tmp_path / f"i{k}.png"
+        Image.fromarray((pixels[k, 0].numpy() * 255).round().astype(np.uint8)).save(path)
+        paths.append(path)
+    rows = pd.DataFrame({"image_id": [f"i{k}" for k in range(n)]})
+    labels = torch.arange(n)
+    streamed = LabelledImages(rows, labels, paths=paths, loader=ImageLoader(ImageSpec(side, 1)))
+    in_memory = LabelledImages(rows, labels, images=pixels)
+    assert not streamed.in_memory
+    for drop_last in (False, True):
+        a, b = (
+            list(
+                iterate_batches(
+                    d,
+                    4,
+                    shuffle=True,
+                    generator=torch.Generator().manual_seed(3),
+                    drop_last=drop_last,
+                )
+            )
+            for d in (streamed, in_memory)
+        )
+        assert [len(y) for _, y in a] == ([4, 4] if drop_last else [4, 4, 2])
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            assert torch.equal(ya, yb) and torch.allclose(xa, xb, atol=1e-6)

@@ -64,16 +64,29 @@ def test_registry_has_every_method_of_the_issue() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(SMALL))
-def test_method_runs_is_seeded_and_leaves_deployed_model_alone(name, demo_model, cohorts):
+def test_method_runs_is_seeded_and_leaves_deployed_model_alone(
+    name, demo_model, cohorts, monkeypatch
+):
+    """... and never fetches an in-memory image one by one (issue 25: batches are cut by
+    index; a per-image ``__getitem__``/``image`` call, e.g. a ``DataLoader``, fails here)."""
+    x = cohorts.forget_train.images[:1]
     before = state(demo_model)
+
+    def per_image(self, index):
+        raise AssertionError(f"{name} fetched image {index} one by one")
+
+    from medunlearn.data.images import LabelledImages
+
+    monkeypatch.setattr(LabelledImages, "__getitem__", per_image)
+    monkeypatch.setattr(LabelledImages, "image", per_image)
     a = run_method(name, demo_model, cohorts, {**SMALL[name], "seed": 0})
     torch.rand(17)  # other code drew from the global RNG: the seed alone decides the run
     b = run_method(name, demo_model, cohorts, {**SMALL[name], "seed": 0})
+    monkeypatch.undo()
     assert same(state(demo_model), before), "the deployed model must never change"
     assert same(state(a), state(b)), "same settings and seed must give the same weights"
     assert not same(state(a), before), "the method must change the weights"
     assert not a.training
-    x = cohorts.forget_train[0][0][None]
     assert a(x).shape == demo_model(x).shape
 
 

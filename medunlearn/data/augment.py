@@ -16,6 +16,7 @@ gives the same parameters on any device). The warp itself is torch's.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -50,7 +51,10 @@ class BatchAugmentation:
             one digit, or one side of a chest, into another).
         rotate_deg: maximum absolute rotation, degrees.
         shift: maximum absolute shift along each axis, as a fraction of the image side.
-        seed: seed of the run's own ``torch.Generator``.
+        seed: the run's seed. The augmentation draws from its own ``torch.Generator``,
+            seeded with :func:`augmentation_seed` of it: a generator seeded with the run's
+            seed itself (its shuffle order) would replay the same mt19937 stream, and the
+            k-th image's warp would be a function of the shuffle's k-th draw.
 
     Raises:
         ValueError: a negative ``rotate_deg`` or a ``shift`` outside [0, 1).
@@ -67,7 +71,7 @@ class BatchAugmentation:
         self.flip = bool(flip)
         self.rotate = math.radians(float(rotate_deg))
         self.shift = float(shift)
-        self.generator = torch.Generator().manual_seed(int(seed))
+        self.generator = torch.Generator().manual_seed(augmentation_seed(seed))
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None, seed: int = 0) -> BatchAugmentation | None:
@@ -102,10 +106,18 @@ class BatchAugmentation:
         return AugmentParams(angle=angle, shift=shift, flip=flip)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """A randomly augmented copy of ``x`` (N, C, H, W), square, on ``x``'s device."""
+        """``x`` (N, C, H, W), square, randomly augmented on its own device: a new tensor,
+        or ``x`` itself when nothing applies (an empty batch, every setting off)."""
         if not self.active or len(x) == 0:
             return x
         return apply_augmentation(x, self.sample(len(x)))
+
+
+def augmentation_seed(seed: int) -> int:
+    """The seed of a run's augmentation stream: the first 63 bits of sha256 of
+    ``"augmentation:<seed>"``, so it is reproducible and never equal to a small run seed."""
+    digest = hashlib.sha256(f"augmentation:{int(seed)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def apply_augmentation(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
