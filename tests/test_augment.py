@@ -235,16 +235,6 @@ def test_each_key_of_a_spec_sets_its_own_setting(spec, flip, rotate, shift) -> N
     assert bool(drawn.angle.any()) == (rotate > 0) and bool(drawn.shift.any()) == (shift > 0)
 
 
-def test_the_augmentation_stream_is_not_the_shuffle_stream() -> None:
-    """A run's shuffle generator and its augmentation share the run's seed; the augmentation
-    must not replay the shuffle's uniforms (a generator seeded with the seed itself)."""
-    seed = 7
-    aug = BatchAugmentation(rotate_deg=10, seed=seed)
-    replayed = torch.rand(64, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-    uniforms = (aug.sample(64).angle / math.radians(10) + 1) / 2  # angle = (2 u - 1) x bound
-    assert not torch.allclose(uniforms, replayed)
-
-
 def test_batches_are_augmented_on_the_device_they_go_to() -> None:
     """``iterate_batches(device=..., augment=...)`` moves each batch first, then augments it
     there (checked on torch's ``meta`` device, which needs no GPU), and the warp keeps a

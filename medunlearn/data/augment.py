@@ -16,7 +16,6 @@ gives the same parameters on any device). The warp itself is torch's.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -51,10 +50,11 @@ class BatchAugmentation:
             one digit, or one side of a chest, into another).
         rotate_deg: maximum absolute rotation, degrees.
         shift: maximum absolute shift along each axis, as a fraction of the image side.
-        seed: the run's seed. The augmentation draws from its own ``torch.Generator``,
-            seeded with :func:`augmentation_seed` of it: a generator seeded with the run's
-            seed itself (its shuffle order) would replay the same mt19937 stream, and the
-            k-th image's warp would be a function of the shuffle's k-th draw.
+        seed: seed of the run's own ``torch.Generator``. Training seeds its shuffle
+            generator with the same number, so both replay one mt19937 stream; decoupling
+            them changes every trained model, and is left for when the defaults are
+            re-chosen (issue 26: the demo's PSG outcome is sensitive to rounding-level
+            changes, BENCHMARKS.md issue 25).
 
     Raises:
         ValueError: a negative ``rotate_deg`` or a ``shift`` outside [0, 1).
@@ -71,7 +71,7 @@ class BatchAugmentation:
         self.flip = bool(flip)
         self.rotate = math.radians(float(rotate_deg))
         self.shift = float(shift)
-        self.generator = torch.Generator().manual_seed(augmentation_seed(seed))
+        self.generator = torch.Generator().manual_seed(int(seed))
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None, seed: int = 0) -> BatchAugmentation | None:
@@ -111,13 +111,6 @@ class BatchAugmentation:
         if not self.active or len(x) == 0:
             return x
         return apply_augmentation(x, self.sample(len(x)))
-
-
-def augmentation_seed(seed: int) -> int:
-    """The seed of a run's augmentation stream: the first 63 bits of sha256 of
-    ``"augmentation:<seed>"``, so it is reproducible and never equal to a small run seed."""
-    digest = hashlib.sha256(f"augmentation:{int(seed)}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def apply_augmentation(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
