@@ -313,8 +313,8 @@ def cpu_model() -> str:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
                 return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} CPUs"
-    except OSError:
-        pass
+    except OSError:  # no /proc (macOS, Windows) or unreadable: fall through to platform
+        return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"
 
 
