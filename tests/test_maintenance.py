@@ -21,9 +21,13 @@ from medunlearn.export import check_parity, read_metadata
 from medunlearn.revision import GatesFailed
 from medunlearn.validation import ValidationFailed
 
+# Two PSG entries that, between them, forget the demo's class 3 within the gates on every
+# fixture model measured (5 initialisation seeds x oneDNN AVX2 and AVX-512 kernels, 2026-12-06:
+# retain drop <= 0.08, forget accuracy <= 0.03 for at least one of the two). The earlier pair
+# (hard targets, phi 1, lr 1e-3 / 3e-4) dropped retention by 0.15-0.30 on AVX-512 kernels.
 SWEEP = [
-    {"name": "psg-a", "method": "psg", "settings": {"lr": 1e-3}},
-    {"name": "psg-b", "method": "psg", "settings": {"lr": 3e-4}},
+    {"name": "psg-a", "method": "psg", "settings": {"phi": 3.0}},
+    {"name": "psg-b", "method": "psg", "settings": {"forget_loss": "soft", "temperature": 2.0}},
 ]
 
 
@@ -68,9 +72,9 @@ def make_project(
             "noise_scale": "relative",
             "on_failure": "retry",
             "phi": 1.0,
-            "retain_loss": "distill",
+            "retain_loss": "hard",
             "lr": 1e-3,
-            "epochs": 3,
+            "epochs": 5,
             "seed": 0,
         },
         "gates": gates or {},
