@@ -44,9 +44,15 @@ from medunlearn.ledger import (
 from medunlearn.records import unlearned_record
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry
-from medunlearn.revision import GatesFailed, request_cohorts, run_timings, select_candidate
+from medunlearn.revision import (
+    GatesFailed,
+    failed_run,
+    request_cohorts,
+    run_timings,
+    select_candidate,
+)
 from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
-from medunlearn.unlearn.methods import MethodConfigError
+from medunlearn.unlearn.methods import Diverged, MethodConfigError
 from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
@@ -328,15 +334,23 @@ def revise_request(
 
     futures = [submit(c, refresh_cache) for c in configs]
     runs = []  # in order: a failure raises after the earlier runs finished (and were cached)
+    failed: list[dict[str, Any]] = []  # diverged runs: reported, never cached or composed
     pending = list(zip(configs, futures, strict=True))
     for config, future in tqdm(pending, desc="unlearning sweep", disable=not sys.stderr.isatty()):
-        run = future.result()
-        if not run_is_intact(run):  # a cache record whose checkpoint was deleted or edited
-            logger.warning("%s: cached checkpoint missing or changed; recomputing", run["name"])
-            run = submit(config, True).result()
+        try:
+            run = future.result()
+            if not run_is_intact(run):  # a cache record whose checkpoint was deleted or edited
+                logger.warning("%s: cached checkpoint missing or changed; recomputing", run["name"])
+                run = submit(config, True).result()
+        except Diverged as exc:
+            logger.warning("%s failed: %s; the revision goes on without it", config["name"], exc)
+            failed.append(failed_run(config["name"], "sweep", config["config"], exc))
+            continue
         runs.append(run)
     clock.lap("unlearn")
     composed = compose_candidates(runs, cohorts, maintain.get("compose", {}), work_dir)
+    failed += [c for c in composed if c.get("failed")]
+    composed = [c for c in composed if not c.get("failed")]
     clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
     # the new request's gates see its own rows (carried ones are re-checked separately)
@@ -366,13 +380,21 @@ def revise_request(
         if ledger is not None and ledger_id is not None:
             reject(params_path, ledger, ledger_id, "no candidate passed the gates")
         write_revision_report(
-            cohorts, before, results, None, reports, timings=timings(), baseline=baseline
+            cohorts,
+            before,
+            results,
+            None,
+            reports,
+            timings=timings(),
+            baseline=baseline,
+            failed=failed,
         )
         if registry is None:  # an unregistered candidate of an earlier request must not stay
             remove_directory(candidate_dir(maintain))
+        diverged = f" ({len(failed)} run(s) failed: {', '.join(f['name'] for f in failed)})"
         raise GatesFailed(
-            f"no candidate of {len(results)} passed the {inputs.request.reason} gates; "
-            f"report in {reports['summary']}, nothing exported"
+            f"no candidate of {len(results)} passed the {inputs.request.reason} gates"
+            f"{diverged if failed else ''}; report in {reports['summary']}, nothing exported"
         )
     run = next(c for c in candidates if c["name"] == selected.name)
     home = (
@@ -412,12 +434,14 @@ def revise_request(
             export,
             timings=timings(),
             baseline=baseline,
+            failed=failed,
         )
         copy_files([reports.get(k) for k in REPORT_KEYS], folder / "reports")
         clock.lap("report")
         record = unlearned_record(
             inputs, cohorts, selected, export, parent, params, core_hash, project_root(params_path)
         )
+        record["failed_runs"] = [{k: f[k] for k in ("name", "kind", "reason")} for f in failed]
         if ledger is not None and entry is not None:
             applied = {e["id"]: e for e in ledger.applied()}
             record["requests"] = [record_entry(applied[i]) for i, _ in carried] + [

@@ -61,6 +61,10 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
             "n_members": membership.get("n_members"),
             "n_nonmembers": membership.get("n_nonmembers"),
         },
+        "failed_runs": [
+            {k: f.get(k) for k in ("name", "kind", "reason")}
+            for f in record.get("failed_runs") or []
+        ],
         "rechecks": {
             rid: {"passed": g.get("passed"), "failed": g.get("failed", [])}
             for rid, g in (record.get("rechecks") or {}).items()
@@ -137,6 +141,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"(95% CI {_fmt(low)}-{_fmt(high)}, p {_fmt(ev['membership_p_value'])}); null "
         f"(held-out rows against held-out rows, median and 95% range): "
         f"{_fmt(null.get('median'))} ({_fmt(null.get('low'))}-{_fmt(null.get('high'))})",
+        "",
+        "## Runs rejected before evaluation",
+        *(
+            [f"- `{f['name']}` ({f['kind']}): {f['reason']}" for f in card["failed_runs"]]
+            or ["None: every run of the sweep finished with finite weights."]
+        ),
         "",
         "## Earlier requests kept forgotten (re-checked on this model)",
         *(

@@ -60,6 +60,12 @@ class CandidateResult:
         return asdict(self)
 
 
+def failed_run(name: str, kind: str, config: dict[str, Any], error: Exception) -> dict[str, Any]:
+    """The record of a run rejected before evaluation (its weights diverged): named in the
+    report, the card and the metrics file; never scored, cached, composed or exported."""
+    return {"name": name, "kind": kind, "config": config, "reason": str(error)}
+
+
 def make_candidate(
     name: str,
     kind: str,
@@ -212,8 +218,10 @@ def summary_markdown(
     onnx_path: str | None = None,
     parity: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
+    failed: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The run's one-screen summary (also a Prefect markdown artifact)."""
+    """The run's one-screen summary (also a Prefect markdown artifact). ``failed``: runs
+    rejected before evaluation (:func:`failed_run`), listed with their reason."""
     dm = deployed.get("membership") or {}
     matching = dm.get("matching") or {}
     lines = [
@@ -264,6 +272,9 @@ def summary_markdown(
             f"{_f(m.get('test_acc'))} | {_f(mem.get('auc'))} | {_f(mem.get('p_value'))} | "
             f"{'pass' if c.passed else 'FAIL: ' + ', '.join(c.gates.get('failed', []))} |"
         )
+    if failed:
+        lines += ["", "Runs rejected before evaluation (not scored, composed or exported):"]
+        lines += [f"- `{f['name']}` ({f['kind']}): {f['reason']}" for f in failed]
     shown = selected or (candidates[0] if candidates else None)
     if shown is not None:
         lines += [

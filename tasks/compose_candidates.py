@@ -10,7 +10,8 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from medunlearn.compose import fine_tune, interpolate, swap
-from medunlearn.unlearn.methods import forget_target, selection_score
+from medunlearn.revision import failed_run
+from medunlearn.unlearn.methods import Diverged, check_finite, forget_target, selection_score
 from medunlearn.unlearn.request import Cohorts
 from medunlearn.versioning import file_sha256
 
@@ -32,7 +33,9 @@ def compose_candidates(
     fine-tuned on retain-train) and interpolations between them, judged on validation rows.
 
     ``cfg`` is ``maintain.compose``: ``enabled``, ``alphas``, ``fine_tune_epochs``,
-    ``fine_tune_lr``, ``forget_target``. Returns candidate records like the sweep's.
+    ``fine_tune_lr``, ``forget_target``. Returns candidate records like the sweep's; only
+    finished, finite runs come in (the flow drops diverged ones), and a composed model whose
+    weights are not finite comes back as a ``failed`` record with no checkpoint.
     """
     logger = get_run_logger()
     if not cfg.get("enabled", True) or len(runs) < 2:
@@ -50,6 +53,13 @@ def compose_candidates(
     out = []
 
     def save(name: str, kind: str, model, extra: dict[str, Any], seconds: float) -> None:
+        config = {"features": best_retain, "head": best_forget, **extra}
+        try:
+            check_finite(model, f"{kind} of {best_retain} + {best_forget}")
+        except Diverged as exc:
+            logger.warning("%s failed: %s", name, exc)
+            out.append({**failed_run(name, kind, config, exc), "failed": True})
+            return
         path = f"{work_dir}/{name}.pt"
         meta.extra = {**meta.extra, "composition": f"{kind} {best_retain} + {best_forget}"}
         save_checkpoint(path, model, meta)
@@ -59,7 +69,7 @@ def compose_candidates(
                 "kind": kind,
                 "checkpoint": path,
                 "sha256": file_sha256(path),
-                "config": {"features": best_retain, "head": best_forget, **extra},
+                "config": config,
                 "seconds": round(seconds, 3),
             }
         )

@@ -66,8 +66,12 @@ def write_revision_report(
     export: dict[str, Any] | None = None,
     timings: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
+    failed: list[dict[str, Any]] | None = None,
 ) -> str:
     """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``).
+
+    ``failed``: runs rejected before evaluation (``medunlearn.revision.failed_run``); the
+    metrics file lists them under ``failed_runs`` and the summary names each with its reason.
 
     ``timings`` (from ``medunlearn.revision.run_timings``) go into the metrics file as they
     are: step, compute and overhead seconds up to the report step.
@@ -83,6 +87,7 @@ def write_revision_report(
         export["onnx"] if export else None,
         export["parity"] if export else None,
         baseline,
+        failed,
     )
     rows = tradeoff_rows(candidates, name)
     write_json(
@@ -112,6 +117,7 @@ def write_revision_report(
             "gates": selected.gates if selected else [c.gates for c in candidates],
             "parity": export["parity"] if export else None,
             "counts": cohorts.masks.counts,
+            "failed_runs": [{k: f[k] for k in ("name", "kind", "reason")} for f in (failed or [])],
             **(timings or {"step_seconds": {}}),
         },
     )

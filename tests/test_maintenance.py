@@ -674,6 +674,65 @@ def test_revision_is_registered_with_production_as_parent(
     assert statuses[2].startswith("rejected: ")
 
 
+def test_a_diverging_run_is_reported_and_never_harms_the_revision(
+    tmp_path, prefect_harness, demo_dir, demo_model, monkeypatch
+) -> None:
+    """A sweep entry whose weights blow up (lr 1e6: measured NaN in every layer) is marked
+    failed with its reason, leaves no checkpoint, is never composed, and the revision goes on
+    with the good runs; an interpolation made non-finite is rejected the same way."""
+    import torch
+
+    import tasks.compose_candidates as compose_step
+    from flows.maintenance import maintenance_flow
+
+    def poisoned(a, b, alpha, retain):  # stands in for a composition that diverged
+        model = compose_step.swap(a, b)
+        with torch.no_grad():
+            model.classifier.weight[0, 0] = float("nan")
+        return model
+
+    monkeypatch.setattr(compose_step, "interpolate", poisoned)
+    diverging = {"name": "diverges", "method": "psg", "settings": {"lr": 1e6}}
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={
+            "class_retirement": {
+                "max_forget_acc": 0.05,
+                "max_retain_drop": 0.1,
+                "max_balanced_drop": 0.1,
+            }
+        },
+        sweep=[SWEEP[0], diverging, SWEEP[1]],
+        compose={"enabled": True, "alphas": [0.5], "fine_tune_epochs": 1},
+    )
+    result = maintenance_flow(str(params))
+
+    names = {c["name"] for c in result["candidates"]}
+    assert "diverges" not in names and "interp-0.5" not in names and "psg-a" in names
+    assert result["selected"] in names
+    assert not list((tmp_path / "work").glob("diverges-*.pt")), "no checkpoint of a failed run"
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    failed = {f["name"]: f for f in metrics["failed_runs"]}
+    assert set(failed) == {"diverges", "interp-0.5"}
+    assert "non-finite tensor(s)" in failed["diverges"]["reason"]
+    assert failed["interp-0.5"]["kind"] == "interpolate"
+    summary = (tmp_path / "reports" / "maintenance.md").read_text()
+    assert "`diverges` (sweep): method 'psg' diverged" in summary
+    swap = next(c for c in result["candidates"] if c["name"] == "swap")
+    assert "diverges" not in (swap["config"]["features"], swap["config"]["head"])
+    card = (tmp_path / "models" / "candidate" / "card.md").read_text()
+    assert "`diverges` (sweep): method 'psg' diverged" in card
+    assert (
+        json.loads((tmp_path / "models" / "candidate" / "card.json").read_text())["failed_runs"][0][
+            "name"
+        ]
+        in failed
+    )
+
+
 def test_a_failed_report_after_export_leaves_no_model(
     tmp_path, prefect_harness, demo_dir, demo_model, monkeypatch
 ) -> None:

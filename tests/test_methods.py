@@ -249,3 +249,20 @@ def test_psg_settings_apply_reason_overrides() -> None:
         psg_settings({"by_reason": {"typo": {}}}, "class_retirement")
     with pytest.raises(ValueError, match="bogus"):
         psg_settings({"by_reason": {"class_retirement": {"bogus": 1}}}, "class_retirement")
+
+
+def test_non_finite_weights_and_buffers_are_named() -> None:
+    from medunlearn.unlearn.methods import Diverged, check_finite, non_finite_tensors
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.BatchNorm2d(2))
+    assert non_finite_tensors(model) == []
+    check_finite(model, "clean")  # no error
+    with torch.no_grad():
+        model[0].bias[1] = float("nan")
+        model[1].running_var[0] = float("inf")
+    model[1].num_batches_tracked += 1  # an integer buffer is never reported
+    assert non_finite_tensors(model) == ["0.bias", "1.running_var"]
+    with pytest.raises(
+        Diverged, match=r"run x diverged: 2 non-finite tensor\(s\) \(0.bias, 1.running_var\)"
+    ):
+        check_finite(model, "run x")

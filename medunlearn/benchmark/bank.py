@@ -22,8 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from medunlearn.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
 from medunlearn.data.images import LabelledImages
 from medunlearn.models import ZooModel, build_model
@@ -158,10 +156,3 @@ class ModelBank:
         )
         save_checkpoint(path, model.cpu(), meta)
         return model.cpu().eval(), cost, False
-
-
-def finite(model: torch.nn.Module) -> bool:
-    """Whether every floating-point weight and buffer of ``model`` is finite."""
-    return all(
-        torch.isfinite(p).all() for p in model.state_dict().values() if p.is_floating_point()
-    )

@@ -32,7 +32,7 @@ from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
 from medunlearn.audit import logit_confidence, offline_lira, reference_statistics
-from medunlearn.benchmark.bank import ModelBank, finite
+from medunlearn.benchmark.bank import ModelBank
 from medunlearn.benchmark.calibration import calibrate_gates
 from medunlearn.benchmark.runcache import RunCache, core_code_hash
 from medunlearn.benchmark.scenario import Scenario, merge_settings
@@ -43,7 +43,7 @@ from medunlearn.gates import resolve_bounds
 from medunlearn.inference import LogitCache
 from medunlearn.metrics import evidence_sets, unlearning_metrics
 from medunlearn.mia import choose_pool
-from medunlearn.unlearn.methods import METHODS, run_method
+from medunlearn.unlearn.methods import METHODS, Diverged, run_method
 from medunlearn.unlearn.request import Cohorts, build_cohorts
 
 SUMMARY_KEYS = (
@@ -65,10 +65,6 @@ SUMMARY_KEYS = (
     "time_ratio",
     "peak_mb",
 )
-
-
-class Diverged(RuntimeError):
-    """A method's weights became NaN or inf (the run is rejected, not scored)."""
 
 
 @dataclass
@@ -374,10 +370,11 @@ def run_benchmark(
     def fresh_run(method: str, point: dict[str, Any], seed: int, cfg: dict[str, Any]) -> RunRecord:
         with PeakMemory() as m:
             start, cpu = time.perf_counter(), time.process_time()
-            model = run_method(method, deployed, cohorts, cfg)
+            try:
+                model = run_method(method, deployed, cohorts, cfg)
+            except Diverged as exc:
+                raise Diverged(f"{method} {point} seed {seed}: {exc}") from exc
             seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu
-        if not finite(model):
-            raise Diverged(f"{method} {point} seed {seed}: weights became NaN/inf")
         predict = LogitCache(model)
         test = unlearning_metrics(model, cohorts, predict=predict).with_reference(ref_test)
         val = unlearning_metrics(model, tuning).with_reference(ref_val)

@@ -35,6 +35,33 @@ class MethodConfigError(ValueError):
     """A method's configuration names an unknown method or setting."""
 
 
+class Diverged(RuntimeError):
+    """A run's weights or buffers became NaN or inf: the run is rejected (reported as failed,
+    never scored, cached, composed or exported)."""
+
+
+def non_finite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point weights and buffers of ``model`` that hold NaN or inf."""
+    return [
+        name
+        for name, t in model.state_dict().items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    ]
+
+
+def finite(model: nn.Module) -> bool:
+    """Whether every floating-point weight and buffer of ``model`` is finite."""
+    return not non_finite_tensors(model)
+
+
+def check_finite(model: nn.Module, what: str) -> None:
+    """Raise :class:`Diverged` naming ``what`` and the first non-finite tensors of ``model``."""
+    bad = non_finite_tensors(model)
+    if bad:
+        shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
+        raise Diverged(f"{what} diverged: {len(bad)} non-finite tensor(s) ({shown})")
+
+
 def _keyword_defaults(fn: Callable) -> dict[str, Any]:
     return {
         name: p.default
@@ -319,7 +346,12 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 def run_method(
     name: str, model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any] | None = None
 ) -> nn.Module:
-    """``METHODS[name]`` with the method's defaults under ``cfg``; ``model`` is not modified."""
+    """``METHODS[name]`` with the method's defaults under ``cfg``; ``model`` is not modified.
+
+    Raises:
+        MethodConfigError: an unknown method or setting.
+        Diverged: the run's weights or buffers became NaN or inf.
+    """
     if name not in METHODS:
         raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
     before = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -327,6 +359,7 @@ def run_method(
     after = model.state_dict()
     if any(not torch.equal(before[k], after[k]) for k in before):  # pragma: no cover - guard
         raise RuntimeError(f"method '{name}' modified the deployed model in place")
+    check_finite(result, f"method '{name}'")
     return result
 
 
