@@ -1,8 +1,11 @@
-"""Choosing where to compute, and mixed precision that only exists on CUDA."""
+"""Choosing where to compute, and mixed precision: bf16 autocast on CUDA, and on CPUs with
+native bf16 arithmetic (AVX512-BF16 or AMX, as oneDNN reports) when asked for."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import logging
 import os
 import random
 import threading
@@ -21,11 +24,37 @@ def pick_device(preference: str = "auto") -> torch.device:
     return device
 
 
-def autocast(device: torch.device, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA (no loss scaling needed); a no-op on CPU, where it would be slower."""
+@functools.cache
+def native_cpu_bf16() -> bool:
+    """Whether oneDNN runs bf16 natively on this CPU (AVX512-BF16 or AMX); without it, CPU
+    bf16 autocast is emulated and slower than float32. Honours ``ONEDNN_MAX_CPU_ISA``."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
+
+
+def autocast(
+    device: torch.device, enabled: bool = True, cpu_bf16: bool = False
+) -> contextlib.AbstractContextManager:
+    """bf16 autocast (no loss scaling needed) on CUDA when ``enabled``; on the CPU only when
+    ``cpu_bf16`` is asked for as well and :func:`native_cpu_bf16` holds (float32 otherwise,
+    with one warning). bf16 keeps float32's exponent range and 8 bits of mantissa: results
+    differ from float32 by rounding (issue 25 measurements in BENCHMARKS.md)."""
     if enabled and device.type == "cuda":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+    if enabled and cpu_bf16 and device.type == "cpu":
+        if native_cpu_bf16():
+            return torch.autocast(device_type="cpu", dtype=torch.bfloat16)
+        _warn_no_native_bf16()
     return contextlib.nullcontext()
+
+
+@functools.cache
+def _warn_no_native_bf16() -> None:
+    logging.getLogger(__name__).warning(
+        "cpu_bf16: this CPU has no native bf16 (AVX512-BF16 or AMX); computing in float32"
+    )
 
 
 # The flows run sweep entries in threads of one process, which share torch's global RNG.

@@ -1,6 +1,7 @@
 """Benchmark: wall time and test accuracy of the two reference trainings of issue 25.
 
-    python scripts/bench_train_speed.py [--only demo ham32] [--repeats 1] [--out FILE]
+    python scripts/bench_train_speed.py [--only demo ham32] [--repeats 1] [--seeds 0 1 2]
+        [--set cpu_bf16=true ...] [--out FILE]
 
 ``demo``: the demo deployed model exactly as ``params.yaml``'s ``train`` section trains it
 (AllCNN width 0.25, 28 px, 8 epochs). ``ham32``: the HAM10000 recipe of
@@ -53,6 +54,20 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", default=["demo", "ham32"])
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="*",
+        default=None,
+        help="train.seed values (default: the recipe's)",
+    )
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override train settings (YAML values), e.g. cpu_bf16=true",
+    )
     parser.add_argument("--out", default=None)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -64,8 +79,16 @@ def main() -> None:
             materialise(make(), target, image_size=size, channels=channels)
             data = open_splits(target)
             known = set(TrainConfig.__dataclass_fields__)
-            cfg = TrainConfig(**{k: v for k, v in section.items() if k in known})
-            for _ in range(args.repeats):
+            overrides = {}
+            for item in args.set:
+                key, _, value = item.partition("=")
+                if key not in known:
+                    parser.error(f"--set {item}: '{key}' is not a train setting")
+                overrides[key] = yaml.safe_load(value)
+            base = {k: v for k, v in {**section, **overrides}.items() if k in known}
+            seeds = args.seeds if args.seeds is not None else [base.get("seed", 0)]
+            for seed, _ in [(s, r) for s in seeds for r in range(args.repeats)]:
+                cfg = TrainConfig(**{**base, "seed": seed})
                 model = build_model(
                     section["model"],
                     len(data.info.class_names),
@@ -83,6 +106,8 @@ def main() -> None:
                     "code": str(Path(medunlearn.__file__).resolve().parents[1]),
                     "n_train": len(data.train),
                     "epochs": cfg.epochs,
+                    "seed": cfg.seed,
+                    "overrides": overrides,
                     "seconds": round(seconds, 2),
                     "seconds_per_epoch": round(seconds / cfg.epochs, 3),
                     "test_accuracy": round(test["accuracy"], 4),

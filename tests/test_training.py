@@ -133,6 +133,41 @@ def test_channels_last_reaches_the_convolutions_in_training(demo_dir) -> None:
         assert seen and all(s == on for s in seen), (on, seen)
 
 
+@pytest.mark.parametrize(
+    ("asked", "native", "expected"),
+    [
+        pytest.param(False, True, torch.float32, id="off"),
+        pytest.param(True, True, torch.bfloat16, id="native"),
+        pytest.param(True, False, torch.float32, id="emulated-falls-back"),
+    ],
+)
+def test_cpu_bf16_runs_training_convolutions_in_bf16_only_where_native(
+    demo_dir, monkeypatch, caplog, asked, native, expected
+) -> None:
+    """``cpu_bf16``: training-step convolutions compute in bf16 on a CPU with native bf16,
+    in float32 where it is off or the CPU lacks it (with a warning); validation stays float32
+    and the weights stay float32 (``native`` is forced both ways: CPU autocast itself runs
+    everywhere, only slower without native support)."""
+    import logging
+
+    from medunlearn import device as device_module
+
+    monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: native)
+    device_module._warn_no_native_bf16.cache_clear()
+    data, small = small_demo(demo_dir, 64)
+    model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
+    inner = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]
+    seen: dict[bool, set] = {True: set(), False: set()}
+    inner.register_forward_hook(lambda m, a, out: seen[m.training].add(out.dtype))
+    with caplog.at_level(logging.WARNING, logger="medunlearn.device"):
+        trained = train_classifier(
+            model, small, data.val, data.info.class_names, sgd(cpu_bf16=asked, device="cpu")
+        ).model
+    assert seen[True] == {expected} and seen[False] == {torch.float32}
+    assert all(p.dtype == torch.float32 for p in trained.parameters())
+    assert ("no native bf16" in caplog.text) == (asked and not native)
+
+
 def test_compile_wraps_the_training_step_only(demo_dir, monkeypatch) -> None:
     """``compile: true`` hands the model to ``torch.compile`` once and runs every training
     step through what it returns; validation and the returned model stay the eager module.
