@@ -8,7 +8,7 @@
     medunlearn drift [--batch incoming/x.csv]      # flows.drift: drift watch, events
     medunlearn serve                               # flows.deployments: schedules, triggers
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
-    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
+    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
     medunlearn rollback MODEL --stage production [--to VERSION]
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
     medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
@@ -139,6 +139,14 @@ def promote(
     allow_regression: Annotated[
         str | None, typer.Option("--allow-regression", metavar="REASON")
     ] = None,
+    accept: Annotated[
+        str | None,
+        typer.Option(
+            "--accept",
+            metavar="REASON",
+            help="promote to production although the card lists caveats (recorded)",
+        ),
+    ] = None,
     params: Params = "params.yaml",
 ) -> None:
     """Assign a version to staging or production (refusals exit 2, naming the rule)."""
@@ -153,6 +161,7 @@ def promote(
         by=by,
         why=why,
         allow_regression=allow_regression,
+        accept=accept,
     )
 
 

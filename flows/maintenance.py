@@ -46,6 +46,7 @@ from medunlearn.refusal import quiet_refusals
 from medunlearn.registry import active_registry
 from medunlearn.revision import (
     GatesFailed,
+    evidence_caveats,
     failed_run,
     request_cohorts,
     run_timings,
@@ -442,6 +443,10 @@ def revise_request(
             inputs, cohorts, selected, export, parent, params, core_hash, project_root(params_path)
         )
         record["failed_runs"] = [{k: f[k] for k in ("name", "kind", "reason")} for f in failed]
+        record["deployed_gates_passed"] = bool(baseline.get("passed"))
+        record["caveats"] = evidence_caveats(selected.gates, baseline)
+        for caveat in record["caveats"]:
+            logger.warning("evidence caveat: %s", caveat)
         if ledger is not None and entry is not None:
             applied = {e["id"]: e for e in ledger.applied()}
             record["requests"] = [record_entry(applied[i]) for i, _ in carried] + [

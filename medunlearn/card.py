@@ -43,6 +43,8 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
         },
         "evidence": {
             "gates_passed": (record.get("gates") or {}).get("passed"),
+            "caveats": list(record.get("caveats") or []),
+            "deployed_gates_passed": record.get("deployed_gates_passed"),
             "checks": [
                 {k: c.get(k) for k in ("name", "role", "status", "value", "bound", "rule")}
                 for c in (record.get("gates") or {}).get("checks", [])
@@ -120,6 +122,12 @@ def card_markdown(card: dict[str, Any]) -> str:
         "*informative* checks are reported and do not block)",
         "",
     ]
+    if ev["caveats"]:
+        lines += [
+            "**What this pass cannot show** (promotion to production needs `--accept REASON`):",
+            *(f"- {c}" for c in ev["caveats"]),
+            "",
+        ]
     if ev["checks"]:
         lines += ["| check | role | value | bound | outcome |", "|---|---|---|---|---|"]
         for c in ev["checks"]:

@@ -418,10 +418,15 @@ class Registry:
         by: str,
         why: str,
         allow_regression: str | None = None,
+        accept: str | None = None,
     ) -> dict[str, Any]:
         """Assign ``version`` to stage ``to`` after the promotion rules (each refusal a
         :class:`RegistryError` naming its rule). Production also materialises the files at
-        ``serving_dir``."""
+        ``serving_dir``.
+
+        A revision whose pass has caveats (``record["caveats"]``, from
+        ``medunlearn.revision.evidence_caveats``: not discriminating, underpowered) goes to
+        production only with ``accept`` (the reason, recorded with the promotion)."""
         if to not in STAGES[1:]:
             raise RegistryError(f"stage must be staging or production, not '{to}'")
         if not by.strip() or not why.strip():
@@ -438,6 +443,12 @@ class Registry:
                         f"no prior staging: {name} {version} was never in staging; "
                         f"promote it --to staging first"
                     )
+                caveats = list(record.get("caveats") or [])
+                if caveats and not (accept or "").strip():
+                    raise RegistryError(
+                        f"weak evidence: {name} {version}'s gate pass cannot show everything "
+                        f"({'; '.join(caveats)}); pass --accept REASON to promote anyway"
+                    )
                 regressions = self.regressions(name, version)
                 if regressions and not allow_regression:
                     raise RegistryError(
@@ -448,6 +459,8 @@ class Registry:
             note = (
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
             )
+            if to == "production" and record.get("caveats") and accept:
+                note = f"{note} (caveats accepted: {accept.strip()})"
             if self.current(name, to) == version:
                 if to == "production" and (self.served() or {}).get("version") != version:
                     self.materialise(name, version)  # an earlier copy was interrupted

@@ -73,6 +73,7 @@ def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]
                     or [record.get("kind")],
                     "requests": [r.get("id") for r in record.get("requests", [])],
                     "gates_passed": (record.get("gates") or {}).get("passed"),
+                    "caveats": list(record.get("caveats") or []),
                     "metrics": {k: metrics[k] for k in HEADLINE if metrics.get(k) is not None}
                     | ({"mia_auc": membership["auc"]} if membership.get("auc") is not None else {}),
                     "pushed": record.get("pushed"),
@@ -96,6 +97,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         notes = []
         if not r["pushed"]:
             notes.append(f"unpushed: {r['push_command']}")
+        notes += [f"CAVEAT: {c}" for c in r["caveats"]]
         if r["regression"]:
             notes.append("REGRESSION: lacks applied request(s) " + ", ".join(r["regression"]))
         if r["not_yet_served"]:
@@ -143,6 +145,7 @@ def run(command: str, params_path: str, **kw: Any) -> None:
                 kw["by"],
                 kw["why"],
                 kw.get("allow_regression"),
+                kw.get("accept"),
             )
             verb = "already in" if out.get("unchanged") else "promoted to"
             print(f"{kw['model']} {kw['version']} {verb} {kw['to']}")

@@ -191,6 +191,40 @@ def baseline_sentence(reason: str, baseline: dict[str, Any] | None) -> str:
     )
 
 
+def evidence_caveats(gates: dict[str, Any], baseline: dict[str, Any] | None) -> list[str]:
+    """What a gate pass cannot show, one line each (empty: the pass is evidence of change).
+
+    - ``not discriminating``: the untouched deployed model passes the same required profile
+      (``baseline``, from ``gates.evaluate_gates(reason, before, before)``), so a pass does
+      not tell the revision from the model it revises.
+    - ``underpowered``: a deciding (required) check could not reach its significance level at
+      this cohort size; its own detail says why (``n = 8 < 10``, smallest reachable p).
+
+    ``gates`` is a ``GateResult.to_dict()``; a gate that failed has no caveats (it was not
+    passed). Shown by the card, ``medunlearn card``, ``medunlearn registry`` and the flow's
+    artifact; promotion to production needs ``--accept REASON`` while any remain.
+    """
+    if not gates.get("passed"):
+        return []
+    out = []
+    if baseline is not None and baseline.get("passed"):
+        out.append(
+            f"not discriminating: the deployed model passes the {gates.get('reason')} profile too"
+        )
+    replacing = set((gates.get("replacements") or {}).values())  # stand-ins for n/a checks
+    for c in gates.get("checks", []):
+        deciding = c.get("role") == "required" and c.get("status") != "not_applicable"
+        if (deciding or c.get("name") in replacing) and c.get("underpowered"):
+            detail = str(c.get("detail") or "the bound alone decides")
+            notes = [
+                part.strip().removeprefix("underpowered: ")
+                for part in detail.split(";")
+                if part.strip().startswith(("underpowered", "cannot detect"))
+            ]
+            out.append(f"underpowered: {c['name']}: {'; '.join(notes) or detail}")
+    return out
+
+
 def pool_sentence(check: dict[str, Any] | None) -> str:
     """Which held-out splits the membership evidence drew from, and why."""
     if not check:
@@ -286,6 +320,9 @@ def summary_markdown(
         lines += ["", "**No candidate passed the gates: no revision exported.**"]
     else:
         lines += ["", f"Selected `{selected.name}`."]
+        caveats = evidence_caveats(selected.gates, baseline)
+        if caveats:
+            lines += ["", "**What this pass cannot show:**", *(f"- {c}" for c in caveats)]
         if onnx_path:
             lines.append(
                 f"ONNX: `{onnx_path}`"

@@ -14,7 +14,13 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json, write_text, write_with
 from medunlearn.metrics import UnlearnMetrics
-from medunlearn.revision import CandidateResult, summary_markdown, tradeoff_csv, tradeoff_rows
+from medunlearn.revision import (
+    CandidateResult,
+    evidence_caveats,
+    summary_markdown,
+    tradeoff_csv,
+    tradeoff_rows,
+)
 from medunlearn.unlearn.request import Cohorts
 
 
@@ -117,6 +123,7 @@ def write_revision_report(
             "gates": selected.gates if selected else [c.gates for c in candidates],
             "parity": export["parity"] if export else None,
             "counts": cohorts.masks.counts,
+            "caveats": evidence_caveats(selected.gates, baseline) if selected else [],
             "failed_runs": [{k: f[k] for k in ("name", "kind", "reason")} for f in (failed or [])],
             **(timings or {"step_seconds": {}}),
         },

@@ -162,3 +162,106 @@ def test_run_timings_subtract_task_compute_and_ignore_cached_runs() -> None:
     assert t["cached_runs"] == 1 and t["step_seconds"] == laps
     cached = run_timings(laps, runs[2:], [], 3.0, flow_started_at=99.0)
     assert cached["compute_seconds"]["unlearn"] == 0.0 and cached["overhead_seconds"] == 19.0
+
+
+def _check(name, role="required", status="pass", underpowered=False, detail=""):
+    return {
+        "name": name,
+        "role": role,
+        "status": status,
+        "underpowered": underpowered,
+        "detail": detail,
+    }
+
+
+PASSED = {"reason": "consent_withdrawal", "passed": True, "failed": [], "replacements": {}}
+
+
+@pytest.mark.parametrize(
+    ("gates", "baseline", "expected"),
+    [
+        pytest.param(  # a real change, enough members: nothing to add
+            {**PASSED, "checks": [_check("membership"), _check("retain_drop")]},
+            {"passed": False},
+            [],
+            id="discriminating",
+        ),
+        pytest.param(
+            {**PASSED, "checks": [_check("membership")]},
+            {"passed": True},
+            ["not discriminating: the deployed model passes the consent_withdrawal profile too"],
+            id="deployed-passes",
+        ),
+        pytest.param(
+            {
+                **PASSED,
+                "checks": [
+                    _check(
+                        "membership",
+                        underpowered=True,
+                        detail="AUC 0.52; underpowered: 8 forgotten group(s) < 10",
+                    )
+                ],
+            },
+            None,
+            ["underpowered: membership: 8 forgotten group(s) < 10"],
+            id="underpowered-required",
+        ),
+        pytest.param(  # an informative check's power decides nothing
+            {
+                **PASSED,
+                "checks": [
+                    _check(
+                        "membership",
+                        role="informative",
+                        underpowered=True,
+                        detail="underpowered: 8 forgotten group(s) < 10",
+                    )
+                ],
+            },
+            {"passed": False},
+            [],
+            id="underpowered-informative",
+        ),
+        pytest.param(  # an n/a required check is replaced: the stand-in's power counts
+            {
+                **PASSED,
+                "replacements": {"forget_heldout_acc": "forget_train_acc"},
+                "checks": [
+                    _check("forget_heldout_acc", status="not_applicable"),
+                    _check(
+                        "forget_train_acc",
+                        role="informative",
+                        underpowered=True,
+                        detail="no per-image outcomes to pair: the bound alone decides",
+                    ),
+                ],
+            },
+            {"passed": False},
+            [
+                "underpowered: forget_train_acc: no per-image outcomes to pair: the bound alone "
+                "decides"
+            ],
+            id="replacement",
+        ),
+        pytest.param(  # a failed gate is not a pass: no caveats to state
+            {
+                **PASSED,
+                "passed": False,
+                "failed": ["membership"],
+                "checks": [
+                    _check(
+                        "membership", status="fail", underpowered=True, detail="underpowered: x"
+                    ),
+                ],
+            },
+            {"passed": True},
+            [],
+            id="failed",
+        ),
+    ],
+)
+def test_evidence_caveats(gates, baseline, expected) -> None:
+    from medunlearn.revision import evidence_caveats
+
+    assert evidence_caveats(gates, baseline) == expected

@@ -18,6 +18,7 @@ import yaml
 
 from medunlearn.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
 from medunlearn.export import check_parity, read_metadata
+from medunlearn.registry import RegistryError
 from medunlearn.revision import GatesFailed
 from medunlearn.validation import ValidationFailed
 
@@ -600,6 +601,12 @@ def test_revision_is_registered_with_production_as_parent(
         assert sha(files / rel) == digest
     card = (reg.record_dir("classifier", "v1.1.0") / "card.md").read_text()
     assert "consent_withdrawal" in card and "membership attack" in card
+    # the briefly trained demo model shows no memorisation of these patients: it passes the
+    # consent profile itself, so the card must say the pass cannot tell the two apart
+    metrics = json.loads((files / "reports" / "metrics.json").read_text())
+    assert metrics["deployed_gates"]["passed"] and record["deployed_gates_passed"]
+    caveat = "not discriminating: the deployed model passes the consent_withdrawal profile too"
+    assert caveat in record["caveats"] and caveat in metrics["caveats"] and caveat in card
     listing = subprocess.run(
         [sys.executable, "-m", "flows.cli", "registry", "--json", "--params", str(params)],
         capture_output=True,
@@ -633,7 +640,9 @@ def test_revision_is_registered_with_production_as_parent(
 
     # a later revision carries the consent withdrawal: its patients are forgotten again and
     # the consent gates re-checked on the new model
-    reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
+    with pytest.raises(RegistryError, match="weak evidence"):  # the caveats above
+        reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
+    reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed", accept="demo data")
     retire = tmp_path / "retire.yaml"
     retire.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["3"]}}))
     config["gates"]["class_retirement"] = {"max_forget_acc": 0.05, **lenient}

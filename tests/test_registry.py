@@ -445,3 +445,55 @@ def test_registering_the_same_revision_again_still_runs_the_commit_hook(tmp_path
     assert reg.versions("classifier") == ["v1.0.0"]
     assert sh(repo, "git", "status", "--porcelain", "--", "ledger.txt") == ""  # committed
     assert sh(repo, "git", "show", "HEAD:ledger.txt") == "applied in v1.0.0\n"
+
+
+def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None:
+    """The card, the listing and the promotion rule say what a pass cannot show; the
+    acceptance is recorded with the promotion."""
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    caveat = "not discriminating: the deployed model passes the consent_withdrawal profile too"
+    record = {"gates": PASSED, "kind": "unlearned", "caveats": [caveat]}
+    reg.register("classifier", source(repo, b"weak"), record, "v1.0.0")
+    shown = cli(repo, "card", "classifier", "v1.0.0")  # `medunlearn card`
+    assert shown.returncode == 0, shown.stderr
+    assert f"- {caveat}" in shown.stdout and "`--accept REASON`" in shown.stdout
+    listing = cli(repo, "registry", "--json")
+    assert listing.returncode == 0, listing.stderr
+    assert json.loads(listing.stdout)[0]["caveats"] == [caveat]
+    table = cli(repo, "registry")
+    assert "CAVEAT: not discriminating" in table.stdout
+
+    reg.promote("classifier", "v1.0.0", "staging", "ann", "review")  # staging: no rule
+    refused = cli(
+        repo,
+        "promote",
+        "classifier",
+        "v1.0.0",
+        "--to",
+        "production",
+        "--by",
+        "ann",
+        "--why",
+        "ship",
+    )
+    assert refused.returncode == 2 and "weak evidence" in refused.stderr + refused.stdout
+    assert reg.current("classifier", "production") is None
+    accepted = cli(
+        repo,
+        "promote",
+        "classifier",
+        "v1.0.0",
+        "--to",
+        "production",
+        "--by",
+        "ann",
+        "--why",
+        "ship",
+        "--accept",
+        "privacy officer signed off (ticket 12)",
+    )
+    assert accepted.returncode == 0, accepted.stderr
+    assert reg.current("classifier", "production") == "v1.0.0"
+    why = [e.why for e in reg.events("classifier") if e.stage == "production"]
+    assert any("caveats accepted: privacy officer signed off (ticket 12)" in w for w in why)
