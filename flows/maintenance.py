@@ -379,7 +379,13 @@ def revise_request(
         selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     if selected is None:
         if ledger is not None and ledger_id is not None:
-            reject(params_path, ledger, ledger_id, "no candidate passed the gates")
+            reject(
+                params_path,
+                ledger,
+                ledger_id,
+                "no candidate passed the gates"
+                + (f" ({', '.join(f['name'] for f in failed)} failed)" if failed else ""),
+            )
         write_revision_report(
             cohorts,
             before,

@@ -63,10 +63,9 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
             "n_members": membership.get("n_members"),
             "n_nonmembers": membership.get("n_nonmembers"),
         },
-        "failed_runs": [
-            {k: f.get(k) for k in ("name", "kind", "reason")}
-            for f in record.get("failed_runs") or []
-        ],
+        "failed_runs": None  # a record from before the check, or a trained model's
+        if record.get("failed_runs") is None
+        else [{k: f.get(k) for k in ("name", "kind", "reason")} for f in record["failed_runs"]],
         "rechecks": {
             rid: {"passed": g.get("passed"), "failed": g.get("failed", [])}
             for rid, g in (record.get("rechecks") or {}).items()
@@ -152,7 +151,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         "",
         "## Runs rejected before evaluation",
         *(
-            [f"- `{f['name']}` ({f['kind']}): {f['reason']}" for f in card["failed_runs"]]
+            ["Not recorded (no sweep, or a record older than this check)."]
+            if card["failed_runs"] is None
+            else [f"- `{f['name']}` ({f['kind']}): {f['reason']}" for f in card["failed_runs"]]
             or ["None: every run of the sweep finished with finite weights."]
         ),
         "",

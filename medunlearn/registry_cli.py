@@ -1,7 +1,7 @@
 """``medunlearn registry | promote | rollback``: the registry from the command line.
 
     medunlearn registry [MODEL] [--json]
-    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT
+    medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
                        [--allow-regression REASON]
     medunlearn rollback MODEL --stage production [--to VERSION] [--by NAME] [--why TEXT]
     medunlearn reproduce MODEL VERSION [--tolerance T] [--keep] [--json]

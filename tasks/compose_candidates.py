@@ -39,7 +39,8 @@ def compose_candidates(
     """
     logger = get_run_logger()
     if not cfg.get("enabled", True) or len(runs) < 2:
-        logger.info("composition skipped (%s)", "disabled" if runs else "no runs")
+        why = "disabled" if not cfg.get("enabled", True) else f"{len(runs)} finished run(s)"
+        logger.info("composition skipped (%s)", why)
         return []
     target = forget_target(cohorts.request.reason, cfg.get("forget_target", "auto"))
     models = {r["name"]: load_run(r) for r in runs}
@@ -97,8 +98,9 @@ def compose_candidates(
             time.perf_counter() - start,
         )
     logger.info(
-        "composed %d candidates from %s (retain) and %s (forget)",
-        len(out),
+        "composed %d candidates (%d failed) from %s (retain) and %s (forget)",
+        sum(not c.get("failed") for c in out),
+        sum(bool(c.get("failed")) for c in out),
         best_retain,
         best_forget,
     )

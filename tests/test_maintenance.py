@@ -601,12 +601,15 @@ def test_revision_is_registered_with_production_as_parent(
         assert sha(files / rel) == digest
     card = (reg.record_dir("classifier", "v1.1.0") / "card.md").read_text()
     assert "consent_withdrawal" in card and "membership attack" in card
-    # the briefly trained demo model shows no memorisation of these patients: it passes the
-    # consent profile itself, so the card must say the pass cannot tell the two apart
+    # the briefly trained demo model shows no memorisation of these patients (measured: it
+    # passes the consent profile itself on AVX2 and AVX-512 kernels), so the card must say
+    # the pass cannot tell the two apart; were it to fail the profile, no such caveat
     metrics = json.loads((files / "reports" / "metrics.json").read_text())
-    assert metrics["deployed_gates"]["passed"] and record["deployed_gates_passed"]
+    deployed_passes = metrics["deployed_gates"]["passed"]
+    assert record["deployed_gates_passed"] is deployed_passes
     caveat = "not discriminating: the deployed model passes the consent_withdrawal profile too"
-    assert caveat in record["caveats"] and caveat in metrics["caveats"] and caveat in card
+    for shown in (record["caveats"], metrics["caveats"], card):
+        assert (caveat in shown) is deployed_passes
     listing = subprocess.run(
         [sys.executable, "-m", "flows.cli", "registry", "--json", "--params", str(params)],
         capture_output=True,
@@ -640,8 +643,9 @@ def test_revision_is_registered_with_production_as_parent(
 
     # a later revision carries the consent withdrawal: its patients are forgotten again and
     # the consent gates re-checked on the new model
-    with pytest.raises(RegistryError, match="weak evidence"):  # the caveats above
-        reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
+    if record["caveats"]:  # the rule itself: tests/test_registry.py
+        with pytest.raises(RegistryError, match="weak evidence"):
+            reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
     reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed", accept="demo data")
     retire = tmp_path / "retire.yaml"
     retire.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["3"]}}))
@@ -740,6 +744,36 @@ def test_a_diverging_run_is_reported_and_never_harms_the_revision(
         ]
         in failed
     )
+
+
+def test_a_sweep_whose_every_run_diverged_is_refused_with_a_report(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    from flows.maintenance import maintenance_flow
+
+    diverging = {"name": "diverges", "method": "psg", "settings": {"lr": 1e6}}
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        gates={"class_retirement": LENIENT},
+        sweep=[diverging],
+        compose={"enabled": True},
+    )
+    with pytest.raises(
+        GatesFailed, match=r"no candidate of 0 passed .*1 run\(s\) failed: diverges"
+    ):
+        maintenance_flow(str(params))
+    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    assert metrics["passed"] is False and [f["name"] for f in metrics["failed_runs"]] == [
+        "diverges"
+    ]
+    summary = (tmp_path / "reports" / "maintenance.md").read_text()
+    assert "`diverges` (sweep): method 'psg' diverged" in summary
+    assert "No candidate passed" in summary
+    assert not (tmp_path / "models" / "candidate").exists()
+    assert not list((tmp_path / "work").glob("*.pt"))
 
 
 def test_a_failed_report_after_export_leaves_no_model(

@@ -266,3 +266,27 @@ def test_non_finite_weights_and_buffers_are_named() -> None:
         Diverged, match=r"run x diverged: 2 non-finite tensor\(s\) \(0.bias, 1.running_var\)"
     ):
         check_finite(model, "run x")
+
+
+def test_run_method_rejects_a_run_whose_weights_became_nan(monkeypatch, demo_model, demo_cohorts):
+    """Every method goes through one check: a run returning NaN weights raises Diverged
+    naming the method, whatever the method is (a stand-in method that poisons one bias)."""
+    import copy
+
+    from medunlearn.unlearn import methods
+    from medunlearn.unlearn.methods import Diverged, run_method
+
+    def poisoning(model, cohorts, cfg):
+        out = copy.deepcopy(model)
+        with torch.no_grad():
+            out.classifier.bias[0] = float("nan")
+        return out.eval()
+
+    monkeypatch.setitem(methods.METHODS, "poisoning", poisoning)
+    monkeypatch.setitem(methods.METHOD_DEFAULTS, "poisoning", {})
+    with pytest.raises(
+        Diverged, match=r"method 'poisoning' diverged: 1 non-finite tensor\(s\) \(classifier.bias\)"
+    ):
+        run_method("poisoning", demo_model, demo_cohorts, {})
+    monkeypatch.setitem(methods.METHODS, "poisoning", lambda m, c, cfg: copy.deepcopy(m).eval())
+    assert run_method("poisoning", demo_model, demo_cohorts, {}) is not demo_model  # finite: fine

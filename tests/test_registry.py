@@ -478,6 +478,8 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
         "ship",
     )
     assert refused.returncode == 2 and "weak evidence" in refused.stderr + refused.stdout
+    with pytest.raises(RegistryError, match="weak evidence"):  # a blank reason is no reason
+        reg.promote("classifier", "v1.0.0", "production", "ann", "ship", accept="   ")
     assert reg.current("classifier", "production") is None
     accepted = cli(
         repo,

@@ -168,6 +168,32 @@ def test_cpu_bf16_runs_training_convolutions_in_bf16_only_where_native(
     assert ("no native bf16" in caplog.text) == (asked and not native)
 
 
+@pytest.mark.parametrize(
+    ("avx512_bf16", "amx", "onednn", "expected"),
+    [
+        pytest.param(True, False, True, True, id="avx512-bf16"),
+        pytest.param(False, True, True, True, id="amx"),
+        # plain AVX-512 (Skylake to Ice Lake): oneDNN says yes but would emulate bf16
+        pytest.param(False, False, True, False, id="plain-avx512"),
+        # the instructions exist but oneDNN is capped below them (ONEDNN_MAX_CPU_ISA=AVX2)
+        pytest.param(True, True, False, False, id="onednn-capped"),
+    ],
+)
+def test_native_cpu_bf16_needs_the_instructions_and_onednn(
+    monkeypatch, avx512_bf16, amx, onednn, expected
+) -> None:
+    from medunlearn import device as device_module
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(device_module, "_onednn_allows_bf16", lambda: onednn)
+    device_module.native_cpu_bf16.cache_clear()
+    try:
+        assert device_module.native_cpu_bf16() is expected
+    finally:
+        device_module.native_cpu_bf16.cache_clear()
+
+
 def test_compile_wraps_the_training_step_only(demo_dir, monkeypatch) -> None:
     """``compile: true`` hands the model to ``torch.compile`` once and runs every training
     step through what it returns; validation and the returned model stay the eager module.
