@@ -87,7 +87,7 @@ def test_unlearning_lowers_forget_accuracy(demo_model, cohorts) -> None:
     from medunlearn.metrics import accuracy_on
 
     # soft targets with phi 3: on 5 fixture initialisations x AVX2/AVX-512 kernels the retain
-    # drop stayed <= 0.065 and forgotten-class accuracy <= 0.22 (hard targets, phi 1: drop up
+    # drop stayed <= 0.10 and forgotten-class accuracy <= 0.03 (hard targets, phi 1: drop up
     # to 0.24, so the 0.15 bound below was a coin toss on the CPU's kernels)
     cfg = PSGConfig(lr=1e-3, epochs=5, phi=3.0, forget_loss="soft", temperature=2.0, device="cpu")
     result = psg_unlearn(demo_model, cohorts.forget_train, cohorts.retain_train, cfg)
