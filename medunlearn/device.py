@@ -1,5 +1,6 @@
 """Choosing where to compute, and mixed precision: bf16 autocast on CUDA, and on CPUs with
-native bf16 arithmetic (AVX512-BF16 or AMX, as oneDNN reports) when asked for."""
+native bf16 arithmetic (AVX512-BF16 or AMX present, and oneDNN allowed to use them) when
+asked for."""
 
 from __future__ import annotations
 

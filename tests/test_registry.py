@@ -465,36 +465,14 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
     assert "CAVEAT: not discriminating" in table.stdout
 
     reg.promote("classifier", "v1.0.0", "staging", "ann", "review")  # staging: no rule
-    refused = cli(
-        repo,
-        "promote",
-        "classifier",
-        "v1.0.0",
-        "--to",
-        "production",
-        "--by",
-        "ann",
-        "--why",
-        "ship",
-    )
+    to_production = ("promote", "classifier", "v1.0.0", "--to", "production", "--by", "ann")
+    refused = cli(repo, *to_production, "--why", "ship")
     assert refused.returncode == 2 and "weak evidence" in refused.stderr + refused.stdout
     with pytest.raises(RegistryError, match="weak evidence"):  # a blank reason is no reason
         reg.promote("classifier", "v1.0.0", "production", "ann", "ship", accept="   ")
     assert reg.current("classifier", "production") is None
-    accepted = cli(
-        repo,
-        "promote",
-        "classifier",
-        "v1.0.0",
-        "--to",
-        "production",
-        "--by",
-        "ann",
-        "--why",
-        "ship",
-        "--accept",
-        "privacy officer signed off (ticket 12)",
-    )
+    ticket = "privacy officer signed off (ticket 12)"
+    accepted = cli(repo, *to_production, "--why", "ship", "--accept", ticket)
     assert accepted.returncode == 0, accepted.stderr
     assert reg.current("classifier", "production") == "v1.0.0"
     why = [e.why for e in reg.events("classifier") if e.stage == "production"]

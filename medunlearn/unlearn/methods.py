@@ -49,11 +49,6 @@ def non_finite_tensors(model: nn.Module) -> list[str]:
     ]
 
 
-def finite(model: nn.Module) -> bool:
-    """Whether every floating-point weight and buffer of ``model`` is finite."""
-    return not non_finite_tensors(model)
-
-
 def check_finite(model: nn.Module, what: str) -> None:
     """Raise :class:`Diverged` naming ``what`` and the first non-finite tensors of ``model``."""
     bad = non_finite_tensors(model)
