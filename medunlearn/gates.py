@@ -52,6 +52,11 @@ test cannot reach ``alpha`` at all: with ``n`` discordant images its smallest p-
 significant (a candidate that loses 6 of 117 images and gains none, 5.1 points, would
 otherwise pass). The same holds when a caller gives metrics without per-image outcomes.
 The largest per-class recall drop is reported.
+
+Every profile also requires ``forget_not_raised``: the candidate's accuracy on the forgotten
+training images is at most the deployed model's (issue 26: an outlier revision that passed
+its membership checks had raised it from 0.443 to 0.486, i.e. fitted the rows it was asked
+to forget). No tolerance: one more correctly classified forgotten image fails it.
 """
 
 from __future__ import annotations
@@ -98,6 +103,7 @@ PROFILES: dict[str, tuple[CheckSpec, ...]] = {
         CheckSpec("forget_heldout_acc", REQUIRED, replaced_by="forget_train_acc"),
         CheckSpec("retain_drop", REQUIRED),
         CheckSpec("retain_balanced_drop", REQUIRED),
+        CheckSpec("forget_not_raised", REQUIRED),
         CheckSpec("class_recall_drop", INFORMATIVE),
         CheckSpec("membership", INFORMATIVE),
     ),
@@ -107,6 +113,7 @@ PROFILES: dict[str, tuple[CheckSpec, ...]] = {
             CheckSpec("member_accuracy_gap", REQUIRED),
             CheckSpec("retain_drop", REQUIRED),
             CheckSpec("retain_balanced_drop", REQUIRED),
+            CheckSpec("forget_not_raised", REQUIRED),
             CheckSpec("class_recall_drop", INFORMATIVE),
             CheckSpec("over_forgetting", INFORMATIVE),
         )
@@ -314,6 +321,22 @@ def _over_forgetting(role: str, after: UnlearnMetrics, b: dict[str, float]) -> C
     )
 
 
+def _forget_not_raised(role: str, after: UnlearnMetrics, before: UnlearnMetrics) -> Check:
+    a, b = after.forget_train_acc, before.forget_train_acc
+    if a is None or b is None:
+        return _na("forget_not_raised", role, "no forgotten training image")
+    rise = a - b
+    return Check(
+        "forget_not_raised",
+        role,
+        PASS if rise <= 1e-9 else FAIL,
+        rise,
+        0.0,
+        "<= 0 (forgetting never makes the forgotten training images more accurate than the "
+        "deployed model had them)",
+    )
+
+
 def retention_p_value(
     before: dict[str, np.ndarray], after: dict[str, np.ndarray], balanced: bool, seed: int = 0
 ) -> tuple[float, int, int]:
@@ -465,6 +488,7 @@ CHECKS: dict[str, Callable[[str, UnlearnMetrics, UnlearnMetrics, dict[str, float
     "membership": lambda role, a, _, b: _membership(role, a, b),
     "member_accuracy_gap": lambda role, a, _, b: _member_gap(role, a, b),
     "over_forgetting": lambda role, a, _, b: _over_forgetting(role, a, b),
+    "forget_not_raised": lambda role, a, before, _: _forget_not_raised(role, a, before),
 }
 
 

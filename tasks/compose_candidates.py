@@ -11,7 +11,13 @@ from prefect.cache_policies import NO_CACHE
 from medunlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from medunlearn.compose import fine_tune, interpolate, swap
 from medunlearn.revision import failed_run
-from medunlearn.unlearn.methods import Diverged, check_finite, forget_target, selection_score
+from medunlearn.unlearn.methods import (
+    Diverged,
+    check_finite,
+    check_outputs,
+    forget_target,
+    selection_score,
+)
 from medunlearn.unlearn.request import Cohorts
 from medunlearn.versioning import file_sha256
 
@@ -57,6 +63,7 @@ def compose_candidates(
         config = {"features": best_retain, "head": best_forget, **extra}
         try:
             check_finite(model, f"{kind} of {best_retain} + {best_forget}")
+            check_outputs(model, cohorts, f"{kind} of {best_retain} + {best_forget}")
         except Diverged as exc:
             logger.warning("%s failed: %s", name, exc)
             out.append({**failed_run(name, kind, config, exc), "failed": True})

@@ -104,6 +104,29 @@ def test_class_retirement_values_bounds_and_replacement() -> None:
 
 
 @pytest.mark.parametrize(
+    "reason, deployed, candidate, status",
+    [
+        # issue 26: an outlier revision raised forget-train accuracy 0.443 -> 0.486
+        ("outlier_removal", 0.443, 0.486, "fail"),
+        ("outlier_removal", 0.443, 0.443, "pass"),  # unchanged is not raised
+        ("consent_withdrawal", 0.5, 0.25, "pass"),
+        ("device_deprecation", 0.70, 0.71, "fail"),  # one image more in 100: no tolerance
+        ("class_retirement", 0.00, 0.02, "fail"),  # below max_forget_acc, still raised
+        ("class_retirement", 0.90, 0.00, "pass"),
+    ],
+)
+def test_forget_not_raised_is_required_in_every_profile(
+    reason, deployed, candidate, status
+) -> None:
+    before = metrics(forget_train_acc=deployed, forget_heldout_acc=0.9)
+    result = evaluate_gates(reason, metrics(forget_train_acc=candidate), before)
+    check = next(c for c in result.checks if c.name == "forget_not_raised")
+    assert check.role == REQUIRED and check.status == status
+    assert check.value == pytest.approx(candidate - deployed)
+    assert ("forget_not_raised" in result.failed()) is (status == "fail")
+
+
+@pytest.mark.parametrize(
     "auc, p, passed",
     [
         (0.80, 1e-6, False),  # significant and material: memorised

@@ -290,3 +290,34 @@ def test_run_method_rejects_a_run_whose_weights_became_nan(monkeypatch, demo_mod
         run_method("poisoning", demo_model, demo_cohorts, {})
     monkeypatch.setitem(methods.METHODS, "poisoning", lambda m, c, cfg: copy.deepcopy(m).eval())
     assert run_method("poisoning", demo_model, demo_cohorts, {}) is not demo_model  # finite: fine
+
+
+def test_run_method_rejects_finite_weights_with_non_finite_outputs(
+    monkeypatch, demo_model, demo_cohorts
+):
+    """Finite weights can still overflow (issue 26: PSG at lr 3e-3 on the demo gave NaN
+    logits and crashed evaluation): a head weight of 3e38, finite in float32, makes the
+    class-0 logit of every image with a positive feature +inf."""
+    import copy
+
+    from medunlearn.unlearn import methods
+    from medunlearn.unlearn.methods import Diverged, non_finite_tensors, run_method
+
+    def overflowing(model, cohorts, cfg):
+        out = copy.deepcopy(model)
+        with torch.no_grad():
+            out.classifier.weight[0] = 3e38
+        return out.eval()
+
+    monkeypatch.setitem(methods.METHODS, "overflowing", overflowing)
+    monkeypatch.setitem(methods.METHOD_DEFAULTS, "overflowing", {})
+    assert non_finite_tensors(overflowing(demo_model, demo_cohorts, {})) == []
+    probes = sum(
+        min(len(s), methods.PROBE_IMAGES)
+        for s in (demo_cohorts.forget_train, demo_cohorts.retain_train, demo_cohorts.test)
+    )
+    with pytest.raises(
+        Diverged,
+        match=rf"method 'overflowing' diverged: non-finite outputs on [1-9]\d* of {probes} probe",
+    ):
+        run_method("overflowing", demo_model, demo_cohorts, {})

@@ -36,7 +36,7 @@ class MethodConfigError(ValueError):
 
 
 class Diverged(RuntimeError):
-    """A run's weights or buffers became NaN or inf: the run is rejected (reported as failed,
+    """A run's weights, buffers or outputs became NaN or inf: the run is rejected (reported as failed,
     never scored, cached, composed or exported)."""
 
 
@@ -55,6 +55,36 @@ def check_finite(model: nn.Module, what: str) -> None:
     if bad:
         shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
         raise Diverged(f"{what} diverged: {len(bad)} non-finite tensor(s) ({shown})")
+
+
+PROBE_IMAGES = 256  # per cohort: forget-train, retain-train and test
+
+
+def check_outputs(model: nn.Module, cohorts: Cohorts, what: str) -> None:
+    """Raise :class:`Diverged` when ``model`` gives NaN or inf logits on any of up to
+    ``PROBE_IMAGES`` images of forget-train, retain-train and test each (eval mode).
+
+    Finite weights can still overflow: a PSG run at lr 3e-3 on the demo kept every weight
+    finite and gave NaN logits, which crashed evaluation (issue 26).
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    bad = total = 0
+    try:
+        with torch.no_grad():
+            for images in (cohorts.forget_train, cohorts.retain_train, cohorts.test):
+                n = min(len(images), PROBE_IMAGES)
+                if not n:
+                    continue
+                x = torch.stack([images.image(i) for i in range(n)]).to(device)
+                logits = model(x).float()
+                bad += int((~torch.isfinite(logits).all(dim=1)).sum())
+                total += n
+    finally:
+        model.train(was_training)
+    if bad:
+        raise Diverged(f"{what} diverged: non-finite outputs on {bad} of {total} probe images")
 
 
 def _keyword_defaults(fn: Callable) -> dict[str, Any]:
@@ -345,7 +375,8 @@ def run_method(
 
     Raises:
         MethodConfigError: an unknown method or setting.
-        Diverged: the run's weights or buffers became NaN or inf.
+        Diverged: the run's weights or buffers became NaN or inf, or its outputs on probe
+            images did (:func:`check_outputs`).
     """
     if name not in METHODS:
         raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
@@ -355,6 +386,7 @@ def run_method(
     if any(not torch.equal(before[k], after[k]) for k in before):  # pragma: no cover - guard
         raise RuntimeError(f"method '{name}' modified the deployed model in place")
     check_finite(result, f"method '{name}'")
+    check_outputs(result, cohorts, f"method '{name}'")
     return result
 
 

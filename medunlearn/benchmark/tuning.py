@@ -1,0 +1,159 @@
+"""Choosing shipped defaults across datasets: leave-one-dataset-out (issue 26).
+
+The per-reason settings of ``params.yaml`` must hold on data they were not tuned on. The
+tuning runs every setting of a grid on several scenarios (one JSON row per run, see
+``scripts/tune_defaults.py``); this module turns those rows into a choice:
+
+- a row **passes** when the candidate passes its reason's required gates
+  (``medunlearn.gates``: forgetting, retention, membership, forget-train not raised) on that
+  scenario; its **score** is the tuning gap to the scenario's retrain reference in
+  percentage points (``medunlearn.metrics.TUNING_GAP_KEYS``: forget-train, retain-train and
+  retain-test accuracy and the membership AUC), lower is better;
+- :func:`choose` ranks settings over a set of scenarios by (scenarios passed: more is better;
+  mean score; mean time ratio), i.e. a setting that passes everywhere beats a closer one that
+  fails somewhere;
+- :func:`choose_sweep` greedily adds up to ``size`` settings so that the sweep (a revision
+  keeps the best candidate that passes) passes on as many scenarios as possible;
+- :func:`leave_one_dataset_out` chooses on every dataset but one and reports the held-out
+  dataset's outcome, for each dataset in turn: the estimate of how the rule does on data it
+  never saw.
+
+Written by hand: the rule is this project's (gate-first ranking); no library selects
+hyperparameters by gate pass across datasets.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+
+def setting_key(setting: dict[str, Any]) -> str:
+    """A canonical string of a grid point (sorted keys), the rows' grouping key."""
+    return json.dumps(setting, sort_keys=True)
+
+
+def _table(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """``{setting_key: {scenario: row}}``; a later row for the same pair replaces the earlier."""
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        out.setdefault(setting_key(row["setting"]), {})[row["scenario"]] = row
+    return out
+
+
+def rank(
+    rows: Iterable[dict[str, Any]], scenarios: Sequence[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Settings run on every one of ``scenarios``, best first, with their summary:
+    ``passed`` (count), ``score`` (mean tuning gap, points), ``time_ratio`` (mean)."""
+    ranked = []
+    for key, by_scenario in _table(rows).items():
+        if not all(s in by_scenario for s in scenarios):
+            continue
+        picked = [by_scenario[s] for s in scenarios]
+        ratios = [r["time_ratio"] for r in picked if r.get("time_ratio") is not None]
+        summary = {
+            "passed": sum(bool(r["passed"]) for r in picked),
+            "score": statistics.fmean(float(r["score"]) for r in picked),
+            "time_ratio": statistics.fmean(ratios) if ratios else None,
+        }
+        ranked.append((key, summary))
+    ranked.sort(key=lambda kv: (-kv[1]["passed"], kv[1]["score"], kv[1]["time_ratio"] or 0.0))
+    return ranked
+
+
+def choose(rows: Iterable[dict[str, Any]], scenarios: Sequence[str]) -> dict[str, Any]:
+    """The best setting over ``scenarios`` (see :func:`rank`).
+
+    Raises:
+        ValueError: no setting was run on every scenario.
+    """
+    ranked = rank(list(rows), scenarios)
+    if not ranked:
+        raise ValueError(f"no setting was run on every scenario of {list(scenarios)}")
+    key, summary = ranked[0]
+    return {"setting": json.loads(key), **summary}
+
+
+def choose_sweep(
+    rows: Iterable[dict[str, Any]], scenarios: Sequence[str], size: int = 2
+) -> list[dict[str, Any]]:
+    """Up to ``size`` settings, chosen greedily: first :func:`choose`, then each time the
+    setting that makes the sweep pass on the most scenarios not yet covered (ties: lowest mean
+    score on those scenarios). Stops early when every scenario is covered or nothing helps."""
+    rows = list(rows)
+    table = _table(rows)
+    first = choose(rows, scenarios)
+    sweep = [first["setting"]]
+    covered = {s for s in scenarios if table[setting_key(first["setting"])][s]["passed"]}
+    while len(sweep) < size and len(covered) < len(scenarios):
+        best, best_key = None, None
+        for key, by_scenario in table.items():
+            if json.loads(key) in sweep or not all(s in by_scenario for s in scenarios):
+                continue
+            gain = [s for s in scenarios if s not in covered and by_scenario[s]["passed"]]
+            if not gain:
+                continue
+            rank_key = (-len(gain), statistics.fmean(by_scenario[s]["score"] for s in gain))
+            if best_key is None or rank_key < best_key:
+                best, best_key = key, rank_key
+        if best is None:
+            break
+        sweep.append(json.loads(best))
+        covered |= {s for s in scenarios if table[best][s]["passed"]}
+    return sweep
+
+
+def sweep_outcome(
+    rows: Iterable[dict[str, Any]], sweep: Sequence[dict[str, Any]], scenario: str
+) -> dict[str, Any]:
+    """What a revision running ``sweep`` gets on ``scenario``: the passing run with the lowest
+    score (a revision keeps one passing candidate), else the first setting's failing row."""
+    table = _table(rows)
+    runs = [table[setting_key(s)][scenario] for s in sweep]
+    passing = [r for r in runs if r["passed"]]
+    row = min(passing, key=lambda r: r["score"]) if passing else runs[0]
+    return {
+        "passed": bool(passing),
+        "score": row["score"],
+        "setting": row["setting"],
+        "seconds": sum(float(r.get("seconds") or 0.0) for r in runs),
+    }
+
+
+def leave_one_dataset_out(
+    rows: Iterable[dict[str, Any]],
+    datasets: dict[str, Sequence[str]],
+    size: int = 2,
+) -> list[dict[str, Any]]:
+    """For each dataset in turn: choose the sweep on the other datasets' scenarios, report it
+    on the held-out dataset's scenarios.
+
+    Args:
+        rows: one per (scenario, setting): ``scenario``, ``setting``, ``passed``, ``score``
+            (points), ``time_ratio``, ``seconds``.
+        datasets: dataset name -> its scenarios (a dataset may hold several, e.g. HAM10000's
+            device and outlier requests: held out together).
+        size: sweep size (1: a single default).
+
+    Returns:
+        One entry per held-out dataset and scenario: ``held_out``, ``scenario``, ``sweep``
+        (chosen without it) and its ``outcome`` there (:func:`sweep_outcome`).
+    """
+    rows = list(rows)
+    out = []
+    for held_out, held_scenarios in datasets.items():
+        train = [s for d, ss in datasets.items() if d != held_out for s in ss]
+        sweep = choose_sweep(rows, train, size)
+        for scenario in held_scenarios:
+            out.append(
+                {
+                    "held_out": held_out,
+                    "scenario": scenario,
+                    "sweep": sweep,
+                    "outcome": sweep_outcome(rows, sweep, scenario),
+                }
+            )
+    return out

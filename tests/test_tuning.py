@@ -1,0 +1,97 @@
+"""Leave-one-dataset-out choice of defaults (medunlearn.benchmark.tuning) on a hand-made
+table whose right answers are worked out in the comments."""
+
+from __future__ import annotations
+
+import pytest
+
+from medunlearn.benchmark.tuning import (
+    choose,
+    choose_sweep,
+    leave_one_dataset_out,
+    rank,
+    sweep_outcome,
+)
+
+A, B, C = {"lr": 1e-3}, {"lr": 3e-4}, {"lr": 1e-4}
+# passes / gap (points) per scenario:
+#            s1 (d1)     s2 (d2)     s3 (d3)
+#   A       pass 2.0    pass 4.0    FAIL 1.0
+#   B       pass 3.0    pass 3.0    pass 9.0
+#   C       FAIL 0.5    pass 1.0    pass 1.0
+TABLE = {
+    ("s1", "A"): (True, 2.0),
+    ("s2", "A"): (True, 4.0),
+    ("s3", "A"): (False, 1.0),
+    ("s1", "B"): (True, 3.0),
+    ("s2", "B"): (True, 3.0),
+    ("s3", "B"): (True, 9.0),
+    ("s1", "C"): (False, 0.5),
+    ("s2", "C"): (True, 1.0),
+    ("s3", "C"): (True, 1.0),
+}
+SETTINGS = {"A": A, "B": B, "C": C}
+ROWS = [
+    {
+        "scenario": s,
+        "setting": SETTINGS[k],
+        "passed": p,
+        "score": g,
+        "time_ratio": 0.1,
+        "seconds": 1,
+    }
+    for (s, k), (p, g) in TABLE.items()
+]
+DATASETS = {"d1": ["s1"], "d2": ["s2"], "d3": ["s3"]}
+
+
+def test_rank_puts_passing_everywhere_before_closer_but_failing() -> None:
+    # over all three: B passes 3 (mean 5.0); A passes 2 (mean 2.33); C passes 2 (mean 0.83)
+    ranked = rank(ROWS, ["s1", "s2", "s3"])
+    assert [r[1]["passed"] for r in ranked] == [3, 2, 2]
+    assert choose(ROWS, ["s1", "s2", "s3"])["setting"] == B
+    assert ranked[1][1]["score"] == pytest.approx((0.5 + 1.0 + 1.0) / 3)  # C before A
+
+
+def test_choose_refuses_when_no_setting_ran_everywhere() -> None:
+    with pytest.raises(ValueError, match="no setting was run on every scenario"):
+        choose(ROWS[:1] + ROWS[4:5], ["s1", "s2"])  # A only on s1, B only on s2
+
+
+def test_sweep_adds_the_setting_that_covers_what_the_first_misses() -> None:
+    # on s1+s2: A and B both pass twice; A's mean 3.0 = B's mean 3.0, ties by time ratio ->
+    # order of rows keeps A (first); C covers nothing A misses -> sweep stops at [A]
+    assert choose_sweep(ROWS, ["s1", "s2"], size=2) == [A]
+    # on s2+s3: C passes both with mean 1.0 -> [C] covers all
+    assert choose_sweep(ROWS, ["s2", "s3"], size=2) == [C]
+    # on s1+s3 single best: B passes both (mean 6.0) vs A, C pass one each -> [B]
+    assert choose_sweep(ROWS, ["s1", "s3"], size=2) == [B]
+
+
+def test_sweep_outcome_keeps_the_closest_passing_run() -> None:
+    # sweep [A, C] on s3: A fails, C passes (1.0) -> passes with C
+    out = sweep_outcome(ROWS, [A, C], "s3")
+    assert out["passed"] and out["setting"] == C and out["score"] == 1.0
+    assert out["seconds"] == 2  # both runs are paid for
+    # sweep [C] on s1: fails, reports C's row
+    assert sweep_outcome(ROWS, [C], "s1") == {
+        "passed": False,
+        "score": 0.5,
+        "setting": C,
+        "seconds": 1.0,
+    }
+
+
+def test_leave_one_dataset_out_never_sees_the_held_out_dataset() -> None:
+    out = {e["held_out"]: e for e in leave_one_dataset_out(ROWS, DATASETS, size=1)}
+    # held out d3: chosen on s1, s2 -> A (tie with B broken by row order) -> fails on s3
+    assert out["d3"]["sweep"] == [A] and out["d3"]["outcome"]["passed"] is False
+    # held out d1: chosen on s2, s3 -> C -> fails on s1
+    assert out["d1"]["sweep"] == [C] and out["d1"]["outcome"]["passed"] is False
+    # held out d2: chosen on s1, s3 -> B -> passes s2 with 3.0
+    assert out["d2"]["sweep"] == [B] and out["d2"]["outcome"] == {
+        "passed": True,
+        "score": 3.0,
+        "setting": B,
+        "seconds": 1.0,
+    }
