@@ -24,7 +24,7 @@ from flows.maintenance import task_runner
 from medunlearn.config import ConfigError, load_params
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry_cli import open_registry
-from medunlearn.revision_audit import AuditRefused, audited_record, check_arguments
+from medunlearn.revision_audit import AuditRefused, audited_record, banked, check_arguments
 from tasks.plan_audit import plan_revision_audit
 from tasks.train_reference import train_reference_model
 from tasks.write_audit import write_revision_audit
@@ -44,11 +44,16 @@ def audit_flow(
     params = load_params(params_path)
     registry = open_registry(params_path)
     plan = plan_revision_audit(registry, model, version, params, reference_models, epochs)
+    inputs = (plan.bank, plan.retain_train, plan.retain_val)
+    # a banked reference loads here: no Dask cluster is started just to read a file
     futures = [
-        train_reference_model.submit(plan.bank, plan.retain_train, plan.retain_val, seed)
+        None if banked(plan, seed) else train_reference_model.submit(*inputs, seed)
         for seed in plan.seeds
     ]
-    references = [f.result() for f in futures]
+    references = [
+        train_reference_model(*inputs, seed) if f is None else f.result()
+        for seed, f in zip(plan.seeds, futures, strict=True)
+    ]
     return write_revision_audit(registry, plan, references, time.perf_counter() - start)
 
 

@@ -46,6 +46,7 @@ AUDIT_KEYS = (
     "flagged",
     "expected",
     "flagged_p_value",
+    "nonmember_flagged",
     "trained_now",
     "from_cache",
     "seconds",
@@ -243,8 +244,10 @@ def _audit_lines(audit: dict[str, Any] | None, model: Any, version: Any) -> list
         f"images (as many as the held-out strata match) vs {audit.get('n_nonmembers')} "
         "matched held-out images",
         f"- LiRA AUC {_fmt(audit.get('auc'))} (p {_fmt(audit.get('auc_p_value'))}), TPR at 5% "
-        f"FPR {_fmt(audit.get('tpr_at_5fpr'))}, flagged {_fmt(audit.get('flagged'))} vs "
-        f"{_fmt(audit.get('expected'))} expected (p {_fmt(audit.get('flagged_p_value'))})",
+        f"FPR {_fmt(audit.get('tpr_at_5fpr'))}, flagged {_fmt(audit.get('flagged'))} "
+        f"(expected {_fmt(audit.get('expected'))} at the nominal 5%) vs "
+        f"{_fmt(audit.get('nonmember_flagged'))} matched held-out images (p "
+        f"{_fmt(audit.get('flagged_p_value'))})",
         f"- audited {audit.get('audited_at')} in {_fmt(audit.get('seconds'))} s "
         "(`audit.json` next to this card)",
     ]

@@ -37,8 +37,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from scipy.stats import binomtest, mannwhitneyu
+from scipy.stats import fisher_exact, mannwhitneyu
 from torch.utils.data import ConcatDataset
 
 from medunlearn.atomic import write_json, write_text
@@ -425,6 +426,21 @@ def rows_only(model: torch.nn.Module) -> Any:
     return predict
 
 
+def banked(plan: AuditPlan, seed: int) -> bool:
+    """Whether the bank already holds the reference model of ``seed`` (a file that does not
+    load is retrained by :func:`train_reference` all the same).
+
+    Args:
+        plan: the audit's plan.
+        seed: a reference seed.
+
+    Returns:
+        True when its checkpoint is on disk.
+    """
+    key = plan.bank.key(plan.retain_train, plan.retain_val, seed)
+    return (plan.bank.cache_dir / f"{key}.pt").is_file()
+
+
 def audit_statistics(
     cohorts: Cohorts, references: list[torch.nn.Module], target: torch.nn.Module
 ) -> dict[str, Any]:
@@ -432,8 +448,12 @@ def audit_statistics(
     held-out rows, calibrated on ``references``, with two one-sided tests.
 
     ``auc_p_value``: Mann-Whitney U that members score higher than non-members;
-    ``flagged_p_value``: binomial test that more members are flagged than the 5% expected
-    by chance. Both treat images as independent.
+    ``flagged_p_value``: Fisher's exact test that members are flagged (score p-value below
+    0.05) more often than the matched non-members. Members are compared with non-members,
+    never with the nominal 5% alone: a model trained or fine-tuned differently from the
+    references (every unlearned model) shifts both sides' scores, and non-members then get
+    flagged far above 5% too (``nonmember_flag_rate`` says by how much). Both tests treat
+    images as independent.
 
     Args:
         cohorts: the request's cohorts (held-out pool chosen).
@@ -450,15 +470,22 @@ def audit_statistics(
     t_n = logit_confidence(target, held.nonmembers, predict)
     lira = offline_lira(t_m, t_n, ref_m, ref_n).to_dict()
     scores = member_scores(t_m, t_n, ref_m, ref_n)
-    auc_p = flagged_p = None
+    auc_p = flagged_p = nonmember_flagged = None
     if scores is not None:
         s_m, s_n = scores
         auc_p = float(mannwhitneyu(s_m, s_n, alternative="greater").pvalue)
-        flagged_p = float(binomtest(lira["flagged"], len(s_m), 0.05, "greater").pvalue)
+        f_m, n = lira["flagged"], len(s_m)
+        nonmember_flagged, m = int(np.sum(1 - s_n < 0.05)), len(s_n)
+        table = [[f_m, n - f_m], [nonmember_flagged, m - nonmember_flagged]]
+        flagged_p = float(fisher_exact(table, alternative="greater").pvalue)
     return {
         **lira,
         "auc_p_value": auc_p,
         "flagged_p_value": flagged_p,
+        "nonmember_flagged": nonmember_flagged,
+        "nonmember_flag_rate": None
+        if nonmember_flagged is None
+        else nonmember_flagged / lira["n_nonmembers"],
         "matching": held.sample.summary(),
         "pool_splits": list(cohorts.pool_splits),
     }
@@ -473,10 +500,12 @@ def _f(value: Any, digits: int = 3) -> str:
 def verdict(stats: dict[str, Any], bounds: dict[str, float]) -> tuple[str, str]:
     """The audit's status and its one-line verdict: what it shows and what it cannot.
 
-    ``signal``: significant (p < alpha) and material (AUC > 0.5 + mia_auc_margin), or
-    significantly more flagged members than chance; ``underpowered``: fewer than
-    ``min_members`` members or fewer than two references (then no statistic at all);
-    ``no signal`` otherwise.
+    ``signal``: members score higher than matched non-members, significantly (p < alpha)
+    and materially (AUC > 0.5 + mia_auc_margin), or are flagged more often, significantly
+    and by more than that margin; ``underpowered``: fewer than ``min_members`` members or
+    fewer than two references (then no statistic at all); ``no signal`` otherwise. When
+    non-members are flagged at more than twice the nominal 5%, the references do not
+    calibrate this model and the verdict says so.
 
     Args:
         stats: :func:`audit_statistics`' result.
@@ -494,31 +523,41 @@ def verdict(stats: dict[str, Any], bounds: dict[str, float]) -> tuple[str, str]:
             else f"{n} members vs {stats['n_nonmembers']} matched held-out rows"
         )
         return "underpowered", f"underpowered: no LiRA statistic ({why}); it shows nothing"
+    m, rate_n = stats["n_nonmembers"], stats["nonmember_flag_rate"]
     numbers = (
         f"LiRA AUC {_f(stats['auc'])} (p {_f(stats['auc_p_value'])}), TPR at 5% FPR "
-        f"{_f(stats['tpr_at_5fpr'])}; {stats['flagged']} of {n} members flagged vs "
-        f"{stats['expected']:.1f} expected by chance (p {_f(stats['flagged_p_value'])}); "
-        f"K = {k} references"
+        f"{_f(stats['tpr_at_5fpr'])}; {stats['flagged']} of {n} members flagged (expected "
+        f"{stats['expected']:.1f} at the nominal 5%) vs {stats['nonmember_flagged']} of {m} "
+        f"matched held-out rows (p {_f(stats['flagged_p_value'])}); K = {k} references"
     )
+    miscalibrated = (
+        f"; held-out rows are flagged at {rate_n:.0%}, not 5%: the references do not "
+        "calibrate this model's confidence (it was trained or fine-tuned differently), so "
+        "only the comparison with held-out rows counts"
+        if rate_n > 0.10
+        else ""
+    )
+    gap = stats["flagged"] / n - rate_n
     signal = (stats["auc_p_value"] < alpha and stats["auc"] > 0.5 + margin) or (
-        stats["flagged_p_value"] < alpha
+        stats["flagged_p_value"] < alpha and gap > margin
     )
     if signal:
         return "signal", (
             f"membership signal: {numbers}. Shows: this model is more confident on the "
-            "forgotten rows than retrains that never saw them; it has not forgotten them as "
-            "a retrain would"
+            "forgotten rows than on matched rows it never saw, relative to retrains that "
+            f"never saw either: it has not forgotten them as a retrain would{miscalibrated}"
         )
     if n < least:
         return "underpowered", (
             f"underpowered: {n} members < gates.min_members {int(least)}; no signal at this "
             f"power ({numbers}). A null result this small is weak evidence of forgetting"
+            f"{miscalibrated}"
         )
     return "no signal", (
         f"no membership signal: {numbers}. Shows: the forgotten rows score like matched "
         "held-out rows against retrains without them. Cannot show: that no example is "
         "recognisable to a stronger attacker (more references, online LiRA, patient-level "
-        "tests)"
+        f"tests){miscalibrated}"
     )
 
 
@@ -577,6 +616,8 @@ def audit_result(plan: AuditPlan, references: list[Reference], seconds: float) -
         "flagged": stats["flagged"],
         "expected": stats["expected"],
         "flagged_p_value": stats["flagged_p_value"],
+        "nonmember_flagged": stats["nonmember_flagged"],
+        "nonmember_flag_rate": stats["nonmember_flag_rate"],
         "matching": stats["matching"],
         "pool_splits": stats["pool_splits"],
         "pool_check": plan.cohorts.pool_check,

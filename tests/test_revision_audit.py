@@ -266,3 +266,66 @@ def test_memorised_rows_score_far_above_the_retrain(project) -> None:
     assert memorised["flagged"] > 5 * memorised["expected"]
     assert verdict(memorised, plan.bounds)[0] == "signal"
     assert verdict(retrain, plan.bounds)[0] == "no signal"
+
+
+def test_data_that_is_not_the_revisions_is_refused_inside_the_flow(
+    project, monkeypatch, capsys
+) -> None:
+    """A refusal raised in the flow (here: the dataset's content differs from the record's
+    fingerprint) still ends in one line and exit 1, before any reference is trained."""
+    import medunlearn.revision_audit as revision_audit
+    from flows.cli import main
+
+    repo = project[0]
+    monkeypatch.setattr(revision_audit, "dataset_fingerprint", lambda _: "not the same data")
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["audit", "classifier", "v1.1.0", "-k", "2", "--params", str(repo / "params.yaml")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("audit refused: ") and "is not the data" in err[-1]
+    assert not any("Traceback" in line for line in err)
+
+
+def stats(**overrides) -> dict:
+    base = {
+        "n_references": 4,
+        "n_members": 40,
+        "n_nonmembers": 40,
+        "auc": 0.5,
+        "auc_p_value": 0.5,
+        "tpr_at_5fpr": 0.05,
+        "flagged": 2,
+        "expected": 2.0,
+        "flagged_p_value": 0.6,
+        "nonmember_flagged": 2,
+        "nonmember_flag_rate": 0.05,
+    }
+    return {**base, **overrides}
+
+
+BOUNDS = {"alpha": 0.01, "mia_auc_margin": 0.05, "min_members": 10}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "status", "phrase"),
+    [
+        ({}, "no signal", "Cannot show"),
+        ({"n_references": 1, "auc": None}, "underpowered", "K = 1 reference model(s)"),
+        ({"n_members": 8}, "underpowered", "8 members < gates.min_members 10"),
+        ({"auc": 0.8, "auc_p_value": 1e-4}, "signal", "Shows: this model is more confident"),
+        ({"auc": 0.53, "auc_p_value": 1e-4}, "no signal", "Cannot show"),  # not material
+        ({"flagged": 20, "flagged_p_value": 1e-5}, "signal", "20 of 40 members flagged"),
+        # flagged far above 5% on both sides: the references do not calibrate this model
+        (
+            {"flagged": 20, "nonmember_flagged": 19, "nonmember_flag_rate": 0.475},
+            "no signal",
+            "held-out rows are flagged at 48%, not 5%",
+        ),
+    ],
+)
+def test_the_verdict_says_what_it_can_and_cannot_show(overrides, status, phrase) -> None:
+    from medunlearn.revision_audit import verdict
+
+    got, line = verdict(stats(**overrides), BOUNDS)
+    assert got == status and phrase in line
