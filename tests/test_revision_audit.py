@@ -329,3 +329,28 @@ def test_the_verdict_says_what_it_can_and_cannot_show(overrides, status, phrase)
 
     got, line = verdict(stats(**overrides), BOUNDS)
     assert got == status and phrase in line
+
+
+def test_recorded_requests_rebuild_identifiers_from_the_ledger(tmp_path, demo_dir) -> None:
+    """A record keeps a consent request's patients as ledger tokens; the audit finds the
+    same rows through the ledger's salt, in the record's order (the last one carries the
+    earlier), and refuses identifiers that no ledger can resolve."""
+    from medunlearn.ledger import Ledger, record_entry
+    from medunlearn.revision_audit import AuditRefused, recorded_requests
+    from medunlearn.unlearn.request import cohort_masks
+
+    manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
+    patients = sorted(manifest.loc[manifest["split"] == "train", "patient_id"].unique())[:3]
+    consent = ForgetRequest("consent_withdrawal", {"patient_ids": patients})
+    ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
+    entries = [record_entry(ledger.add(r)) for r in (RETIRE_3, consent)]
+    assert all(p not in json.dumps(entries) for p in patients)  # tokens only
+    earlier, last = recorded_requests(entries, manifest, ledger)
+    assert sorted(last.selector["patient_ids"]) == patients and earlier == RETIRE_3
+    both = cohort_masks(manifest, ForgetRequest(last.reason, last.selector, carried=(earlier,)))
+    wanted = (manifest["split"] == "train") & (
+        manifest["patient_id"].isin(patients) | (manifest["label"] == "3")
+    )
+    assert both.counts["forget_train"] == int(wanted.sum())
+    with pytest.raises(AuditRefused, match="not in the forget ledger"):
+        recorded_requests([{**entries[1], "id": consent.hash}], manifest, ledger)
