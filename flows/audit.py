@@ -38,8 +38,21 @@ def audit_flow(
     reference_models: int = 4,
     epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Audit ``model`` ``version`` with ``reference_models`` retrains (``epochs`` overrides
-    their recipe's epochs); returns the audit's content with where it was written."""
+    """Audit ``model`` ``version`` with ``reference_models`` retrains.
+
+    Args:
+        params_path: the params file (its project holds the registry).
+        model: the registered model.
+        version: the version to audit.
+        reference_models: K.
+        epochs: the references' epochs, overriding the recipe's; None keeps it.
+
+    Returns:
+        The audit's content with ``written`` (path, committed, why_not).
+
+    Raises:
+        AuditRefused: an input that cannot give a meaningful audit.
+    """
     start = time.perf_counter()
     params = load_params(params_path)
     registry = open_registry(params_path)
@@ -58,7 +71,14 @@ def audit_flow(
 
 
 def summary(result: dict[str, Any]) -> str:
-    """The audit in a few lines (``--json`` prints all of it)."""
+    """The audit in a few lines (``--json`` prints all of it).
+
+    Args:
+        result: :func:`audit_flow`'s result.
+
+    Returns:
+        Three lines of text.
+    """
     written = result["written"]
     where = written["path"] + (
         " (committed)" if written["committed"] else f" (not committed: {written['why_not']})"
@@ -86,7 +106,22 @@ def run(
     as_json: bool = False,
 ) -> dict[str, Any]:
     """``medunlearn audit``: refuse bad arguments before any flow starts, run the flow on
-    ``maintain.task_runner``, print the result. A refusal prints one line, exit status 1."""
+    ``maintain.task_runner``, print the result.
+
+    Args:
+        model: the registered model.
+        version: the version to audit.
+        reference_models: K (at least 1; LiRA needs 2).
+        epochs: the references' epochs override, or None.
+        params_path: the params file.
+        as_json: print the whole result as JSON.
+
+    Returns:
+        The audit's content.
+
+    Raises:
+        SystemExit: status 1 after a one-line refusal on stderr.
+    """
     try:
         check_arguments(reference_models, epochs)
         params = load_params(params_path)

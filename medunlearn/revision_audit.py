@@ -631,7 +631,16 @@ def audit_result(plan: AuditPlan, references: list[Reference], seconds: float) -
 
 
 def audit_path(registry: Registry, name: str, version: str) -> Path:
-    """``registry/<model>/<version>/audit.json``."""
+    """Where a version's audit lives.
+
+    Args:
+        registry: the project's registry.
+        name: the registered model.
+        version: its version.
+
+    Returns:
+        ``registry/<model>/<version>/audit.json`` under the registry's root.
+    """
     return registry.record_dir(name, version) / AUDIT_FILE
 
 
