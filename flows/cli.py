@@ -12,6 +12,7 @@
     medunlearn rollback MODEL --stage production [--to VERSION]
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
     medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
+    medunlearn audit MODEL VERSION -k K [--epochs N] [--json]  # offline LiRA, K reference models
     medunlearn request add FILE | list | reject ID # the forget ledger (revise: every pending)
 
 ``prepare``, ``train``, ``revise``, ``drift`` and ``bench`` hand their arguments to the flow's own
@@ -227,6 +228,34 @@ def card(
     from medunlearn import registry_cli
 
     registry_cli.run("card", params, model=model, version=version, as_json=as_json)
+
+
+@app.command()
+def audit(
+    model: str,
+    version: str,
+    reference_models: Annotated[
+        int,
+        typer.Option(
+            "--reference-models",
+            "-k",
+            help="K: retrains without the forgotten rows that calibrate each example (>= 2)",
+        ),
+    ] = 4,
+    epochs: Annotated[
+        int | None,
+        typer.Option(
+            "--epochs", help="train the references this many epochs (default: the recipe's)"
+        ),
+    ] = None,
+    as_json: Json = False,
+    params: Params = "params.yaml",
+) -> None:
+    """Per-example membership audit (offline LiRA) of a revision against K reference models;
+    written next to its record and shown on its card. Refusals exit 1."""
+    from flows.audit import run as run_audit
+
+    run_audit(model, version, reference_models, epochs, params, as_json)
 
 
 @request_app.command("add")

@@ -29,7 +29,7 @@ Hand-written: no maintained library implements LiRA for arbitrary PyTorch classi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -43,7 +43,7 @@ from medunlearn.inference import LogitCache
 
 
 def logit_confidence(
-    model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
+    model: torch.nn.Module, dataset: Dataset, predict: Callable[[Dataset], Any] | None = None
 ) -> np.ndarray:
     """phi = log p_y - log(1 - p_y) of each image under its true label, shape (N,)."""
     logits, labels = (predict or LogitCache(model))(dataset)
@@ -71,14 +71,21 @@ class LiraResult:
 
 
 def reference_statistics(
-    references: Sequence[torch.nn.Module], members: Dataset, nonmembers: Dataset
+    references: Sequence[torch.nn.Module],
+    members: Dataset,
+    nonmembers: Dataset,
+    predictor: Callable[[torch.nn.Module], Any] = LogitCache,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """phi of every reference model on members (K, n) and non-members (K, m)."""
+    """phi of every reference model on members (K, n) and non-members (K, m).
+
+    ``predictor(model)`` gives the logits function of one model (default: a
+    :class:`LogitCache`, one forward pass per whole split, shared with other metrics; an
+    audit that needs only these rows passes one that computes just them)."""
     if not references:
         return np.empty((0, len(members))), np.empty((0, len(nonmembers)))
     m_rows, n_rows = [], []
     for ref in references:
-        predict = LogitCache(ref)
+        predict = predictor(ref)
         m_rows.append(logit_confidence(ref, members, predict))
         n_rows.append(logit_confidence(ref, nonmembers, predict))
     return np.stack(m_rows), np.stack(n_rows)
@@ -89,6 +96,35 @@ def lira_scores(target: np.ndarray, reference: np.ndarray, sigma: float) -> np.n
     return norm.cdf((target - reference.mean(axis=0)) / sigma)
 
 
+def member_scores(
+    target_members: np.ndarray,
+    target_nonmembers: np.ndarray,
+    ref_members: np.ndarray,
+    ref_nonmembers: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Offline LiRA scores of the members and the non-members (one variance pooled over
+    both, see the module docstring); ``None`` below two references or with an empty side.
+
+    Args:
+        target_members: phi of the audited model on the members, shape (n,).
+        target_nonmembers: phi of the audited model on the non-members, shape (m,).
+        ref_members: phi of the K reference models on the members, shape (K, n).
+        ref_nonmembers: phi of the K reference models on the non-members, shape (K, m).
+
+    Returns:
+        ``(members' scores, non-members' scores)`` in [0, 1], or ``None``.
+    """
+    k, n, m = ref_members.shape[0], len(target_members), len(target_nonmembers)
+    if k < 2 or n == 0 or m == 0:
+        return None
+    both = np.concatenate([ref_members, ref_nonmembers], axis=1)
+    sigma = float(np.sqrt(np.mean(both.var(axis=0, ddof=1)))) or 1e-6
+    return (
+        lira_scores(target_members, ref_members, sigma),
+        lira_scores(target_nonmembers, ref_nonmembers, sigma),
+    )
+
+
 def offline_lira(
     target_members: np.ndarray,
     target_nonmembers: np.ndarray,
@@ -97,12 +133,10 @@ def offline_lira(
 ) -> LiraResult:
     """The audit of one target model from phi values (see the module docstring)."""
     k, n, m = ref_members.shape[0], len(target_members), len(target_nonmembers)
-    if k < 2 or n == 0 or m == 0:
+    scores = member_scores(target_members, target_nonmembers, ref_members, ref_nonmembers)
+    if scores is None:
         return LiraResult(k, n, m, None, None, None, None)
-    both = np.concatenate([ref_members, ref_nonmembers], axis=1)
-    sigma = float(np.sqrt(np.mean(both.var(axis=0, ddof=1)))) or 1e-6
-    s_m = lira_scores(target_members, ref_members, sigma)
-    s_n = lira_scores(target_nonmembers, ref_nonmembers, sigma)
+    s_m, s_n = scores
     y = np.r_[np.ones(n), np.zeros(m)]
     threshold = np.quantile(s_n, 0.95)
     return LiraResult(

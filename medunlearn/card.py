@@ -6,8 +6,9 @@ and its selector hashed: never raw patient or image ids), the evidence (every ga
 value, bound and outcome; forget vs held-out accuracy; the membership attack's rank AUC with
 its bootstrap 95% interval and the null between two halves of the non-members, see
 ``medunlearn.mia``), the lineage (parent version, data version, params hash, code commit),
-the artifacts' sha256 and the promotion history. Written here because no library has this
-record; it is plain JSON and markdown so it diffs in git.
+the artifacts' sha256, the promotion history, and the per-example audit once
+``medunlearn audit`` has run (``audit.json`` next to the record). Written here because no
+library has this record; it is plain JSON and markdown so it diffs in git.
 """
 
 from __future__ import annotations
@@ -29,8 +30,45 @@ def hashed_selector(selector: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = None) -> dict:
-    """The card's content from a revision record and its promotion history."""
+AUDIT_KEYS = (
+    "status",
+    "verdict",
+    "n_references",
+    "seeds",
+    "epochs",
+    "recipe_epochs",
+    "n_forget_train",
+    "n_members",
+    "n_nonmembers",
+    "auc",
+    "auc_p_value",
+    "tpr_at_5fpr",
+    "flagged",
+    "expected",
+    "flagged_p_value",
+    "nonmember_flagged",
+    "trained_now",
+    "from_cache",
+    "seconds",
+    "audited_at",
+)
+
+
+def card_json(
+    record: dict[str, Any],
+    history: list[dict[str, Any]] | None = None,
+    audit: dict[str, Any] | None = None,
+) -> dict:
+    """The card's content from a revision record and its promotion history.
+
+    Args:
+        record: the revision record.
+        history: its promotion history (``Registry.history``).
+        audit: its per-example audit (``medunlearn.revision_audit``), or None if not run.
+
+    Returns:
+        The card as a JSON-ready dict.
+    """
     metrics = record.get("metrics") or {}
     membership = metrics.get("membership") or {}
     return {
@@ -84,6 +122,7 @@ def card_json(record: dict[str, Any], history: list[dict[str, Any]] | None = Non
         },
         "artifacts": record.get("artifacts", {}),
         "promotion_history": history or [],
+        "audit": None if audit is None else {k: audit.get(k) for k in AUDIT_KEYS},
     }
 
 
@@ -149,6 +188,9 @@ def card_markdown(card: dict[str, Any]) -> str:
         f"(held-out rows against held-out rows, median and 95% range): "
         f"{_fmt(null.get('median'))} ({_fmt(null.get('low'))}-{_fmt(null.get('high'))})",
         "",
+        "## Per-example audit (offline LiRA against reference retrains)",
+        *_audit_lines(card.get("audit"), card["model"], card["version"]),
+        "",
         "## Runs rejected before evaluation",
         *(
             ["Not recorded (no sweep, or a record older than this check)."]
@@ -182,7 +224,49 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def card_files(record: dict[str, Any], history: list[dict[str, Any]]) -> tuple[str, str]:
-    """The card's two files' text: (``card.md``, ``card.json``)."""
-    card = card_json(record, history)
+def _audit_lines(audit: dict[str, Any] | None, model: Any, version: Any) -> list[str]:
+    if not audit:
+        return [
+            "Not run. `medunlearn audit "
+            f"{model} {version or 'VERSION'} --reference-models K` calibrates each forgotten "
+            "image against K retrains that never saw it."
+        ]
+    epochs = f"{audit.get('epochs')} epoch(s)"
+    if audit.get("recipe_epochs") not in (None, audit.get("epochs")):
+        epochs += f", recipe {audit['recipe_epochs']}"
+    return [
+        f"**{audit.get('status')}**: {audit.get('verdict')}",
+        "",
+        f"- {audit.get('n_references')} reference models (seeds "
+        f"{', '.join(str(s) for s in audit.get('seeds') or [])}; {epochs}; "
+        f"{audit.get('trained_now')} trained for this audit, {audit.get('from_cache')} from "
+        f"the cache), {audit.get('n_members')} of {audit.get('n_forget_train')} forgotten "
+        f"images (as many as the held-out strata match) vs {audit.get('n_nonmembers')} "
+        "matched held-out images",
+        f"- LiRA AUC {_fmt(audit.get('auc'))} (p {_fmt(audit.get('auc_p_value'))}), TPR at 5% "
+        f"FPR {_fmt(audit.get('tpr_at_5fpr'))}, flagged {_fmt(audit.get('flagged'))} "
+        f"(expected {_fmt(audit.get('expected'))} at the nominal 5%) vs "
+        f"{_fmt(audit.get('nonmember_flagged'))} matched held-out images (p "
+        f"{_fmt(audit.get('flagged_p_value'))})",
+        f"- audited {audit.get('audited_at')} in {_fmt(audit.get('seconds'))} s "
+        "(`audit.json` next to this card)",
+    ]
+
+
+def card_files(
+    record: dict[str, Any],
+    history: list[dict[str, Any]],
+    audit: dict[str, Any] | None = None,
+) -> tuple[str, str]:
+    """The card's two files' text: (``card.md``, ``card.json``).
+
+    Args:
+        record: the revision record.
+        history: its promotion history.
+        audit: its per-example audit, or None.
+
+    Returns:
+        ``(markdown, JSON text)``.
+    """
+    card = card_json(record, history, audit)
     return card_markdown(card), json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"

@@ -76,7 +76,8 @@ Statistics (scipy and scikit-learn compute every number; this module only choose
   and 0.47.
 
 The per-example likelihood-ratio audit with reference models (offline LiRA) lives in
-``medunlearn.audit``; it needs retrained models, so it runs in the benchmark only.
+``medunlearn.audit``; it needs retrained models, so it runs in the benchmark and, for a
+registered revision, in ``medunlearn audit`` (``medunlearn.revision_audit``), not in the gates.
 """
 
 from __future__ import annotations

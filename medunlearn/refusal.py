@@ -17,6 +17,7 @@ from medunlearn.drift import DriftError
 from medunlearn.gates import GateConfigError
 from medunlearn.ledger import AlreadyApplied, LedgerError
 from medunlearn.revision import GatesFailed
+from medunlearn.revision_audit import AuditRefused
 from medunlearn.sweep import SweepError
 from medunlearn.unlearn.methods import MethodConfigError
 from medunlearn.unlearn.request import RequestError
@@ -32,6 +33,7 @@ REFUSALS: tuple[type[BaseException], ...] = (
     MethodConfigError,
     GateConfigError,
     DriftError,
+    AuditRefused,
 )
 REFUSAL_NAMES: tuple[type[BaseException], ...] = (
     *REFUSALS,

@@ -163,9 +163,14 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             _reproduce(registry, **kw)
         elif command == "card":
             from medunlearn.card import card_json, card_markdown
+            from medunlearn.revision_audit import read_audit
 
             record = registry.record(kw["model"], kw["version"])
-            card = card_json(record, registry.history(kw["model"], kw["version"]))
+            card = card_json(
+                record,
+                registry.history(kw["model"], kw["version"]),
+                read_audit(registry, kw["model"], kw["version"]),
+            )
             print(
                 json.dumps(card, indent=2, default=str)
                 if kw.get("as_json")

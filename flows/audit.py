@@ -1,0 +1,138 @@
+"""Flow ``audit``: a per-example membership audit (offline LiRA) of a registered revision.
+
+    medunlearn audit classifier v1.1.0 --reference-models 4 [--epochs 2] [--json]
+
+Steps (one task module each): plan-audit -> train-reference (one task per reference model,
+on ``maintain.task_runner``: threads, or Dask through prefect-dask, which spreads them over
+its workers) -> write-audit (``registry/<model>/<version>/audit.json``, the regenerated card,
+one commit). The work is ``medunlearn.revision_audit``; reference models are cached on disk
+(``audit.cache_dir``, default ``.cache/audit``), so a second audit trains nothing.
+A refusal (unknown model or version, K < 1, a version that forgot nothing, data that is not
+the revision's) prints one line and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+from prefect import flow
+
+from flows.maintenance import task_runner
+from medunlearn.config import ConfigError, load_params
+from medunlearn.refusal import quiet_refusals
+from medunlearn.registry_cli import open_registry
+from medunlearn.revision_audit import AuditRefused, audited_record, banked, check_arguments
+from tasks.plan_audit import plan_revision_audit
+from tasks.train_reference import train_reference_model
+from tasks.write_audit import write_revision_audit
+
+
+@flow(name="audit", log_prints=True)
+def audit_flow(
+    params_path: str = "params.yaml",
+    model: str = "classifier",
+    version: str = "",
+    reference_models: int = 4,
+    epochs: int | None = None,
+) -> dict[str, Any]:
+    """Audit ``model`` ``version`` with ``reference_models`` retrains.
+
+    Args:
+        params_path: the params file (its project holds the registry).
+        model: the registered model.
+        version: the version to audit.
+        reference_models: K.
+        epochs: the references' epochs, overriding the recipe's; None keeps it.
+
+    Returns:
+        The audit's content with ``written`` (path, committed, why_not).
+
+    Raises:
+        AuditRefused: an input that cannot give a meaningful audit.
+    """
+    start = time.perf_counter()
+    params = load_params(params_path)
+    registry = open_registry(params_path)
+    plan = plan_revision_audit(registry, model, version, params, reference_models, epochs)
+    inputs = (plan.bank, plan.retain_train, plan.retain_val)
+    # a banked reference loads here: no Dask cluster is started just to read a file
+    futures = [
+        None if banked(plan, seed) else train_reference_model.submit(*inputs, seed)
+        for seed in plan.seeds
+    ]
+    references = [
+        train_reference_model(*inputs, seed) if f is None else f.result()
+        for seed, f in zip(plan.seeds, futures, strict=True)
+    ]
+    return write_revision_audit(registry, plan, references, time.perf_counter() - start)
+
+
+def summary(result: dict[str, Any]) -> str:
+    """The audit in a few lines (``--json`` prints all of it).
+
+    Args:
+        result: :func:`audit_flow`'s result.
+
+    Returns:
+        Three lines of text.
+    """
+    written = result["written"]
+    where = written["path"] + (
+        " (committed)" if written["committed"] else f" (not committed: {written['why_not']})"
+    )
+    return "\n".join(
+        [
+            f"audit {result['model']} {result['version']}: offline LiRA, "
+            f"{result['n_references']} reference models (seeds "
+            f"{', '.join(map(str, result['seeds']))}; {result['epochs']} epoch(s); "
+            f"{result['trained_now']} trained now, {result['from_cache']} from the cache), "
+            f"{result['n_members']} of {result['n_forget_train']} forgotten rows vs "
+            f"{result['n_nonmembers']} matched held-out rows",
+            f"  {result['status']}: {result['verdict']}",
+            f"  written: {where}; {result['seconds']:.1f} s",
+        ]
+    )
+
+
+def run(
+    model: str,
+    version: str,
+    reference_models: int,
+    epochs: int | None = None,
+    params_path: str = "params.yaml",
+    as_json: bool = False,
+) -> dict[str, Any]:
+    """``medunlearn audit``: refuse bad arguments before any flow starts, run the flow on
+    ``maintain.task_runner``, print the result.
+
+    Args:
+        model: the registered model.
+        version: the version to audit.
+        reference_models: K (at least 1; LiRA needs 2).
+        epochs: the references' epochs override, or None.
+        params_path: the params file.
+        as_json: print the whole result as JSON.
+
+    Returns:
+        The audit's content.
+
+    Raises:
+        SystemExit: status 1 after a one-line refusal on stderr.
+    """
+    try:
+        check_arguments(reference_models, epochs)
+        params = load_params(params_path)
+        audited_record(open_registry(params_path), model, version)
+        quiet_refusals()
+        runner = task_runner(dict(params.get("maintain") or {}))
+        result = audit_flow.with_options(task_runner=runner)(
+            params_path, model, version, reference_models, epochs
+        )
+    except (AuditRefused, ConfigError) as exc:
+        print(f"audit refused: {exc}", file=sys.stderr)
+        raise SystemExit(1) from exc
+    print(json.dumps(result, indent=2, default=str) if as_json else summary(result))
+    return result
