@@ -459,8 +459,9 @@ class Registry:
             note = (
                 why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
             )
-            if to == "production" and record.get("caveats") and accept:
-                note = f"{note} (caveats accepted: {accept.strip()})"
+            if (accept or "").strip():  # recorded whenever given, never silently dropped
+                accepted = "caveats accepted" if record.get("caveats") else "accepted, no caveats"
+                note = f"{note} ({accepted}: {accept.strip()})"
             if self.current(name, to) == version:
                 if to == "production" and (self.served() or {}).get("version") != version:
                     self.materialise(name, version)  # an earlier copy was interrupted

@@ -477,3 +477,10 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
     assert reg.current("classifier", "production") == "v1.0.0"
     why = [e.why for e in reg.events("classifier") if e.stage == "production"]
     assert any("caveats accepted: privacy officer signed off (ticket 12)" in w for w in why)
+    # an --accept given where nothing needed accepting is recorded too, never dropped
+    reg.register("classifier", source(repo, b"strong"), {"gates": PASSED}, "v1.1.0")
+    reg.promote("classifier", "v1.1.0", "staging", "ann", "review", accept="ticket 13")
+    staged = [
+        e.why for e in reg.events("classifier") if e.version == "v1.1.0" and e.stage == "staging"
+    ]
+    assert staged == ["review (accepted, no caveats: ticket 13)"]
