@@ -52,12 +52,13 @@ ENV = {
 
 
 def run(cwd: Path, code: Path, *args: str) -> float:
-    """Run ``python -m ARGS`` in ``cwd`` on the code of ``code``; its wall seconds."""
+    """Run ``python ARGS`` in ``cwd`` on the code of ``code`` (its own Prefect home, beside
+    ``cwd``); its wall seconds."""
     env = {
         **os.environ,
         **ENV,
         "PYTHONPATH": str(code),
-        "PREFECT_HOME": tempfile.mkdtemp(prefix="bench-carried-prefect-"),
+        "PREFECT_HOME": tempfile.mkdtemp(prefix="prefect-", dir=cwd.parent),
     }
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True)
@@ -156,6 +157,8 @@ def variant(name: str, code: Path, base: Path, asks: list[dict[str, Any]], tmp: 
                 "forget_train": metrics["counts"]["forget_train"],
                 "kept_out_train": metrics["counts"].get("inherited_train", 0),
                 "sweep_runs": sum(1 for r in runs if r.split(",")[1] == "sweep"),
+                "failed_runs": [f["name"] for f in metrics.get("failed_runs") or []],
+                "cached_runs": metrics.get("cached_runs", 0),
                 "unlearn_seconds": metrics["compute_seconds"]["unlearn"],
                 "compose_seconds": metrics["compute_seconds"]["compose"],
                 "evaluate_seconds": metrics["compute_seconds"]["evaluate"],
@@ -176,9 +179,21 @@ def table(rows: list[dict[str, Any]], train_seconds: float) -> str:
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['request']} | {r['reason']} | {r['forget_train']} | "
-            f"{r['kept_out_train']} | {r['sweep_runs']} | {r['unlearn_seconds']:.1f} | "
+            f"{r['kept_out_train']} | {r['sweep_runs']}"
+            + (f" (+{len(r['failed_runs'])} diverged)" if r.get("failed_runs") else "")
+            + f" | {r['unlearn_seconds']:.1f} | "
             f"{r['flow_seconds']:.1f} | {r['wall_seconds']:.1f} | "
             f"{r['wall_seconds'] / train_seconds:.2f} |"
+        )
+    for name in dict.fromkeys(r["variant"] for r in rows):
+        mine = [r for r in rows if r["variant"] == name]
+        unlearn, flow, wall = (
+            sum(r[k] for r in mine) for k in ("unlearn_seconds", "flow_seconds", "wall_seconds")
+        )
+        lines.append(
+            f"| {name} | all {len(mine)} | total | {sum(r['forget_train'] for r in mine)} | | "
+            f"{sum(r['sweep_runs'] for r in mine)} | {unlearn:.1f} | {flow:.1f} | {wall:.1f} | "
+            f"{wall / train_seconds:.2f} |"
         )
     return "\n".join(lines)
 
