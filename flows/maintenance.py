@@ -38,6 +38,7 @@ from medunlearn.ledger import (
     LedgerError,
     active_ledger,
     record_entry,
+    split_carried,
     track_salt,
     use_project_salt,
 )
@@ -233,9 +234,11 @@ def revise_request(
     """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``.
 
     With the registry and the forget ledger on, the request is (added to and) taken from the
-    ledger (``ledger_id``: a pending entry), every applied request is carried (forgotten
-    again, and re-checked by its own gates), and the entry ends ``applied in VERSION`` or
-    ``rejected: ...``.
+    ledger (``ledger_id``: a pending entry) and every applied request is kept: re-checked by
+    its own gates on the selected candidate, its rows never retained. Only the requests the
+    production parent did not apply (its record's ``requests``) are unlearned again with the
+    new one; those it applied are inherited (their rows in no cohort, no sweep runs of
+    their own). The entry ends ``applied in VERSION`` or ``rejected: ...``.
     """
     logger = get_run_logger()
     started_at = time.time()
@@ -253,7 +256,7 @@ def revise_request(
     Path(work_dir).mkdir(parents=True, exist_ok=True)
 
     check_sweeps(maintain, unlearn, bounds)  # a bad entry or bound fails before any data
-    deployed_path, parent = maintain["deployed"], None
+    deployed_path, parent, parent_record = maintain["deployed"], None, None
     if registry is None:
         logger.info(
             "registry off (%s): the revision goes to %s", registry_off, candidate_dir(maintain)
@@ -268,10 +271,14 @@ def revise_request(
             )
         else:
             deployed_path = str(registry.production_checkpoint(model_name, parent))
+            parent_record = registry.record(model_name, parent)
     ledger = active_ledger(params, project_root(params_path)) if registry else None
     # identifiers in reports, hashes and the ledger are salted with the project's secret
     use_project_salt(params, project_root(params_path), create=ledger is not None)
     wanted: Any = request or maintain["request"]
+    # every earlier request the revision keeps (re-checked, never retained), and the part of
+    # it the starting model has not forgotten yet (unlearned again with the new request)
+    kept: list[tuple[str, Any]] = []
     carried: list[tuple[str, Any]] = []
     entry = None
     if ledger is not None:
@@ -295,17 +302,27 @@ def revise_request(
             raise AlreadyApplied(f"request {ledger_id} was already {entry['status']}")
         if entry["status"] != "pending":
             raise LedgerError(f"request {ledger_id} is not pending: {entry['status']}")
-        carried = [(i, r) for i, r in ledger.carried(manifest) if i != ledger_id]
-        wanted = replace(ledger.request(entry, manifest), carried=tuple(r for _, r in carried))
+        kept = [(i, r) for i, r in ledger.carried(manifest) if i != ledger_id]
+        inherited, carried = split_carried(kept, parent_record)
+        wanted = replace(
+            ledger.request(entry, manifest),
+            carried=tuple(r for _, r in carried),
+            inherited=tuple(r for _, r in inherited),
+        )
         logger.info(
-            "ledger request %s (%s); carrying %d applied request(s)",
+            "ledger request %s (%s); keeping %d applied request(s): %d forgotten by %s, "
+            "%d forgotten again",
             ledger_id,
             entry["reason"],
+            len(kept),
+            len(inherited),
+            parent or deployed_path,
             len(carried),
         )
     inputs = load_revision_inputs(maintain["dataset"], deployed_path, wanted)
-    if ledger is None and inputs.request.carried:  # a request file that lists them
+    if ledger is None:  # a request file that lists them (``medunlearn reproduce``)
         carried = [(r.hash, r) for r in inputs.request.carried]
+        kept = [*((r.hash, r) for r in inputs.request.inherited), *carried]
     clock.lap("load")
     data, cohorts = validate_data(
         inputs,
@@ -316,8 +333,10 @@ def revise_request(
         refresh=refresh_cache,
     )
     clock.lap("validate")
+    # the new request's reason, plus those of earlier requests forgotten again here (an
+    # inherited request is only re-checked: the parent's weights already forgot it)
     reasons = [inputs.request.reason, *(r.reason for _, r in carried)]
-    configs = revision_sweep(maintain, unlearn, reasons)  # carried reasons' runs too
+    configs = revision_sweep(maintain, unlearn, reasons)
     core_hash = source_hash()
 
     def submit(config: dict[str, Any], refresh: bool):
@@ -354,8 +373,8 @@ def revise_request(
     composed = [c for c in composed if not c.get("failed")]
     clock.lap("compose")
     candidates = [{**r, "kind": "sweep"} for r in runs] + composed
-    # the new request's gates see its own rows (carried ones are re-checked separately)
-    evidence = request_cohorts(cohorts, inputs.request) if carried else cohorts
+    # the new request's gates see its own rows (earlier ones are re-checked separately)
+    evidence = request_cohorts(cohorts, inputs.request) if inputs.request.carried else cohorts
     before, baseline, results, evaluate_seconds = evaluate_candidates(
         inputs, evidence, candidates, bounds
     )
@@ -366,8 +385,8 @@ def revise_request(
 
     selected = select_candidate(results, maintain.get("select_by", "retain_test_acc"))
     rechecks: dict[str, Any] = {}
-    while selected is not None and carried:  # earlier requests must stay forgotten
-        rechecks = recheck_carried(selected, candidates, inputs, cohorts, carried, bounds)
+    while selected is not None and kept:  # earlier requests must stay forgotten
+        rechecks = recheck_carried(selected, candidates, inputs, cohorts, kept, bounds)
         lost = [i for i, g in rechecks.items() if not g["passed"]]
         if not lost:
             break
@@ -455,9 +474,11 @@ def revise_request(
             logger.warning("evidence caveat: %s", caveat)
         if ledger is not None and entry is not None:
             applied = {e["id"]: e for e in ledger.applied()}
-            record["requests"] = [record_entry(applied[i]) for i, _ in carried] + [
-                record_entry(entry)
-            ]
+            record["requests"] = [record_entry(applied[i]) for i, _ in kept] + [record_entry(entry)]
+            # the requests this version applies through its parent's weights (not unlearned
+            # again here); ``medunlearn reproduce`` rebuilds the run from it
+            again = {i for i, _ in carried}
+            record["inherited"] = [i for i, _ in kept if i not in again]
             record["rechecks"] = rechecks
         stages = ("candidate", "staging") if promotion.get("auto_staging") else ("candidate",)
         try:

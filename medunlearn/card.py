@@ -77,6 +77,8 @@ def card_json(
         "kind": record.get("kind"),
         "forgotten": {
             "requests": record.get("requests", []),
+            # ids among them the parent's weights had already forgotten (not unlearned again)
+            "inherited": list(record.get("inherited") or []),
             "counts": record.get("counts", {}),
         },
         "evidence": {
@@ -145,10 +147,16 @@ def card_markdown(card: dict[str, Any]) -> str:
     requests = card["forgotten"]["requests"]
     if not requests:
         lines.append("Nothing: a trained model (no forget request).")
+    inherited = set(card["forgotten"].get("inherited") or [])
     for r in requests:
         lines.append(
             f"- request `{r.get('id')}`: reason **{r.get('reason')}**, selector "
             f"`{json.dumps(r.get('selector', {}), sort_keys=True)}` (identifiers hashed)"
+            + (
+                "; already forgotten by the parent, not unlearned again (rows in no cohort)"
+                if r.get("id") in inherited
+                else ""
+            )
         )
     counts = card["forgotten"]["counts"]
     if counts:

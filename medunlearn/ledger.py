@@ -12,9 +12,12 @@ with the clinical data it protects (same access control), never through the git 
 
 A later revision keeps every earlier forgetting: :meth:`Ledger.carried` rebuilds each
 applied request from its tokens by hashing the manifest's own ids with the salt (the raw
-ids exist only in memory), and the maintenance flow forgets their rows again and re-checks
-each one's gates. Written here because no library keeps a consent ledger; the file format
-is plain JSON lines so it diffs in git.
+ids exist only in memory), and the maintenance flow re-checks each one's gates.
+:func:`split_carried` sorts them by the parent's registry record: a request the parent
+applied is *inherited* (its rows are kept out of every cohort, not unlearned again), one it
+did not apply (e.g. applied only in a version never promoted) is forgotten again. Written
+here because no library keeps a consent ledger; the file format is plain JSON lines so it
+diffs in git.
 """
 
 from __future__ import annotations
@@ -235,6 +238,32 @@ def active_ledger(params: dict[str, Any], root: str | Path) -> Ledger | None:
     if not section.get("enabled", False):
         return None
     return Ledger(Path(root) / section.get("path", "ledger/requests.jsonl"))
+
+
+def split_carried(
+    applied: list[tuple[str, ForgetRequest]], parent_record: dict[str, Any] | None
+) -> tuple[list[tuple[str, ForgetRequest]], list[tuple[str, ForgetRequest]]]:
+    """Sort the applied requests a revision keeps by whether its starting model forgot them.
+
+    A registered parent forgot exactly the requests its record lists (``requests``: every
+    request the version applies, its own ancestors' included); anything else, and every
+    request when the revision starts from an unregistered model (``parent_record`` None:
+    the ``maintain.deployed`` fallback), has not been forgotten by the weights in hand.
+
+    Args:
+        applied: ``(ledger id, request)`` pairs, as :meth:`Ledger.carried` gives them.
+        parent_record: the registry record of the version the revision starts from, or
+            None when it starts from a model the registry does not know.
+
+    Returns:
+        ``(inherited, again)``: the pairs the parent already forgot (kept out of every
+        cohort, not unlearned again) and those it did not (forgotten again), each in
+        ledger order.
+    """
+    forgot = {str(r.get("id")) for r in (parent_record or {}).get("requests") or []}
+    inherited = [(i, r) for i, r in applied if i in forgot]
+    again = [(i, r) for i, r in applied if i not in forgot]
+    return inherited, again
 
 
 def record_entry(entry: dict[str, Any]) -> dict[str, Any]:

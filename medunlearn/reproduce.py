@@ -14,7 +14,8 @@ measured). The worktree is removed afterwards unless ``keep``.
 
 Requests selected by identifiers are rebuilt from the ledger's tokens and the salt (raw ids
 only in the scratch worktree's request file, deleted with it); earlier ledger requests the
-revision carried are listed in that file under ``carried``. Not reproducible (refused by
+revision kept are listed in that file under ``carried`` (forgotten again) and ``inherited``
+(already forgotten by its parent, as the record's ``inherited`` says). Not reproducible (refused by
 name): a request selected by identifiers that is not in the ledger (its record keeps only
 their hashes).
 """
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +79,6 @@ def reproduce(
     """Re-run ``name`` ``version`` in a scratch worktree; per-metric comparison rows."""
     record = registry.record(name, version)
     root = registry.root
-    requests = record.get("requests") or []
     commit = _git(root, "rev-list", "-n", "1", f"{name}@{version}").strip()
     scratch = Path(tempfile.mkdtemp(prefix="medunlearn-reproduce-"))
     tree = scratch / "tree"
@@ -103,12 +104,9 @@ def reproduce(
                 raise RegistryError(f"not reproducible here: {name} {version} has no parent")
             parent_files = Path(registry.models_dir) / name / parent
             _fetch(tree, f"{parent_files}.dvc")
-            *earlier, last = requests
-            request = _raw_request(last, root, ledger_path, tree, params)
-            if earlier:  # carried ledger requests, listed in the request file
-                request["carried"] = [
-                    _raw_request(e, root, ledger_path, tree, params) for e in earlier
-                ]
+            request = request_file(
+                record, lambda e: _raw_request(e, root, ledger_path, tree, params)
+            )
             (tree / ".reproduce-request.yaml").write_text(yaml.safe_dump(request))
             params["maintain"].update(
                 deployed=str(parent_files / "model.pt"),
@@ -144,6 +142,41 @@ def _fetch(tree: Path, dvc_file: str) -> None:
         _dvc(tree, "checkout", dvc_file)
     except RegistryError:
         _dvc(tree, "pull", dvc_file)
+
+
+def request_file(
+    record: dict[str, Any], raw: Callable[[dict[str, Any]], dict[str, Any]]
+) -> dict[str, Any]:
+    """The request file that re-runs an unlearning revision from its ``record``.
+
+    The record's last request is the one the revision was made for; the earlier ones are
+    listed as the revision used them: those its parent had already forgotten (the record's
+    ``inherited``) under ``inherited``, the others (forgotten again) under ``carried``. A
+    record from before ``inherited`` existed forgot every earlier request again.
+
+    Args:
+        record: the revision's registry record (``requests``, optionally ``inherited``).
+        raw: one recorded request entry as a request mapping with raw values.
+
+    Returns:
+        The request mapping to write as the reproduction's request file.
+
+    Raises:
+        RegistryError: the record lists no request.
+    """
+    requests = list(record.get("requests") or [])
+    if not requests:
+        raise RegistryError("not reproducible here: the revision records no request")
+    *earlier, last = requests
+    request = raw(last)
+    inherited = set(record.get("inherited") or [])
+    for key, chosen in (
+        ("carried", [e for e in earlier if e.get("id") not in inherited]),
+        ("inherited", [e for e in earlier if e.get("id") in inherited]),
+    ):
+        if chosen:
+            request[key] = [raw(e) for e in chosen]
+    return request
 
 
 def _raw_request(

@@ -264,7 +264,14 @@ def summary_markdown(
         f"Forgot {counts.get('forget_train', 0)} training images "
         f"(selector keys: {', '.join(sorted(request['selector']))}"
         + (f", fraction {request['fraction']}" if request.get("fraction") else "")
-        + f"); retain-train {counts.get('retain_train', 0)}. Membership evidence compares "
+        + f"); retain-train {counts.get('retain_train', 0)}"
+        + (
+            f"; {counts['inherited_train']} training images earlier requests already removed "
+            "from the starting model are in neither cohort (not unlearned again)"
+            if counts.get("inherited_train")
+            else ""
+        )
+        + ". Membership evidence compares "
         + (
             "them"
             if not matching.get("unmatched_members")
@@ -383,8 +390,9 @@ def recheck_requests(
 
     Each ``(id, request)`` gets its own forget cohorts on the same data (``cohorts`` gives
     the manifest and opened splits) and its own reason's profile, with ``deployed`` (the
-    parent, which already forgot it) as the "before": a later revision that re-learned an
-    earlier consent withdrawal or retired class fails here even when the new request passes.
+    parent: it already forgot an inherited request; one it did not is forgotten again in
+    this revision) as the "before": a later revision that re-learned an earlier consent
+    withdrawal or retired class fails here even when the new request passes.
     Retention is measured on the revision's own retain cohorts (every forgotten row left
     out), so the new request's forgetting never counts as lost retention of an earlier one.
     """
@@ -418,7 +426,7 @@ def request_cohorts(cohorts: Any, request: Any) -> Any:
         cohorts.val,
         cohorts.test,
         cohorts.class_names,
-        replace(request, carried=()),
+        replace(request, carried=(), inherited=()),
     )
     return replace(
         own,

@@ -127,7 +127,9 @@ def revision_sweep(
 
     Why: a revision forgets the union, and a carried request is re-checked by its own
     gates, so the settings measured for its reason must be among the candidates (a device
-    revision carrying a retired class cannot pass with retain fine-tuning alone).
+    revision carrying a retired class cannot pass with retain fine-tuning alone). Only
+    requests forgotten again are listed: one the starting model already forgot (inherited
+    from the production parent) is re-checked, not unlearned, and adds no runs.
     """
     configs = sweep_configs(maintain, unlearn, reasons[0])
     runs = {_run_key(c["config"]) for c in configs}

@@ -499,11 +499,20 @@ def cached_manifest_report(
 # --------------------------------------------------------------------------- cohort suite
 
 
+def earlier_requests(request: Any) -> tuple[Any, ...]:
+    """The earlier requests ``request`` keeps forgotten: those forgotten again
+    (``carried``), then those the starting model already forgot (``inherited``)."""
+    if request is None:
+        return ()
+    return (*getattr(request, "carried", ()), *getattr(request, "inherited", ()))
+
+
 def consent_requests(request: Any) -> list[Any]:
-    """The consent withdrawals among a request and the earlier ones it carries."""
+    """The consent withdrawals among a request and the earlier ones it keeps forgotten
+    (``carried``: forgotten again; ``inherited``: already forgotten by the starting model)."""
     return [
         r
-        for r in (request, *getattr(request, "carried", ()))
+        for r in (request, *earlier_requests(request))
         if r is not None and r.reason == "consent_withdrawal"
     ]
 
@@ -528,7 +537,7 @@ def cohort_frame(manifest: pd.DataFrame, masks: Any, request: Any = None) -> pd.
         else:
             withdrawing = np.zeros(len(m), dtype=bool)
             for r in consents:  # the request's own cohort (its fraction sampling included)
-                withdrawing |= cohort_masks(m, replace(r, carried=())).forget_train
+                withdrawing |= cohort_masks(m, replace(r, carried=(), inherited=())).forget_train
         forgotten = set(m.loc[withdrawing, "patient_id"].astype(str))
         retained = set(frame.loc[frame["cohort"] == "retain_train", "patient_id"].astype(str))
         both = forgotten & retained
@@ -583,9 +592,9 @@ def cohort_expectations(
 
 def retained_classes(class_names: Sequence[str], request: Any) -> list[str]:
     """Classes that must survive: all, minus those a class retirement retires (this request
-    or an earlier one it carries from the forget ledger)."""
+    or an earlier one of the forget ledger it keeps forgotten)."""
     retired = set()
-    for r in (request, *getattr(request, "carried", ())):
+    for r in (request, *earlier_requests(request)):
         if r.reason == "class_retirement":
             retired |= {str(v) for v in r.selector.get("labels", [])}
     return [str(c) for c in class_names if str(c) not in retired]

@@ -308,3 +308,183 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
         check=True,
     )
     assert git.stdout == ""  # the rejections are committed
+
+
+# --- issue 26: a revision unlearns only what its starting model has not forgotten ---------
+
+CONSENT_P1 = ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]})
+RETIRE_1 = ForgetRequest("class_retirement", {"labels": ["1"]})
+CONSENT_P3 = ForgetRequest("consent_withdrawal", {"patient_ids": ["P3"]})
+
+
+def rows(mask: np.ndarray) -> list[int]:
+    return np.flatnonzero(mask).tolist()
+
+
+# Expected rows read off MANIFEST by hand: train img0-5 (P1 = img0, img1; class 1 = img2,
+# img3, img5; P3 = img3), val img6-7, test img8-9 (class 1 = img7, img9).
+@pytest.mark.parametrize(
+    ("new", "carried", "inherited", "forget", "retain", "retain_test", "kept_out"),
+    [
+        # nothing earlier: P1 is retained
+        (RETIRE_1, (), (), [2, 3, 5], [0, 1, 4], [8], None),
+        # P1 not forgotten by the starting model: forgotten again (the union)
+        (RETIRE_1, (CONSENT_P1,), (), [0, 1, 2, 3, 5], [4], [8], None),
+        # P1 already forgotten by the starting model: in neither cohort
+        (RETIRE_1, (), (CONSENT_P1,), [2, 3, 5], [4], [8], 2),
+        # class 1 retired earlier; the new consent's P3 image is class 1: it is the new
+        # request's row (forgotten), the other class-1 rows are in neither cohort
+        (CONSENT_P3, (), (RETIRE_1,), [3], [0, 1, 4], [8], 2),
+        # both kinds at once: only the carried one joins forget-train
+        (CONSENT_P3, (CONSENT_P1,), (RETIRE_1,), [0, 1, 3], [4], [8], 2),
+    ],
+    ids=["alone", "carried", "inherited", "inherited-overlap", "both"],
+)
+def test_inherited_requests_are_neither_forgotten_again_nor_retained(
+    new, carried, inherited, forget, retain, retain_test, kept_out
+) -> None:
+    from dataclasses import replace
+
+    request = replace(new, carried=carried, inherited=inherited)
+    masks = cohort_masks(MANIFEST, request)
+    assert rows(masks.forget_train) == forget
+    assert rows(masks.retain_train) == retain
+    assert rows(masks.retain_test) == retain_test
+    assert not (masks.forget_train & masks.retain_train).any()
+    assert masks.counts.get("inherited_train") == kept_out
+    if kept_out is not None:  # train rows in no cohort = the kept-out count
+        in_none = (MANIFEST["split"] == "train").to_numpy() & ~(
+            masks.forget_train | masks.retain_train
+        )
+        assert int(in_none.sum()) == kept_out
+
+
+def test_what_is_kept_out_changes_the_request_hash_and_nothing_else_does() -> None:
+    """The run cache key holds the request hash: leaving rows out of retain changes the run,
+    so it must change the hash; a request with nothing earlier hashes as before the field
+    existed (the formula written out here), so old records and caches keep their keys."""
+    import hashlib
+    import json
+    from dataclasses import replace
+
+    plain = json.dumps(
+        {
+            "reason": "class_retirement",
+            "selector": {"labels": ["1"]},
+            "fraction": None,
+            "seed": 0,
+            "note": "",
+            "carried": [],
+        },
+        sort_keys=True,
+    )
+    assert RETIRE_1.hash == hashlib.sha256(plain.encode()).hexdigest()[:16]
+    variants = [
+        RETIRE_1,
+        replace(RETIRE_1, carried=(CONSENT_P1,)),
+        replace(RETIRE_1, inherited=(CONSENT_P1,)),
+        replace(RETIRE_1, inherited=(CONSENT_P3,)),
+        replace(RETIRE_1, carried=(CONSENT_P3,), inherited=(CONSENT_P1,)),
+    ]
+    assert len({v.hash for v in variants}) == len(variants)
+
+
+def test_a_request_file_may_list_inherited_requests() -> None:
+    """What ``medunlearn reproduce`` writes for a revision whose parent forgot P1."""
+    obj = {
+        "reason": "class_retirement",
+        "selector": {"labels": ["1"]},
+        "inherited": [{"reason": "consent_withdrawal", "selector": {"patient_ids": ["P1"]}}],
+    }
+    request = ForgetRequest.from_dict(obj)
+    assert request.inherited == (CONSENT_P1,) and request.carried == ()
+    assert rows(cohort_masks(MANIFEST, request).retain_train) == [4]
+    with pytest.raises(RequestError, match=r"inherited\[0\]"):
+        ForgetRequest.from_dict({**obj, "inherited": [{"reason": "tidying", "selector": {}}]})
+    with pytest.raises(RequestError, match="inherited must be a list"):
+        ForgetRequest.from_dict({**obj, "inherited": "P1"})
+
+
+@pytest.mark.parametrize(
+    ("parent_record", "inherited", "again"),
+    [
+        (None, [], ["a", "b", "c"]),  # maintain.deployed fallback: nothing forgotten yet
+        ({"kind": "trained", "requests": []}, [], ["a", "b", "c"]),
+        ({"kind": "trained"}, [], ["a", "b", "c"]),  # a record without the key
+        ({"requests": [{"id": "a"}, {"id": "c"}]}, ["a", "c"], ["b"]),
+        ({"requests": [{"id": "a"}, {"id": "b"}, {"id": "c"}]}, ["a", "b", "c"], []),
+        # a request outside the ledger is recorded by its hash: it never matches an id
+        ({"requests": [{"id": "0123456789abcdef"}]}, [], ["a", "b", "c"]),
+    ],
+)
+def test_split_carried_follows_the_parent_record(parent_record, inherited, again) -> None:
+    from medunlearn.ledger import split_carried
+
+    applied = [("a", CONSENT_P1), ("b", RETIRE_1), ("c", CONSENT_P3)]
+    got_inherited, got_again = split_carried(applied, parent_record)
+    assert [i for i, _ in got_inherited] == inherited
+    assert [i for i, _ in got_again] == again
+    assert {i for i, _ in got_inherited + got_again} == {"a", "b", "c"}
+
+
+def test_an_inherited_retirement_or_consent_still_validates() -> None:
+    """Inherited requests count as kept forgotten for the cohort suite: a class retired
+    earlier is not expected in retain-train, and an earlier consent patient (in no cohort)
+    is not a withdrawing patient left in retain-train."""
+    from dataclasses import replace
+
+    from medunlearn.validation import retained_classes, validate_cohorts
+
+    consent = replace(CONSENT_P3, inherited=(RETIRE_1,))
+    assert retained_classes(["0", "1"], consent) == ["0"]
+    masks = cohort_masks(MANIFEST, consent)
+    report = validate_cohorts(MANIFEST, masks, consent, ["0", "1"], 0.9)
+    assert report.success, report.summary()
+    earlier = replace(RETIRE_1, inherited=(CONSENT_P1,))
+    masks = cohort_masks(MANIFEST, earlier)
+    assert validate_cohorts(MANIFEST, masks, earlier, ["0", "1"], 0.9).success
+    # the same retirement with P1's image put back into retain-train: refused
+    bad = cohort_masks(MANIFEST, earlier)
+    bad.retain_train[0] = True
+    report = validate_cohorts(MANIFEST, bad, earlier, ["0", "1"], 0.9)
+    assert not report.success
+    assert "a withdrawing patient still has images in retain-train" in report.summary()
+
+
+@pytest.mark.parametrize(
+    ("record", "carried", "inherited"),
+    [
+        # a record from before issue 26: every earlier request was forgotten again
+        ({"requests": [{"id": "a"}, {"id": "b"}, {"id": "new"}]}, ["a", "b"], None),
+        (
+            {"requests": [{"id": "a"}, {"id": "b"}, {"id": "new"}], "inherited": ["a"]},
+            ["b"],
+            ["a"],
+        ),
+        (
+            {"requests": [{"id": "a"}, {"id": "b"}, {"id": "new"}], "inherited": ["a", "b"]},
+            None,
+            ["a", "b"],
+        ),
+        ({"requests": [{"id": "new"}], "inherited": []}, None, None),
+    ],
+)
+def test_reproduce_lists_earlier_requests_as_the_revision_used_them(
+    record, carried, inherited
+) -> None:
+    from medunlearn.reproduce import request_file
+
+    request = request_file(record, lambda e: {"id": e["id"]})
+    assert request["id"] == "new"
+    assert [e["id"] for e in request.get("carried", [])] == (carried or [])
+    assert [e["id"] for e in request.get("inherited", [])] == (inherited or [])
+    assert ("carried" in request) is (carried is not None)
+    assert ("inherited" in request) is (inherited is not None)
+
+
+def test_reproduce_refuses_a_record_without_a_request() -> None:
+    from medunlearn.registry import RegistryError
+    from medunlearn.reproduce import request_file
+
+    with pytest.raises(RegistryError, match="records no request"):
+        request_file({"kind": "unlearned", "requests": []}, lambda e: e)

@@ -637,8 +637,9 @@ def test_revision_is_registered_with_production_as_parent(
     ).stdout
     assert "ledger/requests.jsonl" in committed  # the status change is in the revision's commit
 
-    # a later revision carries the consent withdrawal: its patients are forgotten again and
-    # the consent gates re-checked on the new model
+    # a later revision keeps the consent withdrawal: production v1.1.0 already forgot its
+    # patients, so they are in neither cohort (not unlearned again, never retained), and the
+    # consent gates are re-checked on the new model
     if record["caveats"]:  # the rule itself: tests/test_registry.py
         with pytest.raises(RegistryError, match="weak evidence"):
             reg.promote("classifier", "v1.1.0", "production", "tester", "reviewed")
@@ -646,41 +647,80 @@ def test_revision_is_registered_with_production_as_parent(
     retire = tmp_path / "retire.yaml"
     retire.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["3"]}}))
     config["gates"]["class_retirement"] = {"max_forget_acc": 0.05, **lenient}
+    # a consent-only sweep entry: it would run were the inherited consent unlearned again
+    config["maintain"]["sweep_by_reason"] = {
+        "consent_withdrawal": [{"name": "psg-consent", "method": "psg", "settings": {"phi": 2}}]
+    }
     params.write_text(yaml.safe_dump(config))
     later = maintenance_flow(str(params), str(retire))
     assert later["version"] == "v1.2.0"
+    assert [c["name"] for c in later["candidates"]] == ["psg-a"]  # the new reason's only
     record = reg.record("classifier", "v1.2.0")
     assert record["parent"] == "v1.1.0"
     ids = [r["id"] for r in record["requests"]]
-    assert ids[0] == consent["id"] and len(ids) == 2
+    assert ids[0] == consent["id"] and len(ids) == 2  # it still applies both
+    retire_id = ids[1]
+    assert record["inherited"] == [consent["id"]]
     assert record["rechecks"][consent["id"]]["reason"] == "consent_withdrawal"
     assert record["rechecks"][consent["id"]]["passed"]
     # retention of the earlier request is measured on this revision's retain cohorts (class 3
-    # left out), so it is the very number the new request's own retention check measured
+    # and the consent patients left out), so it is the number the new request's check measured
     own = {c["name"]: c["value"] for c in record["gates"]["checks"]}
     again = {c["name"]: c["value"] for c in record["rechecks"][consent["id"]]["checks"]}
     assert again["retain_drop"] == pytest.approx(own["retain_drop"], abs=1e-12)
     manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
     train = manifest["split"] == "train"
-    union = train & (
-        (manifest["label"] == "3") | manifest["patient_id"].isin(request["selector"]["patient_ids"])
-    )
-    assert record["counts"]["forget_train"] == int(union.sum())
-    assert record["counts"]["retain_train"] == int((train & ~union).sum())
-    served = sha(tmp_path / "models" / "production" / "model.pt")
+    patients = manifest["patient_id"].isin(request["selector"]["patient_ids"])
+    digit = {d: manifest["label"] == d for d in ("3", "5")}
+    # forget-train is exactly the new request's rows: the demo's class-3 training images
+    assert record["counts"]["forget_train"] == int((train & digit["3"]).sum()) == 118
+    assert record["counts"]["retain_train"] == int((train & ~digit["3"] & ~patients).sum())
+    assert record["counts"]["inherited_train"] == int((train & patients & ~digit["3"]).sum()) > 0
+    card = (reg.record_dir("classifier", "v1.2.0") / "card.md").read_text()
+    assert f"`{consent['id']}`: reason **consent_withdrawal**" in card
+    assert "already forgotten by the parent, not unlearned again" in card
 
-    other = tmp_path / "retire5.yaml"
-    other.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["5"]}}))
+    # v1.2.0 is only staged: a revision from production v1.1.0 forgets class 3 again (the
+    # v1.1.0 weights never forgot it) with the new class 5, inherits the consent, and
+    # re-checks both earlier requests
+    retire5 = tmp_path / "retire5.yaml"
+    retire5.write_text(
+        yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["5"]}})
+    )
+    third = maintenance_flow(str(params), str(retire5))
+    assert third["version"] == "v1.3.0"
+    record = reg.record("classifier", "v1.3.0")
+    assert record["parent"] == "v1.1.0" and record["inherited"] == [consent["id"]]
+    assert [r["id"] for r in record["requests"]][:2] == [consent["id"], retire_id]
+    assert len(record["requests"]) == 3
+    assert set(record["rechecks"]) == {consent["id"], retire_id}
+    assert record["rechecks"][retire_id]["reason"] == "class_retirement"
+    assert all(g["passed"] for g in record["rechecks"].values())
+    both = digit["3"] | digit["5"]
+    assert record["counts"]["forget_train"] == int((train & both).sum())
+    assert record["counts"]["retain_train"] == int((train & ~both & ~patients).sum())
+    assert record["counts"]["inherited_train"] == int((train & patients & ~both).sum())
+
+    # v1.3.0 in production applies all three: a refused class-7 request from it forgets only
+    # class 7 (whose metrics file still says so), and nothing is registered or served
+    reg.promote("classifier", "v1.3.0", "production", "tester", "reviewed", accept="demo data")
+    served = sha(tmp_path / "models" / "production" / "model.pt")
+    other = tmp_path / "retire7.yaml"
+    other.write_text(yaml.safe_dump({"reason": "class_retirement", "selector": {"labels": ["7"]}}))
     config["gates"]["class_retirement"] = {"max_forget_acc": -1.0}  # nothing can pass
     params.write_text(yaml.safe_dump(config))
     with pytest.raises(GatesFailed):
         maintenance_flow(str(params), str(other))
-    assert reg.versions("classifier") == ["v1.0.0", "v1.1.0", "v1.2.0"]
+    counts = json.loads((tmp_path / "reports" / "metrics.json").read_text())["counts"]
+    seven = manifest["label"] == "7"
+    assert counts["forget_train"] == int((train & seven).sum())
+    assert counts["inherited_train"] == int((train & (both | patients) & ~seven).sum())
+    assert reg.versions("classifier") == ["v1.0.0", "v1.1.0", "v1.2.0", "v1.3.0"]
     assert sha(tmp_path / "models" / "production" / "model.pt") == served
     assert not list((tmp_path / "models").glob(".revision-*"))
     statuses = [json.loads(line)["status"] for line in ledger_file.read_text().splitlines()]
-    assert statuses == ["applied in v1.1.0", "applied in v1.2.0", statuses[2]]
-    assert statuses[2].startswith("rejected: ")
+    assert statuses[:3] == ["applied in v1.1.0", "applied in v1.2.0", "applied in v1.3.0"]
+    assert len(statuses) == 4 and statuses[3].startswith("rejected: ")
 
 
 def test_a_diverging_run_is_reported_and_never_harms_the_revision(

@@ -5,7 +5,8 @@ the selected training rows, sampled by patient group so no patient is half-forgo
 cohorts are:
 
 - forget-train: selected training rows (the data whose influence must go),
-- retain-train: every other training row,
+- retain-train: every other training row, less the rows of earlier requests the model
+  already forgot (``inherited``: in neither cohort, never unlearned again),
 - forget-test: held-out (test) rows matching the same selector: the non-members the
   membership attack compares forget-train against, from the same distribution,
 - retain-test: every other test row (all test rows when the selector covers the whole test
@@ -47,11 +48,15 @@ class ForgetRequest:
     fraction: float | None = None
     seed: int = 0
     note: str = ""
-    # Earlier requests whose forgetting this revision must keep (the forget ledger): their
-    # training rows are forgotten again and never retained (``cohort_masks``). Built from
-    # the ledger; a request file may list them under ``carried`` (``medunlearn reproduce``
-    # does, in its scratch worktree).
+    # Earlier requests (the forget ledger) the model this revision starts from has NOT
+    # forgotten (e.g. applied only in a version that never reached production): their
+    # training rows are forgotten again and never retained (``cohort_masks``).
     carried: tuple[ForgetRequest, ...] = ()
+    # Earlier requests the starting model already forgot (its registry record applies them):
+    # their rows are neither forgotten again nor retained. Both are built from the ledger
+    # and the parent's record; a request file may list them under ``carried`` and
+    # ``inherited`` (``medunlearn reproduce`` does, in its scratch worktree).
+    inherited: tuple[ForgetRequest, ...] = ()
 
     def __post_init__(self) -> None:
         if self.reason not in REASONS:
@@ -66,20 +71,37 @@ class ForgetRequest:
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
+        """A request from a mapping (a request file's content or a flow parameter).
+
+        Args:
+            obj: ``reason``, ``selector`` and optionally ``fraction``, ``seed``, ``note``,
+                ``carried`` and ``inherited`` (lists of earlier requests as mappings).
+            where: what ``obj`` came from, for error messages.
+
+        Returns:
+            The request, with its earlier requests parsed the same way.
+
+        Raises:
+            RequestError: an unknown key, a bad reason or selector, or an earlier-request
+                list that is not a list of valid requests.
+        """
+        nested = ("carried", "inherited")
         try:
-            fields = set(cls.__dataclass_fields__) - {"carried"}
-            unknown = sorted(set(obj) - fields - {"carried"})
+            fields = set(cls.__dataclass_fields__) - set(nested)
+            unknown = sorted(set(obj) - fields - set(nested))
             if unknown:  # a misspelt key would silently forget less than was asked
                 raise RequestError(
-                    f"unknown key(s) {unknown}; a request has {sorted(fields | {'carried'})}"
+                    f"unknown key(s) {unknown}; a request has {sorted(fields | set(nested))}"
                 )
-            carried = obj.get("carried") or []
-            if not isinstance(carried, list):
-                raise RequestError("carried must be a list of earlier requests")
-            earlier = tuple(
-                cls.from_dict(c, f"{where}: carried[{i}]") for i, c in enumerate(carried)
-            )
-            return cls(**{k: obj[k] for k in obj if k in fields}, carried=earlier)
+            earlier: dict[str, tuple[ForgetRequest, ...]] = {}
+            for key in nested:
+                listed = obj.get(key) or []
+                if not isinstance(listed, list):
+                    raise RequestError(f"{key} must be a list of earlier requests")
+                earlier[key] = tuple(
+                    cls.from_dict(c, f"{where}: {key}[{i}]") for i, c in enumerate(listed)
+                )
+            return cls(**{k: obj[k] for k in obj if k in fields}, **earlier)
         except TypeError as exc:
             raise RequestError(f"{where}: {exc}") from exc
         except RequestError as exc:
@@ -116,6 +138,12 @@ def _tokenised(obj: dict[str, Any]) -> dict[str, Any]:
             selector[key] = sorted(hash_identifier(v) for v in selector[key])
     out = {**obj, "selector": selector, "note": ""}  # free text may name a patient
     out["carried"] = [_tokenised(c) for c in obj.get("carried") or []]
+    # rows kept out of every cohort change the run, so they are part of the hash; absent
+    # when empty, so a request without them hashes as it did before the field existed
+    inherited = [_tokenised(c) for c in obj.get("inherited") or []]
+    out.pop("inherited", None)
+    if inherited:
+        out["inherited"] = inherited
     return out
 
 
@@ -174,17 +202,24 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
         forget_train = _sample_groups(manifest, forget_train, request.fraction, request.seed)
     if not forget_train.any():
         raise RequestError(f"request {request.hash} selects no training rows to forget")
-    # earlier requests stay forgotten: their training rows join forget-train, and none of
-    # their rows (any split) counts as retained
+    # earlier requests stay forgotten: none of their rows (any split) counts as retained;
+    # the training rows of those the starting model did not forget (``carried``) join
+    # forget-train, those it already forgot (``inherited``) are left out of both cohorts
     carried_selected = np.zeros(len(manifest), dtype=bool)
     for earlier in request.carried:
         kept = cohort_masks(manifest, earlier)
         forget_train |= kept.forget_train
         carried_selected |= kept.selected
+    inherited_train = np.zeros(len(manifest), dtype=bool)
+    for earlier in request.inherited:
+        kept = cohort_masks(manifest, earlier)
+        inherited_train |= kept.forget_train
+        carried_selected |= kept.selected
+    inherited_train &= ~forget_train  # a row this revision forgets is counted as forgotten
     gone = selected | carried_selected
     masks = CohortMasks(
         forget_train=forget_train,
-        retain_train=(split == "train") & ~forget_train,
+        retain_train=(split == "train") & ~forget_train & ~inherited_train,
         forget_val=selected & (split == "val"),
         retain_val=_retain_heldout(split == "val", gone),
         forget_test=selected & (split == "test"),
@@ -203,6 +238,8 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
             "retain_test",
         )
     }
+    if request.inherited:  # training rows forgotten by the starting model: in no cohort
+        masks.counts["inherited_train"] = int(inherited_train.sum())
     return masks
 
 
