@@ -50,7 +50,7 @@ def test_psg_grid_tunes_the_forget_loss_temperature_and_phi() -> None:
 
 def test_scenarios_cover_every_reason() -> None:
     reasons = [load_scenario(p).request.reason for p in SCENARIOS]
-    assert len(SCENARIOS) == 6
+    assert len(SCENARIOS) == 7
     assert set(reasons) == {
         "class_retirement",
         "device_deprecation",

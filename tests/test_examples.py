@@ -27,4 +27,9 @@ def test_ham_example_is_params_yaml_pointed_at_ham() -> None:
 
 def test_every_shipped_request_loads() -> None:
     reasons = {ForgetRequest.load(p).reason for p in (REPO / "requests").glob("*.yaml")}
-    assert reasons == {"class_retirement", "consent_withdrawal", "device_deprecation"}
+    assert reasons == {
+        "class_retirement",
+        "consent_withdrawal",
+        "device_deprecation",
+        "outlier_removal",
+    }

@@ -59,13 +59,64 @@ def test_choose_refuses_when_no_setting_ran_everywhere() -> None:
 
 
 def test_sweep_adds_the_setting_that_covers_what_the_first_misses() -> None:
-    # on s1+s2: A and B both pass twice; A's mean 3.0 = B's mean 3.0, ties by time ratio ->
-    # order of rows keeps A (first); C covers nothing A misses -> sweep stops at [A]
-    assert choose_sweep(ROWS, ["s1", "s2"], size=2) == [A]
-    # on s2+s3: C passes both with mean 1.0 -> [C] covers all
-    assert choose_sweep(ROWS, ["s2", "s3"], size=2) == [C]
-    # on s1+s3 single best: B passes both (mean 6.0) vs A, C pass one each -> [B]
-    assert choose_sweep(ROWS, ["s1", "s3"], size=2) == [B]
+    # on s1+s3: B passes both (mean 6.0) vs A, C pass one each -> B first, covers both;
+    # filled with the next by rank: C (1 pass, mean 0.75) before A (1 pass, mean 1.5)
+    assert choose_sweep(ROWS, ["s1", "s3"], size=2) == [B, C]
+    assert choose_sweep(ROWS, ["s1", "s3"], size=1) == [B]
+    # on s1+s2: A and B pass both with mean 3.0 (tie kept in row order: A, then B)
+    assert choose_sweep(ROWS, ["s1", "s2"], size=2) == [A, B]
+    # on s2+s3: C passes both (mean 1.0) -> C, then B (2 passes, mean 6.0) before A (1 pass)
+    assert choose_sweep(ROWS, ["s2", "s3"], size=3) == [C, B, A]
+
+
+def test_sweep_covers_a_scenario_the_first_setting_misses() -> None:
+    # D: best on s1 alone, fails s2; E fails s1, passes s2 -> first D (1 pass, mean 0.5 ties
+    # E's 1 pass, mean 2.5 -> D), then E adds s2
+    d, e = {"lr": 1.0}, {"lr": 2.0}
+    rows = [
+        {"scenario": "s1", "setting": d, "passed": True, "score": 0.0, "time_ratio": 0.1},
+        {"scenario": "s2", "setting": d, "passed": False, "score": 1.0, "time_ratio": 0.1},
+        {"scenario": "s1", "setting": e, "passed": False, "score": 4.0, "time_ratio": 0.1},
+        {"scenario": "s2", "setting": e, "passed": True, "score": 1.0, "time_ratio": 0.1},
+    ]
+    assert choose_sweep(rows, ["s1", "s2"], size=2) == [d, e]
+
+
+def test_sweep_breaks_a_coverage_tie_by_passes_elsewhere() -> None:
+    # G passes s1, s3 (first); s2 is left. E passes s2 (gap 3.0) and s1; F passes s2 only,
+    # closer (0.5). Both add s2; E passes more scenarios overall -> E, not F.
+    settings = {"G": {"lr": 1.0}, "E": {"lr": 2.0}, "F": {"lr": 3.0}}
+    table = {
+        ("G", "s1"): (True, 0.0), ("G", "s2"): (False, 5.0), ("G", "s3"): (True, 0.0),
+        ("E", "s1"): (True, 3.0), ("E", "s2"): (True, 3.0), ("E", "s3"): (False, 3.0),
+        ("F", "s1"): (False, 9.0), ("F", "s2"): (True, 0.5), ("F", "s3"): (False, 9.0),
+    }  # fmt: skip
+    rows = [
+        {"scenario": sc, "setting": settings[k], "passed": p, "score": v, "time_ratio": 0.1}
+        for (k, sc), (p, v) in table.items()
+    ]
+    assert choose_sweep(rows, ["s1", "s2", "s3"], size=2) == [settings["G"], settings["E"]]
+
+
+def test_sweep_never_takes_a_setting_that_diverged_anywhere() -> None:
+    # X passes s2 and s3 with the best scores but diverged (score inf) on s1
+    x = {"lr": 3e-3}
+    rows = ROWS + [
+        {
+            "scenario": "s1",
+            "setting": x,
+            "passed": False,
+            "score": float("inf"),
+            "time_ratio": None,
+        },
+        {"scenario": "s2", "setting": x, "passed": True, "score": 0.1, "time_ratio": 0.1},
+        {"scenario": "s3", "setting": x, "passed": True, "score": 0.1, "time_ratio": 0.1},
+    ]
+    assert x not in choose_sweep(rows, ["s1", "s2", "s3"], size=3)
+    # on s2+s3 alone X never diverged and is the best
+    assert choose_sweep(rows, ["s2", "s3"], size=1) == [x]
+    with pytest.raises(ValueError, match="without diverging"):
+        choose_sweep([r for r in rows if r["setting"] == x], ["s1", "s2"], size=1)
 
 
 def test_sweep_outcome_keeps_the_closest_passing_run() -> None:
@@ -95,3 +146,12 @@ def test_leave_one_dataset_out_never_sees_the_held_out_dataset() -> None:
         "setting": B,
         "seconds": 1.0,
     }
+
+
+def test_leave_one_dataset_out_with_a_sweep_of_two_hedges() -> None:
+    # held out d3: chosen on s1, s2 -> [A, B]; A fails s3 but B passes (9.0)
+    out = {e["held_out"]: e for e in leave_one_dataset_out(ROWS, DATASETS, size=2)}
+    assert out["d3"]["sweep"] == [A, B]
+    assert out["d3"]["outcome"]["passed"] and out["d3"]["outcome"]["setting"] == B
+    # held out d1: chosen on s2, s3 -> [C, B]; C fails s1, B passes with 3.0
+    assert out["d1"]["sweep"] == [C, B] and out["d1"]["outcome"]["score"] == 3.0

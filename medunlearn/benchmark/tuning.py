@@ -13,7 +13,10 @@ tuning runs every setting of a grid on several scenarios (one JSON row per run, 
   mean score; mean time ratio), i.e. a setting that passes everywhere beats a closer one that
   fails somewhere;
 - :func:`choose_sweep` greedily adds up to ``size`` settings so that the sweep (a revision
-  keeps the best candidate that passes) passes on as many scenarios as possible;
+  keeps the best candidate that passes) passes on as many scenarios as possible, then fills
+  the remaining slots with the next-ranked settings (a hedge for unseen data: a revision
+  pays for ``size`` candidates anyway); a setting that diverged on any scenario (score
+  ``inf``: non-finite weights or outputs) is never put in a sweep;
 - :func:`leave_one_dataset_out` chooses on every dataset but one and reports the held-out
   dataset's outcome, for each dataset in turn: the estimate of how the rule does on data it
   never saw.
@@ -77,33 +80,56 @@ def choose(rows: Iterable[dict[str, Any]], scenarios: Sequence[str]) -> dict[str
     return {"setting": json.loads(key), **summary}
 
 
+def diverged(row: dict[str, Any]) -> bool:
+    """True when the run failed by divergence (its score is ``inf``: non-finite weights or
+    outputs, see ``medunlearn.unlearn.methods.Diverged``)."""
+    return float(row["score"]) == float("inf")
+
+
 def choose_sweep(
     rows: Iterable[dict[str, Any]], scenarios: Sequence[str], size: int = 2
 ) -> list[dict[str, Any]]:
-    """Up to ``size`` settings, chosen greedily: first :func:`choose`, then each time the
-    setting that makes the sweep pass on the most scenarios not yet covered (ties: lowest mean
-    score on those scenarios). Stops early when every scenario is covered or nothing helps."""
+    """Up to ``size`` settings: first the best by :func:`rank`, then each time the setting
+    that makes the sweep pass on the most scenarios not yet covered (ties: the most scenarios
+    passed overall, then the lowest mean score on the newly covered ones); once nothing adds
+    coverage, the next settings by :func:`rank`.
+    Settings that diverged on any of ``scenarios`` are never chosen.
+
+    Raises:
+        ValueError: no setting ran on every scenario without diverging.
+    """
     rows = list(rows)
     table = _table(rows)
-    first = choose(rows, scenarios)
-    sweep = [first["setting"]]
-    covered = {s for s in scenarios if table[setting_key(first["setting"])][s]["passed"]}
+    usable = {
+        key: by_scenario
+        for key, by_scenario in table.items()
+        if all(s in by_scenario for s in scenarios)
+        and not any(diverged(by_scenario[s]) for s in scenarios)
+    }
+    ranked = [key for key, _ in rank(rows, scenarios) if key in usable]
+    if not ranked:
+        raise ValueError(f"no setting ran on every scenario of {list(scenarios)} without diverging")
+    sweep = [ranked[0]]
+    covered = {s for s in scenarios if usable[ranked[0]][s]["passed"]}
     while len(sweep) < size and len(covered) < len(scenarios):
         best, best_key = None, None
-        for key, by_scenario in table.items():
-            if json.loads(key) in sweep or not all(s in by_scenario for s in scenarios):
+        for key in ranked:
+            if key in sweep:
                 continue
-            gain = [s for s in scenarios if s not in covered and by_scenario[s]["passed"]]
+            gain = [s for s in scenarios if s not in covered and usable[key][s]["passed"]]
             if not gain:
                 continue
-            rank_key = (-len(gain), statistics.fmean(by_scenario[s]["score"] for s in gain))
+            passes = sum(bool(usable[key][s]["passed"]) for s in scenarios)
+            mean_gain_score = statistics.fmean(usable[key][s]["score"] for s in gain)
+            rank_key = (-len(gain), -passes, mean_gain_score)
             if best_key is None or rank_key < best_key:
                 best, best_key = key, rank_key
         if best is None:
             break
-        sweep.append(json.loads(best))
-        covered |= {s for s in scenarios if table[best][s]["passed"]}
-    return sweep
+        sweep.append(best)
+        covered |= {s for s in scenarios if usable[best][s]["passed"]}
+    sweep += [key for key in ranked if key not in sweep][: size - len(sweep)]
+    return [json.loads(key) for key in sweep]
 
 
 def sweep_outcome(

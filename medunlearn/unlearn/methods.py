@@ -77,7 +77,11 @@ def check_outputs(model: nn.Module, cohorts: Cohorts, what: str) -> None:
                 n = min(len(images), PROBE_IMAGES)
                 if not n:
                     continue
-                x = torch.stack([images.image(i) for i in range(n)]).to(device)
+                x = (
+                    images.images[:n]
+                    if images.in_memory
+                    else torch.stack([images.image(i) for i in range(n)])
+                ).to(device)
                 logits = model(x).float()
                 bad += int((~torch.isfinite(logits).all(dim=1)).sum())
                 total += n
