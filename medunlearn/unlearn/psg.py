@@ -16,7 +16,10 @@ soft targets are probabilities, not raw logits; samples whose search did not cro
 boundary are never trained toward their own label (skipped or retried with a larger radius,
 and counted); BatchNorm statistics stay fixed during the outer updates (train mode on
 forget-only batches re-estimates them, which was most of the reference's measured effect);
-and gamma can be scaled to the gradient's magnitude (``noise_scale: relative``).
+and gamma can be scaled to the gradient's magnitude (``noise_scale: relative``). For class
+retirement ``exclude_own_label`` masks the own class out of the soft / top-k targets: f0 at a
+boundary point still gives it about half the mass, and training towards that left RetinaMNIST's
+retired grade at 0.196 test accuracy where the retrain has 0 (BENCHMARKS.md, issue 26).
 
 With ``steps=1, step_size=eps, lam=0, gamma=0`` this is exactly Boundary Shrink (Chen et al.,
 CVPR 2023): one FGSM step to find the neighbour label, then fine-tuning on it.
@@ -67,6 +70,7 @@ class PSGConfig:
     forget_loss: str = "hard"
     temperature: float = 1.0
     topk: int = 2
+    exclude_own_label: bool = False  # soft/top-k targets give the image's own label no mass
     phi: float = 0.0
     retain_loss: str = "hard"
     optimizer: str = "sgd"
@@ -248,6 +252,20 @@ def forget_loss(
     return F.kl_div(log_p, target, reduction="batchmean") * cfg.temperature**2
 
 
+def exclude_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """``logits`` (N, C) with each row's ``labels`` (N,) entry set to the dtype's minimum.
+
+    A soft or top-k target from f0 at a boundary point keeps about half its mass on the
+    image's own class (the point sits on the boundary): trained towards it, a forgotten image
+    of a retired class stays near 50/50 and often keeps its label. With this mask the target
+    is f0's view of the other classes only, renormalised (softmax gives the masked class 0),
+    which is where a retrain without the class puts all of it.
+    """
+    masked = logits.clone()
+    masked[torch.arange(len(labels), device=logits.device), labels] = torch.finfo(logits.dtype).min
+    return masked
+
+
 def retain_loss(
     logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, cfg: PSGConfig
 ) -> torch.Tensor:
@@ -346,6 +364,8 @@ def psg_unlearn(
             if len(x_adv)
             else None
         )
+        if teacher is not None and cfg.exclude_own_label:
+            teacher = exclude_label(teacher, y[usable])
 
     model = copy.deepcopy(original).to(device)
     if device.type == "cuda":
