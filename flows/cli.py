@@ -239,7 +239,10 @@ def audit(
         typer.Option(
             "--reference-models",
             "-k",
-            help="K: retrains without the forgotten rows that calibrate each example (>= 2)",
+            help=(
+                "K: retrains without the forgotten rows that calibrate each example (>= 1; "
+                "with K = 1 the verdict is 'underpowered')"
+            ),
         ),
     ] = 4,
     epochs: Annotated[

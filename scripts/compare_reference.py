@@ -126,6 +126,21 @@ def import_reference(path: Path, test_loaders: tuple[DataLoader, DataLoader]) ->
     return importlib.import_module("boundary_unlearning")
 
 
+def reference_scenario(path: str, width: float = 1.0) -> Any:
+    """The scenario at ``path`` with the reference code's model (AllCNN at ``width``) and
+    training recipe; its name ``<name>_reference_w<width>`` keys the model bank, so the
+    tuning (``scripts/tune_defaults.py``) reuses the models trained here."""
+    from medunlearn.benchmark.scenario import load_scenario
+
+    base = load_scenario(path)
+    return dataclasses.replace(
+        base,
+        name=f"{base.name}_reference_w{width:g}",
+        model={"name": "allcnn", "kwargs": {"width": width}},
+        recipe=dict(REFERENCE_RECIPE),
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reference", type=Path, required=True, help="reference checkout")
@@ -145,19 +160,12 @@ def main(argv: list[str] | None = None) -> None:
         scenario_cohorts,
         scenario_models,
     )
-    from medunlearn.benchmark.scenario import load_scenario
     from medunlearn.config import load_section
     from medunlearn.metrics import unlearning_metrics
     from medunlearn.sweep import sweep_configs
     from medunlearn.unlearn.methods import run_method
 
-    base = load_scenario(args.scenario)
-    scenario = dataclasses.replace(
-        base,
-        name=f"{base.name}_reference_w{args.width:g}",
-        model={"name": "allcnn", "kwargs": {"width": args.width}},
-        recipe=dict(REFERENCE_RECIPE),
-    )
+    scenario = reference_scenario(args.scenario, args.width)
     splits = prepare_data(scenario, args.cache)
     cohorts = scenario_cohorts(splits, scenario)
     channels = splits.info.channels

@@ -39,7 +39,12 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "class": {
         "datasets": {
             "demo": ["benchmarks/demo_class_retirement.yaml"],
-            "retina": ["benchmarks/retina_class_retirement.yaml"],
+            # RetinaMNIST twice: our recipe, and the paper's reference recipe and full-width
+            # AllCNN (scripts/compare_reference.py: the issue-26 comparison's model)
+            "retina": [
+                "benchmarks/retina_class_retirement.yaml",
+                "reference:benchmarks/retina_class_retirement.yaml",
+            ],
             "ham": ["benchmarks/ham_class_retirement.yaml"],
         },
         "lr": [1e-4, 3e-4, 1e-3, 3e-3],
@@ -142,15 +147,43 @@ def core_commit() -> str:
     return sha + ("+dirty" if git("status", "--porcelain", "--", "medunlearn") else "")
 
 
+REFERENCE = "reference:"  # a path with this prefix: the reference-recipe variant
+
+
 def scenario_name(path: str) -> str:
+    if path.startswith(REFERENCE):
+        return f"{Path(path.removeprefix(REFERENCE)).stem}_reference_w1"
     return Path(path).stem
 
 
-def run(family: str, out: Path, cache: Path, params: str, threads: int) -> None:
+def load(path: str) -> Any:
+    """The scenario at ``path``; ``reference:PATH`` is ``compare_reference``'s variant of it
+    (its recipe as the reference code trains, no bf16), so their models are shared."""
+
+    from medunlearn.benchmark.scenario import load_scenario
+
+    if path.startswith(REFERENCE):
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from compare_reference import reference_scenario
+
+        return reference_scenario(path.removeprefix(REFERENCE))
+    loaded = load_scenario(path)
+    return dataclasses.replace(loaded, recipe={**loaded.recipe, "cpu_bf16": True})
+
+
+def run(
+    family: str,
+    out: Path,
+    cache: Path,
+    params: str,
+    threads: int,
+    only: list[str] | None = None,
+) -> None:
     import torch
 
     from medunlearn.benchmark.runner import prepare_data, scenario_cohorts, scenario_models
-    from medunlearn.benchmark.scenario import load_scenario
     from medunlearn.benchmark.tuning import setting_key
     from medunlearn.config import load_section
     from medunlearn.gates import evaluate_gates
@@ -167,11 +200,15 @@ def run(family: str, out: Path, cache: Path, params: str, threads: int) -> None:
             row = json.loads(line)
             done.add((row["scenario"], setting_key(row["setting"])))
     points = grid(family)
+    if only:
+        unknown = sorted(set(only) - {label(p) for p in points})
+        if unknown:
+            raise SystemExit(f"--only: not in the {family} grid: {', '.join(unknown)}")
+        points = [p for p in points if label(p) in only]
     commit = core_commit()
     for dataset, paths in FAMILIES[family]["datasets"].items():
         for path in paths:
-            loaded = load_scenario(path)
-            scenario = dataclasses.replace(loaded, recipe={**loaded.recipe, "cpu_bf16": True})
+            scenario = load(path)
             name, reason = scenario.name, scenario.request.reason
             todo = [p for p in points if (name, setting_key(p)) not in done]
             if not todo:
@@ -268,12 +305,17 @@ def summarise(family: str, files: list[Path], size: int) -> None:
             f"{c['deployed_score']:.2f} | {c['retrain_seconds']:.0f} |"
         )
     print(f"\n### {family}: best settings over all scenarios\n")
-    print(f"| setting | passed (of {len(scenarios)}) | mean gap (pp) | mean t/retrain |")
-    print("|---|---|---|---|")
+    telling = sum(not context[s]["deployed_passes"] for s in scenarios)
+    print(
+        f"| setting | passed where the deployed model fails (of {telling}) | "
+        f"passed (of {len(scenarios)}) | mean gap (pp) | mean t/retrain |"
+    )
+    print("|---|---|---|---|---|")
     for key, summary in rank(rows, scenarios)[:10]:
         ratio = summary["time_ratio"]
         print(
-            f"| {label(json.loads(key))} | {summary['passed']} | {summary['score']:.2f} | "
+            f"| {label(json.loads(key))} | {summary['passed_discriminating']} | "
+            f"{summary['passed']} | {summary['score']:.2f} | "
             f"{'n/a' if ratio is None else f'{ratio:.3f}'} |"
         )
     print(f"\n### {family}: leave one dataset out (sweep of {size})\n")
@@ -364,13 +406,14 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--cache", type=Path, default=Path(".cache/bench"))
     r.add_argument("--params", default="params.yaml")
     r.add_argument("--threads", type=int, default=2)
+    r.add_argument("--only", nargs="+", metavar="LABEL", help="run only these grid labels")
     s = sub.add_parser("summarise")
     s.add_argument("--family", choices=sorted(FAMILIES), required=True)
     s.add_argument("--size", type=int, default=2)
     s.add_argument("files", type=Path, nargs="+")
     args = parser.parse_args(argv)
     if args.command == "run":
-        run(args.family, args.out, args.cache, args.params, args.threads)
+        run(args.family, args.out, args.cache, args.params, args.threads, args.only)
     else:
         summarise(args.family, args.files, args.size)
 

@@ -3,6 +3,8 @@ table whose right answers are worked out in the comments."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from medunlearn.benchmark.tuning import (
@@ -155,3 +157,54 @@ def test_leave_one_dataset_out_with_a_sweep_of_two_hedges() -> None:
     assert out["d3"]["outcome"]["passed"] and out["d3"]["outcome"]["setting"] == B
     # held out d1: chosen on s2, s3 -> [C, B]; C fails s1, B passes with 3.0
     assert out["d1"]["sweep"] == [C, B] and out["d1"]["outcome"]["score"] == 3.0
+
+
+def test_a_pass_where_the_deployed_model_passes_too_only_breaks_ties() -> None:
+    # s1 proves nothing (the deployed model passes it). P passes s1 and s2; Q passes s2 and
+    # s3 with a worse mean gap. Counting every pass, P and Q tie on 2 and P's lower gap
+    # would win; counting discriminating passes, Q has 2 (s2, s3) and P has 1 (s2).
+    P, Q = {"lr": 1.0}, {"lr": 2.0}
+    table = {
+        ("s1", "P"): (True, 1.0),
+        ("s2", "P"): (True, 1.0),
+        ("s3", "P"): (False, 1.0),
+        ("s1", "Q"): (False, 5.0),
+        ("s2", "Q"): (True, 5.0),
+        ("s3", "Q"): (True, 5.0),
+    }
+    rows = [
+        {
+            "scenario": s,
+            "setting": {"P": P, "Q": Q}[k],
+            "passed": ok,
+            "score": g,
+            "deployed_passes": s == "s1",
+        }
+        for (s, k), (ok, g) in table.items()
+    ]
+    ranked = rank(rows, ["s1", "s2", "s3"])
+    assert [r[1]["passed_discriminating"] for r in ranked] == [2, 1]
+    assert choose(rows, ["s1", "s2", "s3"])["setting"] == Q
+    assert choose_sweep(rows, ["s1", "s2", "s3"], size=1) == [Q]
+
+
+def test_rank_and_choose_never_offer_a_setting_that_diverged() -> None:
+    # X passes two of three and diverged on the third: without the rule it would rank first
+    X = {"lr": 9.0}
+    diverging = [
+        {"scenario": "s1", "setting": X, "passed": True, "score": 0.1},
+        {"scenario": "s2", "setting": X, "passed": True, "score": 0.1},
+        {"scenario": "s3", "setting": X, "passed": False, "score": float("inf")},
+    ]
+    ranked = rank(ROWS + diverging, ["s1", "s2", "s3"])
+    assert X not in [json.loads(k) for k, _ in ranked]
+    assert choose(ROWS + diverging, ["s1", "s2", "s3"])["setting"] == B
+
+
+def test_leave_one_out_chooses_only_settings_that_ran_on_the_held_out_dataset() -> None:
+    # B (which would be chosen on d1 + d2) has no row on s3: held out d3, the sweep is
+    # chosen from A and C (both ran there) instead of failing with a missing row
+    rows = [r for r in ROWS if not (r["scenario"] == "s3" and r["setting"] == B)]
+    by_held = {e["held_out"]: e for e in leave_one_dataset_out(rows, DATASETS, size=1)}
+    assert by_held["d3"]["sweep"] == [A]  # on s1 + s2: A passes 2 (mean 3.0), C passes 1
+    assert by_held["d3"]["outcome"]["passed"] is False  # A fails s3

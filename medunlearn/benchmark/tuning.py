@@ -9,9 +9,10 @@ tuning runs every setting of a grid on several scenarios (one JSON row per run, 
   scenario; its **score** is the tuning gap to the scenario's retrain reference in
   percentage points (``medunlearn.metrics.TUNING_GAP_KEYS``: forget-train, retain-train and
   retain-test accuracy and the membership AUC), lower is better;
-- :func:`choose` ranks settings over a set of scenarios by (scenarios passed: more is better;
-  mean score; mean time ratio), i.e. a setting that passes everywhere beats a closer one that
-  fails somewhere;
+- :func:`choose` ranks settings over a set of scenarios by (scenarios passed where the
+  untouched deployed model fails the same gates; all scenarios passed; mean score; mean time
+  ratio), i.e. a setting that passes everywhere beats a closer one that fails somewhere, and
+  a pass that proves nothing (the deployed model passes too) counts only as a tie-break;
 - :func:`choose_sweep` greedily adds up to ``size`` settings so that the sweep (a revision
   keeps the best candidate that passes) passes on as many scenarios as possible, then fills
   the remaining slots with the next-ranked settings (a hedge for unseen data: a revision
@@ -49,21 +50,37 @@ def _table(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
 def rank(
     rows: Iterable[dict[str, Any]], scenarios: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Settings run on every one of ``scenarios``, best first, with their summary:
-    ``passed`` (count), ``score`` (mean tuning gap, points), ``time_ratio`` (mean)."""
+    """Settings run on every one of ``scenarios`` without diverging, best first, with their
+    summary: ``passed_discriminating`` (scenarios passed where the untouched deployed model
+    fails the same gates: a pass that proves something), ``passed`` (all passes), ``score``
+    (mean tuning gap, points), ``time_ratio`` (mean). Order: more discriminating passes, more
+    passes, lower mean score, lower time ratio. A row without ``deployed_passes`` counts as
+    discriminating."""
     ranked = []
     for key, by_scenario in _table(rows).items():
         if not all(s in by_scenario for s in scenarios):
             continue
         picked = [by_scenario[s] for s in scenarios]
+        if any(diverged(r) for r in picked):
+            continue
         ratios = [r["time_ratio"] for r in picked if r.get("time_ratio") is not None]
         summary = {
+            "passed_discriminating": sum(
+                bool(r["passed"]) and not r.get("deployed_passes", False) for r in picked
+            ),
             "passed": sum(bool(r["passed"]) for r in picked),
             "score": statistics.fmean(float(r["score"]) for r in picked),
             "time_ratio": statistics.fmean(ratios) if ratios else None,
         }
         ranked.append((key, summary))
-    ranked.sort(key=lambda kv: (-kv[1]["passed"], kv[1]["score"], kv[1]["time_ratio"] or 0.0))
+    ranked.sort(
+        key=lambda kv: (
+            -kv[1]["passed_discriminating"],
+            -kv[1]["passed"],
+            kv[1]["score"],
+            kv[1]["time_ratio"] or 0.0,
+        )
+    )
     return ranked
 
 
@@ -71,11 +88,13 @@ def choose(rows: Iterable[dict[str, Any]], scenarios: Sequence[str]) -> dict[str
     """The best setting over ``scenarios`` (see :func:`rank`).
 
     Raises:
-        ValueError: no setting was run on every scenario.
+        ValueError: no setting was run on every scenario without diverging.
     """
     ranked = rank(list(rows), scenarios)
     if not ranked:
-        raise ValueError(f"no setting was run on every scenario of {list(scenarios)}")
+        raise ValueError(
+            f"no setting was run on every scenario of {list(scenarios)} without diverging"
+        )
     key, summary = ranked[0]
     return {"setting": json.loads(key), **summary}
 
@@ -87,13 +106,18 @@ def diverged(row: dict[str, Any]) -> bool:
 
 
 def choose_sweep(
-    rows: Iterable[dict[str, Any]], scenarios: Sequence[str], size: int = 2
+    rows: Iterable[dict[str, Any]],
+    scenarios: Sequence[str],
+    size: int = 2,
+    also_run_on: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
     """Up to ``size`` settings: first the best by :func:`rank`, then each time the setting
-    that makes the sweep pass on the most scenarios not yet covered (ties: the most scenarios
-    passed overall, then the lowest mean score on the newly covered ones); once nothing adds
-    coverage, the next settings by :func:`rank`.
-    Settings that diverged on any of ``scenarios`` are never chosen.
+    that makes the sweep pass on the most scenarios not yet covered (ties: the most newly
+    covered scenarios where the deployed model fails, the most scenarios passed overall, then
+    the lowest mean score on the newly covered ones); once nothing adds coverage, the next
+    settings by :func:`rank`. Settings that diverged on any of ``scenarios`` are never
+    chosen; with ``also_run_on`` only settings that have a row there too are candidates (a
+    held-out scenario: its rows' existence is used, never their results).
 
     Raises:
         ValueError: no setting ran on every scenario without diverging.
@@ -103,7 +127,7 @@ def choose_sweep(
     usable = {
         key: by_scenario
         for key, by_scenario in table.items()
-        if all(s in by_scenario for s in scenarios)
+        if all(s in by_scenario for s in [*scenarios, *also_run_on])
         and not any(diverged(by_scenario[s]) for s in scenarios)
     }
     ranked = [key for key, _ in rank(rows, scenarios) if key in usable]
@@ -119,9 +143,10 @@ def choose_sweep(
             gain = [s for s in scenarios if s not in covered and usable[key][s]["passed"]]
             if not gain:
                 continue
+            telling = [s for s in gain if not usable[key][s].get("deployed_passes", False)]
             passes = sum(bool(usable[key][s]["passed"]) for s in scenarios)
             mean_gain_score = statistics.fmean(usable[key][s]["score"] for s in gain)
-            rank_key = (-len(gain), -passes, mean_gain_score)
+            rank_key = (-len(gain), -len(telling), -passes, mean_gain_score)
             if best_key is None or rank_key < best_key:
                 best, best_key = key, rank_key
         if best is None:
@@ -172,7 +197,7 @@ def leave_one_dataset_out(
     out = []
     for held_out, held_scenarios in datasets.items():
         train = [s for d, ss in datasets.items() if d != held_out for s in ss]
-        sweep = choose_sweep(rows, train, size)
+        sweep = choose_sweep(rows, train, size, also_run_on=held_scenarios)
         for scenario in held_scenarios:
             out.append(
                 {
