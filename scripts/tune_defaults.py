@@ -13,10 +13,21 @@ reference (points) and the time ratio. Rows already in ``--out`` are skipped (re
 ``summarise`` applies ``medunlearn.benchmark.tuning``: the ranking over all scenarios, the
 leave-one-dataset-out table and the sweep chosen on every dataset, as Markdown.
 
+Class retirement was tuned in two passes: ``reports/tuning/class.jsonl`` (the 48-point grid
+on the first machine's models) and ``reports/tuning/class-b.jsonl`` (on models retrained on a
+second machine, which differ: the bank's trainings are reproducible per machine, not across
+machines): the top settings of the first pass again, the masked-target points, and the
+reference-recipe RetinaMNIST model as a second retina scenario. The shipped choice is
+``summarise`` of ``class-b.jsonl`` alone (every row on the same models):
+
+    python scripts/tune_defaults.py run --family class --out reports/tuning/class-b.jsonl \
+        --only LABEL ...   # the labels in class-b.jsonl
+
 Families (a revision's defaults are per reason; the three sample-level reasons, which forget
 rows of classes that stay, share one grid and one choice here because each has only one or
 two real-data scenarios):
-- ``class``: demo digit 3, RetinaMNIST grade 2, HAM10000 vascular lesions;
+- ``class``: demo digit 3, RetinaMNIST grade 2 (our recipe, and the reference code's recipe
+  and full-width AllCNN: ``reference:`` below), HAM10000 vascular lesions;
 - ``sample``: demo consent (2 patients), PneumoniaMNIST consent (10% of patients), HAM10000
   device (vienna_dias) and outlier (rare anatomical sites); HAM10000 is held out as one.
 
