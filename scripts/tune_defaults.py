@@ -65,24 +65,16 @@ FAMILIES: dict[str, dict[str, Any]] = {
         # keeps about half its mass on the own class)
         "extra": [
             {**inner, **loss, "exclude_own_label": True, "phi": phi, "lr": lr}
-            for inner, loss, phi, lr in [
-                (i, ls, ph, r)
-                for i in ({"steps": 5, "step_size": 0.03, "eps": 0.1, "lam": 1.0, "gamma": 0.5},)
-                for ls in (
-                    {"forget_loss": "soft", "temperature": 2.0},
-                    {"forget_loss": "topk", "topk": 2},
-                )
-                for ph in (1.0, 3.0)
-                for r in (3e-4, 1e-3)
-            ]
-            + [
-                (
-                    {"steps": 1, "step_size": 0.1, "eps": 0.1, "lam": 0.0, "gamma": 0.0},
-                    {"forget_loss": "soft", "temperature": 2.0},
-                    1.0,
-                    1e-3,
-                )
-            ]
+            for inner in (
+                {"steps": 5, "step_size": 0.03, "eps": 0.1, "lam": 1.0, "gamma": 0.5},
+                {"steps": 1, "step_size": 0.1, "eps": 0.1, "lam": 0.0, "gamma": 0.0},
+            )
+            for loss in (
+                {"forget_loss": "soft", "temperature": 2.0},
+                {"forget_loss": "topk", "topk": 2},
+            )
+            for phi in (1.0, 3.0)
+            for lr in (3e-4, 1e-3)
         ],
     },
     "sample": {
