@@ -337,6 +337,36 @@ def _forget_not_raised(role: str, after: UnlearnMetrics, before: UnlearnMetrics)
     )
 
 
+def _forget_not_raised_carried(
+    role: str, after: UnlearnMetrics, before: UnlearnMetrics, alpha: float
+) -> Check:
+    """``forget_not_raised`` for an earlier request re-checked on a later revision.
+
+    ``before`` is the production parent, which already forgot the request's rows, so its
+    forget-train accuracy is a noisy floor, not the deployed model's level: one more image
+    right of 20 is chance, re-learning is a significant rise. Fail iff the revision gets
+    more of the n images right (k1 > k0) and P(X >= k1) < alpha for X ~ Binomial(n, p0),
+    p0 = (k0 + 0.5) / (n + 1) (the parent's rate, smoothed so that k0 = 0 still admits
+    chance; scipy.stats.binom).
+    """
+    a, b, n = after.forget_train_acc, before.forget_train_acc, after.n_forget_train
+    if a is None or b is None:
+        return _na("forget_not_raised", role, "no forgotten training image")
+    if not n:
+        return _forget_not_raised(role, after, before)
+    k0, k1 = round(b * n), round(a * n)
+    p = float(stats.binom.sf(k1 - 1, n, (k0 + 0.5) / (n + 1))) if k1 > k0 else 1.0
+    return Check(
+        "forget_not_raised",
+        role,
+        FAIL if k1 > k0 and p < alpha else PASS,
+        a - b,
+        0.0,
+        f"fail iff more right than the parent (which forgot them) and binomial p < {alpha}",
+        f"{k1} of {n} forgotten training images right vs the parent's {k0}; p = {p:.3g}",
+    )
+
+
 def retention_p_value(
     before: dict[str, np.ndarray], after: dict[str, np.ndarray], balanced: bool, seed: int = 0
 ) -> tuple[float, int, int]:
@@ -497,13 +527,20 @@ def evaluate_gates(
     after: UnlearnMetrics,
     before: UnlearnMetrics,
     section: dict[str, Any] | None = None,
+    carried: bool = False,
 ) -> GateResult:
     """Check ``after`` (a candidate) against the profile of ``reason``; ``before`` is the
-    deployed model (the retention baseline). ``section`` is ``params.yaml:gates``."""
+    deployed model (the retention baseline). ``section`` is ``params.yaml:gates``.
+    ``carried``: an earlier request re-checked with the parent (which already forgot it) as
+    ``before``; ``forget_not_raised`` then fails only on a significant rise
+    (:func:`_forget_not_raised_carried`)."""
     b = resolve_bounds(reason, section)
     result = GateResult(reason)
     for spec in PROFILES[reason]:
-        check = CHECKS[spec.name](spec.role, after, before, b)
+        if carried and spec.name == "forget_not_raised":
+            check = _forget_not_raised_carried(spec.role, after, before, b["alpha"])
+        else:
+            check = CHECKS[spec.name](spec.role, after, before, b)
         result.checks.append(check)
     by_name = {c.name: c for c in result.checks}
     for spec in PROFILES[reason]:

@@ -119,6 +119,7 @@ class UnlearnMetrics:
     avg_gap: float | None = None
     tuning_gaps: dict[str, float] = field(default_factory=dict)
     tuning_gap: float | None = None
+    n_forget_train: int | None = None  # images behind forget_train_acc
     # Per-image outcomes on the retained held-out rows, in a fixed row order: ``label``,
     # ``correct`` (0/1) and ``rows`` (a fingerprint of the image ids in that order). The
     # retention gates pair them with the deployed model's (McNemar); in memory only, never
@@ -215,6 +216,7 @@ def unlearning_metrics(
     return UnlearnMetrics(
         request_hash=cohorts.request.hash,
         forget_train_acc=accuracy_on(model, cohorts.forget_train, predict),
+        n_forget_train=len(cohorts.forget_train),
         forget_test_acc=accuracy_on(model, cohorts.forget_test, predict),
         forget_heldout_acc=(
             accuracy_on(model, forget_heldout, predict) if forget_heldout is not None else None

@@ -404,7 +404,9 @@ def recheck_requests(
         own = request_cohorts(cohorts, request)
         before = unlearning_metrics(deployed, own)
         after = unlearning_metrics(model, own)
-        out[request_id] = evaluate_gates(request.reason, after, before, bounds).to_dict()
+        out[request_id] = evaluate_gates(
+            request.reason, after, before, bounds, carried=True
+        ).to_dict()
     return out
 
 

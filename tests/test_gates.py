@@ -126,6 +126,44 @@ def test_forget_not_raised_is_required_in_every_profile(
     assert ("forget_not_raised" in result.failed()) is (status == "fail")
 
 
+def _upper_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k), X ~ Binomial(n, p), summed term by term (independent of scipy)."""
+    from math import comb
+
+    return sum(comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k, n + 1))
+
+
+@pytest.mark.parametrize(
+    "n, parent, revision, status",
+    [
+        (20, 10, 11, "pass"),  # one more consent image right of 20: chance
+        (20, 10, 10, "pass"),
+        (20, 2, 15, "fail"),  # re-learned
+        (118, 0, 1, "pass"),  # a retired class, one image of 118: p = 0.39
+        (118, 0, 5, "fail"),  # five of 118: p < 0.001
+    ],
+)
+def test_a_carried_request_fails_forget_not_raised_only_on_a_significant_rise(
+    n, parent, revision, status
+) -> None:
+    before = metrics(forget_train_acc=parent / n, forget_heldout_acc=0.9, n_forget_train=n)
+    after = metrics(forget_train_acc=revision / n, n_forget_train=n)
+    check = next(
+        c
+        for c in evaluate_gates("consent_withdrawal", after, before, carried=True).checks
+        if c.name == "forget_not_raised"
+    )
+    assert check.status == status
+    if revision > parent:
+        p = _upper_tail(revision, n, (parent + 0.5) / (n + 1))
+        assert f"p = {p:.3g}" in check.detail
+        assert (p < 0.01) is (status == "fail")
+    # the request being revised keeps the strict rule: any rise fails
+    strict = evaluate_gates("consent_withdrawal", after, before)
+    raised = next(c for c in strict.checks if c.name == "forget_not_raised")
+    assert raised.status == ("fail" if revision > parent else "pass")
+
+
 @pytest.mark.parametrize(
     "auc, p, passed",
     [
