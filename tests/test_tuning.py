@@ -33,17 +33,17 @@ TABLE = {
     ("s3", "C"): (True, 1.0),
 }
 SETTINGS = {"A": A, "B": B, "C": C}
-ROWS = [
-    {
-        "scenario": s,
-        "setting": SETTINGS[k],
-        "passed": p,
-        "score": g,
-        "time_ratio": 0.1,
-        "seconds": 1,
-    }
-    for (s, k), (p, g) in TABLE.items()
-]
+
+
+def rows_of(table: dict, settings: dict) -> list[dict]:
+    """One tuning row per ``(scenario, setting name) -> (passed, score)`` entry."""
+    return [
+        {"scenario": s, "setting": settings[k], "passed": ok, "score": g}
+        for (s, k), (ok, g) in table.items()
+    ]
+
+
+ROWS = [{**row, "time_ratio": 0.1, "seconds": 1} for row in rows_of(TABLE, SETTINGS)]
 DATASETS = {"d1": ["s1"], "d2": ["s2"], "d3": ["s3"]}
 
 
@@ -173,14 +173,8 @@ def test_a_pass_where_the_deployed_model_passes_too_only_breaks_ties() -> None:
         ("s3", "Q"): (True, 5.0),
     }
     rows = [
-        {
-            "scenario": s,
-            "setting": {"P": P, "Q": Q}[k],
-            "passed": ok,
-            "score": g,
-            "deployed_passes": s == "s1",
-        }
-        for (s, k), (ok, g) in table.items()
+        {**row, "deployed_passes": row["scenario"] == "s1"}
+        for row in rows_of(table, {"P": P, "Q": Q})
     ]
     ranked = rank(rows, ["s1", "s2", "s3"])
     assert [r[1]["passed_discriminating"] for r in ranked] == [2, 1]
