@@ -8,7 +8,11 @@ the method and not the statistics drift that forget-only batches cause; and ever
 training images through the deployed model's training augmentation (``augment``,
 ``augmentation``: ``medunlearn.unlearn.augment``).
 
-- ``finetune``: SGD on retain-train only (catastrophic forgetting of the rest);
+- ``finetune``: SGD on retain-train only (catastrophic forgetting of the rest); with
+  ``schedule="cosine"`` the learning rate decays from ``lr`` to 0 over the run
+  (``torch.optim.lr_scheduler.CosineAnnealingLR``, stepped per batch), so a high starting
+  rate can shake memorised rows loose and the decay lets the model settle on retain again
+  (the fine-tuning baseline of Jia et al. 2023 and Fan et al. 2024 decays its rate too);
 - ``l1_sparse`` (Jia et al., NeurIPS 2023): fine-tuning plus an l1 penalty on the weights
   whose weight decays linearly to zero;
 - ``neggrad_plus`` (Kurmanji et al., NeurIPS 2023): ``alpha * CE(retain) - (1 - alpha) *
@@ -99,6 +103,7 @@ def finetune(
     weight_decay: float = 5e-4,
     batch_size: int = 64,
     l1: float = 0.0,
+    schedule: str = "constant",
     augment: bool = True,
     augmentation: dict | None = None,
     seed: int = 0,
@@ -108,11 +113,25 @@ def finetune(
 
     The l1 weight decays linearly from ``l1`` to 0 over the run (Jia et al.'s schedule),
     so the model is pushed to a sparse solution early and recovers accuracy late.
+
+    Args:
+        schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (``lr`` decays to 0
+            over the run's batches).
+
+    Raises:
+        ValueError: an unknown ``schedule``.
     """
+    if schedule not in ("constant", "cosine"):
+        raise ValueError(f"finetune: schedule must be 'constant' or 'cosine', not {schedule!r}")
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, weight_decay)
     total = max(1, epochs * -(-len(retain) // batch_size))
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        if schedule == "cosine"
+        else None
+    )
     step = 0
     for _ in range(epochs):
         for x, y in batches(retain, batch_size, generator, dev, aug):
@@ -123,6 +142,8 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
     return student.eval()
 
