@@ -108,6 +108,18 @@ FAMILIES: dict[str, dict[str, Any]] = {
             {"method": "finetune", "lr": 1e-2, "epochs": 5, "schedule": "cosine"},
             {"method": "finetune", "lr": 3e-2, "epochs": 5, "schedule": "cosine"},
             {"method": "l1_sparse", "lr": 1e-2, "epochs": 5, "schedule": "cosine"},
+            # the same with each batch's gradient norm clipped at 1: lr 1e-2 diverged on
+            # the demo without it
+            *(
+                {
+                    "method": "finetune",
+                    "lr": lr,
+                    "epochs": epochs,
+                    "schedule": "cosine",
+                    "max_grad_norm": 1.0,
+                }
+                for lr, epochs in ((1e-2, 3), (1e-2, 5), (3e-2, 5))
+            ),
         ],
     },
 }

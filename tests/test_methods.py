@@ -3,6 +3,8 @@ model alone, and each baseline does what its paper says."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -321,3 +323,66 @@ def test_run_method_rejects_finite_weights_with_non_finite_outputs(
         match=rf"method 'overflowing' diverged: non-finite outputs on [1-9]\d* of {probes} probe",
     ):
         run_method("overflowing", demo_model, demo_cohorts, {})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "rates", "clip"),
+    [
+        ("constant", [0.1, 0.1, 0.1], 0.0),
+        # cosine over 3 steps: lr * (1 + cos(pi * t / 3)) / 2 for t = 0, 1, 2
+        ("cosine", [0.1, 0.075, 0.025], 0.0),
+        # a norm bound below the gradients' norm (about 0.21 here), so clipping acts
+        ("cosine", [0.1, 0.075, 0.025], 0.05),
+    ],
+)
+def test_finetune_follows_its_learning_rate_schedule(schedule, rates, clip) -> None:
+    """Three one-batch epochs of fine-tuning a linear model equal SGD with momentum and weight
+    decay written out here at the hand-computed rates, with each gradient rescaled to norm
+    ``clip`` when above it (one batch holds every image, so the shuffle cannot change the
+    loss)."""
+    import pandas as pd
+    from torch import nn
+
+    from medunlearn.data.images import LabelledImages
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 1, 2, 2, generator=g)
+    y = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1])
+    retain = LabelledImages(pd.DataFrame({"image_id": range(8)}), y, images=x)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    out = baselines.finetune(
+        model,
+        retain,
+        retain,
+        epochs=3,
+        lr=0.1,
+        batch_size=8,
+        augment=False,
+        schedule=schedule,
+        max_grad_norm=clip,
+        device="cpu",
+    )
+    w = [p.detach().clone() for p in model.parameters()]
+    buf = [None, None]
+    clipped: list[float] = []
+    for rate in rates:
+        params = [p.clone().requires_grad_(True) for p in w]
+        loss = F.cross_entropy(x.flatten(1) @ params[0].T + params[1], y)
+        grads = torch.autograd.grad(loss, params)
+        norm = math.sqrt(sum(float((gr**2).sum()) for gr in grads))
+        if clip and norm > clip:
+            grads = [gr * (clip / norm) for gr in grads]
+            clipped.append(norm)
+        for i, grad in enumerate(grads):
+            d = grad + 5e-4 * w[i]
+            buf[i] = d if buf[i] is None else 0.9 * buf[i] + d
+            w[i] = w[i] - rate * buf[i]
+    assert bool(clipped) == bool(clip)  # the clipped case really clips
+    for got, want in zip(out.parameters(), w, strict=True):
+        torch.testing.assert_close(got.detach(), want, rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_refuses_an_unknown_schedule(demo_model, cohorts) -> None:
+    with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
+        run_method("finetune", demo_model, cohorts, {"epochs": 1, "schedule": "step"})

@@ -13,6 +13,7 @@ training images through the deployed model's training augmentation (``augment``,
   (``torch.optim.lr_scheduler.CosineAnnealingLR``, stepped per batch), so a high starting
   rate can shake memorised rows loose and the decay lets the model settle on retain again
   (the fine-tuning baseline of Jia et al. 2023 and Fan et al. 2024 decays its rate too);
+  ``max_grad_norm`` clips each batch's gradient norm, which such a rate needs;
 - ``l1_sparse`` (Jia et al., NeurIPS 2023): fine-tuning plus an l1 penalty on the weights
   whose weight decays linearly to zero;
 - ``neggrad_plus`` (Kurmanji et al., NeurIPS 2023): ``alpha * CE(retain) - (1 - alpha) *
@@ -104,6 +105,7 @@ def finetune(
     batch_size: int = 64,
     l1: float = 0.0,
     schedule: str = "constant",
+    max_grad_norm: float = 0.0,
     augment: bool = True,
     augmentation: dict | None = None,
     seed: int = 0,
@@ -117,6 +119,10 @@ def finetune(
     Args:
         schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (``lr`` decays to 0
             over the run's batches).
+        max_grad_norm: when > 0, each batch's gradient is rescaled to at most this total
+            l2 norm (``torch.nn.utils.clip_grad_norm_``) before the step: SGD at lr 1e-2
+            from the demo's deployed model diverged to NaN without it (BatchNorm is frozen,
+            so nothing else bounds the first steps).
 
     Raises:
         ValueError: an unknown ``schedule``.
@@ -141,6 +147,8 @@ def finetune(
                 loss = loss + weight * sum(p.abs().sum() for p in student.parameters())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(student.parameters(), max_grad_norm)
             optimizer.step()
             if scheduler is not None:
                 scheduler.step()
