@@ -386,3 +386,53 @@ def test_finetune_follows_its_learning_rate_schedule(schedule, rates, clip) -> N
 def test_finetune_refuses_an_unknown_schedule(demo_model, cohorts) -> None:
     with pytest.raises(ValueError, match="schedule must be 'constant' or 'cosine'"):
         run_method("finetune", demo_model, cohorts, {"epochs": 1, "schedule": "step"})
+
+
+@pytest.mark.parametrize(
+    ("schedule", "rates"),
+    [
+        ("constant", [0.1, 0.1, 0.1, 0.1]),
+        # 2 epochs x 2 batches, cosine over the 4 batches: 0.1 * (1 + cos(pi * t / 4)) / 2
+        ("cosine", [0.1, 0.0853553, 0.05, 0.0146447]),
+    ],
+)
+def test_finetune_steps_its_schedule_per_batch(schedule, rates, monkeypatch) -> None:
+    """The rate changes every batch, not every epoch: the optimizer records the rate each of
+    the 4 steps used (stepping once per epoch would use each rate for two steps)."""
+    import pandas as pd
+    from torch import nn
+
+    from medunlearn.data.images import LabelledImages
+
+    used: list[float] = []
+
+    class Recording(torch.optim.SGD):
+        def step(self, closure=None):
+            used.append(self.param_groups[0]["lr"])
+            return super().step(closure)
+
+    def sgd(model, lr, momentum=0.9, weight_decay=0.0):
+        return Recording(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+
+    monkeypatch.setattr(baselines, "sgd", sgd)
+    x = torch.rand(16, 1, 2, 2, generator=torch.Generator().manual_seed(0))
+    retain = LabelledImages(pd.DataFrame({"image_id": range(16)}), torch.arange(16) % 3, images=x)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(4, 3))
+    baselines.finetune(
+        model,
+        retain,
+        retain,
+        epochs=2,
+        lr=0.1,
+        batch_size=8,
+        augment=False,
+        schedule=schedule,
+        device="cpu",
+    )
+    assert used == pytest.approx(rates, abs=1e-6)
+
+
+def test_finetune_refuses_a_negative_gradient_norm(demo_model, cohorts) -> None:
+    """clip_grad_norm_ with a negative bound flips the gradient (gradient ascent)."""
+    with pytest.raises(ValueError, match="max_grad_norm must be >= 0"):
+        run_method("finetune", demo_model, cohorts, {"epochs": 1, "max_grad_norm": -1.0})

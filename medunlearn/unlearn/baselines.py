@@ -125,10 +125,12 @@ def finetune(
             so nothing else bounds the first steps).
 
     Raises:
-        ValueError: an unknown ``schedule``.
+        ValueError: an unknown ``schedule`` or a negative ``max_grad_norm``.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"finetune: schedule must be 'constant' or 'cosine', not {schedule!r}")
+    if max_grad_norm < 0:  # torch would flip the gradient: gradient ascent, silently
+        raise ValueError(f"finetune: max_grad_norm must be >= 0 (0: off), not {max_grad_norm}")
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum, weight_decay)

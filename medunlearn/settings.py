@@ -1,0 +1,350 @@
+"""The settings schema: every section of ``params.yaml`` typed, with ranges, checked at load.
+
+``check_params`` validates a whole params mapping with pydantic models (one per section,
+``extra="forbid"``) and raises :class:`SettingsError` naming the file, the key path
+(``unlearn.by_reason.class_retirement.lr``), what is wrong, and for an unknown key or
+section the nearest valid name (``difflib.get_close_matches``). pydantic does the typing and
+the ranges; this module only declares them and words the first error.
+
+What it does not do: fill in defaults or normalise values. The loaded mapping is returned
+unchanged, so section hashes (cache keys, ``params_hash``) stay what they were, and each
+step still reads its section with its own defaults. Every field is optional here because a
+params file may leave a setting (or a whole section a command does not need) to those
+defaults; a *present* setting must be of the right type and in range.
+
+Ranges are the ones the issue names (lr > 0, epochs >= 1, eps > 0, fractions in (0, 1])
+plus the obvious others (sizes >= 1, probabilities in (0, 1)). Method settings inside sweep
+entries are checked for the shared numeric keys (lr, epochs, ...); which keys a method
+accepts at all is checked by ``medunlearn.sweep`` against the method's signature.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from medunlearn.config import ConfigError
+
+REASONS = ("class_retirement", "device_deprecation", "outlier_removal", "consent_withdrawal")
+
+Positive = Annotated[float, Field(gt=0)]
+NonNegative = Annotated[float, Field(ge=0)]
+Count = Annotated[int, Field(ge=1)]
+Seed = Annotated[int, Field(ge=0)]
+Fraction = Annotated[float, Field(gt=0, le=1)]  # (0, 1]
+OpenFraction = Annotated[float, Field(gt=0, lt=1)]  # (0, 1)
+Probability = Annotated[float, Field(ge=0, le=1)]  # [0, 1]
+
+
+class SettingsError(ConfigError):
+    """A params file has an unknown section or key, or a value of the wrong type or range."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class Augmentation(_Section):
+    flip: bool | None = None
+    rotate_deg: NonNegative | None = None
+    shift: Annotated[float, Field(ge=0, lt=1)] | None = None
+
+
+class Data(_Section):
+    name: str | None = None
+    source: Literal["demo", "medmnist", "csv"] | None = None
+    path: str | None = None
+    image_size: Annotated[int, Field(ge=4)] | None = None
+    channels: Literal[1, 3] | None = None
+    class_names: list[str] | None = None
+    group_column: str | None = None
+    val_fraction: OpenFraction | None = None
+    test_fraction: OpenFraction | None = None
+    seed: Seed | None = None
+    root: str | None = None
+    track_with_dvc: bool | None = None
+
+
+class Train(_Section):
+    dataset: str | None = None
+    model: str | None = None
+    model_kwargs: dict[str, Any] | None = None
+    epochs: Count | None = None
+    batch_size: Count | None = None
+    optimizer: Literal["adam", "adamw", "sgd"] | None = None
+    lr: Positive | None = None
+    weight_decay: NonNegative | None = None
+    momentum: Probability | None = None
+    scheduler: Literal["cosine", "none"] | None = None
+    class_weights: Literal["none", "balanced"] | None = None
+    select_metric: Literal["accuracy", "balanced_accuracy", "macro_auc"] | None = None
+    augmentation: Augmentation | None = None
+    seed: Seed | None = None
+    device: str | None = None
+    amp: bool | None = None
+    channels_last: bool | None = None
+    compile: bool | None = None
+    cpu_bf16: bool | None = None
+    max_in_memory_mb: Positive | None = None
+    output: str | None = None
+    report: str | None = None
+    history: str | None = None
+    retrain_output: str | None = None
+    retrain_report: str | None = None
+    retrain_history: str | None = None
+
+
+class UnlearnSettings(_Section):
+    """PSG's settings (``medunlearn.unlearn.psg.PSGConfig``), all optional."""
+
+    steps: Count | None = None
+    step_size: Positive | None = None
+    eps: Positive | None = None
+    lam: NonNegative | None = None
+    lam_schedule: Literal["none", "inverse", "exp", "linear"] | None = None
+    gamma: NonNegative | None = None
+    noise: Literal["normal", "laplace", "cauchy", "uniform"] | None = None
+    noise_scale: Literal["absolute", "relative"] | None = None
+    early_exit: bool | None = None
+    on_failure: Literal["skip", "retry"] | None = None
+    retry_factor: Annotated[float, Field(gt=1)] | None = None
+    max_retries: Annotated[int, Field(ge=0)] | None = None
+    forget_loss: Literal["hard", "soft", "topk"] | None = None
+    temperature: Positive | None = None
+    topk: Count | None = None
+    exclude_own_label: bool | None = None
+    phi: NonNegative | None = None
+    retain_loss: Literal["hard", "distill"] | None = None
+    optimizer: Literal["sgd", "adam"] | None = None
+    lr: Positive | None = None
+    momentum: Probability | None = None
+    weight_decay: NonNegative | None = None
+    scheduler: Literal["none", "cosine"] | None = None
+    epochs: Count | None = None
+    batch_size: Count | None = None
+    target_forget_accuracy: Probability | None = None
+    bn_mode: Literal["frozen", "recompute", "train"] | None = None
+    augment: bool | None = None
+    augmentation: Augmentation | None = None
+    seed: Seed | None = None
+    device: str | None = None
+    amp: bool | None = None
+
+
+class Unlearn(UnlearnSettings):
+    by_reason: dict[Literal[REASONS], UnlearnSettings | None] | None = None  # type: ignore[valid-type]
+
+
+# A gate bound is a share (<= 1: a typo like 3 for 3 % would make the gate vacuous); a
+# negative bound is allowed on purpose: no candidate can pass, which forces a refusal
+# (a dry run of the refusal path).
+Bound = Annotated[float, Field(le=1)]
+
+
+class GateBounds(_Section):
+    max_forget_acc: Bound | None = None
+    max_retain_drop: Bound | None = None
+    max_balanced_drop: Bound | None = None
+    max_class_recall_drop: Bound | None = None
+    mia_auc_margin: Annotated[float, Field(le=0.5)] | None = None
+    max_member_gap: Bound | None = None
+
+
+class Gates(GateBounds):
+    alpha: OpenFraction | None = None
+    min_members: Count | None = None
+    class_retirement: GateBounds | None = None
+    device_deprecation: GateBounds | None = None
+    outlier_removal: GateBounds | None = None
+    consent_withdrawal: GateBounds | None = None
+
+
+class Validation(_Section):
+    max_forget_fraction: Fraction | None = None
+    override_fraction: bool | None = None
+
+
+class MethodSettings(BaseModel):
+    """The numeric settings many methods share; other keys are the method's own (checked
+    against its signature by ``medunlearn.sweep``)."""
+
+    model_config = ConfigDict(extra="allow")
+    lr: Positive | None = None
+    epochs: Count | None = None
+    batch_size: Count | None = None
+    steps: Count | None = None
+    step_size: Positive | None = None
+    eps: Positive | None = None
+    temperature: Positive | None = None
+    topk: Count | None = None
+    phi: NonNegative | None = None
+    momentum: Probability | None = None
+    weight_decay: NonNegative | None = None
+    max_grad_norm: NonNegative | None = None
+    l1: NonNegative | None = None
+    alpha: Probability | None = None
+
+
+class SweepEntry(_Section):
+    method: str
+    name: str | None = None
+    settings: MethodSettings | None = None
+
+
+class Compose(_Section):
+    enabled: bool | None = None
+    alphas: list[OpenFraction] | None = None
+    fine_tune_epochs: Annotated[int, Field(ge=0)] | None = None
+    fine_tune_lr: Positive | None = None
+    forget_target: Literal["auto", "zero", "heldout"] | None = None
+    forget_weight: NonNegative | None = None
+
+
+class Reports(_Section):
+    metrics: str | None = None
+    tradeoff: str | None = None
+    summary: str | None = None
+    tradeoff_png: str | None = None
+    validation: str | None = None
+
+
+class Maintain(_Section):
+    dataset: str | None = None
+    deployed: str | None = None
+    request: str | None = None
+    max_in_memory_mb: Positive | None = None
+    sweep: list[SweepEntry] | None = None
+    sweep_by_reason: dict[Literal[REASONS], list[SweepEntry] | None] | None = None  # type: ignore[valid-type]
+    compose: Compose | None = None
+    select_by: Literal["retain_test_acc", "test_acc", "retain_train_acc"] | None = None
+    task_runner: Literal["threads", "dask"] | None = None
+    max_workers: Count | None = None
+    dask_address: str | None = None
+    dask_workers: Count | None = None
+    work_dir: str | None = None
+    candidate_dir: str | None = None
+    parity_atol: Positive | None = None
+    reports: Reports | None = None
+
+
+class Registry(_Section):
+    enabled: bool | None = None
+    model: str | None = None
+    models_dir: str | None = None
+    records_dir: str | None = None
+    push: bool | None = None
+    lock_timeout: Positive | None = None
+
+
+class Promotion(_Section):
+    auto_staging: bool | None = None
+    serving_dir: str | None = None
+
+
+class Ledger(_Section):
+    enabled: bool | None = None
+    path: str | None = None
+
+
+class Schedule(_Section):
+    maintenance_cron: str | None = None
+    drift_cron: str | None = None
+    timezone: str | None = None
+    max_concurrent_runs: Count | None = None
+    poll_seconds: Positive | None = None
+
+
+class Drift(_Section):
+    incoming: str | None = None
+    max_images: Count | None = None
+    alpha: OpenFraction | None = None
+    permutations: Count | None = None
+    seed: Seed | None = None
+    report: str | None = None
+    on_device_drift: Literal["deprecate_device", "notify_only"] | None = None
+    on_embedding_drift: Literal["notify_only"] | None = None
+
+
+class Params(_Section):
+    data: Data | None = None
+    train: Train | None = None
+    unlearn: Unlearn | None = None
+    gates: Gates | None = None
+    validation: Validation | None = None
+    maintain: Maintain | None = None
+    registry: Registry | None = None
+    promotion: Promotion | None = None
+    ledger: Ledger | None = None
+    schedule: Schedule | None = None
+    drift: Drift | None = None
+
+
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model that holds the key at ``loc`` (for suggesting a valid name)."""
+    model: Any = Params
+    for part in loc[:-1]:
+        if isinstance(part, int) or model is None:
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) else None
+        if field is None:
+            return None
+        model = _inner_model(field.annotation)
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def _inner_model(annotation: Any) -> Any:
+    """The BaseModel inside ``X | None``, ``list[X]`` or ``dict[K, X]`` annotations."""
+    import typing
+
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _inner_model(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = tuple(p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function")))
+    # pydantic puts the union/literal branch tried in the location; keep the params keys
+    keys = [str(p) if not isinstance(p, int) else f"[{p}]" for p in loc]
+    path = ".".join(keys).replace(".[", "[")
+    if error["type"] == "extra_forbidden":
+        holder = _model_at(loc)
+        valid = list(holder.model_fields) if holder else []
+        near = difflib.get_close_matches(str(loc[-1]), valid, n=1)
+        kind = "section" if len(loc) == 1 else "key"
+        hint = f"; did you mean '{near[0]}'?" if near else f"; valid: {', '.join(valid)}"
+        return f"{path}: unknown {kind}{hint}"
+    value = error.get("input")
+    if loc and loc[-1] == "[key]":  # a mapping's key (a reason name), not a value
+        return f"{path.removesuffix('[key]')}: unknown name; {error['msg'].lower()}"
+    return f"{path}: {error['msg'].lower()} (got {value!r})"
+
+
+def check_params(params: Any, path: str | Path = "params.yaml") -> Any:
+    """Validate a whole params mapping against the schema and return it unchanged.
+
+    Args:
+        params: the loaded YAML (a mapping of sections).
+        path: the file it came from, named in the error.
+
+    Returns:
+        ``params``, untouched (no defaults filled in).
+
+    Raises:
+        SettingsError: ``"<path>: <key.path>: <what is wrong>"`` for the first problem, then
+            how many more there are.
+    """
+    try:
+        Params.model_validate(params)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0])
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise SettingsError(f"{path}: {first}{more}") from None
+    return params
