@@ -9,7 +9,7 @@
     medunlearn serve                               # flows.deployments: schedules, triggers
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
-    medunlearn rollback MODEL --stage production [--to VERSION]
+    medunlearn rollback MODEL --stage production --by NAME [--to VERSION] [--allow-regression R]
     medunlearn reproduce MODEL VERSION             # re-run a revision in a scratch worktree
     medunlearn card MODEL VERSION [--json]         # the revision card, promotion history now
     medunlearn audit MODEL VERSION -k K [--epochs N] [--json]  # offline LiRA, K reference models
@@ -170,14 +170,22 @@ def promote(
 def rollback(
     model: str,
     stage: Annotated[Stage, typer.Option("--stage")],
+    by: Annotated[str, typer.Option("--by", help="who rolls back (recorded in the tag)")],
     to: Annotated[str | None, typer.Option("--to", help="version (default: the previous)")] = None,
-    by: Annotated[str | None, typer.Option("--by")] = None,
-    why: Annotated[str, typer.Option("--why")] = "rollback",
+    why: Annotated[str, typer.Option("--why", help="why (recorded in the tag)")] = "rollback",
+    allow_regression: Annotated[
+        str | None,
+        typer.Option(
+            "--allow-regression",
+            metavar="REASON",
+            help="serve a version that predates applied forget requests (recorded in the tag)",
+        ),
+    ] = None,
     params: Params = "params.yaml",
 ) -> None:
-    """Assign the stage's previous (or the named) version again; production files restored."""
-    import getpass
+    """Assign the stage's previous (or the named) version again; production files restored.
 
+    Production obeys promote's forget-regression rule (exit 2 without --allow-regression)."""
     from medunlearn import registry_cli
 
     registry_cli.run(
@@ -186,8 +194,9 @@ def rollback(
         model=model,
         stage=stage.value,
         to=to,
-        by=by or getpass.getuser(),
+        by=by,
         why=why,
+        allow_regression=allow_regression,
     )
 
 
@@ -298,11 +307,42 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` (without the program name) for tests and scripts. Usage errors
     exit 2 with Typer's message; success returns instead of exiting, so callers go on."""
     args = list(sys.argv[1:] if argv is None else argv)
+    check_settings(args)
     try:
         app(args=args, prog_name="medunlearn")
     except SystemExit as exc:
         if exc.code not in (0, None):
             raise
+
+
+def params_path(args: list[str]) -> tuple[str, bool]:
+    """The ``--params`` file a command line names (``--params F`` or ``--params=F``) and
+    whether it was named; else ``params.yaml``."""
+    for i, arg in enumerate(args):
+        if arg == "--params" and i + 1 < len(args):
+            return args[i + 1], True
+        if arg.startswith("--params="):
+            return arg.split("=", 1)[1], True
+    return "params.yaml", False
+
+
+def check_settings(args: list[str]) -> None:
+    """Load and check the params file once, before any command runs: a bad setting is
+    refused in one line (exit 1) naming the file and key, before any data is read. A
+    command line without ``--params`` outside a project (no ``params.yaml``) is not checked.
+    ``--help`` is never blocked."""
+    from medunlearn.config import ConfigError, load_params
+
+    if not args or any(a in ("--help", "-h") for a in args):
+        return
+    path, named = params_path(args)
+    if not named and not Path(path).is_file():
+        return
+    try:
+        load_params(path)
+    except ConfigError as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def run() -> None:

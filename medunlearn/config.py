@@ -36,7 +36,15 @@ def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Load the whole params file as a dict."""
+    """Load the whole params file as a dict, checked against the settings schema.
+
+    Raises:
+        ConfigError: the file is missing, not YAML, or not a mapping of sections.
+        medunlearn.settings.SettingsError: an unknown section or key, or a value of the
+            wrong type or out of range (named by its key path).
+    """
+    from medunlearn.settings import check_params  # it imports ConfigError from here
+
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -46,7 +54,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return params
+    return check_params(params, path)
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:

@@ -476,12 +476,31 @@ class Registry:
         finally:
             lock.release()
 
-    def rollback(self, name: str, stage: str, to: str | None, by: str, why: str) -> dict[str, Any]:
+    def rollback(
+        self,
+        name: str,
+        stage: str,
+        to: str | None,
+        by: str,
+        why: str,
+        allow_regression: str | None = None,
+    ) -> dict[str, Any]:
         """Assign the previous version of ``stage`` (the one before the current, in the
         assignment history) or ``to`` to it again; production files are materialised. The
-        newer revision is never deleted."""
+        newer revision is never deleted.
+
+        Production obeys :meth:`promote`'s forget-regression rule: a version that predates a
+        request which served in production (it would serve a model trained on rows that
+        were withdrawn) needs ``allow_regression`` (the reason, recorded in the tag).
+
+        Raises:
+            RegistryError: unknown stage or version, nothing to roll back to, no ``by`` or
+                ``why``, or a forget regression without ``allow_regression``.
+        """
         if stage not in STAGES:
             raise RegistryError(f"unknown stage '{stage}' (one of {', '.join(STAGES)})")
+        if not by.strip() or not why.strip():
+            raise RegistryError("a rollback names who (--by) and why (--why)")
         lock = self._locked()
         try:
             current = self.current(name, stage)
@@ -506,13 +525,23 @@ class Registry:
             self.record(name, to)  # unknown version refused
             if to == current:
                 raise RegistryError(f"{name} {to} is already in {stage}")
+            regressions = self.regressions(name, to) if stage == "production" else []
+            if regressions and not (allow_regression or "").strip():
+                raise RegistryError(
+                    f"forget regression: {name} {to} predates applied request(s) "
+                    f"{', '.join(regressions)}; pass --allow-regression REASON to override"
+                )
             self._require_intact(name, to)
             target = to
+            note = why
+            if regressions:
+                note = f"{why} (regression allowed: {allow_regression.strip()}; lacks "
+                note += f"{', '.join(regressions)})"
 
             def tag() -> None:
                 if current:
-                    self._unassign(name, current, stage, by, f"rolled back to {target}: {why}")
-                self._assign(name, target, stage, by, f"rollback from {current}: {why}")
+                    self._unassign(name, current, stage, by, f"rolled back to {target}: {note}")
+                self._assign(name, target, stage, by, f"rollback from {current}: {note}")
 
             served = None
             if stage == "production":

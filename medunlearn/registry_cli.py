@@ -3,7 +3,8 @@
     medunlearn registry [MODEL] [--json]
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
                        [--allow-regression REASON]
-    medunlearn rollback MODEL --stage production [--to VERSION] [--by NAME] [--why TEXT]
+    medunlearn rollback MODEL --stage production --by NAME [--to VERSION] [--why TEXT]
+                        [--allow-regression REASON]
     medunlearn reproduce MODEL VERSION [--tolerance T] [--keep] [--json]
 
 A refusal by a registry rule prints one line naming the rule and exits with status 2;
@@ -150,13 +151,21 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             verb = "already in" if out.get("unchanged") else "promoted to"
             print(f"{kw['model']} {kw['version']} {verb} {kw['to']}")
         elif command == "rollback":
-            out = registry.rollback(kw["model"], kw["stage"], kw.get("to"), kw["by"], kw["why"])
+            out = registry.rollback(
+                kw["model"],
+                kw["stage"],
+                kw.get("to"),
+                kw["by"],
+                kw["why"],
+                kw.get("allow_regression"),
+            )
             where = f"; files at {registry.serving_dir}" if out["served"] else ""
             print(f"{kw['model']} {kw['stage']}: {out['from']} -> {out['to']}{where}")
             if out["regression"]:
                 print(
-                    f"warning: forget regression: {out['to']} lacks applied request(s) "
-                    f"{', '.join(out['regression'])}; `medunlearn registry` flags it",
+                    f"warning: forget regression allowed: {out['to']} lacks applied "
+                    f"request(s) {', '.join(out['regression'])} (recorded in the tag); "
+                    "`medunlearn registry` flags it",
                     file=sys.stderr,
                 )
         elif command == "reproduce":

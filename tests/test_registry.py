@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -137,6 +138,8 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
         "ann",
         "--why",
         "bad calibration",
+        "--allow-regression",
+        "calibration incident",
     )
     assert out.returncode == 0, out.stderr
     assert (repo / "models/production/model.pt").read_bytes() == b"A" * 4096
@@ -275,7 +278,9 @@ def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
         "v1.1.0",
     )
     # a candidate that never served cannot be rolled "back" into production
-    out = cli(repo, "rollback", "classifier", "--stage", "production", "--to", "v1.1.0")
+    out = cli(
+        repo, "rollback", "classifier", "--stage", "production", "--to", "v1.1.0", "--by", "ann"
+    )
     assert out.returncode == 2 and "never in production" in out.stderr
     reg.promote("classifier", "v1.1.0", "staging", "ann", "x")
 
@@ -291,10 +296,40 @@ def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
     monkeypatch.undo()
 
     reg.promote("classifier", "v1.1.0", "production", "ann", "x")
-    back = cli(repo, "rollback", "classifier", "--stage", "production", "--by", "ann")
+    served = (repo / "models/production/model.pt").read_bytes()
+    # rolling production back past a served consent withdrawal: refused like promote
+    # (exit 2, the rule named), nothing served or tagged changes
+    refused = cli(repo, "rollback", "classifier", "--stage", "production", "--by", "ann")
+    assert refused.returncode == 2, refused.stderr
+    assert "forget regression" in refused.stderr and "req-1" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (repo / "models/production/model.pt").read_bytes() == served
+    assert reg.current("classifier", "production") == "v1.1.0"
+    # --by is required (no silent OS user): a usage error
+    no_by = cli(repo, "rollback", "classifier", "--stage", "production")
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", no_by.stderr)  # rich may colour the message
+    assert no_by.returncode == 2 and "Missing option '--by'" in plain, plain
+    back = cli(
+        repo,
+        "rollback",
+        "classifier",
+        "--stage",
+        "production",
+        "--by",
+        "ann",
+        "--allow-regression",
+        "incident 42",
+    )
     assert back.returncode == 0, back.stderr
-    assert "forget regression" in back.stderr and "req-1" in back.stderr
+    assert "forget regression allowed" in back.stderr and "req-1" in back.stderr
     assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
+    tags = subprocess.run(
+        ["git", "-C", str(repo), "tag", "-n99", "--list", "classifier#production*"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert "regression allowed: incident 42" in tags and "req-1" in tags, tags
 
 
 def test_importing_gto_leaves_the_process_logging_handlers_open() -> None:

@@ -20,14 +20,13 @@ SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
 def edited(path: str, value) -> dict:
-    """The shipped params with ``path`` (dots; ``[i]`` for list items) set to ``value``."""
+    """The shipped params with ``path`` (dots; a number is a list index) set to ``value``."""
     params = copy.deepcopy(SHIPPED)
-    keys = path.replace("[", ".[").split(".")
+    *keys, last = [int(k) if k.isdigit() else k for k in path.split(".")]
     node = params
-    for key in keys[:-1]:
-        node = node[int(key[1:-1])] if key.startswith("[") else node.setdefault(key, {})
-    last = keys[-1]
-    node[int(last[1:-1]) if last.startswith("[") else last] = value
+    for key in keys:
+        node = node[key] if isinstance(key, int) else node.setdefault(key, {})
+    node[last] = value
     return params
 
 
@@ -37,7 +36,7 @@ def edited(path: str, value) -> dict:
         # accepted silently before (issue 27)
         ("unlearn.epochs", -2, "unlearn.epochs: input should be greater than or equal to 1"),
         ("unlearn.lr", 0, "unlearn.lr: input should be greater than 0"),
-        ("maintain.sweep.[0].settings", {"lr": 0}, "maintain.sweep[0].settings.lr: input"),
+        ("maintain.sweep.0.settings", {"lr": 0}, "maintain.sweep[0].settings.lr: input"),
         (
             "unlearn.by_reason.class_retirement.lr",
             0,
@@ -55,6 +54,8 @@ def edited(path: str, value) -> dict:
         ("data.val_fraction", 1.0, "data.val_fraction: input should be less than 1"),
         ("unlearn.forget_loss", "softer", "unlearn.forget_loss: input should be 'hard'"),
         ("gates.alpha", 0, "gates.alpha: input should be greater than 0"),
+        # a share written as a percentage would make the gate vacuous
+        ("gates.class_retirement.max_retain_drop", 3, "less than or equal to 1"),
         ("maintain.task_runner", "ray", "maintain.task_runner: input should be 'threads'"),
         ("maintain.sweep_by_reason.retirement", [], "maintain.sweep_by_reason.retirement"),
         ("train.augmentation.flipp", True, "train.augmentation.flipp: unknown key; did you"),
