@@ -117,12 +117,7 @@ def maintenance_flow(
         return revise_on_drift(params_path, drift, refresh_cache)
     if pending:
         return revise_pending(params_path, refresh_cache)
-    if ledger_id is not None:  # a ledger entry: bad input rejects it (never blocks the queue)
-        params = load_params(params_path)
-        ledger = active_ledger(params, project_root(params_path))
-        if ledger is not None:
-            return revise_ledger_entry(params_path, ledger, ledger_id, refresh_cache)
-    return revise_request(params_path, request, refresh_cache, ledger_id)
+    return revise_and_settle(params_path, request, refresh_cache, ledger_id)
 
 
 def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, Any]:
@@ -141,16 +136,18 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
         logger.info("nothing to do: no pending request in %s", ledger.path)
         return {"status": "nothing to do", "why": "no pending request", "revisions": []}
     revisions, refused = [], []
-    for entry in jobs:  # one bad request never blocks the ones after it
+    for entry in jobs:  # one bad (or crashing) request never blocks the ones after it
         try:
-            revisions.append(revise_ledger_entry(params_path, ledger, entry["id"], refresh_cache))
+            revisions.append(revise_and_settle(params_path, None, refresh_cache, entry["id"]))
         except AlreadyApplied as exc:
             logger.info("nothing to do: %s", exc)
-        except (GatesFailed, *BAD_INPUT) as exc:
-            logger.error("request %s refused: %s", entry["id"], exc)
+        except Exception as exc:  # noqa: BLE001 - settled in the ledger; the queue goes on
+            logger.error("request %s refused: %s: %s", entry["id"], type(exc).__name__, exc)
             refused.append(entry["id"])
     if refused:
-        raise GatesFailed(f"{len(refused)} of {len(jobs)} pending request(s) refused: {refused}")
+        raise GatesFailed(
+            f"{len(refused)} of {len(jobs)} pending request(s) refused or failed: {refused}"
+        )
     return {"status": "revised", "revisions": revisions}
 
 
@@ -158,31 +155,83 @@ BAD_INPUT = (ManifestError, ValidationFailed, LedgerError, RequestError)
 SETTINGS_ERRORS = (SweepError, MethodConfigError, GateConfigError)
 
 
-def revise_ledger_entry(
-    params_path: str, ledger: Ledger, ledger_id: str, refresh_cache: bool = False
+STEPS = ("load", "validate", "unlearn", "compose", "evaluate", "export", "report", "register")
+
+
+def revise_and_settle(
+    params_path: str,
+    request: str | dict[str, Any] | None = None,
+    refresh_cache: bool = False,
+    ledger_id: str | None = None,
 ) -> dict[str, Any]:
-    """Revise one pending entry; a request its data cannot serve (no rows, failed
-    validation) ends ``rejected`` instead of staying pending and blocking every later run.
-    The status names only the error's kind: messages can name rows, the ledger is in git."""
+    """:func:`revise_request`, after which a ledger request the run tried is never left
+    ``pending``: refused by its gates or its data, it ends ``rejected: ...``; crashed, it
+    ends ``failed: STEP (ERROR)``; either is committed at once (:func:`settle`), and a
+    scheduled run no longer retries it (submitting it again does). A settings error is
+    the configuration's, not the request's: the request stays pending for the fixed run.
+    The status names the error's kind and the step only: messages can name rows, the
+    ledger is in git."""
+    clock = Timings()
     try:
-        return revise_request(params_path, None, refresh_cache, ledger_id)
+        return revise_request(params_path, request, refresh_cache, ledger_id, clock)
     except AlreadyApplied:
         raise
-    except BAD_INPUT as exc:
-        reject(params_path, ledger, ledger_id, f"{type(exc).__name__} (see the run's log)")
+    except SETTINGS_ERRORS:
         raise
+    except Exception as exc:
+        if isinstance(exc, GatesFailed):
+            status = "rejected: no candidate passed the gates (see the revision report)"
+        elif isinstance(exc, BAD_INPUT):
+            status = f"rejected: {type(exc).__name__} (see the run's log)"
+        else:
+            status = f"failed: {clock.running()} ({type(exc).__name__})"
+        settle(params_path, request, ledger_id, status)
+        raise
+
+
+def settle(
+    params_path: str, request: str | dict[str, Any] | None, ledger_id: str | None, status: str
+) -> None:
+    """Give a tried request's ledger entry ``status`` if it is still pending (the flow may
+    have settled it already) and commit the ledger. A request that never entered the
+    ledger (unreadable, or refused before it was added) has nothing to settle."""
+    params = load_params(params_path)
+    root = project_root(params_path)
+    registry, _ = active_registry(params, root)
+    ledger = active_ledger(params, root) if registry else None
+    if ledger is None:
+        return
+    if ledger_id is None:
+        wanted = request or (params.get("maintain") or {}).get("request")
+        try:
+            plain = (
+                ForgetRequest.from_dict(wanted, "request parameter")
+                if isinstance(wanted, dict)
+                else ForgetRequest.load(wanted)
+            )
+            entry = ledger.find(plain)
+        except Exception:  # noqa: BLE001 - unreadable: it never entered the ledger
+            return
+    else:
+        entry = next((e for e in ledger.entries() if e["id"] == ledger_id), None)
+    if entry is None or entry["status"] != "pending":
+        return
+    reject(params_path, ledger, entry["id"], status)
 
 
 def reject(params_path: str, ledger: Ledger, ledger_id: str, why: str) -> None:
-    """Mark a request ``rejected: why`` and commit the ledger file alone (no revision
+    """Mark a request ``rejected: why`` (or give it ``why`` when that is a whole status,
+    ``failed: ...`` or ``rejected: ...``) and commit the ledger file alone (no revision
     commit will carry it, and an unattended run must not leave the ledger uncommitted).
     A failed commit is logged; the status stays."""
-    ledger.set_status([ledger_id], f"rejected: {why}")
+    status = why if why.startswith(("failed: ", "rejected: ")) else f"rejected: {why}"
+    ledger.set_status([ledger_id], status)
     registry, _ = active_registry(load_params(params_path), project_root(params_path))
     if registry is None:
         return
     try:
-        registry.commit_files([ledger.path], f"ledger: request {ledger_id} rejected")
+        kind = status.split(":", 1)[0]
+        registry.commit_files([ledger.path], f"ledger: request {ledger_id} {kind}")
     except Exception as exc:  # noqa: BLE001 - the rejection stands; the commit can follow
         get_run_logger().warning("ledger rejection of %s not committed: %s", ledger_id, exc)
 
@@ -221,7 +270,7 @@ def revise_on_drift(
     entry = ledger.add(forget)
     return {
         "status": "revised",
-        **revise_ledger_entry(params_path, ledger, entry["id"], refresh_cache),
+        **revise_and_settle(params_path, None, refresh_cache, entry["id"]),
     }
 
 
@@ -230,6 +279,7 @@ def revise_request(
     request: str | dict[str, Any] | None = None,
     refresh_cache: bool = False,
     ledger_id: str | None = None,
+    clock: Timings | None = None,
 ) -> dict[str, Any]:
     """Run one revision; ``request`` (a file or a mapping) overrides ``maintain.request``.
 
@@ -242,7 +292,7 @@ def revise_request(
     """
     logger = get_run_logger()
     started_at = time.time()
-    clock = Timings()
+    clock = clock or Timings()  # the caller's, so it can say which step a crash was in
     maintain = load_section("maintain", params_path)
     validation = load_section("validation", params_path)
     unlearn = load_section("unlearn", params_path)
@@ -493,8 +543,8 @@ def revise_request(
                 ledger_update(ledger, ledger_id),
             )
         except BaseException:
-            if ledger is not None and ledger_id is not None:  # not applied after all
-                ledger.set_status([ledger_id], "pending")
+            if ledger is not None and ledger_id is not None:  # not applied after all:
+                ledger.set_status([ledger_id], "pending")  # revise_and_settle says why
             raise
         clock.lap("register")
     finally:
@@ -555,6 +605,11 @@ class Timings:
         now = time.perf_counter()
         self.laps[name] = round(now - self._last, 3)
         self._last = now
+
+    def running(self) -> str:
+        """The step after the last finished one (``STEPS``): where a crash happened."""
+        done = [STEPS.index(n) for n in self.laps if n in STEPS]
+        return STEPS[min(max(done) + 1, len(STEPS) - 1)] if done else STEPS[0]
 
 
 def main(argv: list[str] | None = None) -> None:

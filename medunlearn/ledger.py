@@ -2,8 +2,12 @@
 
 ``ledger/requests.jsonl`` (git-versioned, one JSON line per request): ``id``, ``reason``, the
 selector with every patient and image id replaced by a **salted** token, ``fraction`` and
-``seed``, ``received_at``, and ``status``: ``pending``, ``applied in VERSION`` or
-``rejected: REASON``. Free-text notes are not stored (they may name a patient).
+``seed``, ``received_at``, and ``status``: ``pending``, ``applied in VERSION``,
+``rejected: REASON`` (its gates or its data refused it, or a reviewer did) or
+``failed: STEP (ERROR)`` (the run crashed in STEP). Only ``pending`` requests are revised
+by a run without ``--request``: a rejected or failed one is retried only when asked
+(submitted again: ``revise --request FILE`` or ``request add FILE`` makes it pending).
+Free-text notes are not stored (they may name a patient).
 
 Why salted: patient ids are short and guessable (``P0529``), so a plain hash can be reversed
 by trying every id. The salt (``ledger/salt``, 32 random bytes) is kept out of git and, in
@@ -130,7 +134,7 @@ class Ledger:
             entries = self.entries()
             for e in entries:
                 if e["id"] == entry_id:
-                    if e["status"].startswith("rejected: "):  # resubmitted: pending again
+                    if e["status"].startswith(("rejected: ", "failed: ")):  # asked again
                         e["history"] = [*e.get("history", []), e["status"]]
                         e["status"] = "pending"
                         self._write(entries)
@@ -146,9 +150,13 @@ class Ledger:
             return entry
 
     def set_status(self, ids: list[str], status: str) -> None:
-        """``applied in v1.2.0`` or ``rejected: why`` for the given entries."""
-        if not (status == "pending" or status.startswith(("applied in ", "rejected: "))):
-            raise LedgerError(f"status must be pending, 'applied in V' or 'rejected: R': {status}")
+        """``applied in v1.2.0``, ``rejected: why`` or ``failed: step`` for the entries."""
+        if not (
+            status == "pending" or status.startswith(("applied in ", "rejected: ", "failed: "))
+        ):
+            raise LedgerError(
+                f"status must be pending, 'applied in V', 'rejected: R' or 'failed: S': {status}"
+            )
         with self._lock():
             entries = self.entries()
             unknown = set(ids) - {e["id"] for e in entries}

@@ -165,6 +165,14 @@ def test_a_rejected_request_can_be_resubmitted_and_a_lost_salt_is_never_replaced
     again = ledger.add(request)
     assert again["id"] == entry["id"] and again["status"] == "pending"
     assert again["history"] == ["rejected: no candidate passed the gates"]
+    # a failed run (a crash) is retried only when asked: not pending, resubmission reopens it
+    ledger.set_status([entry["id"]], "failed: unlearn (RuntimeError)")
+    assert ledger.pending() == []
+    reopened = ledger.add(request)
+    assert reopened["status"] == "pending"
+    assert reopened["history"][-1] == "failed: unlearn (RuntimeError)"
+    with pytest.raises(LedgerError, match="status must be"):
+        ledger.set_status([entry["id"]], "crashed")
     # the salt is DVC-tracked but not pulled: adding must refuse, not mint a new salt
     (tmp_path / "salt.dvc").write_text("outs: []\n")
     ledger.salt_path.unlink()

@@ -86,6 +86,41 @@ def test_scheduled_maintenance_with_nothing_pending_changes_nothing(
     assert tree_hashes(tmp_path) == before
 
 
+def test_a_crashed_request_ends_failed_committed_and_is_not_retried(
+    tmp_path, prefect_harness, demo_dir, demo_model, monkeypatch
+) -> None:
+    """A `revise --request` whose run crashes (here: in the unlearning step) leaves its
+    ledger entry ``failed: unlearn (RuntimeError)``, committed, never ``pending``; the next
+    scheduled run has nothing to do and changes no file (issue 27)."""
+    import flows.maintenance as maintenance
+    from medunlearn.ledger import Ledger
+
+    request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
+    params = registry_project(tmp_path, demo_dir, demo_model, request)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated crash")
+
+    monkeypatch.setattr(maintenance, "revision_sweep", crash)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        maintenance.maintenance_flow(str(params), request)
+    monkeypatch.undo()
+    (entry,) = Ledger(tmp_path / "ledger" / "requests.jsonl").entries()
+    assert entry["status"] == "failed: unlearn (RuntimeError)"
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True
+        ).stdout
+
+    assert git("status", "--porcelain", "--", "ledger/requests.jsonl") == ""
+    assert "failed" in git("log", "-1", "--format=%s", "--", "ledger/requests.jsonl")
+    before = tree_hashes(tmp_path)
+    result = maintenance.maintenance_flow(str(params), pending=True)
+    assert result["status"] == "nothing to do"
+    assert tree_hashes(tmp_path) == before
+
+
 def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
