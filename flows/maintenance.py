@@ -55,7 +55,7 @@ from medunlearn.revision import (
 )
 from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
 from medunlearn.unlearn.methods import Diverged, MethodConfigError
-from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
+from medunlearn.unlearn.request import ForgetRequest, RequestError, check_request
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
@@ -340,7 +340,12 @@ def revise_request(
                 else ForgetRequest.load(wanted)
             )
             try:  # a request the data cannot serve never enters the ledger
-                cohort_masks(manifest, plain)
+                check_request(
+                    manifest,
+                    plain,
+                    validation.get("max_forget_fraction"),
+                    bool(validation.get("override_fraction", False)),
+                )
             except RequestError as exc:
                 where = "request parameter" if isinstance(wanted, dict) else str(wanted)
                 raise RequestError(f"{where}: {exc}") from exc

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from medunlearn.config import load_params, project_root
 from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
-from medunlearn.unlearn.request import ForgetRequest, RequestError
+from medunlearn.unlearn.request import ForgetRequest, RequestError, check_request
 
 
 def open_ledger(params_path: str) -> Ledger:
@@ -27,6 +27,42 @@ def open_ledger(params_path: str) -> Ledger:
         raise LedgerError(f"{params_path}: ledger.enabled is false")
     root = project_root(params_path)
     return Ledger(root / section.get("path", "ledger/requests.jsonl"))
+
+
+def check_against_data(params_path: str, request: ForgetRequest, file: str) -> None:
+    """Refuse a request ``revise`` would refuse before it enters the ledger (it selects no
+    training row of ``maintain.dataset``, or too many): the same
+    :func:`~medunlearn.unlearn.request.check_request`.
+
+    Raises:
+        RequestError: the request does not fit the data, or the dataset is not prepared.
+    """
+    from medunlearn.data.manifest import read_manifest_csv
+
+    params = load_params(params_path)
+    dataset = (params.get("maintain") or {}).get("dataset", "data/demo")
+    manifest_path = project_root(params_path) / dataset / "manifest.csv"
+    if not manifest_path.is_file():
+        raise RequestError(
+            f"{file}: cannot check it against the data: {manifest_path} does not exist "
+            "(run `medunlearn prepare` first)"
+        )
+    from medunlearn.data.manifest import ManifestError
+
+    try:
+        manifest = read_manifest_csv(manifest_path)
+    except ManifestError as exc:
+        raise RequestError(f"{file}: cannot check it against the data: {exc}") from exc
+    validation = params.get("validation") or {}
+    try:
+        check_request(
+            manifest,
+            request,
+            validation.get("max_forget_fraction"),
+            bool(validation.get("override_fraction", False)),
+        )
+    except RequestError as exc:
+        raise RequestError(f"{file}: {exc}") from exc
 
 
 def run(
@@ -46,7 +82,9 @@ def run(
             print(reject(ledger, params_path, str(request_id), by, why))
             return
         if action == "add":
-            entry = ledger.add(ForgetRequest.load(file or ""))
+            request = ForgetRequest.load(file or "")
+            check_against_data(params_path, request, file or "")
+            entry = ledger.add(request)
             why = None if Path(f"{ledger.salt_path}.dvc").exists() else track_salt(ledger)
             print(f"{entry['id']} ({entry['reason']}): {entry['status']}")
             if why:

@@ -496,3 +496,46 @@ def test_reproduce_refuses_a_record_without_a_request() -> None:
 
     with pytest.raises(RegistryError, match="records no request"):
         request_file({"kind": "unlearned", "requests": []}, lambda e: e)
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [
+        ({"devices": ["scanner_z"]}, "selects no training rows"),  # no such device
+        ({"query": "image_id == image_id"}, "above validation.max_forget_fraction 0.3"),
+        ({"patient_ids": ["P0109"]}, None),  # a consent withdrawal the data can serve
+    ],
+)
+def test_request_add_applies_the_checks_revise_applies(
+    tmp_path: Path, demo_dir, capsys, selector, message
+) -> None:
+    """``medunlearn request add`` refuses (exit 2, the file named) a selector that matches
+    no training row or every one, as ``revise --request`` does, before it enters the
+    ledger; a good request is appended as pending (issue 27)."""
+    import yaml
+
+    from medunlearn import ledger_cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "ledger": {"enabled": True, "path": "ledger/requests.jsonl"},
+                "maintain": {"dataset": str(demo_dir)},
+                "validation": {"max_forget_fraction": 0.3},
+            }
+        )
+    )
+    file = tmp_path / "request.yaml"
+    file.write_text(yaml.safe_dump({"reason": "consent_withdrawal", "selector": selector}))
+    ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
+    if message is None:
+        ledger_cli.run("add", str(params), file=str(file))
+        assert [e["status"] for e in ledger.entries()] == ["pending"]
+        return
+    with pytest.raises(SystemExit) as info:
+        ledger_cli.run("add", str(params), file=str(file))
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"request add refused: {file}: " in err and message in err, err
+    assert ledger.entries() == []

@@ -243,6 +243,40 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
     return masks
 
 
+def check_request(
+    manifest: pd.DataFrame,
+    request: ForgetRequest,
+    max_forget_fraction: float | None = None,
+    override_fraction: bool = False,
+) -> CohortMasks:
+    """The checks a request passes before it enters the ledger (``revise --request`` and
+    ``request add`` alike): it selects at least one training row, and at most
+    ``max_forget_fraction`` of them (``validation`` section) unless ``override_fraction``.
+
+    Args:
+        manifest: the dataset's validated manifest (one row per image, ``split`` column).
+        request: the forget request (its own rows only; earlier ones are not counted).
+
+    Returns:
+        The request's cohort masks.
+
+    Raises:
+        RequestError: no training row selected, or more than the allowed share.
+    """
+    masks = cohort_masks(manifest, request)
+    n_train = int((manifest["split"] == "train").sum())
+    chosen = int(masks.forget_train.sum())
+    if max_forget_fraction is not None and not override_fraction and n_train:
+        share = chosen / n_train
+        if share > max_forget_fraction:
+            raise RequestError(
+                f"request {request.hash} selects {chosen} of {n_train} training rows "
+                f"({share:.0%}), above validation.max_forget_fraction {max_forget_fraction}; "
+                "set validation.override_fraction: true to allow"
+            )
+    return masks
+
+
 def _retain_heldout(in_split: np.ndarray, selected: np.ndarray) -> np.ndarray:
     """Held-out rows the request does not select; when the selector covers the whole split
     (a random ``fraction`` of all patients), every held-out row, since none is forgotten."""
