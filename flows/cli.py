@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import errno
 import os
 import sys
 import threading
@@ -345,14 +346,29 @@ def check_settings(args: list[str]) -> None:
         raise SystemExit(1) from None
 
 
+DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT)  # the environment, not a bug: one line
+
+
 def run() -> None:
     """Console entry point (``medunlearn``, ``python -m flows.cli``): :func:`main`, then
     :func:`exit_process` with its status. An exception other than ``SystemExit`` propagates
-    (traceback, normal exit)."""
+    (traceback, normal exit), except a :class:`~medunlearn.errors.Refusal` (one line, its
+    ``exit_code``) and a full disk or quota (one line naming the file, exit 1)."""
+    from medunlearn.errors import Refusal
+
     try:
         main()
     except SystemExit as exc:
         exit_process(exc.code)
+    except Refusal as exc:  # one line naming the file, row, column or key; no traceback
+        print(f"refused: {exc}", file=sys.stderr)
+        exit_process(exc.exit_code)
+    except OSError as exc:
+        if exc.errno not in DISK_ERRORS:
+            raise
+        where = f" writing {exc.filename}" if exc.filename else ""
+        print(f"refused: {exc.strerror}{where}; free space and run again", file=sys.stderr)
+        exit_process(1)
     exit_process(0)
 
 

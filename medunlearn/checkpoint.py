@@ -17,12 +17,13 @@ from typing import Any
 import torch
 
 from medunlearn.atomic import write_with
+from medunlearn.errors import Refusal
 from medunlearn.models import ZooModel, rebuild
 
 CHECKPOINT_FORMAT = "medunlearn.checkpoint/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(Refusal, ValueError):
     """A checkpoint file is missing, not ours, or does not match its architecture."""
 
 
@@ -102,7 +103,11 @@ def _load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[st
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # a pickle with code, a truncated file, not a torch file at all
-        raise CheckpointError(f"{path}: not a loadable weights-only checkpoint ({exc})") from exc
+        raise CheckpointError(  # torch's own text runs to many lines: its kind is enough
+            f"{path}: not a loadable weights-only checkpoint (torch.load(weights_only=True) "
+            f"refused it: {type(exc).__name__}; a pickle with code, a truncated file or not "
+            "a torch file)"
+        ) from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a {CHECKPOINT_FORMAT} file")
     return payload

@@ -13,10 +13,12 @@ from typing import Any
 
 import yaml
 
+from medunlearn.errors import Refusal
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
+class ConfigError(Refusal, ValueError):
     """A settings file is missing, malformed, or lacks a section a flow needs."""
 
 

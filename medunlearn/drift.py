@@ -40,13 +40,14 @@ from scipy import stats
 
 from medunlearn.data.images import ImageLoader, ImageSpec
 from medunlearn.data.manifest import read_manifest_csv, resolve_paths
+from medunlearn.errors import Refusal
 
 EVENT = "medunlearn.drift.detected"
 PAYLOAD_SCHEMA = "medunlearn.drift/1"
 METADATA_COLUMNS = ("device", "site")
 
 
-class DriftError(ValueError):
+class DriftError(Refusal, ValueError):
     """Bad drift input (no batch manifest, an empty batch); the message names the file."""
 
 

@@ -68,6 +68,7 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from medunlearn.errors import Refusal
 from medunlearn.metrics import UnlearnMetrics
 
 PASS, FAIL, NA = "pass", "fail", "not_applicable"
@@ -84,7 +85,7 @@ DEFAULT_BOUNDS: dict[str, dict[str, float]] = {
 }
 
 
-class GateConfigError(ValueError):
+class GateConfigError(Refusal, ValueError):
     """The ``gates`` section names an unknown reason or bound."""
 
 

@@ -38,13 +38,14 @@ import pandas as pd
 from filelock import FileLock
 
 from medunlearn.atomic import write_text
+from medunlearn.errors import Refusal
 from medunlearn.unlearn.request import ForgetRequest, RequestError
 
 ID_KEYS = {"patient_ids": "patient_id", "image_ids": "image_id"}
 TOKEN_PREFIX = "h-"
 
 
-class LedgerError(RuntimeError):
+class LedgerError(Refusal, RuntimeError):
     """The ledger cannot do what was asked (missing salt, unknown id); the message says why."""
 
 

@@ -11,35 +11,8 @@ from __future__ import annotations
 
 import logging
 
-from medunlearn.data.decode import DecodeError
-from medunlearn.data.manifest import ManifestError
-from medunlearn.drift import DriftError
-from medunlearn.gates import GateConfigError
-from medunlearn.ledger import AlreadyApplied, LedgerError
-from medunlearn.revision import GatesFailed
-from medunlearn.revision_audit import AuditRefused
-from medunlearn.sweep import SweepError
-from medunlearn.unlearn.methods import MethodConfigError
-from medunlearn.unlearn.request import RequestError
-from medunlearn.validation import ValidationFailed
+from medunlearn.errors import Refusal, refusal_classes
 
-REFUSALS: tuple[type[BaseException], ...] = (
-    ManifestError,
-    ValidationFailed,
-    GatesFailed,
-    LedgerError,
-    RequestError,
-    SweepError,
-    MethodConfigError,
-    GateConfigError,
-    DriftError,
-    AuditRefused,
-)
-REFUSAL_NAMES: tuple[type[BaseException], ...] = (
-    *REFUSALS,
-    DecodeError,
-    AlreadyApplied,
-)  # subclasses, by name
 PREFECT_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
@@ -50,11 +23,11 @@ class QuietRefusal(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, REFUSALS):
+        if isinstance(exc, Refusal):
             return False
         if record.exc_info is None and "Finished in state Failed" in str(record.msg):
             text = record.getMessage()
-            return not any(f"{kind.__name__}:" in text for kind in REFUSAL_NAMES)
+            return not any(f"{kind.__name__}:" in text for kind in refusal_classes())
         return True
 
 

@@ -48,6 +48,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from medunlearn.errors import Refusal
 from medunlearn.versioning import file_sha256
 
 STAGES = ("candidate", "staging", "production")
@@ -83,8 +84,10 @@ def gto_api() -> Any:
     return api
 
 
-class RegistryError(RuntimeError):
+class RegistryError(Refusal, RuntimeError):
     """A registry rule refused the operation; the message names the rule (CLI exit 2)."""
+
+    exit_code = 2  # documented: promote and rollback refusals exit 2
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medunlearn.errors import Refusal
 from medunlearn.gates import GateResult
 
 SELECT_KEYS = ("retain_test_acc", "test_acc", "retain_train_acc")
@@ -37,7 +38,7 @@ TRADEOFF_FIELDS = (
 )
 
 
-class GatesFailed(RuntimeError):
+class GatesFailed(Refusal, RuntimeError):
     """No candidate passed the gates; the report was written, nothing is exported."""
 
 

@@ -55,6 +55,7 @@ from medunlearn.checkpoint import CheckpointError, load_checkpoint
 from medunlearn.data.dataset import open_splits
 from medunlearn.data.images import LabelledImages
 from medunlearn.data.manifest import ManifestError
+from medunlearn.errors import Refusal
 from medunlearn.gates import GateConfigError, resolve_bounds
 from medunlearn.inference import predict_logits
 from medunlearn.ledger import ID_KEYS, Ledger, LedgerError
@@ -70,7 +71,7 @@ REFERENCE_ROLE = "audit-reference"
 DEFAULT_CACHE = ".cache/audit"
 
 
-class AuditRefused(ValueError):
+class AuditRefused(Refusal, ValueError):
     """The audit cannot run as asked (unknown version, nothing forgotten, K < 1, data that
     is not the revision's); the message says why in one line."""
 

@@ -22,6 +22,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from medunlearn.errors import Refusal
 from medunlearn.unlearn.methods import (
     BOUNDARY_SHRINK,
     METHOD_DEFAULTS,
@@ -36,7 +37,7 @@ PSG_FAMILY = ("psg", "boundary_shrink")
 ENTRY_KEYS = {"name", "method", "settings"}
 
 
-class SweepError(ValueError):
+class SweepError(Refusal, ValueError):
     """A sweep entry is malformed, ambiguous or a duplicate."""
 
 

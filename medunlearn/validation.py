@@ -38,13 +38,14 @@ import pandas as pd
 from medunlearn.atomic import write_json
 from medunlearn.data.images import ImageLoader, ImageSpec
 from medunlearn.data.manifest import ManifestError, hash_identifier
+from medunlearn.errors import Refusal
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "split")
 SPLITS = ("train", "val", "test")
 EXAMPLES = 5
 
 
-class ValidationFailed(RuntimeError):
+class ValidationFailed(Refusal, RuntimeError):
     """A suite failed; ``report`` names every failing expectation with example rows."""
 
     def __init__(self, report: ValidationReport):

@@ -79,3 +79,58 @@ def test_the_module_teardown_is_skipped(tmp_path, ending, torn_down):
     )
     assert done.returncode == 0, done.stderr
     assert marker.exists() is torn_down
+
+
+def _files(tmp_path: Path) -> dict[str, Path]:
+    """Bad inputs issue 27 found answered with a traceback, generated here."""
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "random.pt").write_bytes(bytes(range(256)) * 2)  # not a torch file
+    (tmp_path / "bad.yaml").write_text("reason: [unclosed\n")  # malformed YAML
+    (tmp_path / "empty.csv").write_text("")  # an empty manifest
+    negative = {**shipped, "train": {**shipped["train"], "epochs": -1}}
+    (tmp_path / "negative.yaml").write_text(yaml.safe_dump(negative))
+    empty = {
+        **shipped,
+        "data": {
+            **shipped["data"],
+            "source": "csv",
+            "path": str(tmp_path / "empty.csv"),
+            "root": str(tmp_path / "data"),
+        },
+    }
+    (tmp_path / "empty.params.yaml").write_text(yaml.safe_dump(empty))
+    return {"dir": tmp_path}
+
+
+@pytest.mark.parametrize(
+    ("args", "status", "message"),
+    [
+        (["show", "{dir}/missing.pt"], 1, "{dir}/missing.pt: checkpoint not found"),
+        (["show", "{dir}/random.pt"], 1, "{dir}/random.pt: not a loadable weights-only"),
+        (["train", "--params", "{dir}/negative.yaml"], 1, "train.epochs: input should be"),
+        (["prepare", "--params", "{dir}/empty.params.yaml"], 1, "{dir}/empty.csv: empty manifest"),
+        (["request", "add", "{dir}/bad.yaml"], 2, "{dir}/bad.yaml: not valid YAML (line 2"),
+    ],
+)
+def test_a_refusal_is_one_line_with_its_status_and_no_traceback(tmp_path, args, status, message):
+    """As a user sees it: the file and the key or row named in one line, exit 1 (refused
+    input; the ledger's and registry's commands keep their documented 2), no traceback
+    (issue 27)."""
+    import os
+
+    where = _files(tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", *(a.format(**where) for a in args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PREFECT_HOME": str(tmp_path / "prefect")},
+    )
+    assert done.returncode == status, done.stderr[-2000:]
+    assert message.format(**where) in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr + done.stdout
+    said = [line for line in done.stderr.splitlines() if message.format(**where) in line]
+    assert len(said) == 1, done.stderr[-2000:]  # said once, on one line

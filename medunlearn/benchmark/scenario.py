@@ -27,6 +27,7 @@ from typing import Any
 
 import yaml
 
+from medunlearn.errors import Refusal
 from medunlearn.unlearn.methods import METHODS
 from medunlearn.unlearn.request import ForgetRequest
 
@@ -75,7 +76,7 @@ KNOWN_KEYS = {
 }
 
 
-class ScenarioError(ValueError):
+class ScenarioError(Refusal, ValueError):
     """A scenario file is malformed; the message names the file and the key."""
 
 

@@ -17,12 +17,14 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from medunlearn.errors import Refusal
+
 REQUIRED_COLUMNS: tuple[str, ...] = ("image_id", "path", "label", "split")
 OPTIONAL_COLUMNS: tuple[str, ...] = ("patient_id", "device", "site", "acquired_at")
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
-class ManifestError(ValueError):
+class ManifestError(Refusal, ValueError):
     """A manifest (or an image it points to) is not usable; the message says where."""
 
 
@@ -68,8 +70,11 @@ def read_manifest_csv(path: str | Path) -> pd.DataFrame:
         raise ManifestError(f"{path}: manifest file not found")
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError as exc:
+        raise ManifestError(f"{path}: empty manifest (no header row, no rows)") from exc
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise ManifestError(f"{path}: cannot parse CSV: {exc}") from exc
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ManifestError(f"{path}: cannot parse CSV: {first}") from exc
     return df.reset_index(drop=True)
 
 

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from medunlearn.compose import fine_tune, interpolate, swap
+from medunlearn.errors import Refusal
 from medunlearn.metrics import accuracy_on
 from medunlearn.models import build_model
 from medunlearn.training import TrainConfig, train_classifier
@@ -31,7 +32,7 @@ Method = Callable[[nn.Module, Cohorts, Mapping[str, Any]], nn.Module]
 BOUNDARY_SHRINK = {"steps": 1, "step_size": 0.1, "eps": 0.1, "lam": 0.0, "gamma": 0.0}
 
 
-class MethodConfigError(ValueError):
+class MethodConfigError(Refusal, ValueError):
     """A method's configuration names an unknown method or setting."""
 
 

@@ -30,12 +30,13 @@ import yaml
 
 from medunlearn.data.dataset import select_rows
 from medunlearn.data.images import LabelledImages
+from medunlearn.errors import Refusal
 
 REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
 SELECTOR_KEYS = ("all", "labels", "devices", "patient_ids", "image_ids", "query")
 
 
-class RequestError(ValueError):
+class RequestError(Refusal, ValueError):
     """A forget request is malformed or selects nothing to forget."""
 
 
@@ -113,7 +114,12 @@ class ForgetRequest:
         path = Path(path)
         if not path.is_file():
             raise RequestError(f"{path}: request file not found")
-        obj = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        try:
+            obj = yaml.safe_load(path.read_text())  # YAML is a superset of JSON
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem_mark", None)
+            line = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+            raise RequestError(f"{path}: not valid YAML{line}") from exc
         if not isinstance(obj, dict):
             raise RequestError(f"{path}: a request is a mapping with reason and selector")
         return cls.from_dict(obj, str(path))
