@@ -221,3 +221,37 @@ def test_invalid_window_is_refused_by_name(tmp_path) -> None:
     path = write_dicom(tmp_path / "w0.dcm", np.zeros((4, 4)), WindowCenter=100, WindowWidth=0)
     with pytest.raises(DecodeError, match=r"w0.dcm: invalid DICOM rescale/LUT/window"):
         decode_file(path, 1)
+
+
+def png_header_only(path, width: int, height: int) -> None:
+    """A PNG whose header declares ``width`` x ``height`` (8-bit grey) and holds no pixel
+    data: enough for Pillow to read the size, never enough memory to matter."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [
+        (12_000, 10_000),  # above our bound, below Pillow's: our header check refuses
+        (20_000, 20_000),  # above Pillow's bound too (issue 27: a bare DecompressionBombError)
+    ],
+)
+def test_an_oversized_image_is_refused_before_decoding_naming_the_file(
+    tmp_path, width, height
+) -> None:
+    import warnings
+
+    path = tmp_path / "huge.png"
+    png_header_only(path, width, height)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning
+        with pytest.raises(DecodeError, match=r"huge\.png: .*pixels"):
+            decode_file(path, 1)

@@ -189,3 +189,12 @@ def test_too_few_groups_to_split_is_a_clear_error(tmp_path) -> None:
     )
     with pytest.raises(ManifestError, match=r"only 2 groups \(patient_id\) to split"):
         assign_splits(df, 0.15, 0.2, seed=0)
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolons"), ("\t", "tabs")])
+def test_a_manifest_with_another_delimiter_says_so(tmp_path, sep, name) -> None:
+    """Issue 27: a semicolon-delimited export reported only a missing ``image_id``."""
+    path = make_export(tmp_path)
+    pd.read_csv(path).to_csv(path, sep=sep, index=False)
+    with pytest.raises(ManifestError, match=rf"manifest.csv: one column .* delimited by {name}"):
+        from_csv(path)

@@ -68,6 +68,11 @@ def test_request_file_hash_and_errors(tmp_path) -> None:
         ForgetRequest("class_retirement", {"colour": ["red"]})
     with pytest.raises(RequestError, match="fraction"):
         ForgetRequest("consent_withdrawal", {"labels": ["1"]}, fraction=1.5)
+    # issue 27: "fraction: half" reported a comparison between int and str
+    with pytest.raises(RequestError, match=r"fraction must be a number in \(0, 1\], got 'half'"):
+        ForgetRequest("consent_withdrawal", {"labels": ["1"]}, fraction="half")
+    with pytest.raises(RequestError, match="seed must be an integer, got 'x'"):
+        ForgetRequest("consent_withdrawal", {"labels": ["1"]}, seed="x")
     # a misspelt top-level key would otherwise be dropped and forget less than was asked
     typo = tmp_path / "typo.yaml"
     typo.write_text("reason: consent_withdrawal\nselector:\n  patient_ids: [P1]\npatients: [P2]\n")

@@ -29,6 +29,11 @@ PIL_8BIT = {"1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "
 PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 DICOM_GREY = {"MONOCHROME1", "MONOCHROME2"}
 DICOM_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
+# Largest image decoded, checked on the header before any pixel is read: 10^8 pixels (a
+# 10000 x 10000 export, 0.4 GB as float32) is far above any model input here and far
+# below what exhausts memory; Pillow's own guard (about 1.8 x 10^8) raises a bare
+# DecompressionBombError that names no file.
+MAX_PIXELS = 100_000_000
 
 
 class DecodeError(ManifestError):
@@ -63,6 +68,13 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
     """PNG/JPEG/BMP/TIFF with Pillow (see the table in :mod:`medunlearn.data.images`)."""
     try:
         with Image.open(path) as im:
+            width, height = im.size
+            if width * height > MAX_PIXELS:
+                raise DecodeError(
+                    f"{path}: {width} x {height} pixels, more than the {MAX_PIXELS:,} "
+                    "decoded at most (a decompression bomb or a whole-slide image): "
+                    "export a downsampled image"
+                )
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise DecodeError(
@@ -93,6 +105,10 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
                 if channels == 1:
                     im = im.convert("L")  # ITU-R 601-2 luma
             array = np.asarray(im, dtype=np.float32) / 255.0
+    except Image.DecompressionBombError as exc:  # above Pillow's bound, before its header
+        raise DecodeError(
+            f"{path}: more than {MAX_PIXELS:,} pixels (Pillow: {exc}); export a downsampled image"
+        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     return np.ascontiguousarray(_to_channels(array, channels))

@@ -75,6 +75,14 @@ def read_manifest_csv(path: str | Path) -> pd.DataFrame:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ManifestError(f"{path}: cannot parse CSV: {first}") from exc
+    if len(df.columns) == 1:  # one column whose name holds another delimiter
+        (header,) = df.columns
+        for sep, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes")):
+            if sep in str(header):
+                raise ManifestError(
+                    f"{path}: one column '{header[:60]}': the file looks delimited by "
+                    f"{name}; a manifest is comma-separated (save it as CSV with commas)"
+                )
     return df.reset_index(drop=True)
 
 

@@ -67,8 +67,14 @@ class ForgetRequest:
             raise RequestError(
                 f"selector needs one or more of {', '.join(SELECTOR_KEYS)}; got {sorted(self.selector)}"
             )
+        if self.fraction is not None and (
+            isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float)
+        ):
+            raise RequestError(f"fraction must be a number in (0, 1], got {self.fraction!r}")
         if self.fraction is not None and not 0 < self.fraction <= 1:
             raise RequestError(f"fraction must be in (0, 1], got {self.fraction}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise RequestError(f"seed must be an integer, got {self.seed!r}")
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any], where: str = "request") -> ForgetRequest:
