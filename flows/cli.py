@@ -123,12 +123,18 @@ def show(checkpoint: Annotated[list[Path], typer.Argument(help="checkpoint files
 def registry(
     model: Annotated[str | None, typer.Argument(help="one model (default: all)")] = None,
     as_json: Json = False,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair", help="finish or undo a registry write a killed run left half done"
+        ),
+    ] = False,
     params: Params = "params.yaml",
 ) -> None:
     """Each model's versions, stages, parent, request reason and headline metrics."""
     from medunlearn import registry_cli
 
-    registry_cli.run("registry", params, model=model, as_json=as_json)
+    registry_cli.run("registry", params, model=model, as_json=as_json, repair=repair)
 
 
 @app.command()

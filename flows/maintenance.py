@@ -299,6 +299,8 @@ def revise_request(
     bounds = load_section("gates", params_path)
     params = load_params(params_path)
     registry, registry_off = active_registry(params, project_root(params_path))
+    if registry is not None and registry.interrupted():  # a killed run's half-made write
+        logger.warning("registry repaired first: %s", registry.repair())
     model_name = str((params.get("registry") or {}).get("model", "classifier"))
     promotion = dict(params.get("promotion") or {})
     reports = maintain["reports"]
@@ -546,6 +548,7 @@ def revise_request(
                 stages,
                 candidate_dir(maintain),
                 ledger_update(ledger, ledger_id),
+                None if ledger is None or ledger_id is None else (ledger.path, ledger_id),
             )
         except BaseException:
             if ledger is not None and ledger_id is not None:  # not applied after all:

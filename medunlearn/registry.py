@@ -21,6 +21,11 @@ increasing), so the stage's version here is the one of the highest-numbered assi
 (an unassignment, ``name#stage!#N``, empties the stage). A rollback also unassigns the
 version it replaces, so ``gto show`` agrees whenever the timestamps differ.
 
+Every write keeps a journal (``.medunlearn-registry.journal.json``) of the steps it has
+taken; a process killed mid-write leaves it, and the next write, ``revise`` or
+``medunlearn registry --repair`` first completes the write (a registration already
+committed gets its tag and stages) or undoes it (files, DVC file and record removed, its
+ledger request pending again; production files put back to what the stage tags say).
 Every write holds a file lock (``.medunlearn-registry.lock`` at the repository root): two
 maintenance runs on one repository never interleave their registry writes; the second waits
 up to ``lock_timeout`` seconds, then fails naming the lock. A registration either completes
@@ -54,6 +59,11 @@ from medunlearn.versioning import file_sha256
 STAGES = ("candidate", "staging", "production")
 RECORD = "revision.json"
 LOCK = ".medunlearn-registry.lock"
+# What a registry write has done so far (register: files, dvc, record, commit, tag, stages;
+# promote/rollback: serve), rewritten atomically after each step and removed at the end. A
+# process killed mid-write leaves it behind; the next registry write (or
+# ``medunlearn registry --repair``) reads it first and completes or undoes that write.
+JOURNAL = ".medunlearn-registry.journal.json"
 _SEMVER = re.compile(r"^v(\d+)\.(\d+)\.(\d+)$")
 _ASSIGN = re.compile(r"^(?P<name>[^#@]+)#(?P<stage>[^#!]+)(?P<un>!?)#(?P<n>\d+)$")
 
@@ -302,6 +312,8 @@ class Registry:
         return FileLock(str(self.root / LOCK), timeout=self.lock_timeout)
 
     def _locked(self):
+        """Hold the registry lock, after finishing any write a killed process left half
+        done (:meth:`recover`)."""
         lock = self.lock()
         try:
             lock.acquire()
@@ -310,7 +322,111 @@ class Registry:
                 f"registry busy: another run holds {self.root / LOCK} "
                 f"(waited {self.lock_timeout:.0f} s); retry when it has finished"
             ) from exc
+        try:
+            self._recover()
+        except BaseException:
+            lock.release()
+            raise
         return lock
+
+    # --- the journal of a write in progress ------------------------------------------------
+    def _journal(self, state: dict[str, Any]) -> None:
+        from medunlearn.atomic import write_text
+
+        write_text(self.root / JOURNAL, json.dumps(state, indent=2) + "\n")
+
+    def _end_journal(self) -> None:
+        (self.root / JOURNAL).unlink(missing_ok=True)
+
+    def interrupted(self) -> bool:
+        """A killed write left its journal: :meth:`repair` before reading the registry."""
+        return (self.root / JOURNAL).is_file()
+
+    def repair(self) -> str | None:
+        """Bring the registry to a consistent state after a killed write (what every write
+        does first anyway); returns what was done, or None when nothing was pending."""
+        lock = self.lock()
+        try:
+            lock.acquire()
+        except Timeout as exc:
+            raise RegistryError(
+                f"registry busy: another run holds {self.root / LOCK}; repair when it ends"
+            ) from exc
+        try:
+            return self._recover()
+        finally:
+            lock.release()
+
+    def _recover(self) -> str | None:
+        """Complete or undo the write recorded in the journal (the lock is held).
+
+        A registration whose commit exists is completed (register tag, then each planned
+        stage not yet assigned): the revision and its ledger update are in git already. One
+        without a commit is undone: its files, DVC file, .gitignore entry and record are
+        removed and its ledger request is pending again. An interrupted promotion or
+        rollback has its production files put back to what the stage tags say."""
+        path = self.root / JOURNAL
+        if not path.is_file():
+            return None
+        try:
+            state = json.loads(path.read_text())
+        except ValueError:  # torn by a kill mid-write: atomic writes make this unreachable
+            state = {}
+        stale = self.root / ".git" / "index.lock"  # a git commit killed mid-way
+        if stale.exists():
+            stale.unlink()
+        op, name, version = state.get("op"), state.get("model"), state.get("version")
+        if op == "register" and name and version:
+            did = self._recover_register(state)
+        elif op == "serve" and name:
+            current = self.current(name, "production")
+            if (self.served() or {}).get("version") != current:
+                if current:
+                    self.materialise(name, current)
+                else:
+                    shutil.rmtree(self.root / self.serving_dir, ignore_errors=True)
+            did = f"production files of {name} match its stage tags ({current})"
+        else:
+            did = "an unreadable journal was discarded"
+        serving_parent = (self.root / self.serving_dir).parent
+        for leftover in serving_parent.glob(".serving-*"):  # a swap killed mid-way
+            shutil.rmtree(leftover, ignore_errors=True)
+        self._end_journal()
+        logging.getLogger(__name__).warning("registry repaired: %s", did)
+        return did
+
+    def _recover_register(self, state: dict[str, Any]) -> str:
+        name, version = state["model"], state["version"]
+        record = self.record_dir(name, version) / RECORD
+        rel = record.relative_to(self.root).as_posix()
+        committed = (
+            subprocess.run(
+                ["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=self.root, capture_output=True
+            ).returncode
+            == 0
+        )
+        by = state.get("by", "medunlearn")
+        if committed:
+            if f"{name}@{version}" not in _git(self.root, "tag", "-l", f"{name}@{version}"):
+                commit = _git(self.root, "log", "-1", "--format=%H", "--", rel).strip()
+                self._tag_register(name, version, by, commit or "HEAD")
+            assigned = {
+                e.stage for e in self.events(name) if e.version == version and not e.removed
+            }
+            for stage in state.get("stages", []):
+                if stage not in assigned:
+                    self._assign(name, version, stage, by, "registered by the pipeline")
+            return f"completed the registration of {name} {version} (tag, stages)"
+        self._undo(name, version, ["record", "dvc", "files"], self.root / ".no-source")
+        ledger = state.get("ledger")
+        if ledger:
+            from medunlearn.ledger import Ledger
+
+            book = Ledger(self.root / ledger["path"])
+            entry = next((e for e in book.entries() if e["id"] == ledger["id"]), None)
+            if entry is not None and entry["status"] == f"applied in {version}":
+                book.set_status([ledger["id"]], "pending")
+        return f"undid the interrupted registration of {name} {version} (it had no commit)"
 
     def register(
         self,
@@ -322,6 +438,7 @@ class Registry:
         by: str = "medunlearn",
         card: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
         before_commit: Callable[[str], list[Path]] | None = None,
+        ledger_entry: tuple[Path, str] | None = None,
     ) -> dict[str, Any]:
         """Make the folder ``source`` (assembled by the caller) a new revision of ``name``.
 
@@ -331,8 +448,10 @@ class Registry:
         gates, metrics); the version, artifact hashes, commit and push state are added
         here. ``card(record)`` gives the revision card (markdown, JSON text), written next to the
         record; ``before_commit(version)`` may change more files and return them for the
-        same commit. Returns the
-        full record. On any failure every step taken is undone and ``source`` is removed.
+        same commit (``ledger_entry``, the forget ledger's file and request id it marks
+        applied, is set pending again if a killed registration is undone). Returns the
+        full record. On any failure every step taken is undone and ``source`` is removed;
+        a kill is completed or undone by the next write (:meth:`recover`, the journal).
         """
         lock = self._locked()
         done: list[str] = []
@@ -355,14 +474,31 @@ class Registry:
             rec_dir = self.record_dir(name, version)
             if files.exists() or rec_dir.exists():
                 raise RegistryError(f"{files} already exists: a revision is never overwritten")
+            journal = {
+                "op": "register",
+                "model": name,
+                "version": version,
+                "stages": list(stages),
+                "by": by,
+                "done": done,
+                "ledger": None
+                if ledger_entry is None
+                else {
+                    "path": Path(ledger_entry[0]).resolve().relative_to(self.root).as_posix(),
+                    "id": ledger_entry[1],
+                },
+            }
+            self._journal(journal)
             files.parent.mkdir(parents=True, exist_ok=True)
             os.replace(source, files)
             done.append("files")
+            self._journal(journal)
             hashes = artifact_hashes(files)
             weights = _weights_sha256(files / "model.pt")
             dvc_file = _dvc_file(files)
             self._dvc_add(files)
             done.append("dvc")
+            self._journal(journal)
             pushed, push_error = self._dvc_push(dvc_file) if self.push else (False, "push off")
             full = {
                 **record,
@@ -388,18 +524,23 @@ class Registry:
             rec_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(tmp_rec), rec_dir)
             done.append("record")
+            self._journal(journal)
             paths = [rec_dir, dvc_file, files.parent / ".gitignore"]
             if before_commit is not None:  # e.g. the forget ledger: "applied in <version>"
                 paths += before_commit(version)
             _commit(self.root, paths, f"{name} {version}: register revision")
             done.append("commit")
+            self._journal(journal)
             self._tag_register(name, version, by)
             done.append("tag")
+            self._journal(journal)
             for stage in stages:
                 self._assign(name, version, stage, by, "registered by the pipeline")
+            self._end_journal()
             return full
         except BaseException:
             self._undo(name, version, done, source)
+            self._end_journal()
             raise
         finally:
             lock.release()
@@ -604,6 +745,7 @@ class Registry:
         """Swap the production files in, then write the stage tag(s); if tagging fails the
         previous production files are put back, so registry and serving never disagree."""
         before = self.served()
+        self._journal({"op": "serve", "model": name, "version": version})
         hashes = self.materialise(name, version)
         try:
             tag()
@@ -612,7 +754,9 @@ class Registry:
                 self.materialise(name, before["version"])
             else:
                 shutil.rmtree(self.root / self.serving_dir, ignore_errors=True)
+            self._end_journal()
             raise
+        self._end_journal()
         return hashes
 
     def regressions(self, name: str, version: str) -> list[str]:
@@ -670,13 +814,13 @@ class Registry:
         except Exception as exc:  # noqa: BLE001 - any remote failure leaves it local
             return False, f"{type(exc).__name__}: {exc}"[:300]
 
-    def _tag_register(self, name: str, version: str, by: str) -> None:
+    def _tag_register(self, name: str, version: str, by: str, ref: str = "HEAD") -> None:
         api = gto_api()
 
         api.register(
             str(self.root),
             name,
-            "HEAD",
+            ref,
             version=version,
             message="registered by medunlearn",
             author=by,

@@ -1,6 +1,6 @@
 """``medunlearn registry | promote | rollback``: the registry from the command line.
 
-    medunlearn registry [MODEL] [--json]
+    medunlearn registry [MODEL] [--json] [--repair]
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
                        [--allow-regression REASON]
     medunlearn rollback MODEL --stage production --by NAME [--to VERSION] [--why TEXT]
@@ -125,6 +125,9 @@ def run(command: str, params_path: str, **kw: Any) -> None:
     try:
         registry = open_registry(params_path)
         if command == "registry":
+            if kw.get("repair"):
+                did = registry.repair()
+                print(f"registry repaired: {did}" if did else "registry consistent: nothing to do")
             rows = listing(registry, kw.get("model"))
             if kw.get("as_json"):
                 print(json.dumps(rows, indent=2, default=str))

@@ -32,6 +32,7 @@ def register_revision(
     stages: tuple[str, ...],
     candidate_dir: str | None = None,
     before_commit: Any = None,
+    ledger_entry: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
     """Register ``folder`` (moved, not copied) as ``version`` (planned by the flow with
     ``Registry.next_version``); returns the record (``version`` None when unregistered, then
@@ -65,6 +66,7 @@ def register_revision(
         stages,
         card=lambda r: card_files(r, history),
         before_commit=before_commit,
+        ledger_entry=ledger_entry,
     )
     logger.info(
         "registered %s %s (%s)%s",

@@ -41,7 +41,9 @@ def make_repo(tmp: Path, remote: str | None = None) -> Path:
     sh(repo, "dvc", "init", "-q")
     sh(repo, "dvc", "config", "core.analytics", "false")
     sh(repo, "dvc", "remote", "add", "-d", "local", remote or str(tmp / "remote"))
-    (repo / ".gitignore").write_text("/.medunlearn-registry.lock\n/models/production/\n/src*/\n")
+    (repo / ".gitignore").write_text(
+        "/.medunlearn-registry.lock\n/.medunlearn-registry.journal.json\n/models/production/\n/src*/\n/again*/\n"
+    )
     params = {
         "registry": {"enabled": True, "model": "classifier", "lock_timeout": 5},
         "promotion": {"auto_staging": True, "serving_dir": "models/production"},
@@ -519,3 +521,161 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
         e.why for e in reg.events("classifier") if e.version == "v1.1.0" and e.stage == "staging"
     ]
     assert staged == ["review (accepted, no caveats: ticket 13)"]
+
+
+KILLER = """
+import os, signal, sys
+from pathlib import Path
+import medunlearn.registry as R
+
+repo, point, action = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def after(owner, name, calls=1):
+    original = getattr(owner, name)
+    seen = []
+    def wrapped(*args, **kwargs):
+        out = original(*args, **kwargs)
+        seen.append(1)
+        if len(seen) >= calls:
+            die()
+        return out
+    setattr(owner, name, wrapped)
+
+if point == "files":      # moved into place, nothing else
+    R.artifact_hashes = die
+elif point == "dvc-add":  # between dvc add and the commit (push not yet done)
+    after(R.Registry, "_dvc_add")
+elif point == "push":     # during dvc push
+    R.Registry._dvc_push = die
+elif point == "record":   # record written, commit not made
+    R._commit = die
+elif point == "commit":   # committed, no register tag
+    R.Registry._tag_register = die
+elif point == "tag":      # tagged, no stage
+    R.Registry._assign = die
+elif point == "stage":    # one of two stages assigned
+    after(R.Registry, "_assign")
+elif point == "serve":    # production files swapped, stage tag not written
+    after(R.Registry, "materialise")
+reg = R.Registry(repo)
+if action == "register":
+    folder = repo / "src-killed"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"B" * 64)
+    (folder / "model.onnx").write_bytes(b"b" * 64)
+    entry = None
+    if point == "record":  # as the flow does: the ledger marked applied before the commit
+        from medunlearn.ledger import Ledger
+        from medunlearn.unlearn.request import ForgetRequest
+        book = Ledger(repo / "ledger" / "requests.jsonl")
+        request_id = book.add(ForgetRequest("device_deprecation", {"devices": ["x"]}))["id"]
+        book.set_status([request_id], "applied in v1.1.0")
+        entry = (book.path, request_id)
+    reg.register("classifier", folder, {"gates": {"passed": True}}, "v1.1.0",
+                 ("candidate", "staging"), ledger_entry=entry)
+elif action == "promote":
+    reg.promote("classifier", "v1.1.0", "production", "ann", "x")
+else:
+    reg.rollback("classifier", "production", "v1.0.0", "ann", "x")
+print("not killed")
+"""
+
+
+@pytest.mark.parametrize(
+    ("point", "action"),
+    [
+        ("files", "register"),
+        ("dvc-add", "register"),
+        ("push", "register"),
+        ("record", "register"),
+        ("commit", "register"),
+        ("tag", "register"),
+        ("stage", "register"),
+        ("serve", "promote"),
+        ("serve", "rollback"),
+    ],
+)
+def test_a_kill_at_any_step_of_a_registry_write_is_repaired(tmp_path, point, action) -> None:
+    """SIGKILL at each step boundary of a registration, promotion or rollback (issue 27):
+    production stays byte-identical, the next registry write (here ``repair``) leaves the
+    registry consistent with its git tags and commits (no folder, record or stage of a
+    half-made version), and running the write again completes it."""
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    reg.register("classifier", source(repo, b"A" * 64), {"gates": PASSED}, "v1.0.0")
+    reg.promote("classifier", "v1.0.0", "staging", "ann", "x")
+    reg.promote("classifier", "v1.0.0", "production", "ann", "x")
+    if action != "register":
+        reg.register(
+            "classifier",
+            source(repo, b"B" * 64),
+            {"gates": PASSED},
+            "v1.1.0",
+            ("candidate", "staging"),
+        )
+    if action == "rollback":
+        reg.promote("classifier", "v1.1.0", "production", "ann", "x")
+    served = (repo / "models/production/model.pt").read_bytes()
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLER, str(repo), point, action],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    assert killed.returncode == -9, killed.stdout + killed.stderr[-2000:]
+    assert (repo / ".medunlearn-registry.journal.json").is_file()  # the write was cut
+
+    did = Registry(repo).repair()
+    assert did, "a journal was left: repair must say what it did"
+    if point == "record":  # undone: the request it would have applied is pending again
+        from medunlearn.ledger import Ledger
+
+        (entry,) = Ledger(repo / "ledger" / "requests.jsonl").entries()
+        assert entry["status"] == "pending"
+    reg = Registry(repo)
+    assert not (repo / ".medunlearn-registry.journal.json").exists()
+    # production byte-identical to what its stage tag says, before the write or after it
+    production = reg.current("classifier", "production")
+    assert reg.served()["version"] == production
+    expected = {"v1.0.0": b"A" * 64, "v1.1.0": b"B" * 64}[production]
+    assert (repo / "models/production/model.pt").read_bytes() == expected
+    if action != "register":
+        assert (repo / "models/production/model.pt").read_bytes() == served
+    # consistent: every version on disk is committed and tagged, and nothing else is there
+    tags = sh(repo, "git", "tag", "-l", "classifier@*").split()
+    committed = [
+        v
+        for v in reg.versions("classifier")
+        if subprocess.run(
+            ["git", "cat-file", "-e", f"HEAD:registry/classifier/{v}/revision.json"],
+            cwd=repo,
+        ).returncode
+        == 0
+    ]
+    assert (
+        sorted(tags)
+        == [f"classifier@{v}" for v in committed]
+        == [f"classifier@{v}" for v in reg.versions("classifier")]
+    )
+    if "v1.1.0" not in committed:
+        assert not (repo / "models/classifier/v1.1.0").exists()
+        assert not (repo / "models/classifier/v1.1.0.dvc").exists()
+    untracked = sh(repo, "git", "status", "--porcelain", "--untracked-files=all")
+    assert "models/classifier" not in untracked and "registry/" not in untracked, untracked
+    # the write, run again, completes
+    if action == "register":
+        folder = source(repo, b"B" * 64, tag="again")
+        reg.register("classifier", folder, {"gates": PASSED}, "v1.1.0", ("candidate", "staging"))
+        stages = reg.stages("classifier")
+        assert stages["candidate"] == stages["staging"] == "v1.1.0"
+    elif action == "promote":
+        reg.promote("classifier", "v1.1.0", "production", "ann", "x")
+        assert (repo / "models/production/model.pt").read_bytes() == b"B" * 64
+    else:
+        reg.rollback("classifier", "production", "v1.0.0", "ann", "x")
+        assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
+    assert reg.served()["version"] == reg.current("classifier", "production")
