@@ -28,6 +28,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.atomic import copy_files, remove_directory
+from medunlearn.checkpoint import CheckpointError
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.drift import request_from_finding
@@ -169,14 +170,14 @@ def revise_and_settle(
     ends ``failed: STEP (ERROR)``; either is committed at once (:func:`settle`), and a
     scheduled run no longer retries it (submitting it again does). A settings error is
     the configuration's, not the request's: the request stays pending for the fixed run.
-    The status names the error's kind and the step only: messages can name rows, the
-    ledger is in git."""
+    A wrong deployed checkpoint is the setup's too. The status names the error's kind and
+    the step only: messages can name rows, the ledger is in git."""
     clock = Timings()
     try:
         return revise_request(params_path, request, refresh_cache, ledger_id, clock)
     except AlreadyApplied:
         raise
-    except SETTINGS_ERRORS:
+    except (*SETTINGS_ERRORS, CheckpointError):  # the setup's fault, not the request's
         raise
     except Exception as exc:
         if isinstance(exc, GatesFailed):

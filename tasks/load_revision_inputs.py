@@ -11,7 +11,7 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import CheckpointMeta, load_checkpoint
+from medunlearn.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from medunlearn.data.dataset import DatasetInfo
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.models import ZooModel
@@ -52,9 +52,9 @@ def load_revision_inputs(
     info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
     manifest = read_manifest_csv(Path(dataset_dir) / "manifest.csv")
     if list(meta.class_names) != list(info.class_names):
-        raise ValueError(
+        raise CheckpointError(
             f"{deployed_path}: model classes {meta.class_names} differ from the dataset's "
-            f"{info.class_names} ({dataset_dir})"
+            f"{info.class_names} ({dataset_dir}): revise the model trained on this dataset"
         )
     logger.info(
         "request %s (%s); deployed model %s; dataset %s with %d manifest rows",

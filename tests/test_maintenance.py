@@ -216,6 +216,40 @@ def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
+def test_revise_cli_refuses_a_model_of_other_classes_in_one_line(tmp_path, demo_dir, demo_model):
+    """A deployed checkpoint whose classes are not the dataset's (issue 27: a traceback):
+    exit 1, one line naming the checkpoint and both class lists, no traceback."""
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    params = make_project(
+        tmp_path,
+        demo_dir,
+        demo_model,
+        {"reason": "class_retirement", "selector": {"labels": ["3"]}},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+    )
+    deployed = tmp_path / "models" / "deployed.pt"
+    payload = torch.load(deployed, weights_only=True)
+    names = payload["metadata"]["class_names"]
+    payload["metadata"]["class_names"] = [f"other-{n}" for n in names]
+    torch.save(payload, deployed)
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
+    command += ["--request", str(tmp_path / "request.yaml")]
+    proc = subprocess.run(
+        command, cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=600
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stderr.splitlines() if "differ from the dataset's" in ln]
+    assert len(lines) == 1 and str(deployed) in lines[0] and "other-0" in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+
+
 def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_dir, demo_model):
     """An empty label cell: exit 1 with one message, no traceback, and reports/validation.json
     written with the row (the report used to crash on NAType and never be written)."""
