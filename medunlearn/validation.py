@@ -619,15 +619,22 @@ def validate_cohorts(
         cohort_expectations(reason, keep, max_forget_fraction, override_fraction),
     )
     retain = frame[frame["cohort"] == "retain_train"]
+    # name the class(es) lost, not the whole list, and say when earlier requests' rows
+    # (kept forgotten by this revision) are part of what removed them
+    lost = sorted(set(map(str, keep)) - set(retain["label"].astype(str)))
+    why = "a retained class has no image left in retain-train"
+    if lost:
+        why = f"retained class(es) {lost} would have no image left in retain-train"
+        earlier = len(getattr(request, "carried", ())) + len(getattr(request, "inherited", ()))
+        if earlier:
+            why += f" (with the rows of {earlier} earlier request(s) kept forgotten)"
     e = _gx().expectations
     outcomes += run_suite(
         "retain_classes",
         retain,
         [
             e.ExpectColumnDistinctValuesToContainSet(
-                column="label",
-                value_set=keep,
-                meta={"why": "a retained class has no image left in retain-train"},
+                column="label", value_set=keep, meta={"why": why}
             )
         ],
     )

@@ -112,7 +112,21 @@ def test_retained_class_must_survive(demo) -> None:
     report = validate_cohorts(
         manifest, cohort_masks(manifest, request), request, info.class_names, 0.5
     )
-    assert "a retained class has no image left in retain-train" in report.summary()
+    # the lost class is named alone (issue 27: every class was listed)
+    assert "retained class(es) ['7'] would have no image left in retain-train" in report.summary()
+    assert "earlier request" not in report.summary()
+    # an earlier request kept forgotten is said to be part of it
+    with_earlier = ForgetRequest(  # some '8' rows; an earlier request took every '7'
+        "consent_withdrawal",
+        {"labels": ["8"]},
+        fraction=0.3,
+        carried=(ForgetRequest("device_deprecation", {"query": "label == '7'"}),),
+    )
+    summary = validate_cohorts(
+        manifest, cohort_masks(manifest, with_earlier), with_earlier, info.class_names, 0.5
+    ).summary()
+    assert "retained class(es) ['7'] would have no image left" in summary
+    assert "with the rows of 1 earlier request(s) kept forgotten" in summary
     assert retained_classes(["a", "b"], ForgetRequest("class_retirement", {"labels": ["b"]})) == [
         "a"
     ]
