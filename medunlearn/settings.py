@@ -268,6 +268,10 @@ class Drift(_Section):
     on_embedding_drift: Literal["notify_only"] | None = None
 
 
+class Audit(_Section):
+    cache_dir: str | None = None  # medunlearn audit's reference-model cache
+
+
 class Params(_Section):
     data: Data | None = None
     train: Train | None = None
@@ -280,6 +284,7 @@ class Params(_Section):
     ledger: Ledger | None = None
     schedule: Schedule | None = None
     drift: Drift | None = None
+    audit: Audit | None = None
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
