@@ -32,6 +32,7 @@ from medunlearn.checkpoint import CheckpointError
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
 from medunlearn.drift import request_from_finding
+from medunlearn.errors import Refusal
 from medunlearn.gates import GateConfigError
 from medunlearn.ledger import (
     AlreadyApplied,
@@ -136,19 +137,28 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
     if not jobs:
         logger.info("nothing to do: no pending request in %s", ledger.path)
         return {"status": "nothing to do", "why": "no pending request", "revisions": []}
-    revisions, refused = [], []
+    revisions, refused, crashed = [], [], []
     for entry in jobs:  # one bad (or crashing) request never blocks the ones after it
         try:
             revisions.append(revise_and_settle(params_path, None, refresh_cache, entry["id"]))
         except AlreadyApplied as exc:
             logger.info("nothing to do: %s", exc)
-        except Exception as exc:  # noqa: BLE001 - settled in the ledger; the queue goes on
+        except (*SETTINGS_ERRORS, CheckpointError):  # the setup's: every request would fail
+            raise
+        except Refusal as exc:  # settled in the ledger as rejected; the queue goes on
             logger.error("request %s refused: %s: %s", entry["id"], type(exc).__name__, exc)
             refused.append(entry["id"])
+        except Exception as exc:  # a crash: settled as failed, logged with its traceback
+            logger.exception("request %s failed", entry["id"])
+            crashed.append((entry["id"], exc))
+    if crashed:
+        ids = [i for i, _ in crashed]
+        raise RuntimeError(
+            f"{len(crashed)} of {len(jobs)} pending request(s) crashed: {ids}"
+            + (f"; {len(refused)} refused: {refused}" if refused else "")
+        ) from crashed[0][1]
     if refused:
-        raise GatesFailed(
-            f"{len(refused)} of {len(jobs)} pending request(s) refused or failed: {refused}"
-        )
+        raise GatesFailed(f"{len(refused)} of {len(jobs)} pending request(s) refused: {refused}")
     return {"status": "revised", "revisions": revisions}
 
 
@@ -186,7 +196,10 @@ def revise_and_settle(
             status = f"rejected: {type(exc).__name__} (see the run's log)"
         else:
             status = f"failed: {clock.running()} ({type(exc).__name__})"
-        settle(params_path, request, ledger_id, status)
+        try:
+            settle(params_path, request, ledger_id, status)
+        except Exception as problem:  # noqa: BLE001 - never hide the run's own error
+            get_run_logger().warning("ledger status %r not recorded: %s", status, problem)
         raise
 
 

@@ -374,16 +374,35 @@ class Registry:
             state = {}
         stale = self.root / ".git" / "index.lock"  # a git commit killed mid-way
         if stale.exists():
+            import time
+
+            if time.time() - stale.stat().st_mtime < 60:  # maybe a live git process
+                raise RegistryError(
+                    f"{stale} is recent: another git process may be running; repair again "
+                    "in a minute (`medunlearn registry --repair`)"
+                )
             stale.unlink()
         op, name, version = state.get("op"), state.get("model"), state.get("version")
         if op == "register" and name and version:
             did = self._recover_register(state)
         elif op == "serve" and name:
             current = self.current(name, "production")
+            previous = state.get("previous")
+            if current is None and previous:
+                # killed between a rollback's unassign and assign: production is served
+                # again by the version it had before the write (never left empty)
+                self._assign(
+                    name,
+                    previous,
+                    "production",
+                    state.get("by", "medunlearn"),
+                    "restored: an interrupted promotion or rollback left production empty",
+                )
+                current = previous
             if (self.served() or {}).get("version") != current:
                 if current:
                     self.materialise(name, current)
-                else:
+                else:  # the first promotion was cut: nothing ever served
                     shutil.rmtree(self.root / self.serving_dir, ignore_errors=True)
             did = f"production files of {name} match its stage tags ({current})"
         else:
@@ -399,12 +418,15 @@ class Registry:
         name, version = state["model"], state["version"]
         record = self.record_dir(name, version) / RECORD
         rel = record.relative_to(self.root).as_posix()
-        committed = (
+        has_head = (
             subprocess.run(
-                ["git", "cat-file", "-e", f"HEAD:{rel}"], cwd=self.root, capture_output=True
+                ["git", "rev-parse", "--verify", "-q", "HEAD"], cwd=self.root, capture_output=True
             ).returncode
             == 0
         )
+        # _git raises when git itself fails: never read a git failure as "not committed"
+        # (undoing would delete a registered version's files)
+        committed = has_head and bool(_git(self.root, "ls-tree", "--name-only", "HEAD", "--", rel))
         by = state.get("by", "medunlearn")
         if committed:
             if f"{name}@{version}" not in _git(self.root, "tag", "-l", f"{name}@{version}"):
@@ -417,6 +439,13 @@ class Registry:
                 if stage not in assigned:
                     self._assign(name, version, stage, by, "registered by the pipeline")
             return f"completed the registration of {name} {version} (tag, stages)"
+        files = self.files_dir(name, version)
+        staged = [self.record_dir(name, version), _dvc_file(files), files.parent / ".gitignore"]
+        subprocess.run(  # a kill inside the commit, after `git add`: unstage its paths
+            ["git", "reset", "-q", "--", *(str(p.relative_to(self.root)) for p in staged)],
+            cwd=self.root,
+            capture_output=True,
+        )
         self._undo(name, version, ["record", "dvc", "files"], self.root / ".no-source")
         ledger = state.get("ledger")
         if ledger:
@@ -745,7 +774,8 @@ class Registry:
         """Swap the production files in, then write the stage tag(s); if tagging fails the
         previous production files are put back, so registry and serving never disagree."""
         before = self.served()
-        self._journal({"op": "serve", "model": name, "version": version})
+        previous = (before or {}).get("version") if (before or {}).get("model") == name else None
+        self._journal({"op": "serve", "model": name, "version": version, "previous": previous})
         hashes = self.materialise(name, version)
         try:
             tag()

@@ -185,7 +185,6 @@ class MethodSettings(BaseModel):
     weight_decay: NonNegative | None = None
     max_grad_norm: NonNegative | None = None
     l1: NonNegative | None = None
-    alpha: Probability | None = None
 
 
 class SweepEntry(_Section):

@@ -560,6 +560,8 @@ elif point == "stage":    # one of two stages assigned
     after(R.Registry, "_assign")
 elif point == "serve":    # production files swapped, stage tag not written
     after(R.Registry, "materialise")
+elif point == "unassigned":  # a rollback's old version unassigned, the new one not yet
+    R.Registry._assign = die
 reg = R.Registry(repo)
 if action == "register":
     folder = repo / "src-killed"
@@ -596,6 +598,7 @@ print("not killed")
         ("stage", "register"),
         ("serve", "promote"),
         ("serve", "rollback"),
+        ("unassigned", "rollback"),  # production briefly has no version: never left empty
     ],
 )
 def test_a_kill_at_any_step_of_a_registry_write_is_repaired(tmp_path, point, action) -> None:
