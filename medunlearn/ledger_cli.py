@@ -75,7 +75,7 @@ def run(
     why: str = "",
 ) -> None:
     """``add`` a request file as pending, ``list`` the ledger, or ``reject`` a request;
-    refusals exit 2."""
+    refused input (``add``) exits 1, a ledger rule's refusal (``reject``) 2."""
     try:
         ledger = open_ledger(params_path)
         if action == "reject":
@@ -108,7 +108,8 @@ def run(
         console.print(table)
     except (LedgerError, RequestError) as exc:
         print(f"request {action} refused: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
+        # a request file that is refused is bad input (1); reject's rules say no (2)
+        raise SystemExit(1 if action == "add" else 2) from exc
 
 
 def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str) -> str:

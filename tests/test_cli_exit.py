@@ -111,12 +111,12 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         (["show", "{dir}/random.pt"], 1, "{dir}/random.pt: not a loadable weights-only"),
         (["train", "--params", "{dir}/negative.yaml"], 1, "train.epochs: input should be"),
         (["prepare", "--params", "{dir}/empty.params.yaml"], 1, "{dir}/empty.csv: empty manifest"),
-        (["request", "add", "{dir}/bad.yaml"], 2, "{dir}/bad.yaml: not valid YAML (line 2"),
+        (["request", "add", "{dir}/bad.yaml"], 1, "{dir}/bad.yaml: not valid YAML (line 2"),
     ],
 )
 def test_a_refusal_is_one_line_with_its_status_and_no_traceback(tmp_path, args, status, message):
     """As a user sees it: the file and the key or row named in one line, exit 1 (refused
-    input; the ledger's and registry's commands keep their documented 2), no traceback
+    input; a registry or ledger *rule* saying no keeps its documented 2), no traceback
     (issue 27)."""
     import os
 

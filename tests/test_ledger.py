@@ -509,7 +509,7 @@ def test_reproduce_refuses_a_record_without_a_request() -> None:
 def test_request_add_applies_the_checks_revise_applies(
     tmp_path: Path, demo_dir, capsys, selector, message
 ) -> None:
-    """``medunlearn request add`` refuses (exit 2, the file named) a selector that matches
+    """``medunlearn request add`` refuses (exit 1, the file named) a selector that matches
     no training row or every one, as ``revise --request`` does, before it enters the
     ledger; a good request is appended as pending (issue 27)."""
     import yaml
@@ -535,7 +535,7 @@ def test_request_add_applies_the_checks_revise_applies(
         return
     with pytest.raises(SystemExit) as info:
         ledger_cli.run("add", str(params), file=str(file))
-    assert info.value.code == 2
+    assert info.value.code == 1  # refused input
     err = capsys.readouterr().err
     assert f"request add refused: {file}: " in err and message in err, err
     assert ledger.entries() == []
