@@ -57,7 +57,12 @@ from medunlearn.revision import (
 )
 from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
 from medunlearn.unlearn.methods import Diverged, MethodConfigError
-from medunlearn.unlearn.request import ForgetRequest, RequestError, check_request
+from medunlearn.unlearn.request import (
+    DEFAULT_MAX_FORGET_FRACTION,
+    ForgetRequest,
+    RequestError,
+    check_request,
+)
 from medunlearn.validation import ValidationFailed
 from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
@@ -359,7 +364,7 @@ def revise_request(
                 check_request(
                     manifest,
                     plain,
-                    validation.get("max_forget_fraction"),
+                    float(validation.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION)),
                     bool(validation.get("override_fraction", False)),
                 )
             except RequestError as exc:

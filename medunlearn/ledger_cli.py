@@ -17,7 +17,12 @@ from pathlib import Path
 
 from medunlearn.config import load_params, project_root
 from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
-from medunlearn.unlearn.request import ForgetRequest, RequestError, check_request
+from medunlearn.unlearn.request import (
+    DEFAULT_MAX_FORGET_FRACTION,
+    ForgetRequest,
+    RequestError,
+    check_request,
+)
 
 
 def open_ledger(params_path: str) -> Ledger:
@@ -58,7 +63,7 @@ def check_against_data(params_path: str, request: ForgetRequest, file: str) -> N
         check_request(
             manifest,
             request,
-            validation.get("max_forget_fraction"),
+            float(validation.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION)),
             bool(validation.get("override_fraction", False)),
         )
     except RequestError as exc:

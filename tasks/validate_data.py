@@ -11,7 +11,12 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json
 from medunlearn.data.dataset import DatasetSplits, open_splits
-from medunlearn.unlearn.request import Cohorts, build_cohorts, cohort_masks
+from medunlearn.unlearn.request import (
+    DEFAULT_MAX_FORGET_FRACTION,
+    Cohorts,
+    build_cohorts,
+    cohort_masks,
+)
 from medunlearn.validation import (
     ValidationReport,
     cached_manifest_report,
@@ -58,7 +63,7 @@ def validate_data(
         masks,
         inputs.request,
         info.class_names,
-        float(cfg.get("max_forget_fraction", 0.3)),
+        float(cfg.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION)),
         bool(cfg.get("override_fraction", False)),
     )
     report = _finish(

@@ -539,3 +539,27 @@ def test_request_add_applies_the_checks_revise_applies(
     err = capsys.readouterr().err
     assert f"request add refused: {file}: " in err and message in err, err
     assert ledger.entries() == []
+
+
+def test_request_add_uses_validations_default_fraction(tmp_path: Path, demo_dir, capsys) -> None:
+    """Without ``validation.max_forget_fraction`` in the file, ``request add`` uses the same
+    default (0.3) as revise's validation: a request for every row is still refused."""
+    import yaml
+
+    from medunlearn import ledger_cli
+
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        yaml.safe_dump(
+            {
+                "ledger": {"enabled": True, "path": "ledger/requests.jsonl"},
+                "maintain": {"dataset": str(demo_dir)},
+            }
+        )
+    )
+    file = tmp_path / "request.yaml"
+    everything = {"reason": "consent_withdrawal", "selector": {"query": "image_id == image_id"}}
+    file.write_text(yaml.safe_dump(everything))
+    with pytest.raises(SystemExit):
+        ledger_cli.run("add", str(params), file=str(file))
+    assert "above validation.max_forget_fraction 0.3" in capsys.readouterr().err

@@ -255,6 +255,9 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
     return masks
 
 
+DEFAULT_MAX_FORGET_FRACTION = 0.3  # validation.max_forget_fraction when the file leaves it out
+
+
 def check_request(
     manifest: pd.DataFrame,
     request: ForgetRequest,
