@@ -58,7 +58,6 @@ from medunlearn.revision import (
 from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
 from medunlearn.unlearn.methods import Diverged, MethodConfigError
 from medunlearn.unlearn.request import (
-    DEFAULT_MAX_FORGET_FRACTION,
     ForgetRequest,
     RequestError,
     check_request,
@@ -361,12 +360,7 @@ def revise_request(
                 else ForgetRequest.load(wanted)
             )
             try:  # a request the data cannot serve never enters the ledger
-                check_request(
-                    manifest,
-                    plain,
-                    float(validation.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION)),
-                    bool(validation.get("override_fraction", False)),
-                )
+                check_request(manifest, plain, validation)
             except RequestError as exc:
                 where = "request parameter" if isinstance(wanted, dict) else str(wanted)
                 raise RequestError(f"{where}: {exc}") from exc

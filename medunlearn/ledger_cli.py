@@ -18,7 +18,6 @@ from pathlib import Path
 from medunlearn.config import load_params, project_root
 from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
 from medunlearn.unlearn.request import (
-    DEFAULT_MAX_FORGET_FRACTION,
     ForgetRequest,
     RequestError,
     check_request,
@@ -58,14 +57,8 @@ def check_against_data(params_path: str, request: ForgetRequest, file: str) -> N
         manifest = read_manifest_csv(manifest_path)
     except ManifestError as exc:
         raise RequestError(f"{file}: cannot check it against the data: {exc}") from exc
-    validation = params.get("validation") or {}
     try:
-        check_request(
-            manifest,
-            request,
-            float(validation.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION)),
-            bool(validation.get("override_fraction", False)),
-        )
+        check_request(manifest, request, params.get("validation"))
     except RequestError as exc:
         raise RequestError(f"{file}: {exc}") from exc
 

@@ -311,9 +311,8 @@ class Registry:
     def lock(self) -> FileLock:
         return FileLock(str(self.root / LOCK), timeout=self.lock_timeout)
 
-    def _locked(self):
-        """Hold the registry lock, after finishing any write a killed process left half
-        done (:meth:`recover`)."""
+    def _acquire(self) -> FileLock:
+        """The registry lock, held; :class:`RegistryError` naming it after the timeout."""
         lock = self.lock()
         try:
             lock.acquire()
@@ -322,6 +321,12 @@ class Registry:
                 f"registry busy: another run holds {self.root / LOCK} "
                 f"(waited {self.lock_timeout:.0f} s); retry when it has finished"
             ) from exc
+        return lock
+
+    def _locked(self):
+        """Hold the registry lock, after finishing any write a killed process left half
+        done (:meth:`repair`)."""
+        lock = self._acquire()
         try:
             self._recover()
         except BaseException:
@@ -345,13 +350,7 @@ class Registry:
     def repair(self) -> str | None:
         """Bring the registry to a consistent state after a killed write (what every write
         does first anyway); returns what was done, or None when nothing was pending."""
-        lock = self.lock()
-        try:
-            lock.acquire()
-        except Timeout as exc:
-            raise RegistryError(
-                f"registry busy: another run holds {self.root / LOCK}; repair when it ends"
-            ) from exc
+        lock = self._acquire()
         try:
             return self._recover()
         finally:

@@ -190,11 +190,26 @@ def test_impossible_gates_fail_the_flow_and_export_nothing(
     assert "No candidate passed" in (tmp_path / "reports" / "maintenance.md").read_text()
 
 
-def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model):
-    """As a user sees it: exit status 1, the refusal and the report, and no traceback."""
+def revise_cli(params: Path, request: Path):
+    """``medunlearn revise --params P --request R`` as a user runs it (a subprocess)."""
     import os
     import subprocess
     import sys
+
+    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
+    command += ["--request", str(request)]
+    return subprocess.run(
+        command,
+        cwd=Path(__file__).resolve().parents[1],
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model):
+    """As a user sees it: exit status 1, the refusal and the report, and no traceback."""
 
     params = make_project(
         tmp_path,
@@ -205,12 +220,7 @@ def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model
         sweep=SWEEP[:1],
         compose={"enabled": False},
     )
-    repo = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
-    command += ["--request", str(tmp_path / "request.yaml")]
-    proc = subprocess.run(
-        command, cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
+    proc = revise_cli(params, tmp_path / "request.yaml")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "revision refused" in proc.stderr and "No candidate passed" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
@@ -219,9 +229,6 @@ def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model
 def test_revise_cli_refuses_a_model_of_other_classes_in_one_line(tmp_path, demo_dir, demo_model):
     """A deployed checkpoint whose classes are not the dataset's (issue 27: a traceback):
     exit 1, one line naming the checkpoint and both class lists, no traceback."""
-    import os
-    import subprocess
-    import sys
 
     import torch
 
@@ -238,12 +245,7 @@ def test_revise_cli_refuses_a_model_of_other_classes_in_one_line(tmp_path, demo_
     names = payload["metadata"]["class_names"]
     payload["metadata"]["class_names"] = [f"other-{n}" for n in names]
     torch.save(payload, deployed)
-    repo = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
-    command += ["--request", str(tmp_path / "request.yaml")]
-    proc = subprocess.run(
-        command, cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
+    proc = revise_cli(params, tmp_path / "request.yaml")
     assert proc.returncode == 1, proc.stderr[-2000:]
     lines = [ln for ln in proc.stderr.splitlines() if "differ from the dataset's" in ln]
     assert len(lines) == 1 and str(deployed) in lines[0] and "other-0" in lines[0], proc.stderr
@@ -253,9 +255,6 @@ def test_revise_cli_refuses_a_model_of_other_classes_in_one_line(tmp_path, demo_
 def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_dir, demo_model):
     """An empty label cell: exit 1 with one message, no traceback, and reports/validation.json
     written with the row (the report used to crash on NAType and never be written)."""
-    import os
-    import subprocess
-    import sys
 
     import pandas as pd
 
@@ -267,12 +266,7 @@ def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_
     manifest = pd.read_csv(dataset / "manifest.csv", dtype=str, keep_default_na=False)
     manifest.loc[5, "label"] = ""  # emptied after the export was materialised
     manifest.to_csv(dataset / "manifest.csv", index=False)
-    repo = Path(__file__).resolve().parents[1]
-    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
-    command += ["--request", str(tmp_path / "request.yaml")]
-    proc = subprocess.run(
-        command, cwd=repo, env=dict(os.environ), capture_output=True, text=True, timeout=600
-    )
+    proc = revise_cli(params, tmp_path / "request.yaml")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "revision refused, input data:" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

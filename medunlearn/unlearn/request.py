@@ -261,16 +261,17 @@ DEFAULT_MAX_FORGET_FRACTION = 0.3  # validation.max_forget_fraction when the fil
 def check_request(
     manifest: pd.DataFrame,
     request: ForgetRequest,
-    max_forget_fraction: float | None = None,
-    override_fraction: bool = False,
+    validation: dict[str, Any] | None = None,
 ) -> CohortMasks:
     """The checks a request passes before it enters the ledger (``revise --request`` and
     ``request add`` alike): it selects at least one training row, and at most
-    ``max_forget_fraction`` of them (``validation`` section) unless ``override_fraction``.
+    ``validation.max_forget_fraction`` of them (default :data:`DEFAULT_MAX_FORGET_FRACTION`,
+    as the validation step) unless ``validation.override_fraction``.
 
     Args:
         manifest: the dataset's validated manifest (one row per image, ``split`` column).
         request: the forget request (its own rows only; earlier ones are not counted).
+        validation: the ``validation`` section of ``params.yaml`` (may be empty).
 
     Returns:
         The request's cohort masks.
@@ -278,10 +279,13 @@ def check_request(
     Raises:
         RequestError: no training row selected, or more than the allowed share.
     """
+    validation = validation or {}
+    max_forget_fraction = float(validation.get("max_forget_fraction", DEFAULT_MAX_FORGET_FRACTION))
+    override_fraction = bool(validation.get("override_fraction", False))
     masks = cohort_masks(manifest, request)
     n_train = int((manifest["split"] == "train").sum())
     chosen = int(masks.forget_train.sum())
-    if max_forget_fraction is not None and not override_fraction and n_train:
+    if not override_fraction and n_train:
         share = chosen / n_train
         if share > max_forget_fraction:
             raise RequestError(
