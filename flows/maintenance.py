@@ -16,7 +16,6 @@ import argparse
 import json
 import shutil
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -27,7 +26,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
-from medunlearn.atomic import copy_files, remove_directory
+from medunlearn.atomic import copy_files, remove_directory, staging_dir
 from medunlearn.checkpoint import CheckpointError
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
@@ -496,9 +495,9 @@ def revise_request(
     home = (
         (registry.root / registry.models_dir) if registry else Path(candidate_dir(maintain)).parent
     )
-    home.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".revision-", dir=home))
+    folder = staging_dir(home, ".revision-")
     try:
+        planned = registry.next_version(model_name, "minor", parent) if registry else None
         export = export_revision(
             inputs,
             data,
@@ -507,8 +506,8 @@ def revise_request(
             str(folder),
             float(maintain.get("parity_atol", 1e-4)),
             str(Path(work_dir) / "onnx-graphs"),
+            planned,
         )
-        planned = registry.next_version(model_name, "minor", parent) if registry else None
         final_dir = (
             registry.files_dir(model_name, planned).relative_to(registry.root)
             if registry and planned

@@ -13,16 +13,18 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
+from medunlearn.atomic import staging_dir
 from medunlearn.config import load_params, load_section, project_root
+from medunlearn.data.dataset import DatasetSplits
 from medunlearn.records import trained_record
 from medunlearn.registry import active_registry
 from tasks.evaluate_model import evaluate_model
+from tasks.export_onnx import export_trained
 from tasks.fit_model import fit_model
 from tasks.load_data import load_data
 from tasks.register_revision import register_revision
@@ -58,15 +60,21 @@ def train_flow(
     metrics = evaluate_model(result.model, data)
     body = save_model(result, metrics, data, cfg, role, output, report, history, exclude)
     if role == "deployed":
-        body["registered"] = register_trained(params_path, cfg, body, output, report)
+        body["registered"] = register_trained(params_path, cfg, body, output, report, data)
     return body
 
 
 def register_trained(
-    params_path: str, cfg: dict[str, Any], body: dict[str, Any], output: str, report: str
+    params_path: str,
+    cfg: dict[str, Any],
+    body: dict[str, Any],
+    output: str,
+    report: str,
+    data: DatasetSplits,
 ) -> dict[str, Any] | None:
     """A trained deployed model becomes the next major version (v1.0.0 first) of the
-    registry's model, as ``candidate``; ``None`` when the registry is off (logged why)."""
+    registry's model, as ``candidate``, with its checkpoint, ONNX file (checked on
+    ``data.val``) and report; ``None`` when the registry is off (logged why)."""
     logger = get_run_logger()
     params = load_params(params_path)
     registry, why = active_registry(params, project_root(params_path))
@@ -76,10 +84,11 @@ def register_trained(
     name = str(params["registry"].get("model", "classifier"))
     version = registry.next_version(name, "major")
     home = registry.root / registry.models_dir
-    home.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=".revision-", dir=home))
+    folder = staging_dir(home, ".revision-")
     try:
         shutil.copy2(output, folder / "model.pt")
+        atol = float((params.get("maintain") or {}).get("parity_atol", 1e-4))
+        export_trained(output, data, str(folder / "model.onnx"), version, atol)
         (folder / "reports").mkdir()
         shutil.copy2(report, folder / "reports" / Path(report).name)
         record = trained_record(body, cfg, registry.root)

@@ -3,6 +3,12 @@
 A failed run must never leave a half-written checkpoint, report or dataset where a good one
 was: every write goes to a temporary sibling first and is moved into place with
 ``os.replace``, which is atomic on POSIX file systems.
+
+``tempfile`` makes its files 0600 and folders 0700 (private to the writer); a model file
+or report handed on to a serving user must not be, so every file and folder made here gets
+the mode a plain ``open`` / ``mkdir`` would give it (0666 / 0777 less the process umask,
+read once at import: changing the umask is process-wide, so it is not probed per write
+while Prefect's task threads run).
 """
 
 from __future__ import annotations
@@ -17,6 +23,28 @@ from pathlib import Path
 from typing import Any
 
 
+def _read_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+UMASK = _read_umask()
+FILE_MODE = 0o666 & ~UMASK  # what open(path, "w") gives a new file
+DIR_MODE = 0o777 & ~UMASK  # what mkdir gives a new folder
+
+
+def staging_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
+    """A new empty folder in ``parent`` (made if needed) with a plain folder's mode, for
+    files that are moved into place as one rename (``tempfile.mkdtemp`` would make it 0700).
+    """
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    os.chmod(folder, DIR_MODE)
+    return folder
+
+
 def write_bytes(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
     path = Path(path)
@@ -27,6 +55,7 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -55,6 +84,7 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
     os.close(fd)
     try:
         writer(Path(tmp))
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -72,7 +102,7 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".staging", dir=target.parent))
+    stage = staging_dir(target.parent, f".{target.name}.", ".staging")
     try:
         yield stage
     except BaseException:

@@ -19,6 +19,13 @@ next export of that architecture copies the new weights into it. No library does
 weight swap; it is a few lines of ``onnx.numpy_helper``. The parity check after every
 export stays the proof: a template that disagrees is discarded and the model re-exported
 (:func:`export_checked`).
+
+Fit to hand on. torch's exporter annotates every node with debugging metadata (its Python
+stack trace, FX node and module names): 367 absolute source paths of the building machine
+per demo file. They are removed (:func:`strip_build_annotations`) before the file is written
+or kept as a template. What a serving team needs is added instead (:func:`serving_metadata`):
+the registry version, the input contract (NCHW float32 pixels in [0, 1]; the normalisation
+is inside the graph, its mean and std are stated) and the classes the revision retired.
 """
 
 from __future__ import annotations
@@ -71,6 +78,96 @@ class Exported:
     graph_key: str
 
 
+def input_contract(input_shape: list[int], normalization: dict[str, list[float]]) -> dict:
+    """What the exported graph expects as input.
+
+    Args:
+        input_shape: (C, H, W) of one image, as the checkpoint records it.
+        normalization: the model's per-channel ``mean`` and ``std`` (``ZooModel.norm``).
+
+    Returns:
+        The contract as a JSON-able dict: input name, layout, shape with a dynamic batch,
+        dtype, pixel range and the normalisation the graph applies itself.
+    """
+    return {
+        "name": "images",
+        "layout": "NCHW",
+        "shape": ["batch", *[int(v) for v in input_shape]],
+        "dtype": "float32",
+        "pixel_range": [0.0, 1.0],
+        "normalisation": "applied inside the graph: (x - mean) / std per channel; "
+        "feed [0, 1] pixels, not standardised ones",
+        "mean": [float(v) for v in normalization.get("mean", [])],
+        "std": [float(v) for v in normalization.get("std", [])],
+        "output": "logits (batch, n_classes); class order as in class_names",
+    }
+
+
+def serving_metadata(
+    meta: Any, version: str | None, retired_classes: list[str] | tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """The metadata every exported file carries for its serving team.
+
+    Args:
+        meta: the model's ``CheckpointMeta`` (classes, input shape, normalisation).
+        version: the registry version the file is registered as, or ``None`` (unregistered).
+        retired_classes: class names whose training images the model was made to forget
+            (still outputs of the graph: the head keeps its shape).
+
+    Returns:
+        ``registry_version``, ``class_names``, ``retired_classes`` and ``input``.
+    """
+    return {
+        "registry_version": version or "unregistered",
+        "class_names": [str(c) for c in meta.class_names],
+        "retired_classes": [str(c) for c in retired_classes],
+        "input": input_contract(meta.input_shape, meta.normalization),
+    }
+
+
+def strip_build_annotations(proto: Any) -> int:
+    """Remove the exporter's debugging annotations from every node (graph, subgraphs and
+    functions): node metadata and doc strings, which hold the building machine's source
+    paths and stack traces. Returns how many entries were removed. The graph's computation
+    is untouched (names, attributes and initializers are kept)."""
+    import onnx
+
+    removed = 0
+
+    def clean_graph(graph: Any) -> None:
+        nonlocal removed
+        removed += len(graph.metadata_props) + bool(graph.doc_string)
+        del graph.metadata_props[:]
+        graph.doc_string = ""
+        for info in [*graph.input, *graph.output, *graph.value_info, *graph.initializer]:
+            if hasattr(info, "metadata_props"):
+                removed += len(info.metadata_props)
+                del info.metadata_props[:]
+        clean_nodes(graph.node)
+
+    def clean_nodes(nodes: Any) -> None:
+        nonlocal removed
+        for node in nodes:
+            removed += len(node.metadata_props) + bool(node.doc_string)
+            del node.metadata_props[:]
+            node.doc_string = ""
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:
+                    clean_graph(attr.g)
+                elif attr.type == onnx.AttributeProto.GRAPHS:
+                    for sub in attr.graphs:
+                        clean_graph(sub)
+
+    clean_graph(proto.graph)
+    for function in proto.functions:
+        removed += len(function.metadata_props) + bool(function.doc_string)
+        del function.metadata_props[:]
+        function.doc_string = ""
+        clean_nodes(function.node)
+    proto.doc_string = ""
+    return removed
+
+
 def export_onnx(
     model: torch.nn.Module,
     path: str | Path,
@@ -103,6 +200,7 @@ def export_onnx(
         proto = _trace(model, example, opset)
         if template is not None and _weights_are_initializers(proto, model):
             write_with(template, lambda tmp: onnx.save_model(proto, str(tmp)))
+    strip_build_annotations(proto)  # also a template written before annotations were removed
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, _metadata_strings(metadata or {}))
     try:
@@ -159,7 +257,9 @@ def _trace(model: torch.nn.Module, example: torch.Tensor, opset: int | None) -> 
         verbose=False,
         **kwargs,
     )
-    return program.model_proto
+    proto = program.model_proto
+    strip_build_annotations(proto)
+    return proto
 
 
 def _state(model: torch.nn.Module) -> dict[str, np.ndarray]:

@@ -53,6 +53,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
+from medunlearn.atomic import staging_dir
 from medunlearn.errors import Refusal
 from medunlearn.versioning import file_sha256
 
@@ -69,6 +70,9 @@ _ASSIGN = re.compile(r"^(?P<name>[^#@]+)#(?P<stage>[^#!]+)(?P<un>!?)#(?P<n>\d+)$
 
 
 _GTO_IMPORT = threading.Lock()
+
+
+SERVED_FILE = "model.onnx"  # what a serving folder must always hold
 
 
 def gto_api() -> Any:
@@ -541,9 +545,7 @@ class Registry:
                 "push_command": None if pushed else f"dvc push {dvc_file.relative_to(self.root)}",
                 "push_error": push_error,
             }
-            tmp_rec = Path(
-                tempfile.mkdtemp(dir=rec_dir.parent if rec_dir.parent.exists() else None)
-            )
+            tmp_rec = staging_dir(rec_dir.parent, ".record-")
             (tmp_rec / RECORD).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
             if card is not None:
                 markdown, text = card(full)
@@ -734,11 +736,10 @@ class Registry:
     def materialise(self, name: str, version: str) -> dict[str, str]:
         """Copy a revision's model files to ``serving_dir`` (swapped in as one folder) and
         return their sha256, which equal the record's."""
-        record = self.record(name, version)
+        record = self._require_servable(name, version)
         folder = self.files_dir(name, version)
         serving = self.root / self.serving_dir
-        serving.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".serving-", dir=serving.parent))
+        staging = staging_dir(serving.parent, ".serving-")
         try:
             for rel in record["artifacts"]:
                 target = staging / rel
@@ -761,6 +762,18 @@ class Registry:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
+    def _require_servable(self, name: str, version: str) -> dict[str, Any]:
+        """The version's record, refusing a version without an ONNX file (a rollback or
+        promotion must never leave the serving folder without one)."""
+        record = self.record(name, version)
+        if SERVED_FILE not in record["artifacts"]:
+            raise RegistryError(
+                f"{name} {version} has no {SERVED_FILE} (registered before every version was "
+                f"exported); serving it would leave {self.serving_dir} without one: register "
+                "the model again (medunlearn train) and serve that version"
+            )
+        return record
+
     def served(self) -> dict[str, Any] | None:
         """What ``serving_dir`` holds (``SERVING.json``), or None."""
         path = self.root / self.serving_dir / "SERVING.json"
@@ -772,6 +785,7 @@ class Registry:
     def _serve_then_tag(self, name: str, version: str, tag: Callable[[], None]) -> dict:
         """Swap the production files in, then write the stage tag(s); if tagging fails the
         previous production files are put back, so registry and serving never disagree."""
+        self._require_servable(name, version)  # before anything is journalled or moved
         before = self.served()
         previous = (before or {}).get("version") if (before or {}).get("model") == name else None
         self._journal({"op": "serve", "model": name, "version": version, "previous": previous})

@@ -19,10 +19,12 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import save_checkpoint
+from medunlearn.checkpoint import load_checkpoint, save_checkpoint
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.export import ExportError, export_checked
+from medunlearn.export import ExportError, export_checked, serving_metadata
 from medunlearn.revision import CandidateResult
+from medunlearn.unlearn.request import retired_classes
+from medunlearn.versioning import file_sha256
 from tasks.compose_candidates import load_run
 from tasks.load_revision_inputs import RevisionInputs
 
@@ -41,9 +43,12 @@ def export_revision(
     out_dir: str,
     atol: float = 1e-4,
     graph_cache: str | None = None,
+    version: str | None = None,
 ) -> dict[str, Any]:
     """ONNX export + checker + onnxruntime parity on the validation images, then the
-    checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``."""
+    checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``. The ONNX metadata names
+    ``version`` (the registry version planned for it), the input contract and the classes
+    the revision retired (``medunlearn.export.serving_metadata``)."""
     logger = get_run_logger()
     model, meta = load_run(run)
     rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)
@@ -67,22 +72,13 @@ def export_revision(
         "parent_model_sha256": inputs.deployed_sha256,
         "candidate": selected.name,
         "metrics": metrics,
-        "class_names": list(meta.class_names),
+        **serving_metadata(meta, version, retired_classes(inputs.manifest, inputs.request)),
     }
     onnx_path = Path(out_dir) / "model.onnx"
     candidate_path = Path(out_dir) / "model.pt"
     staging = onnx_path.with_name(f".model.onnx.{os.getpid()}.staging")
-    example = data.val.all_images()[:2] if data.val.in_memory else _first_images(data.val, 2)
     try:
-        exported, parity = export_checked(
-            model, staging, example, data.val, metadata, atol, graph_cache
-        )
-        if not parity.passed:
-            raise ExportError(
-                f"ONNX parity failed on {parity.n_images} validation images: max |diff| "
-                f"{parity.max_abs_diff:.2e} (bound {atol}), labels identical: "
-                f"{parity.labels_identical}"
-            )
+        exported, parity = export_or_refuse(model, staging, data, metadata, atol, graph_cache)
         meta.extra = {**meta.extra, "revision_id": rev, "candidate": selected.name}
         meta.metrics = {"revision": metrics, "gates": selected.gates}
         save_checkpoint(candidate_path, model, meta)
@@ -105,6 +101,53 @@ def export_revision(
         "graph_from_template": exported.from_template,
         "metadata": metadata,
     }
+
+
+@task(name="export-onnx-trained", cache_policy=NO_CACHE)
+def export_trained(
+    checkpoint: str,
+    data: DatasetSplits,
+    out_path: str,
+    version: str | None,
+    atol: float = 1e-4,
+) -> dict[str, Any]:
+    """Export a trained (deployed) model's checkpoint to ``out_path``, so the first
+    registered version has its ONNX file like every revision (a rollback to it never leaves
+    the serving folder without one). Same checks as :func:`export_revision`; nothing is
+    retired yet."""
+    model, meta = load_checkpoint(checkpoint)
+    metadata = {
+        "data_version": meta.data_version or "unversioned",
+        "model_sha256": file_sha256(checkpoint),
+        **serving_metadata(meta, version),
+    }
+    _, parity = export_or_refuse(model, Path(out_path), data, metadata, atol, None)
+    get_run_logger().info("%s: parity max |diff| %.2e", out_path, parity.max_abs_diff)
+    return {"onnx": out_path, "parity": parity.to_dict(), "metadata": metadata}
+
+
+def export_or_refuse(
+    model: Any,
+    path: Path,
+    data: DatasetSplits,
+    metadata: dict[str, Any],
+    atol: float,
+    graph_cache: str | None,
+) -> tuple[Any, Any]:
+    """``export_checked`` on the validation images; a failed parity check raises.
+
+    Raises:
+        ExportError: ``onnx.checker`` refused the graph, or onnxruntime and PyTorch disagree.
+    """
+    example = data.val.all_images()[:2] if data.val.in_memory else _first_images(data.val, 2)
+    exported, parity = export_checked(model, path, example, data.val, metadata, atol, graph_cache)
+    if not parity.passed:
+        raise ExportError(
+            f"ONNX parity failed on {parity.n_images} validation images: max |diff| "
+            f"{parity.max_abs_diff:.2e} (bound {atol}), labels identical: "
+            f"{parity.labels_identical}"
+        )
+    return exported, parity
 
 
 def _first_images(images, n: int):

@@ -162,6 +162,19 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
             "--why",
             "first model",
         )
+    # the first version has its ONNX file too (metadata naming it), readable by a serving
+    # user like a plain file (never tempfile's 0600), and production serves it
+    from medunlearn.export import read_metadata
+
+    first = project / "models" / "classifier" / "v1.0.0" / "model.onnx"
+    assert read_metadata(first)["registry_version"] == "v1.0.0"
+    served = project / "models" / "production" / "model.onnx"
+    assert served.read_bytes() == first.read_bytes()
+    plain = project / "plain-file"
+    plain.write_text("x")
+    for path in (served, served.with_name("model.pt")):
+        assert path.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    plain.unlink()
     run(project, *cli, "revise")
     rows = {r["version"]: r for r in json.loads(run(project, *cli, "registry", "--json"))}
     assert rows["v1.0.0"]["stages"] == ["production"]

@@ -265,3 +265,42 @@ def test_evidence_caveats(gates, baseline, expected) -> None:
     from medunlearn.revision import evidence_caveats
 
     assert evidence_caveats(gates, baseline) == expected
+
+
+def test_exported_file_has_no_build_paths_and_states_its_contract(
+    tmp_path, demo_model, demo_splits
+) -> None:
+    """torch's exporter writes its stack traces (this machine's source paths) into every
+    node; the file handed on must carry none, and must say what input it expects."""
+    import json
+    import re
+    from pathlib import Path
+
+    import onnx
+
+    import medunlearn
+    from medunlearn.checkpoint import CheckpointMeta
+    from medunlearn.export import serving_metadata
+
+    meta = CheckpointMeta.for_model(demo_model, [str(i) for i in range(10)], 28)
+    example = demo_splits.val.all_images()[:2]
+    cache = tmp_path / "graphs"
+    for name in ("traced.onnx", "templated.onnx"):  # the second reuses the first's graph
+        path = tmp_path / name
+        export_onnx(
+            demo_model, path, example, serving_metadata(meta, "v1.2.0", ["3"]), graph_cache=cache
+        )
+        blob = path.read_bytes()
+        source_root = str(Path(medunlearn.__file__).resolve().parent.parent).encode()
+        assert source_root not in blob and b"site-packages" not in blob
+        assert not re.search(rb"\.py\b", blob), "no Python source file named"
+        proto = onnx.load(str(path))
+        assert all(len(n.metadata_props) == 0 for n in proto.graph.node)
+        props = read_metadata(path)
+        assert props["registry_version"] == "v1.2.0"
+        assert json.loads(props["retired_classes"]) == ["3"]
+        contract = json.loads(props["input"])
+        assert contract["shape"] == ["batch", 1, 28, 28] and contract["pixel_range"] == [0, 1]
+        assert contract["mean"] == pytest.approx(demo_model.norm.mean.flatten().tolist())
+        assert contract["std"] == pytest.approx(demo_model.norm.std.flatten().tolist())
+        assert check_parity(demo_model, path, demo_splits.val).passed  # stripping kept the graph

@@ -256,6 +256,7 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
         files = tmp_path / "models" / f".{version}"
         files.mkdir(parents=True)
         (files / "weights.bin").write_bytes(version.encode())
+        (files / "model.onnx").write_bytes(version.encode())
         record = {
             "kind": "unlearned",
             "gates": {"passed": True},

@@ -598,6 +598,7 @@ def test_revision_is_registered_with_production_as_parent(
     first = tmp_path / "models" / ".first"
     first.mkdir()
     shutil.copy2(tmp_path / "models" / "deployed.pt", first / "model.pt")
+    export_first(first)
     reg.register("classifier", first, {"gates": {"passed": True}, "kind": "trained"}, "v1.0.0")
     reg.promote("classifier", "v1.0.0", "staging", "tester", "first")
     reg.promote("classifier", "v1.0.0", "production", "tester", "first")
@@ -934,3 +935,13 @@ def test_every_report_says_what_a_pass_cannot_show(
     }
     for where, text in shown.items():
         assert caveat in text, f"{where} does not say '{caveat}'"
+
+
+def export_first(folder: Path) -> None:
+    """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
+    import torch
+
+    from medunlearn.export import export_onnx
+
+    model, _ = load_checkpoint(folder / "model.pt")
+    export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))

@@ -682,3 +682,23 @@ def test_a_kill_at_any_step_of_a_registry_write_is_repaired(tmp_path, point, act
         reg.rollback("classifier", "production", "v1.0.0", "ann", "x")
         assert (repo / "models/production/model.pt").read_bytes() == b"A" * 64
     assert reg.served()["version"] == reg.current("classifier", "production")
+
+
+def test_a_version_without_an_onnx_file_is_never_served(tmp_path: Path) -> None:
+    """Serving always holds an ONNX file: promoting (or rolling back to) a version registered
+    without one is refused before anything moves."""
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    reg.register("classifier", source(repo, b"A" * 64), {"gates": PASSED}, "v1.0.0")
+    for stage in ("staging", "production"):
+        reg.promote("classifier", "v1.0.0", stage, "ann", "first model")
+    bare = repo / "src-bare"
+    bare.mkdir()
+    (bare / "model.pt").write_bytes(b"B" * 64)
+    reg.register("classifier", bare, {"gates": PASSED}, "v1.1.0", stages=("staging",))
+    served = {p.name: p.read_bytes() for p in (repo / "models/production").iterdir()}
+    with pytest.raises(RegistryError, match=r"v1.1.0 has no model.onnx"):
+        reg.promote("classifier", "v1.1.0", "production", "ann", "try")
+    assert {p.name: p.read_bytes() for p in (repo / "models/production").iterdir()} == served
+    assert reg.stages("classifier")["production"] == "v1.0.0"
+    assert not reg.interrupted()

@@ -83,3 +83,56 @@ def test_request_file_hash_and_errors(tmp_path) -> None:
 def test_request_selecting_nothing_is_refused(demo_splits) -> None:
     with pytest.raises(RequestError, match="selects no training rows"):
         cohort_masks(demo_splits.manifest, ForgetRequest("class_retirement", {"labels": ["42"]}))
+
+
+def _tiny_manifest():
+    import pandas as pd
+
+    rows = [  # (label, split): a, b and c each have 2 training rows
+        ("a", "train"),
+        ("a", "train"),
+        ("b", "train"),
+        ("b", "train"),
+        ("c", "train"),
+        ("c", "train"),
+        ("a", "test"),
+        ("b", "test"),
+        ("c", "test"),
+    ]
+    return pd.DataFrame(
+        {
+            "image_id": [f"i{k}" for k in range(len(rows))],
+            "label": [r[0] for r in rows],
+            "split": [r[1] for r in rows],
+            "device": ["d1", "d2", "d1", "d1", "d1", "d2", "d1", "d1", "d1"],
+            "patient_id": [f"p{k}" for k in range(len(rows))],
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("request_", "retired"),
+    [
+        (ForgetRequest("class_retirement", {"labels": ["b"]}), ["b"]),
+        (ForgetRequest("class_retirement", {"labels": ["a", "c"]}), ["a", "c"]),
+        # half of b's patients: b is still taught, nothing retired
+        (ForgetRequest("class_retirement", {"labels": ["b"]}, fraction=0.5), []),
+        # a device request removes all of b's training rows (both on d1) but retires nothing
+        (ForgetRequest("device_deprecation", {"devices": ["d1"], "labels": ["b"]}), []),
+        # a retirement of "a" on one device leaves a's d2 row: a is not retired
+        (ForgetRequest("class_retirement", {"labels": ["a"], "devices": ["d1"]}), []),
+        (
+            ForgetRequest(
+                "consent_withdrawal",
+                {"patient_ids": ["p0"]},
+                carried=(ForgetRequest("class_retirement", {"labels": ["c"]}),),
+                inherited=(ForgetRequest("class_retirement", {"labels": ["b"]}),),
+            ),
+            ["b", "c"],
+        ),
+    ],
+)
+def test_retired_classes(request_, retired) -> None:
+    from medunlearn.unlearn.request import retired_classes
+
+    assert retired_classes(_tiny_manifest(), request_) == retired

@@ -66,6 +66,7 @@ def registry_project(tmp: Path, demo_dir: Path, demo_model, request: dict, **mai
     first = tmp / "models" / ".first"
     first.mkdir()
     shutil.copy2(tmp / "models" / "deployed.pt", first / "model.pt")
+    export_first(first)
     reg = Registry(tmp)
     reg.register("classifier", first, {"gates": {"passed": True}, "kind": "trained"}, "v1.0.0")
     reg.promote("classifier", "v1.0.0", "staging", "tester", "first")
@@ -536,3 +537,14 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
     assert [t["val_tuning_gap"] for t in dask["tuning"]] == pytest.approx(
         [t["val_tuning_gap"] for t in seq["tuning"]], abs=1e-6
     )
+
+
+def export_first(folder: Path) -> None:
+    """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
+    import torch
+
+    from medunlearn.checkpoint import load_checkpoint
+    from medunlearn.export import export_onnx
+
+    model, _ = load_checkpoint(folder / "model.pt")
+    export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))

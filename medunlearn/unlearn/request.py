@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import yaml
 
 from medunlearn.data.dataset import select_rows
 from medunlearn.data.images import LabelledImages
+from medunlearn.data.manifest import sort_labels
 from medunlearn.errors import Refusal
 
 REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
@@ -253,6 +254,32 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
     if request.inherited:  # training rows forgotten by the starting model: in no cohort
         masks.counts["inherited_train"] = int(inherited_train.sum())
     return masks
+
+
+def retired_classes(manifest: pd.DataFrame, request: ForgetRequest) -> list[str]:
+    """The classes a revision retires: for each class-retirement request it applies (its
+    own, the ``carried`` and the ``inherited`` ones), the labels all of whose training rows
+    that request forgets. A retirement of part of a class (``fraction``) retires nothing.
+
+    Args:
+        manifest: the dataset's manifest (``label`` and ``split`` columns, labels as text).
+        request: the revision's request, with its earlier requests attached.
+
+    Returns:
+        Class names, in the manifest's label order (``sort_labels``).
+    """
+    manifest = manifest.reset_index(drop=True)
+    train = manifest["split"].to_numpy() == "train"
+    labels = manifest["label"].astype(str).to_numpy()
+    retired: set[str] = set()
+    for one in (request, *request.carried, *request.inherited):
+        if one.reason != "class_retirement":
+            continue
+        forget = cohort_masks(manifest, replace(one, carried=(), inherited=())).forget_train
+        for label in set(labels[forget]):
+            if not (train & (labels == label) & ~forget).any():
+                retired.add(str(label))
+    return sort_labels(sorted(retired)) if retired else []
 
 
 DEFAULT_MAX_FORGET_FRACTION = 0.3  # validation.max_forget_fraction when the file leaves it out
