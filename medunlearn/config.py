@@ -40,11 +40,15 @@ def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
 def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load the whole params file as a dict, checked against the settings schema.
 
+    Also applies ``data.max_image_pixels`` (the largest image any step decodes) to this
+    process (``medunlearn.data.decode.set_max_pixels``).
+
     Raises:
         ConfigError: the file is missing, not YAML, or not a mapping of sections.
         medunlearn.settings.SettingsError: an unknown section or key, or a value of the
             wrong type or out of range (named by its key path).
     """
+    from medunlearn.data.decode import set_max_pixels
     from medunlearn.settings import check_params  # it imports ConfigError from here
 
     path = Path(path)
@@ -56,7 +60,9 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    return check_params(params, path)
+    params = check_params(params, path)
+    set_max_pixels((params.get("data") or {}).get("max_image_pixels"))
+    return params
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:

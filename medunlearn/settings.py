@@ -66,6 +66,7 @@ class Data(_Section):
     seed: Seed | None = None
     root: str | None = None
     track_with_dvc: bool | None = None
+    max_image_pixels: Count | None = None
 
 
 class Train(_Section):

@@ -101,6 +101,21 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         },
     }
     (tmp_path / "empty.params.yaml").write_text(yaml.safe_dump(empty))
+    # a 60 x 50 image (3000 pixels) in row 2 against a 2500-pixel bound
+    from PIL import Image
+
+    (tmp_path / "img").mkdir()
+    Image.new("L", (28, 28)).save(tmp_path / "img" / "ok.png")
+    Image.new("L", (60, 50)).save(tmp_path / "img" / "big.png")
+    (tmp_path / "big.csv").write_text(
+        "image_id,path,label,split\n"
+        "a,img/ok.png,x,train\nb,img/big.png,y,train\nc,img/ok.png,x,val\nd,img/ok.png,y,test\n"
+    )
+    big = {
+        **empty,
+        "data": {**empty["data"], "path": str(tmp_path / "big.csv"), "max_image_pixels": 2500},
+    }
+    (tmp_path / "big.params.yaml").write_text(yaml.safe_dump(big))
     return {"dir": tmp_path}
 
 
@@ -112,6 +127,12 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         (["train", "--params", "{dir}/negative.yaml"], 1, "train.epochs: input should be"),
         (["prepare", "--params", "{dir}/empty.params.yaml"], 1, "{dir}/empty.csv: empty manifest"),
         (["request", "add", "{dir}/bad.yaml"], 1, "{dir}/bad.yaml: not valid YAML (line 2"),
+        (
+            ["prepare", "--params", "{dir}/big.params.yaml"],
+            1,
+            "row 2 (image_id=b), column 'path': {dir}/img/big.png: 60 x 50 pixels, more than "
+            "the 2,500 decoded at most (data.max_image_pixels",
+        ),
     ],
 )
 def test_a_refusal_is_one_line_with_its_status_and_no_traceback(tmp_path, args, status, message):

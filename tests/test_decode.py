@@ -255,3 +255,60 @@ def test_an_oversized_image_is_refused_before_decoding_naming_the_file(
         warnings.simplefilter("ignore")  # Pillow's DecompressionBombWarning
         with pytest.raises(DecodeError, match=r"huge\.png: .*pixels"):
             decode_file(path, 1)
+
+
+@pytest.fixture
+def small_bound():
+    """``data.max_image_pixels`` of 100 for one test, the default restored after."""
+    from medunlearn.data.decode import MAX_PIXELS, set_max_pixels
+
+    set_max_pixels(100)
+    yield
+    set_max_pixels(MAX_PIXELS)
+
+
+@pytest.mark.parametrize(
+    ("shape", "refused"),
+    [((10, 10), False), ((10, 11), True), ((1, 101), True), ((2, 50), False)],
+)
+@pytest.mark.parametrize("kind", ["png", "dicom"])
+def test_the_image_size_bound_is_a_setting(tmp_path, small_bound, shape, refused, kind) -> None:
+    """Bound 100 pixels: 10 x 10 passes, 10 x 11 is refused from the header (the DICOM's
+    pixel data is never decoded: it is truncated here, and still the size is named)."""
+    pixels = np.zeros(shape, dtype=np.uint16)
+    if kind == "png":
+        path = tmp_path / "x.png"
+        Image.fromarray(pixels.astype(np.uint8)).save(path)
+    else:
+        path = write_dicom(tmp_path / "x.dcm", pixels)
+        if refused:  # a header claiming the size over pixel data that does not hold it
+            import pydicom
+
+            ds = pydicom.dcmread(path)
+            ds.PixelData = ds.PixelData[:4]
+            ds.save_as(path)
+    if refused:
+        h, w = shape
+        with pytest.raises(
+            DecodeError, match=rf"x\.(png|dcm): {w} x {h} pixels, more than the 100"
+        ):
+            decode_file(path, 1)
+    else:
+        assert decode_file(path, 1).shape == (1, *shape)
+
+
+def test_load_params_applies_the_bound(tmp_path) -> None:
+    from medunlearn.config import load_params
+    from medunlearn.data.decode import MAX_PIXELS, max_pixels, set_max_pixels
+
+    (tmp_path / "small.yaml").write_text("data:\n  max_image_pixels: 4096\n")
+    (tmp_path / "default.yaml").write_text("data:\n  name: demo\n")
+    try:
+        load_params(tmp_path / "small.yaml")
+        assert max_pixels() == 4096
+        load_params(tmp_path / "default.yaml")  # unset: back to the default, not the last
+        assert max_pixels() == MAX_PIXELS == 100_000_000
+    finally:
+        set_max_pixels(MAX_PIXELS)
+    with pytest.raises(ValueError, match="positive integer"):
+        set_max_pixels(0)

@@ -29,11 +29,46 @@ PIL_8BIT = {"1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "
 PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 DICOM_GREY = {"MONOCHROME1", "MONOCHROME2"}
 DICOM_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
-# Largest image decoded, checked on the header before any pixel is read: 10^8 pixels (a
-# 10000 x 10000 export, 0.4 GB as float32) is far above any model input here and far
-# below what exhausts memory; Pillow's own guard (about 1.8 x 10^8) raises a bare
-# DecompressionBombError that names no file.
+# Largest image decoded by default (``data.max_image_pixels``), checked on the header before
+# any pixel is read: 10^8 pixels (a 10000 x 10000 export, 0.4 GB as float32) is far above any
+# model input here and far below what exhausts memory; Pillow's own guard (about 1.8 x 10^8)
+# raises a bare DecompressionBombError that names no file.
 MAX_PIXELS = 100_000_000
+_max_pixels = MAX_PIXELS
+
+
+def set_max_pixels(limit: int | None) -> int:
+    """Set the largest image (width x height, pixels) any later decode accepts, for the
+    whole process: ``medunlearn.config.load_params`` applies ``data.max_image_pixels`` (or
+    :data:`MAX_PIXELS` when unset) each time a command loads its settings, so every step
+    that opens images (prepare, validation, training, drift) obeys the same bound without
+    each passing it on. Returns the bound now in force.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer.
+    """
+    global _max_pixels
+    limit = MAX_PIXELS if limit is None else limit
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"max_image_pixels must be a positive integer, not {limit!r}")
+    _max_pixels = limit
+    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own guard: a warning above, an error at twice
+    return limit
+
+
+def max_pixels() -> int:
+    """The bound in force (see :func:`set_max_pixels`)."""
+    return _max_pixels
+
+
+def _too_large(path: Path, width: int, height: int) -> DecodeError | None:
+    if width * height <= _max_pixels:
+        return None
+    return DecodeError(
+        f"{path}: {width} x {height} pixels, more than the {_max_pixels:,} decoded at most "
+        "(data.max_image_pixels; a decompression bomb or a whole-slide image): export a "
+        "downsampled image or raise the bound"
+    )
 
 
 class DecodeError(ManifestError):
@@ -68,13 +103,9 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
     """PNG/JPEG/BMP/TIFF with Pillow (see the table in :mod:`medunlearn.data.images`)."""
     try:
         with Image.open(path) as im:
-            width, height = im.size
-            if width * height > MAX_PIXELS:
-                raise DecodeError(
-                    f"{path}: {width} x {height} pixels, more than the {MAX_PIXELS:,} "
-                    "decoded at most (a decompression bomb or a whole-slide image): "
-                    "export a downsampled image"
-                )
+            too_large = _too_large(path, *im.size)
+            if too_large is not None:
+                raise too_large
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
                 raise DecodeError(
@@ -107,7 +138,8 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
             array = np.asarray(im, dtype=np.float32) / 255.0
     except Image.DecompressionBombError as exc:  # above Pillow's bound, before its header
         raise DecodeError(
-            f"{path}: more than {MAX_PIXELS:,} pixels (Pillow: {exc}); export a downsampled image"
+            f"{path}: more than {_max_pixels:,} pixels (data.max_image_pixels; Pillow: "
+            f"{exc}); export a downsampled image"
         ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
@@ -193,6 +225,9 @@ def decode_dicom(path: Path, channels: int) -> np.ndarray:
             f"{path}: DICOM with {frames} frames; 3-D volumes and multi-frame series are not "
             "supported: export one 2-D image per file"
         )
+    too_large = _too_large(path, int(ds.get("Columns", 0) or 0), int(ds.get("Rows", 0) or 0))
+    if too_large is not None:  # from the header, before the pixel data is decoded
+        raise too_large
     interpretation = str(ds.get("PhotometricInterpretation", "")).strip().upper()
     if interpretation not in DICOM_GREY | DICOM_COLOUR | {"PALETTE COLOR"}:
         raise DecodeError(
