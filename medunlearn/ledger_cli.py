@@ -17,6 +17,7 @@ from pathlib import Path
 
 from medunlearn.config import load_params, project_root
 from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
+from medunlearn.privacy import check_project_text
 from medunlearn.unlearn.request import (
     ForgetRequest,
     RequestError,
@@ -77,6 +78,7 @@ def run(
     try:
         ledger = open_ledger(params_path)
         if action == "reject":
+            check_project_text(params_path, {"--why": why})
             print(reject(ledger, params_path, str(request_id), by, why))
             return
         if action == "add":

@@ -21,6 +21,7 @@ import sys
 from typing import Any
 
 from medunlearn.config import load_params, project_root
+from medunlearn.privacy import check_project_text
 from medunlearn.registry import STAGES, Registry, RegistryError
 
 HEADLINE = (
@@ -136,6 +137,15 @@ def run(command: str, params_path: str, **kw: Any) -> None:
         elif command == "promote":
             from medunlearn.ledger_cli import rejected_requests
 
+            check_project_text(
+                params_path,
+                {
+                    "--why": kw.get("why"),
+                    "--allow-regression": kw.get("allow_regression"),
+                    "--accept": kw.get("accept"),
+                },
+            )
+
             refused = rejected_requests(params_path, registry.record(kw["model"], kw["version"]))
             if refused:
                 raise RegistryError(
@@ -154,6 +164,10 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             verb = "already in" if out.get("unchanged") else "promoted to"
             print(f"{kw['model']} {kw['version']} {verb} {kw['to']}")
         elif command == "rollback":
+            check_project_text(
+                params_path,
+                {"--why": kw.get("why"), "--allow-regression": kw.get("allow_regression")},
+            )
             out = registry.rollback(
                 kw["model"],
                 kw["stage"],

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from medunlearn.ledger import Ledger, LedgerError
+from medunlearn.privacy import IdentifierInText
 from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
 
 MANIFEST = pd.DataFrame(
@@ -287,6 +288,24 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     ledger.set_status([served], "applied in v1.0.0")
     refused(pending, "why (--why)", why=" ")  # a rejection says why
     refused("req-nope", "no request")
+    # a reason naming a patient of the ledger is refused (it would go into git): exit 1,
+    # the option named, the id never echoed, nothing changed
+    for why in ("P3 asked us to stop", "rolled back for patient-P3.", "see P1"):
+        with pytest.raises(IdentifierInText, match=r"^--why names a patient") as named:
+            reject(pending, why=why)
+        assert "P3" not in str(named.value) and "P1" not in str(named.value)
+    assert next(e for e in ledger.entries() if e["id"] == pending)["status"] == "pending"
+    with pytest.raises(IdentifierInText, match="--allow-regression names"):
+        registry_cli.run(
+            "rollback",
+            params,
+            model="classifier",
+            stage="production",
+            to=None,
+            by="b",
+            why="undo",
+            allow_regression="P1 is fine",
+        )
     reject(candidate_only)
     reject(pending)
     refused(pending, "already rejected")
