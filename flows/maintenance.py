@@ -45,7 +45,7 @@ from medunlearn.ledger import (
 )
 from medunlearn.records import unlearned_record
 from medunlearn.refusal import quiet_refusals
-from medunlearn.registry import active_registry
+from medunlearn.registry import RegistryBusy, active_registry
 from medunlearn.revision import (
     GatesFailed,
     evidence_caveats,
@@ -146,7 +146,7 @@ def revise_pending(params_path: str, refresh_cache: bool = False) -> dict[str, A
             revisions.append(revise_and_settle(params_path, None, refresh_cache, entry["id"]))
         except AlreadyApplied as exc:
             logger.info("nothing to do: %s", exc)
-        except (*SETTINGS_ERRORS, CheckpointError):  # the setup's: every request would fail
+        except (*SETTINGS_ERRORS, CheckpointError, RegistryBusy):  # every request would fail
             raise
         except Refusal as exc:  # settled in the ledger as rejected; the queue goes on
             logger.error("request %s refused: %s: %s", entry["id"], type(exc).__name__, exc)
@@ -184,13 +184,15 @@ def revise_and_settle(
     scheduled run no longer retries it (submitting it again does). A settings error is
     the configuration's, not the request's: the request stays pending for the fixed run.
     A wrong deployed checkpoint is the setup's too. The status names the error's kind and
-    the step only: messages can name rows, the ledger is in git."""
+    the step only: messages can name rows, the ledger is in git. A busy registry (another
+    run holds it, or took the planned version) is nobody's fault: the request stays pending
+    and the next run tries it again."""
     clock = Timings()
     try:
         return revise_request(params_path, request, refresh_cache, ledger_id, clock)
     except AlreadyApplied:
         raise
-    except (*SETTINGS_ERRORS, CheckpointError):  # the setup's fault, not the request's
+    except (*SETTINGS_ERRORS, CheckpointError, RegistryBusy):  # not the request's fault
         raise
     except Exception as exc:
         if isinstance(exc, GatesFailed):

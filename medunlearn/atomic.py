@@ -57,10 +57,18 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
             os.fsync(handle.fileno())
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _naming(exc, path) from exc
     return path
+
+
+def _naming(exc: BaseException, path: Path) -> BaseException:
+    """An ``OSError`` raised while writing (a full disk: ``write`` names no file) as one
+    naming the target, so the one-line refusal says which file could not be written."""
+    if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+        return OSError(exc.errno, exc.strerror, str(path))
+    return exc
 
 
 def write_text(path: str | Path, text: str) -> Path:
@@ -86,9 +94,9 @@ def write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
         writer(Path(tmp))
         os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise
+        raise _naming(exc, path) from exc
     return path
 
 

@@ -104,6 +104,11 @@ class RegistryError(Refusal, RuntimeError):
     exit_code = 2  # documented: promote and rollback refusals exit 2
 
 
+class RegistryBusy(RegistryError):
+    """Another run holds the registry lock, or registered the version this run planned:
+    nothing was written; running again succeeds (a request stays pending)."""
+
+
 @dataclass(frozen=True)
 class StageEvent:
     """One GTO assignment (or unassignment) tag, in the artifact's tag order ``number``."""
@@ -321,7 +326,7 @@ class Registry:
         try:
             lock.acquire()
         except Timeout as exc:
-            raise RegistryError(
+            raise RegistryBusy(
                 f"registry busy: another run holds {self.root / LOCK} "
                 f"(waited {self.lock_timeout:.0f} s); retry when it has finished"
             ) from exc
@@ -498,7 +503,7 @@ class Registry:
                 return {**self.record(name, same), "existing": True}
             semver(version)
             if version in self.versions(name):
-                raise RegistryError(
+                raise RegistryBusy(
                     f"version taken: {name} {version} was registered by another run while "
                     f"this one ran; nothing was registered, run it again"
                 )

@@ -33,3 +33,29 @@ def test_written_files_and_folders_get_a_plain_mode(tmp_path, umask) -> None:
     assert mode("staged") == mode("plain-dir")
     if umask == 0o022:  # by hand: 0666 & ~022, 0777 & ~022
         assert (mode("a.txt"), mode("staged")) == (0o644, 0o755)
+
+
+@pytest.mark.parametrize("how", ["write_text", "write_with"])
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(tmp_path, monkeypatch, how) -> None:
+    """``write`` on a full disk raises ENOSPC without a file name; the refusal must name
+    the file, and the old content and the folder stay as they were."""
+    import errno
+    import os
+
+    from medunlearn import atomic
+
+    target = tmp_path / "metrics.json"
+    target.write_text("old")
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    if how == "write_text":
+        monkeypatch.setattr(os, "fsync", full)
+        call = lambda: atomic.write_text(target, "new")  # noqa: E731
+    else:
+        call = lambda: atomic.write_with(target, lambda p: full())  # noqa: E731
+    with pytest.raises(OSError) as raised:
+        call()
+    assert raised.value.errno == errno.ENOSPC and raised.value.filename == str(target)
+    assert target.read_text() == "old" and sorted(tmp_path.iterdir()) == [target]

@@ -122,6 +122,44 @@ def test_a_crashed_request_ends_failed_committed_and_is_not_retried(
     assert tree_hashes(tmp_path) == before
 
 
+def test_a_busy_registry_leaves_the_request_pending(
+    tmp_path, prefect_harness, demo_dir, demo_model
+) -> None:
+    """Another process holds the registry lock through the whole run: the revision is
+    refused in one line naming the lock (exit status 2 at the CLI), nothing is registered,
+    and the request stays pending, so the next run tries it again (issue 27)."""
+    import flows.maintenance as maintenance
+    from medunlearn.ledger import Ledger
+    from medunlearn.registry import Registry, RegistryBusy
+
+    request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
+    params = registry_project(tmp_path, demo_dir, demo_model, request)
+    config = yaml.safe_load(params.read_text())
+    config["registry"]["lock_timeout"] = 1
+    params.write_text(yaml.safe_dump(config))
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from filelock import FileLock\n"
+            "lock = FileLock(sys.argv[1]); lock.acquire(); print('held', flush=True); time.sleep(600)",
+            str(tmp_path / ".medunlearn-registry.lock"),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RegistryBusy, match="registry busy: another run holds"):
+            maintenance.maintenance_flow(str(params), request)
+    finally:
+        holder.kill()
+        holder.wait()
+    (entry,) = Ledger(tmp_path / "ledger" / "requests.jsonl").entries()
+    assert entry["status"] == "pending"
+    assert Registry(tmp_path).versions("classifier") == ["v1.0.0"]
+
+
 def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
