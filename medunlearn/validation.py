@@ -167,6 +167,8 @@ def run_suite(
 def _describe(config: Any, detail: str) -> str:
     kwargs = {k: v for k, v in config.kwargs.items() if k not in ("column", "batch_id")}
     meta = (config.meta or {}).get("why", "")
+    if (config.meta or {}).get("names_the_failure"):  # e.g. the lost class, not every class
+        kwargs = {}
     parts = [p for p in (meta, detail, f"expected {kwargs}" if kwargs else "") if p]
     return "; ".join(parts)
 
@@ -634,7 +636,7 @@ def validate_cohorts(
         retain,
         [
             e.ExpectColumnDistinctValuesToContainSet(
-                column="label", value_set=keep, meta={"why": why}
+                column="label", value_set=keep, meta={"why": why, "names_the_failure": True}
             )
         ],
     )

@@ -85,6 +85,7 @@ def _finish(report: ValidationReport, inputs: RevisionInputs, report_path: str) 
         markdown=f"## Data validation\n\n```\n{report.summary()}\n```\n",
         description=f"GX suites for request {inputs.request.hash}",
     )
-    if not report.success:
-        get_run_logger().error("validation failed:\n%s", report.summary())
+    if not report.success:  # one line here: the refusal itself carries the block, once
+        first = report.summary().splitlines()[0].rstrip(":")
+        get_run_logger().error("validation failed: %s (report %s)", first, report_path)
     return report.raise_on_failure()

@@ -271,6 +271,8 @@ def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_
     assert "revision refused, input data:" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
     assert (proc.stderr + proc.stdout).count("revision refused") == 1
+    # the failed expectation is shown once (the task's log says one line; issue 27)
+    assert (proc.stderr + proc.stdout).count("required value") == 1, proc.stderr[-3000:]
     report = json.loads((tmp_path / "reports" / "validation.json").read_text())
     empty = next(o for o in report["outcomes"] if o["column"] == "label" and not o["success"])
     assert empty["examples"][0]["row"] == 6 and empty["examples"][0]["label"] is None

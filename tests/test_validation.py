@@ -115,6 +115,7 @@ def test_retained_class_must_survive(demo) -> None:
     # the lost class is named alone (issue 27: every class was listed)
     assert "retained class(es) ['7'] would have no image left in retain-train" in report.summary()
     assert "earlier request" not in report.summary()
+    assert "'8'" not in report.summary()  # the classes that stay are not listed
     # an earlier request kept forgotten is said to be part of it
     with_earlier = ForgetRequest(  # some '8' rows; an earlier request took every '7'
         "consent_withdrawal",
