@@ -313,8 +313,11 @@ def request_reject(
 def main(argv: list[str] | None = None) -> None:
     """Entry point; ``argv`` (without the program name) for tests and scripts. Usage errors
     exit 2 with Typer's message; success returns instead of exiting, so callers go on."""
+    from medunlearn.refusal import quiet_refusals
+
     args = list(sys.argv[1:] if argv is None else argv)
     check_settings(args)
+    quiet_refusals()  # every command: a refusal is said once, by the command, in one line
     try:
         app(args=args, prog_name="medunlearn")
     except SystemExit as exc:

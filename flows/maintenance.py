@@ -318,7 +318,7 @@ def revise_request(
     bounds = load_section("gates", params_path)
     params = load_params(params_path)
     registry, registry_off = active_registry(params, project_root(params_path))
-    if registry is not None and registry.interrupted():  # a killed run's half-made write
+    if registry is not None and (registry.interrupted() or registry.orphans()):  # killed runs
         logger.warning("registry repaired first: %s", registry.repair())
     model_name = str((params.get("registry") or {}).get("model", "classifier"))
     promotion = dict(params.get("promotion") or {})

@@ -37,12 +37,52 @@ DIR_MODE = 0o777 & ~UMASK  # what mkdir gives a new folder
 def staging_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
     """A new empty folder in ``parent`` (made if needed) with a plain folder's mode, for
     files that are moved into place as one rename (``tempfile.mkdtemp`` would make it 0700).
+    Its name carries this process's id (``<prefix><pid>-<random>``), so a folder a killed
+    run left behind is recognised and removed by :func:`remove_orphans`.
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=prefix, suffix=suffix, dir=parent))
+    folder = Path(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}-", suffix=suffix, dir=parent))
     os.chmod(folder, DIR_MODE)
     return folder
+
+
+def remove_orphans(parent: str | Path, prefixes: tuple[str, ...]) -> list[str]:
+    """Delete the staging folders in ``parent`` (``<prefix><pid>-...``, see
+    :func:`staging_dir`) whose process is no longer running on this machine: what a run
+    killed mid-write left behind. A folder of a live process (another run writing now) is
+    left alone. Returns the names removed."""
+    removed = []
+    for entry in orphans(parent, prefixes):
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry.name)
+    return removed
+
+
+def orphans(parent: str | Path, prefixes: tuple[str, ...]) -> list[Path]:
+    """The staging folders in ``parent`` whose process is no longer running."""
+    parent = Path(parent)
+    found = []
+    if not parent.is_dir():
+        return found
+    for entry in sorted(parent.iterdir()):
+        for prefix in prefixes:
+            rest = entry.name[len(prefix) :] if entry.name.startswith(prefix) else ""
+            pid = rest.split("-", 1)[0]
+            if entry.is_dir() and pid.isdigit() and not _alive(int(pid)):
+                found.append(entry)
+                break
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:

@@ -57,10 +57,21 @@ class Ledger:
     """The request ledger at ``path`` with its salt at ``salt_path``."""
 
     def __init__(
-        self, path: str | Path = "ledger/requests.jsonl", salt_path: str | Path | None = None
+        self,
+        path: str | Path = "ledger/requests.jsonl",
+        salt_path: str | Path | None = None,
+        model: str | None = None,
     ) -> None:
         self.path = Path(path)
         self.salt_path = Path(salt_path) if salt_path else self.path.with_name("salt")
+        # the registered model this ledger serves (``registry.model``): its new entries name
+        # it, and only its own entries (and entries naming no model, written before models
+        # were named) are pending, applied or carried for it; None: every entry
+        self.model = model
+
+    def mine(self, entry: dict[str, Any]) -> bool:
+        """Whether ``entry`` concerns this ledger's model (see ``model``)."""
+        return self.model is None or entry.get("model") in (None, self.model)
 
     # --- salt and tokens -----------------------------------------------------------------
     def salt(self, create: bool = False) -> bytes:
@@ -100,10 +111,12 @@ class Ledger:
         return out
 
     def pending(self) -> list[dict[str, Any]]:
-        return [e for e in self.entries() if e["status"] == "pending"]
+        """This model's pending entries, oldest first."""
+        return [e for e in self.entries() if self.mine(e) and e["status"] == "pending"]
 
     def applied(self) -> list[dict[str, Any]]:
-        return [e for e in self.entries() if e["status"].startswith("applied in ")]
+        """This model's applied entries (each carried by its later revisions)."""
+        return [e for e in self.entries() if self.mine(e) and e["status"].startswith("applied in ")]
 
     def _body(self, request: ForgetRequest, salt: bytes) -> tuple[str, dict[str, Any]]:
         """The entry id and body of ``request`` (ids tokenised): one request, one id."""
@@ -117,6 +130,8 @@ class Ledger:
             "fraction": request.fraction,
             "seed": request.seed,
         }
+        if self.model is not None:  # the same request for two models: two entries
+            body["model"] = self.model
         canonical = json.dumps(body, sort_keys=True)
         return "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :], body
 
@@ -246,7 +261,10 @@ def active_ledger(params: dict[str, Any], root: str | Path) -> Ledger | None:
     section = dict(params.get("ledger") or {})
     if not section.get("enabled", False):
         return None
-    return Ledger(Path(root) / section.get("path", "ledger/requests.jsonl"))
+    return Ledger(
+        Path(root) / section.get("path", "ledger/requests.jsonl"),
+        model=str((params.get("registry") or {}).get("model", "classifier")),
+    )
 
 
 def split_carried(

@@ -30,8 +30,7 @@ def open_ledger(params_path: str) -> Ledger:
     section = dict(params.get("ledger") or {})
     if not section.get("enabled", False):
         raise LedgerError(f"{params_path}: ledger.enabled is false")
-    root = project_root(params_path)
-    return Ledger(root / section.get("path", "ledger/requests.jsonl"))
+    return active_ledger(params, project_root(params_path))
 
 
 def check_against_data(params_path: str, request: ForgetRequest, file: str) -> None:
@@ -99,10 +98,12 @@ def run(
 
         table = Table(title=f"forget ledger ({ledger.path})")
         table.add_column("id", no_wrap=True, min_width=20)  # ids are copied into commands
-        for col in ("reason", "received", "status"):
+        for col in ("model", "reason", "received", "status"):
             table.add_column(col, overflow="fold")
-        for e in entries:
-            table.add_row(e["id"], e["reason"], e["received_at"], e["status"])
+        for e in entries:  # every model's; "any": written before entries named a model
+            table.add_row(
+                e["id"], e.get("model") or "any", e["reason"], e["received_at"], e["status"]
+            )
         console = Console()
         console.width = max(console.width, 110)  # ids whole, even in an 80-column terminal
         console.print(table)

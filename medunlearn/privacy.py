@@ -88,9 +88,15 @@ def check_free_text(
     known = set(known_ids)
     tokens = ledger_tokens(ledger) if ledger is not None else set()
     salt = ledger.salt() if tokens else None
+    known = {k.casefold() for k in known}
     for name, text in fields.items():
         for word in words(text or ""):
-            if word in known or (tokens and ledger.token(word, salt) in tokens):
+            # ids are matched whatever their case ("p0529" is P0529): the ledger's tokens
+            # are of the id as written, so each common casing is tried
+            spellings = {word, word.upper(), word.lower(), word.capitalize()}
+            if word.casefold() in known or (
+                tokens and any(ledger.token(w, salt) in tokens for w in spellings)
+            ):
                 raise IdentifierInText(
                     f"{name} names a patient or image identifier; write the reason without "
                     "it (it is stored in git tags and the ledger, which are shared)"

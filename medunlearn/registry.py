@@ -43,7 +43,6 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -53,7 +52,7 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from medunlearn.atomic import staging_dir
+from medunlearn.atomic import orphans, remove_orphans, staging_dir
 from medunlearn.errors import Refusal
 from medunlearn.versioning import file_sha256
 
@@ -361,11 +360,41 @@ class Registry:
         does first anyway); returns what was done, or None when nothing was pending."""
         lock = self._acquire()
         try:
-            return self._recover()
+            did = [d for d in (self._recover(quiet=True), self._remove_orphans()) if d]
+            return "; ".join(did) or None
         finally:
             lock.release()
 
-    def _recover(self) -> str | None:
+    def orphans(self) -> bool:
+        """Whether a killed run left a staging folder behind (:meth:`repair` removes it)."""
+        return any(orphans(folder, prefixes) for folder, prefixes in self._staging_parents())
+
+    def _staging_parents(self) -> list[tuple[Path, tuple[str, ...]]]:
+        """(folder, name prefixes) of every place a run stages files before a rename."""
+        serving = (self.root / self.serving_dir).parent
+        places = [
+            (self.root / self.models_dir, (".revision-",)),
+            (serving, (".serving-old-", ".serving-")),
+        ]
+        records = self.root / self.records_dir
+        if records.is_dir():
+            places += [(m, (".record-",)) for m in records.iterdir() if m.is_dir()]
+        return places
+
+    def _remove_orphans(self) -> str | None:
+        """Remove the staging folders of runs that are no longer running (a kill during an
+        export, a record or a serving swap leaves one); a live run's are left alone."""
+        removed = []
+        for folder, prefixes in self._staging_parents():
+            removed += [
+                (folder / n).relative_to(self.root).as_posix()
+                for n in remove_orphans(folder, prefixes)
+            ]
+        return (
+            f"removed staging folder(s) of killed runs: {', '.join(removed)}" if removed else None
+        )
+
+    def _recover(self, quiet: bool = False) -> str | None:
         """Complete or undo the write recorded in the journal (the lock is held).
 
         A registration whose commit exists is completed (register tag, then each planned
@@ -419,7 +448,8 @@ class Registry:
         for leftover in serving_parent.glob(".serving-*"):  # a swap killed mid-way
             shutil.rmtree(leftover, ignore_errors=True)
         self._end_journal()
-        logging.getLogger(__name__).warning("registry repaired: %s", did)
+        if not quiet:  # repair()'s caller reports it itself (said once)
+            logging.getLogger(__name__).warning("registry repaired: %s", did)
         return did
 
     def _recover_register(self, state: dict[str, Any]) -> str:
@@ -629,15 +659,14 @@ class Registry:
                         f"({'; '.join(caveats)}); pass --accept REASON to promote anyway"
                     )
                 regressions = self.regressions(name, version)
-                if regressions and not allow_regression:
+                if regressions and not (allow_regression or "").strip():
                     raise RegistryError(
                         f"forget regression: {name} {version} predates applied request(s) "
                         f"{', '.join(regressions)}; pass --allow-regression REASON to override"
                     )
             self._require_intact(name, version)
-            note = (
-                why if not allow_regression else f"{why} (regression allowed: {allow_regression})"
-            )
+            allowed = (allow_regression or "").strip()
+            note = f"{why} (regression allowed: {allowed})" if allowed else why
             if (accept or "").strip():  # recorded whenever given, never silently dropped
                 accepted = "caveats accepted" if record.get("caveats") else "accepted, no caveats"
                 note = f"{note} ({accepted}: {accept.strip()})"
@@ -682,6 +711,8 @@ class Registry:
             raise RegistryError("a rollback names who (--by) and why (--why)")
         lock = self._locked()
         try:
+            if name not in self.models():
+                raise RegistryError(f"unknown model '{name}' (registered: {self.models()})")
             current = self.current(name, stage)
             history = [
                 e.version
@@ -733,7 +764,8 @@ class Registry:
                 "from": current,
                 "to": to,
                 "served": served,
-                "regression": self.regressions(name, to),
+                "regression": regressions,  # allowed past production's rule (in the tag)
+                "lacks": self.regressions(name, to),  # requests served that it predates
             }
         finally:
             lock.release()
@@ -758,7 +790,7 @@ class Registry:
                 raise RegistryError(
                     f"materialised files of {name} {version} differ from the record"
                 )
-            aside = Path(tempfile.mkdtemp(prefix=".serving-old-", dir=serving.parent))
+            aside = staging_dir(serving.parent, ".serving-old-")
             if serving.exists():
                 os.replace(serving, aside / "previous")
             os.replace(staging, serving)
@@ -771,6 +803,13 @@ class Registry:
         """The version's record, refusing a version without an ONNX file (a rollback or
         promotion must never leave the serving folder without one)."""
         record = self.record(name, version)
+        served = self.served() or {}
+        if served.get("model") not in (None, name):
+            raise RegistryError(
+                f"{self.serving_dir} serves {served['model']} {served.get('version')}: one "
+                f"serving folder per model; set promotion.serving_dir for {name} (e.g. "
+                f"models/{name}/production)"
+            )
         if SERVED_FILE not in record["artifacts"]:
             raise RegistryError(
                 f"{name} {version} has no {SERVED_FILE} (registered before every version was "

@@ -129,6 +129,12 @@ def run(command: str, params_path: str, **kw: Any) -> None:
             if kw.get("repair"):
                 did = registry.repair()
                 print(f"registry repaired: {did}" if did else "registry consistent: nothing to do")
+            elif registry.interrupted() or registry.orphans():
+                print(
+                    "warning: a killed run left a registry write half done; run "
+                    "`medunlearn registry --repair` (the next revise does it too)",
+                    file=sys.stderr,
+                )
             rows = listing(registry, kw.get("model"))
             if kw.get("as_json"):
                 print(json.dumps(rows, indent=2, default=str))
@@ -183,6 +189,12 @@ def run(command: str, params_path: str, **kw: Any) -> None:
                     f"warning: forget regression allowed: {out['to']} lacks applied "
                     f"request(s) {', '.join(out['regression'])} (recorded in the tag); "
                     "`medunlearn registry` flags it",
+                    file=sys.stderr,
+                )
+            elif out.get("lacks"):  # a staging or candidate rollback: not in force yet
+                print(
+                    f"note: {out['to']} lacks applied request(s) {', '.join(out['lacks'])}; "
+                    "promoting it to production needs --allow-regression REASON",
                     file=sys.stderr,
                 )
         elif command == "reproduce":

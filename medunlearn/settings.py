@@ -32,8 +32,9 @@ REASONS = ("class_retirement", "device_deprecation", "outlier_removal", "consent
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
-Count = Annotated[int, Field(ge=1)]
-Seed = Annotated[int, Field(ge=0)]
+# strict: a YAML ``true`` is not the integer 1 (pydantic's lax mode would take it)
+Count = Annotated[int, Field(ge=1, strict=True)]
+Seed = Annotated[int, Field(ge=0, strict=True)]
 Fraction = Annotated[float, Field(gt=0, le=1)]  # (0, 1]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]  # (0, 1)
 Probability = Annotated[float, Field(ge=0, le=1)]  # [0, 1]
@@ -57,7 +58,7 @@ class Data(_Section):
     name: str | None = None
     source: Literal["demo", "medmnist", "csv"] | None = None
     path: str | None = None
-    image_size: Annotated[int, Field(ge=4)] | None = None
+    image_size: Annotated[int, Field(ge=4, strict=True)] | None = None
     channels: Literal[1, 3] | None = None
     class_names: list[str] | None = None
     group_column: str | None = None
@@ -112,7 +113,7 @@ class UnlearnSettings(_Section):
     early_exit: bool | None = None
     on_failure: Literal["skip", "retry"] | None = None
     retry_factor: Annotated[float, Field(gt=1)] | None = None
-    max_retries: Annotated[int, Field(ge=0)] | None = None
+    max_retries: Annotated[int, Field(ge=0, strict=True)] | None = None
     forget_loss: Literal["hard", "soft", "topk"] | None = None
     temperature: Positive | None = None
     topk: Count | None = None
@@ -197,7 +198,7 @@ class SweepEntry(_Section):
 class Compose(_Section):
     enabled: bool | None = None
     alphas: list[OpenFraction] | None = None
-    fine_tune_epochs: Annotated[int, Field(ge=0)] | None = None
+    fine_tune_epochs: Annotated[int, Field(ge=0, strict=True)] | None = None
     fine_tune_lr: Positive | None = None
     forget_target: Literal["auto", "zero", "heldout"] | None = None
     forget_weight: NonNegative | None = None

@@ -116,6 +116,8 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         "data": {**empty["data"], "path": str(tmp_path / "big.csv"), "max_image_pixels": 2500},
     }
     (tmp_path / "big.params.yaml").write_text(yaml.safe_dump(big))
+    nosuch = {**shipped, "train": {**shipped["train"], "dataset": str(tmp_path / "nosuch")}}
+    (tmp_path / "nosuch.yaml").write_text(yaml.safe_dump(nosuch))
     return {"dir": tmp_path}
 
 
@@ -127,6 +129,8 @@ def _files(tmp_path: Path) -> dict[str, Path]:
         (["train", "--params", "{dir}/negative.yaml"], 1, "train.epochs: input should be"),
         (["prepare", "--params", "{dir}/empty.params.yaml"], 1, "{dir}/empty.csv: empty manifest"),
         (["request", "add", "{dir}/bad.yaml"], 1, "{dir}/bad.yaml: not valid YAML (line 2"),
+        # a refusal inside a Prefect task: said once (was four times, with tracebacks)
+        (["train", "--params", "{dir}/nosuch.yaml"], 1, "{dir}/nosuch/dataset.json: dataset"),
         (
             ["prepare", "--params", "{dir}/big.params.yaml"],
             1,

@@ -583,3 +583,31 @@ def test_request_add_uses_validations_default_fraction(tmp_path: Path, demo_dir,
     with pytest.raises(SystemExit):
         ledger_cli.run("add", str(params), file=str(file))
     assert "above validation.max_forget_fraction 0.3" in capsys.readouterr().err
+
+
+def test_each_model_sees_only_its_own_requests(tmp_path: Path) -> None:
+    """Issue 27 review: a second model in the project (RetinaMNIST beside the demo) was
+    revised with the demo's retired digits. One ledger file, entries scoped by
+    ``registry.model``; an entry written before entries named a model concerns every model."""
+    from medunlearn.ledger import active_ledger
+
+    path = tmp_path / "ledger" / "requests.jsonl"
+    legacy = Ledger(path).add(ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]}))
+    params = {"ledger": {"enabled": True}, "registry": {"model": "classifier"}}
+    classifier = active_ledger(params, tmp_path)
+    retina = active_ledger({**params, "registry": {"model": "retina"}}, tmp_path)
+    assert (classifier.model, retina.model) == ("classifier", "retina")
+    retire = ForgetRequest("class_retirement", {"labels": ["3"]})
+    mine = classifier.add(retire)
+    theirs = retina.add(retire)
+    assert mine["id"] != theirs["id"] and (mine["model"], theirs["model"]) == (
+        "classifier",
+        "retina",
+    )
+    assert [e["id"] for e in classifier.pending()] == [legacy["id"], mine["id"]]
+    assert [e["id"] for e in retina.pending()] == [legacy["id"], theirs["id"]]
+    classifier.set_status([mine["id"]], "applied in v1.1.0")
+    assert [e["id"] for e in classifier.applied()] == [mine["id"]]
+    assert retina.applied() == []
+    assert classifier.find(retire)["id"] == mine["id"]
+    assert len(Ledger(path).entries()) == 3  # one file, every model's entries

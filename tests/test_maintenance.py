@@ -132,6 +132,9 @@ def test_demo_revision_passes_gates_and_exports(demo_revision, demo_splits) -> N
     assert props["revision_id"] == result["revision_id"]
     assert props["request_hash"] == selected["metrics"]["request_hash"]
     recorded = json.loads(props["metrics"])
+    # what the pipeline hands the serving team: the retired class and the version
+    assert json.loads(props["retired_classes"]) == ["3"]
+    assert props["registry_version"] == "unregistered"  # the registry is off here
     assert recorded["forget_train_acc"] == selected["metrics"]["forget_train_acc"]
     assert recorded["mia_auc"] == selected["metrics"]["membership"]["auc"]
     parity = check_parity(model, onnx_file, demo_splits.val)  # onnxruntime vs PyTorch
@@ -646,7 +649,10 @@ def test_revision_is_registered_with_production_as_parent(
     texts = [listing, card] + [
         p.read_text() for p in reg.record_dir("classifier", "v1.1.0").iterdir()
     ]
-    texts.append(read_metadata(files / "model.onnx")["metrics"])
+    onnx_props = read_metadata(files / "model.onnx")
+    assert onnx_props["registry_version"] == "v1.1.0"
+    assert json.loads(onnx_props["retired_classes"]) == []  # consent retires no class
+    texts.append(onnx_props["metrics"])
     ledger_file = tmp_path / "ledger" / "requests.jsonl"
     texts.append(ledger_file.read_text())
     for rel in record["artifacts"]:

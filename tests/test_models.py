@@ -53,11 +53,21 @@ def test_allcnn_width_scales_filters() -> None:
     assert build_model("allcnn", 2, 1, 28, width=0.25).embedding_dim == 48
 
 
-def test_unknown_model_and_option() -> None:
-    with pytest.raises(ValueError, match="unknown model 'vgg'"):
-        build_model("vgg", 2, 1, 28)
-    with pytest.raises(ValueError, match="bad option"):
-        build_model("densenet121", 2, 1, 28, width=2)
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("vgg", {}, "unknown model 'vgg'"),
+        ("resnet19", {}, "unknown model 'resnet19'; did you mean 'resnet18'?"),
+        ("densenet121", {"width": 2}, "model_kwargs.width: not an option of 'densenet121'"),
+        ("allcnn", {"widht": 0.5}, "model_kwargs.widht: not an option of 'allcnn'; did you mean"),
+    ],
+)
+def test_unknown_model_and_option(name, kwargs, message) -> None:
+    """Issue 27: a misspelt model or option was a traceback; now a refusal naming the key."""
+    from medunlearn.errors import Refusal
+
+    with pytest.raises(Refusal, match=message):
+        build_model(name, 2, 1, 28, **kwargs)
 
 
 def test_seeded_build_is_immune_to_runs_seeding_in_other_threads() -> None:

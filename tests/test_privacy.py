@@ -31,6 +31,8 @@ def test_words(text, expected) -> None:
     ("text", "refused"),
     [
         ("P0529 asked us to stop", True),
+        ("p0529 asked us to stop", True),  # any case (issue 27 review)
+        ("isic_0024319 again", True),
         ("rolled back: patient-P0529.", True),
         ("image ISIC_0024319 was wrong", True),  # an image id of the ledger
         ("P05290 is another patient", False),  # not the same id
@@ -61,3 +63,5 @@ def test_manifest_patient_ids_that_look_like_ids(tmp_path) -> None:
     with pytest.raises(IdentifierInText, match="--accept names"):
         check_free_text({"--why": "ok", "--accept": "HAM_0003062"}, {"P0001", "HAM_0003062"})
     check_free_text({"--why": "12 left"}, manifest_patient_ids(path))
+    with pytest.raises(IdentifierInText):
+        check_free_text({"--why": "see ham_0003062"}, manifest_patient_ids(path))

@@ -702,3 +702,37 @@ def test_a_version_without_an_onnx_file_is_never_served(tmp_path: Path) -> None:
     assert {p.name: p.read_bytes() for p in (repo / "models/production").iterdir()} == served
     assert reg.stages("classifier")["production"] == "v1.0.0"
     assert not reg.interrupted()
+    # a second model may not take over the first one's serving folder (issue 27 review)
+    reg.register("retina", source(repo, b"R" * 64), {"gates": PASSED}, "v1.0.0")
+    reg.promote("retina", "v1.0.0", "staging", "ann", "first model")
+    with pytest.raises(RegistryError, match="serves classifier v1.0.0: one serving folder"):
+        reg.promote("retina", "v1.0.0", "production", "ann", "first model")
+    assert {p.name: p.read_bytes() for p in (repo / "models/production").iterdir()} == served
+    assert reg.stages("retina")["production"] is None
+
+
+def test_repair_removes_what_a_killed_run_staged_and_nothing_live(tmp_path: Path) -> None:
+    """Issue 27 review: a kill during the export left ``models/.revision-*`` that nothing
+    removed. Staging folders carry their process id: a dead process's go, a live one's
+    (a run exporting now) stay."""
+    import subprocess
+
+    repo = make_repo(tmp_path)
+    reg = Registry(repo)
+    dead = subprocess.Popen(["true"])  # a pid that has exited
+    dead.wait()
+    folders = {
+        "dead": repo / "models" / f".revision-{dead.pid}-abc",
+        "live": repo / "models" / f".revision-{os.getpid()}-xyz",
+        "serving": repo / "models" / f".serving-old-{dead.pid}-q",
+        "record": repo / "registry" / "classifier" / f".record-{dead.pid}-r",
+        "other": repo / "models" / "classifier",  # not a staging folder
+    }
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+        (folder / "model.pt").write_bytes(b"x")
+    assert reg.orphans() and not reg.interrupted()
+    said = reg.repair()
+    assert said is not None and f".revision-{dead.pid}-abc" in said
+    assert [k for k, f in folders.items() if f.exists()] == ["live", "other"]
+    assert reg.repair() is None  # only the live run's folder is left: nothing to do

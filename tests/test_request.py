@@ -136,3 +136,27 @@ def test_retired_classes(request_, retired) -> None:
     from medunlearn.unlearn.request import retired_classes
 
     assert retired_classes(_tiny_manifest(), request_) == retired
+
+
+@pytest.mark.parametrize(
+    ("selector", "message"),
+    [  # issue 27 review: each was a traceback of 70-400 lines
+        ({"query": "label ==="}, r"selector 'query': bad row query 'label ===': SyntaxError"),
+        ({"query": "nosuchcol == 1"}, r"selector 'query': bad row query .*nosuchcol"),
+        ({"labels": 3}, r"selector 'labels' must be a non-empty list .* got int"),
+        ({"devices": "scanner_a"}, r"selector 'devices' must be a non-empty list .* got str"),
+        ({"patient_ids": []}, r"selector 'patient_ids' must be a non-empty list"),
+    ],
+)
+def test_a_bad_selector_is_refused_by_name(demo_splits, selector, message) -> None:
+    with pytest.raises(RequestError, match=message):
+        cohort_masks(demo_splits.manifest, ForgetRequest("device_deprecation", selector))
+
+
+def test_an_earlier_requests_refusal_says_it_is_the_earlier_one(demo_splits) -> None:
+    """A carried request that selects nothing here (e.g. another dataset's) is named as the
+    earlier request, not mistaken for the new one."""
+    earlier = ForgetRequest("class_retirement", {"labels": ["no-such-class"]})
+    request = ForgetRequest("class_retirement", {"labels": ["3"]}, carried=(earlier,))
+    with pytest.raises(RequestError, match=r"an earlier request this revision keeps forgotten"):
+        cohort_masks(demo_splits.manifest, request)

@@ -59,6 +59,10 @@ def edited(path: str, value) -> dict:
         ("maintain.task_runner", "ray", "maintain.task_runner: input should be 'threads'"),
         ("maintain.sweep_by_reason.retirement", [], "maintain.sweep_by_reason.retirement"),
         ("train.augmentation.flipp", True, "train.augmentation.flipp: unknown key; did you"),
+        # a YAML boolean is not an integer (pydantic's lax mode took true as 1)
+        ("data.max_image_pixels", True, "data.max_image_pixels: input should be a valid integer"),
+        ("data.max_image_pixels", 0, "data.max_image_pixels: input should be greater than or"),
+        ("train.epochs", True, "train.epochs: input should be a valid integer"),
     ],
 )
 def test_bad_settings_are_refused_naming_the_key(path, value, message, tmp_path) -> None:

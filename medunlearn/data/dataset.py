@@ -179,7 +179,9 @@ def select_rows(manifest: pd.DataFrame, query: str) -> np.ndarray:
     try:
         matched = manifest.query(query, engine="python")
     except Exception as exc:  # pandas raises many types for a bad expression
-        raise ValueError(f"bad row query {query!r}: {type(exc).__name__}: {exc}") from exc
+        raise ManifestError(  # a Refusal: one line, no traceback
+            f"bad row query {query!r}: {type(exc).__name__}: {str(exc).splitlines()[0]}"
+        ) from exc
     return manifest.index.isin(matched.index)
 
 

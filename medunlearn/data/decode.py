@@ -35,6 +35,7 @@ DICOM_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
 # raises a bare DecompressionBombError that names no file.
 MAX_PIXELS = 100_000_000
 _max_pixels = MAX_PIXELS
+Image.MAX_IMAGE_PIXELS = None  # see set_max_pixels: our header check replaces Pillow's
 
 
 def set_max_pixels(limit: int | None) -> int:
@@ -52,7 +53,10 @@ def set_max_pixels(limit: int | None) -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise ValueError(f"max_image_pixels must be a positive integer, not {limit!r}")
     _max_pixels = limit
-    Image.MAX_IMAGE_PIXELS = limit  # Pillow's own guard: a warning above, an error at twice
+    # Pillow's own guard (a warning above its bound, an error at twice) would answer first
+    # for a large image and name no file; the header check here runs before any pixel is
+    # read, so Pillow's is turned off
+    Image.MAX_IMAGE_PIXELS = None
     return limit
 
 
@@ -136,11 +140,6 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
                 if channels == 1:
                     im = im.convert("L")  # ITU-R 601-2 luma
             array = np.asarray(im, dtype=np.float32) / 255.0
-    except Image.DecompressionBombError as exc:  # above Pillow's bound, before its header
-        raise DecodeError(
-            f"{path}: more than {_max_pixels:,} pixels (data.max_image_pixels; Pillow: "
-            f"{exc}); export a downsampled image"
-        ) from exc
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
         raise DecodeError(f"{path}: cannot decode image ({type(exc).__name__}: {exc})") from exc
     return np.ascontiguousarray(_to_channels(array, channels))

@@ -6,6 +6,8 @@ would need a download, and ImageNet features are not what a clinical model was v
 from __future__ import annotations
 
 import contextlib
+import difflib
+import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +17,7 @@ from monai.networks.nets.efficientnet import efficientnet_params
 from torch import nn
 
 from medunlearn.device import GLOBAL_RNG_LOCK
+from medunlearn.errors import Refusal
 from medunlearn.models.allcnn import AllCNNBody
 from medunlearn.models.base import ZooModel
 
@@ -92,6 +95,11 @@ def _efficientnet_b0(in_channels: int, image_size: int) -> tuple[nn.Module, int]
     return net, dim
 
 
+class ModelError(Refusal, ValueError):
+    """An unknown architecture or an option it does not take (``train.model``,
+    ``train.model_kwargs``); the message names the key and the nearest valid one."""
+
+
 BODIES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
     "allcnn": _allcnn,
     "resnet18": _resnet18,
@@ -114,7 +122,18 @@ def build_model(
     so the same params give the same model whatever ran before.
     """
     if name not in BODIES:
-        raise ValueError(f"unknown model '{name}'; choose one of {sorted(BODIES)}")
+        near = difflib.get_close_matches(str(name), list(BODIES), n=1)
+        hint = f"; did you mean '{near[0]}'?" if near else ""
+        raise ModelError(f"unknown model '{name}'{hint} (choose one of {sorted(BODIES)})")
+    options = set(inspect.signature(BODIES[name]).parameters) - {"in_channels", "image_size"}
+    for key in kwargs:
+        if key not in options:
+            near = difflib.get_close_matches(key, sorted(options), n=1)
+            hint = f"; did you mean '{near[0]}'?" if near else ""
+            raise ModelError(
+                f"model_kwargs.{key}: not an option of '{name}'{hint} (options: "
+                f"{', '.join(sorted(options)) or 'none'})"
+            )
     lock = GLOBAL_RNG_LOCK if seed is not None else contextlib.nullcontext()
     with lock, torch.random.fork_rng(enabled=seed is not None):
         if seed is not None:
@@ -122,7 +141,7 @@ def build_model(
         try:
             body, dim = BODIES[name](in_channels, image_size, **kwargs)
         except TypeError as exc:
-            raise ValueError(f"model '{name}': bad option in {kwargs}: {exc}") from exc
+            raise ModelError(f"model '{name}': bad option in {kwargs}: {exc}") from exc
         model = ZooModel(name, body, dim, num_classes, in_channels, {})
     model.config = {
         "name": name,

@@ -68,6 +68,17 @@ class ForgetRequest:
             raise RequestError(
                 f"selector needs one or more of {', '.join(SELECTOR_KEYS)}; got {sorted(self.selector)}"
             )
+        for key in ("labels", "devices", "patient_ids", "image_ids"):
+            values = self.selector.get(key)
+            if key in self.selector and (
+                not isinstance(values, list | tuple)
+                or not values
+                or any(isinstance(v, list | dict) for v in values)
+            ):
+                raise RequestError(
+                    f"selector '{key}' must be a non-empty list (e.g. {key}: [a, b]), got "
+                    f"{type(values).__name__}"
+                )
         if self.fraction is not None and (
             isinstance(self.fraction, bool) or not isinstance(self.fraction, int | float)
         ):
@@ -186,7 +197,12 @@ def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarra
                     )
             mask &= present.isin(set(values)).to_numpy()
     if "query" in selector:
-        mask &= select_rows(manifest.reset_index(drop=True), selector["query"])
+        if not isinstance(selector["query"], str):
+            raise RequestError(f"selector 'query' must be a text, got {selector['query']!r}")
+        try:
+            mask &= select_rows(manifest.reset_index(drop=True), selector["query"])
+        except ValueError as exc:  # a bad expression or a column the manifest lacks
+            raise RequestError(f"selector 'query': {exc}") from exc
     return mask
 
 
@@ -220,12 +236,12 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
     # forget-train, those it already forgot (``inherited``) are left out of both cohorts
     carried_selected = np.zeros(len(manifest), dtype=bool)
     for earlier in request.carried:
-        kept = cohort_masks(manifest, earlier)
+        kept = _earlier_masks(manifest, earlier)
         forget_train |= kept.forget_train
         carried_selected |= kept.selected
     inherited_train = np.zeros(len(manifest), dtype=bool)
     for earlier in request.inherited:
-        kept = cohort_masks(manifest, earlier)
+        kept = _earlier_masks(manifest, earlier)
         inherited_train |= kept.forget_train
         carried_selected |= kept.selected
     inherited_train &= ~forget_train  # a row this revision forgets is counted as forgotten
@@ -280,6 +296,14 @@ def retired_classes(manifest: pd.DataFrame, request: ForgetRequest) -> list[str]
             if not (train & (labels == label) & ~forget).any():
                 retired.add(str(label))
     return sort_labels(sorted(retired)) if retired else []
+
+
+def _earlier_masks(manifest: pd.DataFrame, earlier: ForgetRequest) -> CohortMasks:
+    """An earlier request's masks; its refusal says it is the earlier one, not this one."""
+    try:
+        return cohort_masks(manifest, earlier)
+    except RequestError as exc:
+        raise RequestError(f"an earlier request this revision keeps forgotten: {exc}") from exc
 
 
 DEFAULT_MAX_FORGET_FRACTION = 0.3  # validation.max_forget_fraction when the file leaves it out
