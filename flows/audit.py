@@ -5,7 +5,7 @@
 Steps (one task module each): plan-audit -> train-reference (one task per reference model,
 on ``maintain.task_runner``: threads, or Dask through prefect-dask, which spreads them over
 its workers) -> write-audit (``registry/<model>/<version>/audit.json``, the regenerated card,
-one commit). The work is ``medunlearn.revision_audit``; reference models are cached on disk
+one commit). The work is ``medunlearn.revision.audit``; reference models are cached on disk
 (``audit.cache_dir``, default ``.cache/audit``), so a second audit trains nothing.
 A refusal (unknown model or version, K < 1, a version that forgot nothing, data that is not
 the revision's) prints one line and exits 1.
@@ -24,7 +24,7 @@ from flows.maintenance import task_runner
 from medunlearn.config import ConfigError, load_params
 from medunlearn.refusal import quiet_refusals
 from medunlearn.registry_cli import open_registry
-from medunlearn.revision_audit import AuditRefused, audited_record, banked, check_arguments
+from medunlearn.revision.audit import AuditRefused, audited_record, banked, check_arguments
 from tasks.plan_audit import plan_revision_audit
 from tasks.train_reference import train_reference_model
 from tasks.write_audit import write_revision_audit

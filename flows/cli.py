@@ -113,7 +113,7 @@ def bench(ctx: typer.Context) -> None:
 @app.command()
 def show(checkpoint: Annotated[list[Path], typer.Argument(help="checkpoint files")]) -> None:
     """Print checkpoint metadata."""
-    from medunlearn.checkpoint import describe, read_metadata
+    from medunlearn.models.checkpoint import describe, read_metadata
 
     for path in checkpoint:
         print(describe(read_metadata(path), path))

@@ -6,7 +6,7 @@
   the forget ledger (none: a successful "nothing to do" run that touches no file).
 - ``drift-watch/scheduled``: cron ``schedule.drift_cron``; the newest batch in
   ``drift.incoming`` against the production model's training data.
-- ``maintenance/on-drift``: a ``DeploymentEventTrigger`` on ``medunlearn.drift.detected``;
+- ``maintenance/on-drift``: a ``DeploymentEventTrigger`` on ``medunlearn.data.drift.detected``;
   the event's payload becomes the run's ``drift`` parameter, the rule is
   ``drift.on_device_drift``.
 
@@ -32,7 +32,7 @@ from prefect.schedules import Cron
 from flows.drift import drift_watch_flow
 from flows.maintenance import maintenance_flow, task_runner
 from medunlearn.config import ConfigError, load_params
-from medunlearn.drift import EVENT
+from medunlearn.data.drift import EVENT
 
 DEPLOYMENTS = ("maintenance/scheduled", "drift-watch/scheduled", "maintenance/on-drift")
 

@@ -1,10 +1,10 @@
 """Flow ``drift-watch``: compare the newest incoming batch with the production model's
-training data, report, and raise ``medunlearn.drift.detected`` for each finding.
+training data, report, and raise ``medunlearn.data.drift.detected`` for each finding.
 
     medunlearn drift [--batch incoming/batch.csv] [--params params.yaml]
 
 Steps: load-drift-inputs -> detect-drift (MMD on features, device/site, intensity;
-``medunlearn/drift.py``) -> emit-drift-events. Reads the ``drift`` and ``maintain`` sections
+``medunlearn/data/drift.py``) -> emit-drift-events. Reads the ``drift`` and ``maintain`` sections
 (the dataset) and the registry's production version (else ``maintain.deployed``). Writes
 only ``drift.report``; what a finding becomes is the ``maintenance/on-drift`` deployment's
 business (``drift.on_device_drift``).
@@ -22,11 +22,11 @@ from prefect import flow, get_run_logger
 
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.decode import DecodeError
+from medunlearn.data.drift import DriftError, newest_manifest
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
-from medunlearn.drift import DriftError, newest_manifest
-from medunlearn.ledger import active_ledger, use_project_salt
 from medunlearn.refusal import quiet_refusals
-from medunlearn.registry import active_registry
+from medunlearn.revision.ledger import active_ledger, use_project_salt
+from medunlearn.revision.registry import active_registry
 from medunlearn.versioning import file_sha256
 from tasks.detect_drift import detect_drift
 from tasks.emit_drift_events import emit_drift_events

@@ -27,13 +27,28 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from tqdm.auto import tqdm
 
 from medunlearn.atomic import copy_files, remove_directory, staging_dir
-from medunlearn.checkpoint import CheckpointError
 from medunlearn.config import load_params, load_section, project_root
+from medunlearn.data.drift import request_from_finding
+from medunlearn.data.expectations import ValidationFailed
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
-from medunlearn.drift import request_from_finding
+from medunlearn.data.request import (
+    ForgetRequest,
+    RequestError,
+    check_request,
+)
 from medunlearn.errors import Refusal
-from medunlearn.gates import GateConfigError
-from medunlearn.ledger import (
+from medunlearn.evidence.gates import GateConfigError
+from medunlearn.models.checkpoint import CheckpointError
+from medunlearn.refusal import quiet_refusals
+from medunlearn.revision.candidates import (
+    GatesFailed,
+    evidence_caveats,
+    failed_run,
+    request_cohorts,
+    run_timings,
+    select_candidate,
+)
+from medunlearn.revision.ledger import (
     AlreadyApplied,
     Ledger,
     LedgerError,
@@ -43,25 +58,10 @@ from medunlearn.ledger import (
     track_salt,
     use_project_salt,
 )
-from medunlearn.records import unlearned_record
-from medunlearn.refusal import quiet_refusals
-from medunlearn.registry import RegistryBusy, active_registry
-from medunlearn.revision import (
-    GatesFailed,
-    evidence_caveats,
-    failed_run,
-    request_cohorts,
-    run_timings,
-    select_candidate,
-)
-from medunlearn.sweep import SweepError, check_sweeps, revision_sweep
+from medunlearn.revision.records import unlearned_record
+from medunlearn.revision.registry import RegistryBusy, active_registry
 from medunlearn.unlearn.methods import Diverged, MethodConfigError
-from medunlearn.unlearn.request import (
-    ForgetRequest,
-    RequestError,
-    check_request,
-)
-from medunlearn.validation import ValidationFailed
+from medunlearn.unlearn.sweep import SweepError, check_sweeps, revision_sweep
 from medunlearn.versioning import source_hash
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
@@ -115,7 +115,7 @@ def maintenance_flow(
 ) -> dict[str, Any]:
     """One revision (``request`` or ``ledger_id``), every pending ledger request
     (``pending``: the ``maintenance/scheduled`` deployment), or what a drift finding becomes
-    under ``drift.on_device_drift`` (``drift``: a ``medunlearn.drift.detected`` payload,
+    under ``drift.on_device_drift`` (``drift``: a ``medunlearn.data.drift.detected`` payload,
     the ``maintenance/on-drift`` deployment). Pending and drift runs that find nothing to do
     succeed and touch no file; a refused request fails the run after the others ran."""
     if drift is not None:

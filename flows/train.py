@@ -5,7 +5,7 @@
 
 Reads the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model
 -> register-revision (a deployed model becomes the next major version of ``registry.model``
-when the registry is on: ``registry``/``promotion`` sections, ``medunlearn.registry``).
+when the registry is on: ``registry``/``promotion`` sections, ``medunlearn.revision.registry``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from prefect import flow, get_run_logger
 from medunlearn.atomic import staging_dir
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.records import trained_record
-from medunlearn.registry import active_registry
+from medunlearn.revision.records import trained_record
+from medunlearn.revision.registry import active_registry
 from tasks.evaluate_model import evaluate_model
 from tasks.export_onnx import export_trained
 from tasks.fit_model import fit_model

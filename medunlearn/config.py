@@ -13,13 +13,9 @@ from typing import Any
 
 import yaml
 
-from medunlearn.errors import Refusal
+from medunlearn.settings import ConfigError, check_params, set_max_image_pixels
 
 DEFAULT_PARAMS = Path("params.yaml")
-
-
-class ConfigError(Refusal, ValueError):
-    """A settings file is missing, malformed, or lacks a section a flow needs."""
 
 
 def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
@@ -41,16 +37,13 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load the whole params file as a dict, checked against the settings schema.
 
     Also applies ``data.max_image_pixels`` (the largest image any step decodes) to this
-    process (``medunlearn.data.decode.set_max_pixels``).
+    process (``medunlearn.settings.set_max_image_pixels``).
 
     Raises:
         ConfigError: the file is missing, not YAML, or not a mapping of sections.
         medunlearn.settings.SettingsError: an unknown section or key, or a value of the
             wrong type or out of range (named by its key path).
     """
-    from medunlearn.data.decode import set_max_pixels
-    from medunlearn.settings import check_params  # it imports ConfigError from here
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found")
@@ -61,7 +54,7 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     if not isinstance(params, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
     params = check_params(params, path)
-    set_max_pixels((params.get("data") or {}).get("max_image_pixels"))
+    set_max_image_pixels((params.get("data") or {}).get("max_image_pixels"))
     return params
 
 

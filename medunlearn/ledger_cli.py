@@ -6,7 +6,7 @@
     medunlearn revise                                       # processes every pending one
 
 Reads the ``ledger`` section of ``--params`` (default params.yaml); paths are relative to
-the folder that holds it. Identifiers are stored as salted tokens (``medunlearn.ledger``).
+the folder that holds it. Identifiers are stored as salted tokens (``medunlearn.revision.ledger``).
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import sys
 from pathlib import Path
 
 from medunlearn.config import load_params, project_root
-from medunlearn.ledger import Ledger, LedgerError, active_ledger, track_salt
-from medunlearn.privacy import check_project_text
-from medunlearn.unlearn.request import (
+from medunlearn.data.request import (
     ForgetRequest,
     RequestError,
     check_request,
 )
+from medunlearn.revision.ledger import Ledger, LedgerError, active_ledger, track_salt
+from medunlearn.revision.privacy import check_project_text
 
 
 def open_ledger(params_path: str) -> Ledger:
@@ -36,7 +36,7 @@ def open_ledger(params_path: str) -> Ledger:
 def check_against_data(params_path: str, request: ForgetRequest, file: str) -> None:
     """Refuse a request ``revise`` would refuse before it enters the ledger (it selects no
     training row of ``maintain.dataset``, or too many): the same
-    :func:`~medunlearn.unlearn.request.check_request`.
+    :func:`~medunlearn.data.request.check_request`.
 
     Raises:
         RequestError: the request does not fit the data, or the dataset is not prepared.
@@ -120,7 +120,7 @@ def reject(ledger: Ledger, params_path: str, request_id: str, by: str, why: str)
     in production, can be rejected; one that production served stays (a model that served
     without those rows must not get them back by a status change). The ledger file is
     committed alone when the registry is on. Raises ``LedgerError`` naming the rule."""
-    from medunlearn.registry import active_registry
+    from medunlearn.revision.registry import active_registry
 
     if not by.strip() or not why.strip():
         raise LedgerError("a rejection names who rejects (--by) and why (--why)")

@@ -21,8 +21,8 @@ import sys
 from typing import Any
 
 from medunlearn.config import load_params, project_root
-from medunlearn.privacy import check_project_text
-from medunlearn.registry import STAGES, Registry, RegistryError
+from medunlearn.revision.privacy import check_project_text
+from medunlearn.revision.registry import STAGES, Registry, RegistryError
 
 HEADLINE = (
     "retain_test_acc",
@@ -200,8 +200,8 @@ def run(command: str, params_path: str, **kw: Any) -> None:
         elif command == "reproduce":
             _reproduce(registry, **kw)
         elif command == "card":
-            from medunlearn.card import card_json, card_markdown
-            from medunlearn.revision_audit import read_audit
+            from medunlearn.revision.audit import read_audit
+            from medunlearn.revision.card import card_json, card_markdown
 
             record = registry.record(kw["model"], kw["version"])
             card = card_json(
@@ -229,7 +229,7 @@ def _reproduce(
     keep: bool = False,
     as_json: bool = False,
 ) -> None:
-    from medunlearn.reproduce import reproduce
+    from medunlearn.revision.reproduce import reproduce
 
     out = reproduce(registry, model, version, tolerance, keep)
     if as_json:

@@ -15,7 +15,7 @@ defaults; a *present* setting must be of the right type and in range.
 Ranges are the ones the issue names (lr > 0, epochs >= 1, eps > 0, fractions in (0, 1])
 plus the obvious others (sizes >= 1, probabilities in (0, 1)). Method settings inside sweep
 entries are checked for the shared numeric keys (lr, epochs, ...); which keys a method
-accepts at all is checked by ``medunlearn.sweep`` against the method's signature.
+accepts at all is checked by ``medunlearn.unlearn.sweep`` against the method's signature.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from medunlearn.config import ConfigError
+from medunlearn.errors import Refusal
 
 REASONS = ("class_retirement", "device_deprecation", "outlier_removal", "consent_withdrawal")
 
@@ -38,6 +38,10 @@ Seed = Annotated[int, Field(ge=0, strict=True)]
 Fraction = Annotated[float, Field(gt=0, le=1)]  # (0, 1]
 OpenFraction = Annotated[float, Field(gt=0, lt=1)]  # (0, 1)
 Probability = Annotated[float, Field(ge=0, le=1)]  # [0, 1]
+
+
+class ConfigError(Refusal, ValueError):
+    """A settings file is missing, malformed, or lacks a section a flow needs."""
 
 
 class SettingsError(ConfigError):
@@ -171,7 +175,7 @@ class Validation(_Section):
 
 class MethodSettings(BaseModel):
     """The numeric settings many methods share; other keys are the method's own (checked
-    against its signature by ``medunlearn.sweep``)."""
+    against its signature by ``medunlearn.unlearn.sweep``)."""
 
     model_config = ConfigDict(extra="allow")
     lr: Positive | None = None
@@ -354,3 +358,34 @@ def check_params(params: Any, path: str | Path = "params.yaml") -> Any:
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise SettingsError(f"{path}: {first}{more}") from None
     return params
+
+
+# --- settings applied to the whole process ------------------------------------------------
+# Largest image any step decodes (``data.max_image_pixels``), checked on the file's header
+# before any pixel is read: 10^8 pixels (a 10000 x 10000 export, 0.4 GB as float32) is far
+# above any model input here and far below what exhausts memory.
+MAX_IMAGE_PIXELS = 100_000_000
+_max_image_pixels = MAX_IMAGE_PIXELS
+
+
+def set_max_image_pixels(limit: int | None) -> int:
+    """Set the largest image (width x height, pixels) any later decode accepts, for the
+    whole process: :func:`medunlearn.config.load_params` applies ``data.max_image_pixels``
+    (or :data:`MAX_IMAGE_PIXELS` when unset) each time a command loads its settings, so
+    every step that opens images (prepare, validation, training, drift) obeys one bound
+    without each passing it on. Returns the bound now in force.
+
+    Raises:
+        ValueError: ``limit`` is not a positive integer.
+    """
+    global _max_image_pixels
+    limit = MAX_IMAGE_PIXELS if limit is None else limit
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"max_image_pixels must be a positive integer, not {limit!r}")
+    _max_image_pixels = limit
+    return limit
+
+
+def max_image_pixels() -> int:
+    """The bound in force (see :func:`set_max_image_pixels`)."""
+    return _max_image_pixels

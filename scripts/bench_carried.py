@@ -41,7 +41,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medunlearn.registry import Registry  # noqa: E402
+from medunlearn.revision.registry import Registry  # noqa: E402
 
 ENV = {
     "DO_NOT_TRACK": "1",

@@ -6,7 +6,7 @@
 Three 3x3 convolutions (3 -> 48 -> 96 -> 96 channels), batch 64 at 32 px, forward and
 backward, 8 timed steps after one warm-up, one thread, twice each. With oneDNN capped at
 plain AVX-512 (no AVX512-BF16 / AMX), bf16 is emulated: the case ``native_cpu_bf16`` rules
-out (``medunlearn/device.py``).
+out (``medunlearn/models/device.py``).
 """
 
 from __future__ import annotations

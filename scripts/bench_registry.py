@@ -24,7 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from medunlearn.registry import Registry  # noqa: E402
+from medunlearn.revision.registry import Registry  # noqa: E402
 
 
 def sh(cwd: Path, *args: str) -> None:

@@ -42,9 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from medunlearn.atomic import write_json  # noqa: E402
 from medunlearn.data import from_demo, materialise  # noqa: E402
 from medunlearn.data.dataset import open_splits  # noqa: E402
+from medunlearn.data.request import ForgetRequest, build_cohorts  # noqa: E402
 from medunlearn.models import build_model  # noqa: E402
-from medunlearn.training import TrainConfig, train_classifier  # noqa: E402
-from medunlearn.unlearn import ForgetRequest, build_cohorts  # noqa: E402
+from medunlearn.models.training import TrainConfig, train_classifier  # noqa: E402
 from medunlearn.unlearn.methods import run_method  # noqa: E402
 
 # name -> (zoo model, kwargs, image size, channels, what it stands for)

@@ -22,9 +22,9 @@ import torch
 from medunlearn.atomic import write_json
 from medunlearn.data import from_csv, from_medmnist, materialise
 from medunlearn.data.dataset import open_splits
-from medunlearn.metrics import evaluate
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.models.evaluation import evaluate
+from medunlearn.models.training import TrainConfig, train_classifier
 
 SHARED = Path(
     os.environ.get(

@@ -28,9 +28,9 @@ import medunlearn
 from medunlearn.data import from_csv, from_demo, materialise
 from medunlearn.data.dataset import open_splits
 from medunlearn.data.sources import load_source
-from medunlearn.metrics import evaluate
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.models.evaluation import evaluate
+from medunlearn.models.training import TrainConfig, train_classifier
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("MEDUNLEARN_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -135,7 +135,7 @@ def main() -> None:
         watch_run = httpx.get(f"{api}/flow_runs/{watch_run['id']}").json()
         events = httpx.post(
             f"{api}/events/filter",
-            json={"filter": {"event": {"name": ["medunlearn.drift.detected"]}}, "limit": 50},
+            json={"filter": {"event": {"name": ["medunlearn.data.drift.detected"]}}, "limit": 50},
         ).json()["events"]
         event = next(
             e

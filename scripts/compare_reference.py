@@ -24,7 +24,7 @@ retrains for the noise floor. Rows:
 - ours: every entry of the shipped class-retirement sweep (``params.yaml``), and our Boundary
   Shrink special case (one step of 0.1, lambda = gamma = 0) with the shipped outer settings.
 
-Metrics are ours for every row (``medunlearn.metrics.unlearning_metrics`` against the
+Metrics are ours for every row (``medunlearn.evidence.metrics.unlearning_metrics`` against the
 retrain reference): forget-train and forgotten-class test accuracy, retain-test accuracy,
 Avg Gap (SalUn's, percentage points) and the time ratio (method seconds / retrain seconds;
 the reference's own timer, which excludes its evaluation). Results go to ``--out`` as JSON
@@ -161,9 +161,9 @@ def main(argv: list[str] | None = None) -> None:
         scenario_models,
     )
     from medunlearn.config import load_section
-    from medunlearn.metrics import unlearning_metrics
-    from medunlearn.sweep import sweep_configs
+    from medunlearn.evidence.metrics import unlearning_metrics
     from medunlearn.unlearn.methods import run_method
+    from medunlearn.unlearn.sweep import sweep_configs
 
     scenario = reference_scenario(args.scenario, args.width)
     splits = prepare_data(scenario, args.cache)

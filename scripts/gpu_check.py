@@ -24,10 +24,11 @@ import yaml
 
 from medunlearn.data import from_demo, materialise
 from medunlearn.data.dataset import open_splits
-from medunlearn.metrics import unlearning_metrics
+from medunlearn.data.request import ForgetRequest, build_cohorts
+from medunlearn.evidence.metrics import unlearning_metrics
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
-from medunlearn.unlearn import ForgetRequest, PSGConfig, build_cohorts, psg_unlearn
+from medunlearn.models.training import TrainConfig, train_classifier
+from medunlearn.unlearn import PSGConfig, psg_unlearn
 from medunlearn.unlearn.psg import search_forget_set
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,9 +21,9 @@ import torch
 from medunlearn.benchmark.runner import prepare_data, scenario_cohorts, scenario_models
 from medunlearn.benchmark.scenario import load_scenario
 from medunlearn.config import load_section
-from medunlearn.gates import resolve_bounds
-from medunlearn.metrics import GAP_KEYS, unlearning_metrics
-from medunlearn.mia import choose_pool
+from medunlearn.evidence.gates import resolve_bounds
+from medunlearn.evidence.membership import choose_pool
+from medunlearn.evidence.metrics import GAP_KEYS, unlearning_metrics
 
 
 def main() -> None:

@@ -46,10 +46,11 @@ def run(out: Path, model_seeds: list[int]) -> None:
 
     from medunlearn.data import from_demo, materialise
     from medunlearn.data.dataset import open_splits
-    from medunlearn.metrics import accuracy_on
+    from medunlearn.data.request import ForgetRequest, build_cohorts
+    from medunlearn.evidence.metrics import accuracy_on
     from medunlearn.models import build_model
-    from medunlearn.training import TrainConfig, train_classifier
-    from medunlearn.unlearn import ForgetRequest, PSGConfig, build_cohorts, psg_unlearn
+    from medunlearn.models.training import TrainConfig, train_classifier
+    from medunlearn.unlearn import PSGConfig, psg_unlearn
 
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp, out.open("a") as sink:

@@ -24,7 +24,7 @@ from medunlearn.benchmark.runner import (
     scenario_models,
 )
 from medunlearn.config import load_section
-from medunlearn.metrics import unlearning_metrics
+from medunlearn.evidence.metrics import unlearning_metrics
 from medunlearn.unlearn.methods import psg_base, run_method
 
 SCENARIO = "benchmarks/pneumonia_consent_withdrawal.yaml"

@@ -8,7 +8,7 @@
 deployed model, its retrain reference and one more retrain (the noise floor), then runs every
 point of the PSG-family grid (Boundary Shrink's one-step search is the ``bs`` inner setting)
 from the deployed model and writes one JSON row per run: the gates of the scenario's reason
-(``medunlearn.gates`` with ``params.yaml``'s bounds), the tuning gap to the retrain
+(``medunlearn.evidence.gates`` with ``params.yaml``'s bounds), the tuning gap to the retrain
 reference (points) and the time ratio. Rows already in ``--out`` are skipped (resumable).
 ``summarise`` applies ``medunlearn.benchmark.tuning``: the ranking over all scenarios, the
 leave-one-dataset-out table and the sweep chosen on every dataset, as Markdown.
@@ -213,8 +213,8 @@ def run(
     from medunlearn.benchmark.runner import prepare_data, scenario_cohorts, scenario_models
     from medunlearn.benchmark.tuning import setting_key
     from medunlearn.config import load_section
-    from medunlearn.gates import evaluate_gates
-    from medunlearn.metrics import unlearning_metrics
+    from medunlearn.evidence.gates import evaluate_gates
+    from medunlearn.evidence.metrics import unlearning_metrics
     from medunlearn.unlearn.methods import Diverged, psg_base, run_method
 
     torch.set_num_threads(threads)

@@ -8,9 +8,10 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from medunlearn.compose import fine_tune, interpolate, swap
-from medunlearn.revision import failed_run
+from medunlearn.data.request import Cohorts
+from medunlearn.models.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from medunlearn.revision.candidates import failed_run
+from medunlearn.unlearn.compose import fine_tune, interpolate, swap
 from medunlearn.unlearn.methods import (
     Diverged,
     check_finite,
@@ -18,7 +19,6 @@ from medunlearn.unlearn.methods import (
     forget_target,
     selection_score,
 )
-from medunlearn.unlearn.request import Cohorts
 from medunlearn.versioning import file_sha256
 
 

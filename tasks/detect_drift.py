@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json
-from medunlearn.drift import DriftReport, compare, summary_markdown
+from medunlearn.data.drift import DriftReport, compare, summary_markdown
 from tasks.load_drift_inputs import DriftInputs
 
 

@@ -1,4 +1,4 @@
-"""Step: one ``medunlearn.drift.detected`` Prefect event per drift finding."""
+"""Step: one ``medunlearn.data.drift.detected`` Prefect event per drift finding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 
-from medunlearn.drift import EVENT, DriftReport
+from medunlearn.data.drift import EVENT, DriftReport
 
 
 @task(name="emit-drift-events", cache_policy=NO_CACHE)

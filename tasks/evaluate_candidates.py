@@ -1,6 +1,6 @@
 """Step: metrics of every candidate on the held-out cohorts, and its gate profile.
 
-First the held-out pool of the membership evidence is checked (``medunlearn.mia.choose_pool``:
+First the held-out pool of the membership evidence is checked (``medunlearn.evidence.membership.choose_pool``:
 a test split shifted from the validation split is left out). The deployed model is put
 through the same profile (the *baseline*): if it already passes, the membership checks
 could not tell its forgotten images from held-out ones, and the report says that the gates
@@ -15,12 +15,12 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.gates import evaluate_gates, resolve_bounds
-from medunlearn.inference import LogitCache
-from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
-from medunlearn.mia import choose_pool
-from medunlearn.revision import CandidateResult, make_candidate
-from medunlearn.unlearn.request import Cohorts
+from medunlearn.data.request import Cohorts
+from medunlearn.evidence.gates import evaluate_gates, resolve_bounds
+from medunlearn.evidence.membership import choose_pool
+from medunlearn.evidence.metrics import UnlearnMetrics, unlearning_metrics
+from medunlearn.models.inference import LogitCache
+from medunlearn.revision.candidates import CandidateResult, make_candidate
 from tasks.compose_candidates import load_run
 from tasks.load_revision_inputs import RevisionInputs
 

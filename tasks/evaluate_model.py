@@ -8,8 +8,8 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.metrics import evaluate
 from medunlearn.models import ZooModel
+from medunlearn.models.evaluation import evaluate
 
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)

@@ -5,7 +5,7 @@ previous revision used): the checkpoint is written only after ``onnx.checker`` a
 parity check pass, so a failed export leaves no model, and the flow moves the whole folder
 into place (registry version path or ``maintain.candidate_dir``) as one rename. The graph
 of an earlier export of the same architecture is reused from ``graph_cache`` (see
-``medunlearn.export``); one that fails the parity check is discarded and the model traced
+``medunlearn.models.export``); one that fails the parity check is discarded and the model traced
 afresh (``export_checked``), so a stale template can cost time but never ship a wrong model.
 """
 
@@ -19,11 +19,11 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import load_checkpoint, save_checkpoint
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.export import ExportError, export_checked, serving_metadata
-from medunlearn.revision import CandidateResult
-from medunlearn.unlearn.request import retired_classes
+from medunlearn.data.request import retired_classes
+from medunlearn.models.checkpoint import load_checkpoint, save_checkpoint
+from medunlearn.models.export import ExportError, export_checked, serving_metadata
+from medunlearn.revision.candidates import CandidateResult
 from medunlearn.versioning import file_sha256
 from tasks.compose_candidates import load_run
 from tasks.load_revision_inputs import RevisionInputs
@@ -48,7 +48,7 @@ def export_revision(
     """ONNX export + checker + onnxruntime parity on the validation images, then the
     checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``. The ONNX metadata names
     ``version`` (the registry version planned for it), the input contract and the classes
-    the revision retired (``medunlearn.export.serving_metadata``)."""
+    the revision retired (``medunlearn.models.export.serving_metadata``)."""
     logger = get_run_logger()
     model, meta = load_run(run)
     rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.data.dataset import DatasetSplits
 from medunlearn.models import build_model
-from medunlearn.training import EpochLog, TrainConfig, TrainResult, train_classifier
+from medunlearn.models.training import EpochLog, TrainConfig, TrainResult, train_classifier
 
 
 @task(name="fit-model", cache_policy=NO_CACHE)

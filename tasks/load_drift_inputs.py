@@ -12,9 +12,8 @@ import torch
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import load_checkpoint
 from medunlearn.data.dataset import load_dataset
-from medunlearn.drift import (
+from medunlearn.data.drift import (
     decode_all,
     heldout_rows,
     newest_manifest,
@@ -24,6 +23,7 @@ from medunlearn.drift import (
     untested_metadata,
 )
 from medunlearn.models import ZooModel
+from medunlearn.models.checkpoint import load_checkpoint
 from medunlearn.versioning import file_sha256
 
 MIN_HELDOUT = 50  # fewer held-out rows: the training rows are the image reference

@@ -11,11 +11,11 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from medunlearn.data.dataset import DatasetInfo
 from medunlearn.data.manifest import ManifestError, read_manifest_csv
+from medunlearn.data.request import ForgetRequest
 from medunlearn.models import ZooModel
-from medunlearn.unlearn.request import ForgetRequest
+from medunlearn.models.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint
 from medunlearn.versioning import dataset_fingerprint, file_sha256
 
 

@@ -1,4 +1,4 @@
-"""Step: resolve a revision audit's inputs from the registry (``medunlearn.revision_audit``)."""
+"""Step: resolve a revision audit's inputs from the registry (``medunlearn.revision.audit``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.registry import Registry
-from medunlearn.revision_audit import AuditPlan, plan_audit
+from medunlearn.revision.audit import AuditPlan, plan_audit
+from medunlearn.revision.registry import Registry
 
 
 @task(name="plan-audit", cache_policy=NO_CACHE)
@@ -31,7 +31,7 @@ def plan_revision_audit(
         epochs: the references' epochs override, or None.
 
     Returns:
-        The plan (see ``medunlearn.revision_audit.plan_audit``).
+        The plan (see ``medunlearn.revision.audit.plan_audit``).
 
     Raises:
         AuditRefused: an input that cannot give a meaningful audit.

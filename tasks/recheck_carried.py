@@ -2,7 +2,7 @@
 
 A later revision must keep every earlier forgetting; the new request's gates alone cannot
 show that, so each applied request of the forget ledger is put through its own reason's
-gate profile again (``medunlearn.revision.recheck_requests``).
+gate profile again (``medunlearn.revision.candidates.recheck_requests``).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.revision import CandidateResult, recheck_requests
-from medunlearn.unlearn.request import Cohorts
+from medunlearn.data.request import Cohorts
+from medunlearn.revision.candidates import CandidateResult, recheck_requests
 from tasks.compose_candidates import load_run
 from tasks.load_revision_inputs import RevisionInputs
 

@@ -1,7 +1,7 @@
 """Step: make a finished revision folder a registered revision (or the unregistered candidate).
 
 The folder (model files, reports) was assembled by the flow in a fresh staging path. With the
-registry on (``medunlearn.registry.active_registry``) it becomes ``models/<name>/<version>/``,
+registry on (``medunlearn.revision.registry.active_registry``) it becomes ``models/<name>/<version>/``,
 DVC-tracked, with its record and card committed and GTO tags; otherwise (registry off,
 inside a DVC stage) it replaces ``candidate_dir`` as one rename. The card is also published
 as a Prefect markdown artifact under a stable key (``revision-card-<model>``).
@@ -18,8 +18,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import staged_directory
-from medunlearn.card import card_files
-from medunlearn.registry import Registry
+from medunlearn.revision.card import card_files
+from medunlearn.revision.registry import Registry
 
 
 @task(name="register-revision", cache_policy=NO_CACHE)

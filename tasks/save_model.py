@@ -11,10 +11,10 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json, write_text
-from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
 from medunlearn.config import params_hash
 from medunlearn.data.dataset import DatasetSplits
-from medunlearn.training import TrainResult, history_rows, training_report
+from medunlearn.models.checkpoint import CheckpointMeta, save_checkpoint
+from medunlearn.models.training import TrainResult, history_rows, training_report
 from medunlearn.versioning import data_version
 
 

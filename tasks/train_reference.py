@@ -6,9 +6,9 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.benchmark.bank import ModelBank
 from medunlearn.data.images import LabelledImages
-from medunlearn.revision_audit import Reference, train_reference
+from medunlearn.models.bank import ModelBank
+from medunlearn.revision.audit import Reference, train_reference
 
 
 @task(name="train-reference", cache_policy=NO_CACHE, persist_result=False)

@@ -24,9 +24,9 @@ from typing import Any
 from prefect import Task, get_run_logger, task
 from prefect.cache_policies import INPUTS, TASK_SOURCE
 
-from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
+from medunlearn.data.request import Cohorts
+from medunlearn.models.checkpoint import CheckpointMeta, save_checkpoint
 from medunlearn.unlearn.methods import run_method
-from medunlearn.unlearn.request import Cohorts
 from medunlearn.versioning import file_sha256
 from tasks.load_revision_inputs import RevisionInputs
 

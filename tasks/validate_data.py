@@ -11,18 +11,18 @@ from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json
 from medunlearn.data.dataset import DatasetSplits, open_splits
-from medunlearn.unlearn.request import (
-    DEFAULT_MAX_FORGET_FRACTION,
-    Cohorts,
-    build_cohorts,
-    cohort_masks,
-)
-from medunlearn.validation import (
+from medunlearn.data.expectations import (
     ValidationReport,
     cached_manifest_report,
     manifest_report_key,
     validate_cohorts,
     validate_manifest,
+)
+from medunlearn.data.request import (
+    DEFAULT_MAX_FORGET_FRACTION,
+    Cohorts,
+    build_cohorts,
+    cohort_masks,
 )
 from medunlearn.versioning import source_hash
 from tasks.load_revision_inputs import RevisionInputs

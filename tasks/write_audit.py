@@ -1,5 +1,5 @@
 """Step: compute a revision audit's statistics and write them next to the record, with the
-regenerated card (``medunlearn.revision_audit``)."""
+regenerated card (``medunlearn.revision.audit``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from medunlearn.registry import Registry
-from medunlearn.revision_audit import AuditPlan, Reference, audit_result, write_audit
+from medunlearn.revision.audit import AuditPlan, Reference, audit_result, write_audit
+from medunlearn.revision.registry import Registry
 
 
 @task(name="write-audit", cache_policy=NO_CACHE)

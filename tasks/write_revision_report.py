@@ -13,15 +13,15 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json, write_text, write_with
-from medunlearn.metrics import UnlearnMetrics
-from medunlearn.revision import (
+from medunlearn.data.request import Cohorts
+from medunlearn.evidence.metrics import UnlearnMetrics
+from medunlearn.revision.candidates import (
     CandidateResult,
     evidence_caveats,
     summary_markdown,
     tradeoff_csv,
     tradeoff_rows,
 )
-from medunlearn.unlearn.request import Cohorts
 
 
 def _plot(rows: list[dict[str, Any]], deployed: dict[str, Any], path: str) -> None:
@@ -76,10 +76,10 @@ def write_revision_report(
 ) -> str:
     """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``).
 
-    ``failed``: runs rejected before evaluation (``medunlearn.revision.failed_run``); the
+    ``failed``: runs rejected before evaluation (``medunlearn.revision.candidates.failed_run``); the
     metrics file lists them under ``failed_runs`` and the summary names each with its reason.
 
-    ``timings`` (from ``medunlearn.revision.run_timings``) go into the metrics file as they
+    ``timings`` (from ``medunlearn.revision.candidates.run_timings``) go into the metrics file as they
     are: step, compute and overhead seconds up to the report step.
     """
     request = {**cohorts.request.__dict__, "hash": cohorts.request.hash}

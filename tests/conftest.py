@@ -66,7 +66,7 @@ def demo_splits(demo_dir):
 def demo_model(demo_splits):
     """A small allcnn trained briefly on the demo: the 'deployed' model of engine tests."""
     from medunlearn.models import build_model
-    from medunlearn.training import TrainConfig, train_classifier
+    from medunlearn.models.training import TrainConfig, train_classifier
 
     model = build_model("allcnn", 10, 1, 28, seed=0, width=0.25)
     cfg = TrainConfig(epochs=3, batch_size=32, lr=3e-3, seed=0)
@@ -78,7 +78,7 @@ def demo_model(demo_splits):
 @pytest.fixture(scope="session")
 def demo_cohorts(demo_splits):
     """Cohorts of the demo for 'retire class 3' (the engine tests' request)."""
-    from medunlearn.unlearn import ForgetRequest, build_cohorts
+    from medunlearn.data.request import ForgetRequest, build_cohorts
 
     d = demo_splits
     request = ForgetRequest("class_retirement", {"labels": ["3"]})

@@ -10,8 +10,8 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from medunlearn.audit import logit_confidence, offline_lira
-from medunlearn.mia import rank_auc
+from medunlearn.evidence.audit import logit_confidence, offline_lira
+from medunlearn.evidence.membership import rank_auc
 
 
 class Fixed(torch.nn.Module):

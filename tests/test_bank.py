@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from medunlearn.benchmark.bank import ModelBank, rows_hash
+from medunlearn.models.bank import ModelBank, rows_hash
 
 
 def _demo_bank(tmp_path, demo_dir, d, recipe, read_only: bool = False) -> ModelBank:

@@ -209,7 +209,7 @@ def test_tuning_picks_the_lowest_validation_gap(tmp_path: Path, monkeypatch) -> 
 
 def test_benchmark_reports_carry_hashed_patient_ids_only() -> None:
     from medunlearn.benchmark.runner import redacted_request
-    from medunlearn.unlearn.request import ForgetRequest
+    from medunlearn.data.request import ForgetRequest
 
     request = ForgetRequest("consent_withdrawal", {"patient_ids": ["P0529", "P0109"]})
     out = redacted_request(request)
@@ -225,7 +225,7 @@ def test_runs_mapped_to_fresh_workers_in_any_order_keep_the_salted_ids(tmp_path:
     hashed under the project's salt, never the reversible unsalted hash."""
     from medunlearn.benchmark.runner import run_benchmark
     from medunlearn.data.manifest import set_identifier_salt
-    from medunlearn.unlearn.request import ForgetRequest
+    from medunlearn.data.request import ForgetRequest
 
     selector = {"patient_ids": ["P0529", "P0109"]}
     obj = minimal() | {"reference_models": 0}

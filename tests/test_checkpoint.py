@@ -7,7 +7,8 @@ import pickle
 import pytest
 import torch
 
-from medunlearn.checkpoint import (
+from medunlearn.models import build_model
+from medunlearn.models.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     describe,
@@ -15,7 +16,6 @@ from medunlearn.checkpoint import (
     read_metadata,
     save_checkpoint,
 )
-from medunlearn.models import build_model
 
 
 def small_model():
@@ -53,14 +53,14 @@ def test_pickled_code_is_refused(tmp_path) -> None:
             return (print, ("owned",))
 
     path = tmp_path / "evil.pt"
-    path.write_bytes(pickle.dumps({"format": "medunlearn.checkpoint/1", "x": Evil()}))
+    path.write_bytes(pickle.dumps({"format": "medunlearn.models.checkpoint/1", "x": Evil()}))
     with pytest.raises(CheckpointError, match="not a loadable weights-only checkpoint"):
         load_checkpoint(path)
 
 
 def test_foreign_file_and_mismatched_weights(tmp_path) -> None:
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(CheckpointError, match="not a medunlearn.checkpoint/1 file"):
+    with pytest.raises(CheckpointError, match="not a medunlearn.models.checkpoint/1 file"):
         load_checkpoint(tmp_path / "other.pt")
     model = small_model()
     meta = CheckpointMeta.for_model(model, ["a", "b", "c"], 28)

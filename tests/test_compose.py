@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medunlearn.compose import Candidate, fine_tune, interpolate, pareto_front, swap
 from medunlearn.models import MODEL_NAMES, build_model
+from medunlearn.unlearn.compose import Candidate, fine_tune, interpolate, pareto_front, swap
 
 
 def randomise_norm_layers(model, seed: int) -> None:

@@ -261,11 +261,11 @@ def test_an_oversized_image_is_refused_before_decoding_naming_the_file(
 @pytest.fixture
 def small_bound():
     """``data.max_image_pixels`` of 100 for one test, the default restored after."""
-    from medunlearn.data.decode import MAX_PIXELS, set_max_pixels
+    from medunlearn.settings import MAX_IMAGE_PIXELS, set_max_image_pixels
 
-    set_max_pixels(100)
+    set_max_image_pixels(100)
     yield
-    set_max_pixels(MAX_PIXELS)
+    set_max_image_pixels(MAX_IMAGE_PIXELS)
 
 
 @pytest.mark.parametrize(
@@ -300,7 +300,9 @@ def test_the_image_size_bound_is_a_setting(tmp_path, small_bound, shape, refused
 
 def test_load_params_applies_the_bound(tmp_path) -> None:
     from medunlearn.config import load_params
-    from medunlearn.data.decode import MAX_PIXELS, max_pixels, set_max_pixels
+    from medunlearn.settings import MAX_IMAGE_PIXELS as MAX_PIXELS
+    from medunlearn.settings import max_image_pixels as max_pixels
+    from medunlearn.settings import set_max_image_pixels as set_max_pixels
 
     (tmp_path / "small.yaml").write_text("data:\n  max_image_pixels: 4096\n")
     (tmp_path / "default.yaml").write_text("data:\n  name: demo\n")

@@ -1,4 +1,4 @@
-"""Drift statistics (medunlearn/drift.py): hand-computed values, calibration under no drift
+"""Drift statistics (medunlearn/data/drift.py): hand-computed values, calibration under no drift
 on real data, detection of a device swapped in, and the finding -> request rule."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from medunlearn.data.images import ImageSpec
-from medunlearn.drift import (
+from medunlearn.data.drift import (
     DriftError,
     DriftReport,
     category_tests,
@@ -28,8 +27,9 @@ from medunlearn.drift import (
     training_rows,
     untested_metadata,
 )
+from medunlearn.data.images import ImageSpec
+from medunlearn.data.request import ForgetRequest
 from medunlearn.models import build_model
-from medunlearn.unlearn.request import ForgetRequest
 
 SPEC = ImageSpec(size=32, channels=3)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medunlearn.checkpoint import load_checkpoint
+from medunlearn.models.checkpoint import load_checkpoint
 
 # two whole DVC projects, about 5 min each on 2 cores: `make test-slow`
 pytestmark = pytest.mark.slow
@@ -164,7 +164,7 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
         )
     # the first version has its ONNX file too (metadata naming it), readable by a serving
     # user like a plain file (never tempfile's 0600), and production serves it
-    from medunlearn.export import read_metadata
+    from medunlearn.models.export import read_metadata
 
     first = project / "models" / "classifier" / "v1.0.0" / "model.onnx"
     assert read_metadata(first)["registry_version"] == "v1.0.0"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from medunlearn.unlearn.request import ForgetRequest
+from medunlearn.data.request import ForgetRequest
 
 REPO = Path(__file__).resolve().parents[1]
 

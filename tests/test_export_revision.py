@@ -5,8 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medunlearn.export import check_parity, export_checked, export_onnx, read_metadata
-from medunlearn.revision import CandidateResult, run_timings, select_candidate, tradeoff_csv
+from medunlearn.models.export import check_parity, export_checked, export_onnx, read_metadata
+from medunlearn.revision.candidates import (
+    CandidateResult,
+    run_timings,
+    select_candidate,
+    tradeoff_csv,
+)
 
 
 def test_onnx_export_dynamic_batch_metadata_and_parity(tmp_path, demo_model, demo_splits) -> None:
@@ -262,7 +267,7 @@ PASSED = {"reason": "consent_withdrawal", "passed": True, "failed": [], "replace
     ],
 )
 def test_evidence_caveats(gates, baseline, expected) -> None:
-    from medunlearn.revision import evidence_caveats
+    from medunlearn.revision.candidates import evidence_caveats
 
     assert evidence_caveats(gates, baseline) == expected
 
@@ -279,8 +284,8 @@ def test_exported_file_has_no_build_paths_and_states_its_contract(
     import onnx
 
     import medunlearn
-    from medunlearn.checkpoint import CheckpointMeta
-    from medunlearn.export import serving_metadata
+    from medunlearn.models.checkpoint import CheckpointMeta
+    from medunlearn.models.export import serving_metadata
 
     meta = CheckpointMeta.for_model(demo_model, [str(i) for i in range(10)], 28)
     example = demo_splits.val.all_images()[:2]

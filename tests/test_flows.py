@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medunlearn.checkpoint import load_checkpoint
 from medunlearn.data import ManifestError
+from medunlearn.models.checkpoint import load_checkpoint
 
 TRAIN = {
     "model": "allcnn",

@@ -13,18 +13,18 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from medunlearn.gates import (
+from medunlearn.data.request import ForgetRequest, build_cohorts
+from medunlearn.evidence.gates import (
     PROFILES,
     REQUIRED,
     GateConfigError,
     evaluate_gates,
     resolve_bounds,
 )
-from medunlearn.metrics import UnlearnMetrics, unlearning_metrics
-from medunlearn.mia import heldout_reference
+from medunlearn.evidence.membership import heldout_reference
+from medunlearn.evidence.metrics import UnlearnMetrics, unlearning_metrics
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
-from medunlearn.unlearn import ForgetRequest, build_cohorts
+from medunlearn.models.training import TrainConfig, train_classifier
 
 
 def membership(auc=0.5, p=0.5, gap=0.0, acc_p=0.5, n=50, m=200) -> dict:
@@ -301,7 +301,7 @@ def test_one_lost_image_gives_p_one_half_and_the_bound_decides() -> None:
     """One discordant image (lost): under the null its sign flips with probability 1/2,
     so p = 1/2 for both tests (scipy's permutation test refuses a single observation:
     this crashed revisions). The test cannot reach alpha, so the bound decides."""
-    from medunlearn.gates import retention_p_value
+    from medunlearn.evidence.gates import retention_p_value
 
     labels = np.array([0] * 30 + [1] * 6)
     before = np.ones(36, dtype=np.int64)
@@ -327,7 +327,7 @@ def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
 
     from sklearn.metrics import balanced_accuracy_score
 
-    from medunlearn.gates import retention_p_value
+    from medunlearn.evidence.gates import retention_p_value
 
     labels = np.array([0] * 40 + [1] * 8)  # imbalanced: a class-1 image weighs 5x
     before = np.ones(48, dtype=np.int64)
@@ -360,7 +360,7 @@ def test_balanced_retention_test_matches_brute_force_enumeration() -> None:
 
 
 def test_retention_refuses_outcomes_of_different_rows() -> None:
-    from medunlearn.gates import retention_p_value
+    from medunlearn.evidence.gates import retention_p_value
 
     a = {"label": np.array([0, 1, 1]), "correct": np.array([1, 1, 1]), "rows": "x"}
     for b in (

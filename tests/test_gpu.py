@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medunlearn.metrics import accuracy_on
+from medunlearn.evidence.metrics import accuracy_on
 from medunlearn.unlearn import PSGConfig, psg_unlearn
 from medunlearn.unlearn.psg import search_forget_set
 

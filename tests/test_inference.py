@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch.utils.data import ConcatDataset
 
-from medunlearn.inference import LogitCache, predict_logits
+from medunlearn.models.inference import LogitCache, predict_logits
 
 
 def test_cohorts_cut_from_a_split_share_its_forward_pass(demo_model, demo_splits) -> None:
@@ -36,7 +36,7 @@ def test_cohorts_cut_from_a_split_share_its_forward_pass(demo_model, demo_splits
 def test_cpu_batches_hold_a_pixel_budget_and_do_not_change_the_logits(
     demo_model, demo_splits
 ) -> None:
-    from medunlearn.inference import inference_batch_size
+    from medunlearn.models.inference import inference_batch_size
 
     cpu, gpu = torch.device("cpu"), torch.device("cuda")
     assert inference_batch_size(demo_splits.test, cpu) == 41  # 32768 // (28 * 28)

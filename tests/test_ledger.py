@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medunlearn.ledger import Ledger, LedgerError
-from medunlearn.privacy import IdentifierInText
-from medunlearn.unlearn.request import ForgetRequest, RequestError, cohort_masks
+from medunlearn.data.request import ForgetRequest, RequestError, cohort_masks
+from medunlearn.revision.ledger import Ledger, LedgerError
+from medunlearn.revision.privacy import IdentifierInText
 
 MANIFEST = pd.DataFrame(
     {
@@ -111,7 +111,7 @@ def test_carried_requests_stay_forgotten_and_are_never_retained() -> None:
 
 
 def test_a_class_retired_earlier_is_not_expected_in_retain_train() -> None:
-    from medunlearn.validation import retained_classes
+    from medunlearn.data.expectations import retained_classes
 
     earlier = ForgetRequest("class_retirement", {"labels": ["2"]})
     new = ForgetRequest("class_retirement", {"labels": ["1"]}, carried=(earlier,))
@@ -139,7 +139,7 @@ def test_a_request_file_may_list_the_requests_it_carries() -> None:
 def test_consent_after_a_carried_class_retirement_validates() -> None:
     """P1 has a class-1 image (retired earlier, carried) and a class-0 image (retained): P1
     did not withdraw, so only the new consent patient P4 must be wholly forgotten."""
-    from medunlearn.validation import validate_cohorts
+    from medunlearn.data.expectations import validate_cohorts
 
     manifest = MANIFEST.copy()
     manifest.loc[0, "label"] = "1"  # P1: img0 class 1, img1 class 0
@@ -205,8 +205,8 @@ def test_request_hashes_are_salted_once_the_project_has_a_salt() -> None:
 def test_a_request_is_judged_on_its_own_rows_inside_a_larger_revision(demo_splits) -> None:
     """Consent of two patients carried with the retired digit 3: unlearning forgets both, but
     the consent's evidence is its own 8 images, and retention leaves out every forgotten row."""
-    from medunlearn.revision import request_cohorts
-    from medunlearn.unlearn.request import build_cohorts
+    from medunlearn.data.request import build_cohorts
+    from medunlearn.revision.candidates import request_cohorts
 
     data = demo_splits
     retired = ForgetRequest("class_retirement", {"labels": ["3"]})
@@ -236,7 +236,7 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     from test_maintenance import git_dvc_project
 
     from medunlearn import ledger_cli
-    from medunlearn.registry import Registry
+    from medunlearn.revision.registry import Registry
 
     (tmp_path / "params.yaml").write_text(
         yaml.safe_dump(
@@ -446,7 +446,7 @@ def test_a_request_file_may_list_inherited_requests() -> None:
     ],
 )
 def test_split_carried_follows_the_parent_record(parent_record, inherited, again) -> None:
-    from medunlearn.ledger import split_carried
+    from medunlearn.revision.ledger import split_carried
 
     applied = [("a", CONSENT_P1), ("b", RETIRE_1), ("c", CONSENT_P3)]
     got_inherited, got_again = split_carried(applied, parent_record)
@@ -461,7 +461,7 @@ def test_an_inherited_retirement_or_consent_still_validates() -> None:
     is not a withdrawing patient left in retain-train."""
     from dataclasses import replace
 
-    from medunlearn.validation import retained_classes, validate_cohorts
+    from medunlearn.data.expectations import retained_classes, validate_cohorts
 
     consent = replace(CONSENT_P3, inherited=(RETIRE_1,))
     assert retained_classes(["0", "1"], consent) == ["0"]
@@ -500,7 +500,7 @@ def test_an_inherited_retirement_or_consent_still_validates() -> None:
 def test_reproduce_lists_earlier_requests_as_the_revision_used_them(
     record, carried, inherited
 ) -> None:
-    from medunlearn.reproduce import request_file
+    from medunlearn.revision.reproduce import request_file
 
     request = request_file(record, lambda e: {"id": e["id"]})
     assert request["id"] == "new"
@@ -511,8 +511,8 @@ def test_reproduce_lists_earlier_requests_as_the_revision_used_them(
 
 
 def test_reproduce_refuses_a_record_without_a_request() -> None:
-    from medunlearn.registry import RegistryError
-    from medunlearn.reproduce import request_file
+    from medunlearn.revision.registry import RegistryError
+    from medunlearn.revision.reproduce import request_file
 
     with pytest.raises(RegistryError, match="records no request"):
         request_file({"kind": "unlearned", "requests": []}, lambda e: e)
@@ -589,7 +589,7 @@ def test_each_model_sees_only_its_own_requests(tmp_path: Path) -> None:
     """Issue 27 review: a second model in the project (RetinaMNIST beside the demo) was
     revised with the demo's retired digits. One ledger file, entries scoped by
     ``registry.model``; an entry written before entries named a model concerns every model."""
-    from medunlearn.ledger import active_ledger
+    from medunlearn.revision.ledger import active_ledger
 
     path = tmp_path / "ledger" / "requests.jsonl"
     legacy = Ledger(path).add(ForgetRequest("consent_withdrawal", {"patient_ids": ["P1"]}))

@@ -16,11 +16,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from medunlearn.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
-from medunlearn.export import check_parity, read_metadata
-from medunlearn.registry import RegistryError
-from medunlearn.revision import GatesFailed
-from medunlearn.validation import ValidationFailed
+from medunlearn.data.expectations import ValidationFailed
+from medunlearn.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from medunlearn.models.export import check_parity, read_metadata
+from medunlearn.revision.candidates import GatesFailed
+from medunlearn.revision.registry import RegistryError
 
 # Two PSG entries that, between them, forget the demo's class 3 within the gates on every
 # fixture model measured (5 initialisation seeds x oneDNN AVX2 and AVX-512 kernels, 2026-12-06:
@@ -373,7 +373,7 @@ def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_dat
     from medunlearn.data import from_csv, materialise
     from medunlearn.data.dataset import open_splits
     from medunlearn.models import build_model
-    from medunlearn.training import TrainConfig, train_classifier
+    from medunlearn.models.training import TrainConfig, train_classifier
 
     dataset = tmp_path / "ham"
     materialise(
@@ -579,7 +579,7 @@ def test_revision_is_registered_with_production_as_parent(
     import sys
 
     from flows.maintenance import maintenance_flow
-    from medunlearn.registry import Registry
+    from medunlearn.revision.registry import Registry
 
     repo = Path(__file__).resolve().parents[1]
     request = yaml.safe_load((repo / "requests" / "withdraw_consent.yaml").read_text())
@@ -609,7 +609,7 @@ def test_revision_is_registered_with_production_as_parent(
     reg.promote("classifier", "v1.0.0", "production", "tester", "first")
     served = sha(tmp_path / "models" / "production" / "model.pt")
 
-    from medunlearn.unlearn.request import ForgetRequest
+    from medunlearn.data.request import ForgetRequest
 
     reversible = ForgetRequest.from_dict(request).hash  # no salt set yet
     result = maintenance_flow(str(params))
@@ -949,7 +949,7 @@ def export_first(folder: Path) -> None:
     """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
     import torch
 
-    from medunlearn.export import export_onnx
+    from medunlearn.models.export import export_onnx
 
     model, _ = load_checkpoint(folder / "model.pt")
     export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))

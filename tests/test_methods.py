@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from medunlearn.metrics import accuracy_on
+from medunlearn.evidence.metrics import accuracy_on
 from medunlearn.unlearn import baselines
 from medunlearn.unlearn.methods import (
     METHODS,

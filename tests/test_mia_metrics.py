@@ -14,8 +14,7 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from medunlearn.metrics import unlearning_metrics
-from medunlearn.mia import (
+from medunlearn.evidence.membership import (
     bootstrap_auc_interval,
     heldout_pool,
     matched_sample,
@@ -28,6 +27,7 @@ from medunlearn.mia import (
     shadow_efficacy,
     shadow_sets,
 )
+from medunlearn.evidence.metrics import unlearning_metrics
 
 
 def brute_force_auc(a: np.ndarray, b: np.ndarray) -> float:
@@ -275,8 +275,8 @@ def test_a_member_with_no_heldout_twin_does_not_thin_the_others() -> None:
 
 def test_no_heldout_row_for_the_cohort_is_not_applicable(demo_model, demo_splits) -> None:
     """A device seen only in training: the membership checks cannot apply; they say so."""
-    from medunlearn.gates import evaluate_gates
-    from medunlearn.unlearn.request import ForgetRequest, build_cohorts
+    from medunlearn.data.request import ForgetRequest, build_cohorts
+    from medunlearn.evidence.gates import evaluate_gates
 
     d = demo_splits
     frame = d.manifest.copy()
@@ -489,7 +489,7 @@ def test_a_shifted_test_split_is_left_out_of_the_nonmember_pool(demo_model, demo
     from dataclasses import replace
 
     from medunlearn.data.images import LabelledImages
-    from medunlearn.mia import choose_pool
+    from medunlearn.evidence.membership import choose_pool
 
     same = choose_pool(demo_cohorts, demo_model)
     assert same.pool_splits == ("val", "test") and same.pool_check["excluded"] is None

@@ -75,7 +75,7 @@ def test_seeded_build_is_immune_to_runs_seeding_in_other_threads() -> None:
     RNG (its ``seed_everything``) while a model is initialised must not change the weights."""
     import threading
 
-    from medunlearn.device import seed_everything
+    from medunlearn.models.device import seed_everything
 
     expected = build_model("allcnn", 3, 1, 28, seed=5, width=0.5).state_dict()
     stop = threading.Event()

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from medunlearn.ledger import Ledger
-from medunlearn.privacy import (
+from medunlearn.data.request import ForgetRequest
+from medunlearn.revision.ledger import Ledger
+from medunlearn.revision.privacy import (
     IdentifierInText,
     check_free_text,
     manifest_patient_ids,
     words,
 )
-from medunlearn.unlearn.request import ForgetRequest
 
 
 @pytest.mark.parametrize(

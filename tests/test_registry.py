@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medunlearn.registry import Registry, RegistryError
+from medunlearn.revision.registry import Registry, RegistryError
 
 BIN = Path(sys.executable).parent
 PASSED = {"passed": True, "checks": []}
@@ -214,7 +214,7 @@ def test_a_revision_whose_gates_failed_is_never_promoted(tmp_path: Path) -> None
 
 
 def test_failed_registration_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
-    from medunlearn import registry as module
+    from medunlearn.revision import registry as module
 
     repo = make_repo(tmp_path)
     reg = Registry(repo)
@@ -348,7 +348,7 @@ class Probe(logging.Handler):
         super().close()
 logging.getLogger().addHandler(Probe())
 configure = logging.config.dictConfig
-from medunlearn.registry import gto_api
+from medunlearn.revision.registry import gto_api
 api = gto_api()
 assert hasattr(api, "register") and hasattr(api, "assign")
 assert logging.config.dictConfig is configure, "dictConfig not restored"
@@ -363,7 +363,8 @@ print("closed" if closed else "open")
             sys.executable,
             "-c",
             script.replace(
-                "from medunlearn.registry import gto_api\napi = gto_api()", "from gto import api"
+                "from medunlearn.revision.registry import gto_api\napi = gto_api()",
+                "from gto import api",
             ),
         ],
         capture_output=True,
@@ -428,7 +429,7 @@ def test_listing_names_each_unserved_request_once_with_its_revisions() -> None:
 
 
 def test_a_card_names_its_version_or_says_unregistered() -> None:
-    from medunlearn.card import card_json, card_markdown
+    from medunlearn.revision.card import card_json, card_markdown
 
     record = {"model": "classifier", "version": "v1.2.0", "kind": "unlearned"}
     assert card_markdown(card_json(record)).splitlines()[0] == (
@@ -526,7 +527,7 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
 KILLER = """
 import os, signal, sys
 from pathlib import Path
-import medunlearn.registry as R
+import medunlearn.revision.registry as R
 
 repo, point, action = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
@@ -570,8 +571,8 @@ if action == "register":
     (folder / "model.onnx").write_bytes(b"b" * 64)
     entry = None
     if point == "record":  # as the flow does: the ledger marked applied before the commit
-        from medunlearn.ledger import Ledger
-        from medunlearn.unlearn.request import ForgetRequest
+        from medunlearn.revision.ledger import Ledger
+        from medunlearn.data.request import ForgetRequest
         book = Ledger(repo / "ledger" / "requests.jsonl")
         request_id = book.add(ForgetRequest("device_deprecation", {"devices": ["x"]}))["id"]
         book.set_status([request_id], "applied in v1.1.0")
@@ -635,7 +636,7 @@ def test_a_kill_at_any_step_of_a_registry_write_is_repaired(tmp_path, point, act
     did = Registry(repo).repair()
     assert did, "a journal was left: repair must say what it did"
     if point == "record":  # undone: the request it would have applied is pending again
-        from medunlearn.ledger import Ledger
+        from medunlearn.revision.ledger import Ledger
 
         (entry,) = Ledger(repo / "ledger" / "requests.jsonl").entries()
         assert entry["status"] == "pending"

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from medunlearn.unlearn import ForgetRequest, RequestError, build_cohorts, cohort_masks
+from medunlearn.data.request import ForgetRequest, RequestError, build_cohorts, cohort_masks
 
 
 def test_class_request_cohorts(demo_splits) -> None:
@@ -133,7 +133,7 @@ def _tiny_manifest():
     ],
 )
 def test_retired_classes(request_, retired) -> None:
-    from medunlearn.unlearn.request import retired_classes
+    from medunlearn.data.request import retired_classes
 
     assert retired_classes(_tiny_manifest(), request_) == retired
 

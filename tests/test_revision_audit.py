@@ -21,20 +21,20 @@ import pytest
 import torch
 import yaml
 
-from medunlearn.card import card_files
-from medunlearn.checkpoint import CheckpointMeta, save_checkpoint
 from medunlearn.data.batches import iterate_batches
 from medunlearn.data.dataset import open_splits
+from medunlearn.data.request import ForgetRequest, build_cohorts
 from medunlearn.models import build_model
-from medunlearn.registry import Registry
-from medunlearn.revision_audit import (
+from medunlearn.models.checkpoint import CheckpointMeta, save_checkpoint
+from medunlearn.models.training import TrainConfig, train_classifier
+from medunlearn.revision.audit import (
     audit_statistics,
     plan_audit,
     reference_seeds,
     train_reference,
 )
-from medunlearn.training import TrainConfig, train_classifier
-from medunlearn.unlearn.request import ForgetRequest, build_cohorts
+from medunlearn.revision.card import card_files
+from medunlearn.revision.registry import Registry
 from medunlearn.versioning import dataset_fingerprint
 
 RETIRE_3 = ForgetRequest("class_retirement", {"labels": ["3"]})
@@ -184,7 +184,7 @@ def test_audit_file_card_and_commit(project, demo_dir, capsys) -> None:
 def test_a_second_audit_trains_nothing(project, monkeypatch, capsys) -> None:
     """Every reference comes from the bank: training is made impossible, and the JSON says
     both came from the cache under the same keys."""
-    import medunlearn.benchmark.bank as bank
+    import medunlearn.models.bank as bank
     from flows.cli import main
 
     repo, _, first, _ = project
@@ -250,7 +250,7 @@ class Memoriser(torch.nn.Module):
 def test_memorised_rows_score_far_above_the_retrain(project) -> None:
     """Independent truth: the audited model is a retrain without digit 3 (AUC near 0.5);
     the same model memorising the forgotten rows is flagged (AUC near 1, status signal)."""
-    from medunlearn.revision_audit import verdict
+    from medunlearn.revision.audit import verdict
 
     repo, reg, _, _ = project
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -273,7 +273,7 @@ def test_data_that_is_not_the_revisions_is_refused_inside_the_flow(
 ) -> None:
     """A refusal raised in the flow (here: the dataset's content differs from the record's
     fingerprint) still ends in one line and exit 1, before any reference is trained."""
-    import medunlearn.revision_audit as revision_audit
+    import medunlearn.revision.audit as revision_audit
     from flows.cli import main
 
     repo = project[0]
@@ -325,7 +325,7 @@ BOUNDS = {"alpha": 0.01, "mia_auc_margin": 0.05, "min_members": 10}
     ],
 )
 def test_the_verdict_says_what_it_can_and_cannot_show(overrides, status, phrase) -> None:
-    from medunlearn.revision_audit import verdict
+    from medunlearn.revision.audit import verdict
 
     got, line = verdict(stats(**overrides), BOUNDS)
     assert got == status and phrase in line
@@ -335,9 +335,9 @@ def test_recorded_requests_rebuild_identifiers_from_the_ledger(tmp_path, demo_di
     """A record keeps a consent request's patients as ledger tokens; the audit finds the
     same rows through the ledger's salt, in the record's order (the last one carries the
     earlier), and refuses identifiers that no ledger can resolve."""
-    from medunlearn.ledger import Ledger, record_entry
-    from medunlearn.revision_audit import AuditRefused, recorded_requests
-    from medunlearn.unlearn.request import cohort_masks
+    from medunlearn.data.request import cohort_masks
+    from medunlearn.revision.audit import AuditRefused, recorded_requests
+    from medunlearn.revision.ledger import Ledger, record_entry
 
     manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
     patients = sorted(manifest.loc[manifest["split"] == "train", "patient_id"].unique())[:3]

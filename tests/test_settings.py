@@ -105,7 +105,7 @@ def literals(model, name: str) -> set:
 def test_schema_covers_every_setting_the_code_reads() -> None:
     """The schema must not refuse a setting the code accepts: every TrainConfig and
     PSGConfig field is a key, and each choice list equals the code's own."""
-    from medunlearn.training import SELECT_METRICS, TrainConfig
+    from medunlearn.models.training import SELECT_METRICS, TrainConfig
     from medunlearn.unlearn import psg
 
     assert {f.name for f in fields(TrainConfig)} <= set(Train.model_fields)

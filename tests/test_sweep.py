@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medunlearn.sweep import SweepError, check_sweeps, revision_sweep, sweep_configs
-from medunlearn.unlearn.request import REASONS
+from medunlearn.data.request import REASONS
+from medunlearn.unlearn.sweep import SweepError, check_sweeps, revision_sweep, sweep_configs
 
 PARAMS = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
 UNLEARN = {

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from medunlearn.data.dataset import open_splits
-from medunlearn.metrics import classification_metrics, evaluate
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, channel_statistics, train_classifier
+from medunlearn.models.evaluation import classification_metrics, evaluate
+from medunlearn.models.training import TrainConfig, channel_statistics, train_classifier
 
 FAST = {"epochs": 3, "batch_size": 32, "lr": 3e-3, "augmentation": {"rotate_deg": 5, "shift": 0.05}}
 
@@ -150,7 +150,7 @@ def test_cpu_bf16_runs_training_convolutions_in_bf16_only_where_native(
     everywhere, only slower without native support)."""
     import logging
 
-    from medunlearn import device as device_module
+    from medunlearn.models import device as device_module
 
     monkeypatch.setattr(device_module, "native_cpu_bf16", lambda: native)
     device_module._warn_no_native_bf16.cache_clear()
@@ -159,7 +159,7 @@ def test_cpu_bf16_runs_training_convolutions_in_bf16_only_where_native(
     inner = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)][1]
     seen: dict[bool, set] = {True: set(), False: set()}
     inner.register_forward_hook(lambda m, a, out: seen[m.training].add(out.dtype))
-    with caplog.at_level(logging.WARNING, logger="medunlearn.device"):
+    with caplog.at_level(logging.WARNING, logger="medunlearn.models.device"):
         trained = train_classifier(
             model, small, data.val, data.info.class_names, sgd(cpu_bf16=asked, device="cpu")
         ).model
@@ -182,7 +182,7 @@ def test_cpu_bf16_runs_training_convolutions_in_bf16_only_where_native(
 def test_native_cpu_bf16_needs_the_instructions_and_onednn(
     monkeypatch, avx512_bf16, amx, onednn, expected
 ) -> None:
-    from medunlearn import device as device_module
+    from medunlearn.models import device as device_module
 
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)

@@ -36,7 +36,7 @@ def tree_hashes(root: Path) -> dict[str, str]:
 
 def registry_project(tmp: Path, demo_dir: Path, demo_model, request: dict, **maintain) -> Path:
     """A git + DVC project whose production v1.0.0 is the demo model, registry and ledger on."""
-    from medunlearn.registry import Registry
+    from medunlearn.revision.registry import Registry
 
     params = make_project(
         tmp,
@@ -94,7 +94,7 @@ def test_a_crashed_request_ends_failed_committed_and_is_not_retried(
     ledger entry ``failed: unlearn (RuntimeError)``, committed, never ``pending``; the next
     scheduled run has nothing to do and changes no file (issue 27)."""
     import flows.maintenance as maintenance
-    from medunlearn.ledger import Ledger
+    from medunlearn.revision.ledger import Ledger
 
     request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
     params = registry_project(tmp_path, demo_dir, demo_model, request)
@@ -130,8 +130,8 @@ def test_a_busy_registry_leaves_the_request_pending(
     checked by hand in the issue-27 review), nothing is registered, and the request stays
     pending, so the next run tries it again (issue 27)."""
     import flows.maintenance as maintenance
-    from medunlearn.ledger import Ledger
-    from medunlearn.registry import Registry, RegistryBusy
+    from medunlearn.revision.ledger import Ledger
+    from medunlearn.revision.registry import Registry, RegistryBusy
 
     request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
     params = registry_project(tmp_path, demo_dir, demo_model, request)
@@ -170,9 +170,9 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     pending, changes no file; a notify-only drift finding and a scheduled drift watch with
     no batch delivered change no file either."""
     from flows.maintenance import maintenance_flow
-    from medunlearn.ledger import Ledger
-    from medunlearn.revision import GatesFailed
-    from medunlearn.unlearn.request import ForgetRequest
+    from medunlearn.data.request import ForgetRequest
+    from medunlearn.revision.candidates import GatesFailed
+    from medunlearn.revision.ledger import Ledger
 
     request = {"reason": "consent_withdrawal", "selector": {"patient_ids": ["P0109"]}}
     params = registry_project(tmp_path, demo_dir, demo_model, request)
@@ -192,7 +192,7 @@ def test_a_bad_pending_request_is_rejected_and_a_notice_touches_nothing(
     bad, good = ledger.entries()
     assert bad["status"].startswith("rejected: RequestError")
     assert good["status"] == "applied in v1.1.0"  # the bad one did not block it
-    from medunlearn.registry import Registry
+    from medunlearn.revision.registry import Registry
 
     assert Registry(tmp_path).stages("classifier")["staging"] == "v1.1.0"  # never production
     assert Registry(tmp_path).current("classifier", "production") == "v1.0.0"
@@ -281,7 +281,7 @@ def test_deployments_take_their_crons_and_trigger_from_params(tmp_path) -> None:
     assert scheduled.parameters == {"params_path": str(params), "pending": True}
     assert not on_drift.schedules
     (trigger,) = on_drift.triggers
-    assert trigger.expect == {"medunlearn.drift.detected"}
+    assert trigger.expect == {"medunlearn.data.drift.detected"}
     assert trigger.parameters == {"params_path": str(params), "drift": "{{ event.payload }}"}
 
     def finding(model: str, attribute: str, kind: str) -> Resource:
@@ -500,8 +500,8 @@ def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model)
     finally:
         for proc in reversed(procs):
             stop(proc)
-    from medunlearn.ledger import Ledger
-    from medunlearn.registry import Registry
+    from medunlearn.revision.ledger import Ledger
+    from medunlearn.revision.registry import Registry
 
     reg = Registry(project)
     assert reg.stages("classifier") == {
@@ -582,8 +582,8 @@ def export_first(folder: Path) -> None:
     """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
     import torch
 
-    from medunlearn.checkpoint import load_checkpoint
-    from medunlearn.export import export_onnx
+    from medunlearn.models.checkpoint import load_checkpoint
+    from medunlearn.models.export import export_onnx
 
     model, _ = load_checkpoint(folder / "model.pt")
     export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))

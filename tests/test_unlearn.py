@@ -90,7 +90,7 @@ def test_original_model_is_not_modified_and_bn_stats_stay_fixed(demo_model, coho
 
 
 def test_unlearning_lowers_forget_accuracy(demo_model, cohorts) -> None:
-    from medunlearn.metrics import accuracy_on
+    from medunlearn.evidence.metrics import accuracy_on
 
     # soft targets with phi 3: on 5 fixture initialisations x AVX2/AVX-512 kernels the retain
     # drop stayed <= 0.10 and forgotten-class accuracy <= 0.03 (hard targets, phi 1: drop up
@@ -272,7 +272,7 @@ def test_shipped_params_are_valid() -> None:
 
     import yaml
 
-    from medunlearn.gates import DEFAULT_BOUNDS, SHARED_DEFAULTS, resolve_bounds
+    from medunlearn.evidence.gates import DEFAULT_BOUNDS, SHARED_DEFAULTS, resolve_bounds
 
     params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     cfg = PSGConfig.from_params(params["unlearn"])

@@ -7,13 +7,13 @@ import shutil
 import pytest
 
 from medunlearn.data.dataset import load_dataset
-from medunlearn.unlearn import ForgetRequest, cohort_masks
-from medunlearn.validation import (
+from medunlearn.data.expectations import (
     ValidationFailed,
     retained_classes,
     validate_cohorts,
     validate_manifest,
 )
+from medunlearn.data.request import ForgetRequest, cohort_masks
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_manifest_suite_names_each_problem(demo, demo_dir, tmp_path) -> None:
 
 
 def test_stored_shape_is_recorded_and_decoded_shape_checked(demo, demo_dir) -> None:
-    from medunlearn.validation import image_properties
+    from medunlearn.data.expectations import image_properties
 
     info, manifest = demo
     props = image_properties(manifest.head(3), demo_dir, info.spec)
@@ -255,8 +255,8 @@ def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) ->
     import numpy as np
     from PIL import Image
 
+    from medunlearn.data.expectations import cached_manifest_report, manifest_report_key
     from medunlearn.data.images import ImageSpec
-    from medunlearn.validation import cached_manifest_report, manifest_report_key
     from medunlearn.versioning import dataset_fingerprint
 
     images = [radiograph(seed=i) for i in range(6)]
@@ -301,7 +301,7 @@ def test_a_passed_manifest_suite_is_reused_only_for_the_same_pixels(tmp_path) ->
 
 def test_a_failed_refresh_drops_the_stored_pass(tmp_path) -> None:
     """``--refresh-cache`` that fails must not leave the earlier pass to be reused."""
-    from medunlearn.validation import ValidationReport, cached_manifest_report
+    from medunlearn.data.expectations import ValidationReport, cached_manifest_report
 
     passed = ValidationReport([])  # no failed expectation: success
     assert passed.success

@@ -10,7 +10,7 @@ model that memorised the forget cohort.
   recipe's learning rate, BatchNorm statistics fixed, no augmentation): the cohort is seen
   far more often than its share, as by a model that memorised it, while retention is kept.
   Whether it *measurably* memorised is shown independently by the offline LiRA audit
-  (``medunlearn.audit``) when reference models are given. A detection counts the gate
+  (``medunlearn.evidence.audit``) when reference models are given. A detection counts the gate
   failing on a *membership* check (membership test or member accuracy gap), not on
   retention.
 - **Single image** (consent scenarios only): the same two rates for consent requests of one
@@ -31,9 +31,9 @@ import torch.nn.functional as F
 
 from medunlearn.data.batches import endless_batches, iterate_batches
 from medunlearn.data.images import LabelledImages
-from medunlearn.gates import evaluate_gates
-from medunlearn.metrics import unlearning_metrics
-from medunlearn.unlearn.request import Cohorts, ForgetRequest, build_cohorts
+from medunlearn.data.request import Cohorts, ForgetRequest, build_cohorts
+from medunlearn.evidence.gates import evaluate_gates
+from medunlearn.evidence.metrics import unlearning_metrics
 
 PRIVACY_CHECKS = ("membership", "member_accuracy_gap")
 

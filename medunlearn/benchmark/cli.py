@@ -26,7 +26,7 @@ from medunlearn.benchmark.report import calibration_lines, markdown_table, write
 from medunlearn.benchmark.runner import calibrate_scenario, pretrain, run_benchmark
 from medunlearn.benchmark.scenario import load_scenario
 from medunlearn.config import load_params, load_section, project_root
-from medunlearn.ledger import use_project_salt
+from medunlearn.revision.ledger import use_project_salt
 from medunlearn.unlearn.methods import METHODS, psg_base
 
 

@@ -24,13 +24,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from medunlearn.models.bank import training_code_hash
 from medunlearn.versioning import source_hash
 
 
 def core_code_hash() -> str:
     """The core's sources without ``data/``, plus the training code hash (dataset class and
     augmentation): decoding is keyed by the pixels it produced (``bank.pixels_hash``)."""
-    from medunlearn.benchmark.bank import training_code_hash
 
     return source_hash(exclude=("data",)) + training_code_hash()
 

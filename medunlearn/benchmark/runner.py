@@ -8,7 +8,7 @@ validation split: mean |difference| to the reference, in points, of forget-train
 retain-train and retain-val accuracy and of the rank-AUC membership attack against matched
 held-out *validation* rows; keep the best point, run it with every seed, and report the
 test metrics of those runs (held-out pool: val + test, as in a revision). Every run is also
-audited with offline LiRA against the extra retrains (``medunlearn.audit``). The extra
+audited with offline LiRA against the extra retrains (``medunlearn.evidence.audit``). The extra
 retrains' own Avg Gap to the reference is the noise floor. Finally the scenario's gate
 profile is calibrated on them (``medunlearn.benchmark.calibration``). Wall time and peak
 memory are measured around each method call.
@@ -31,20 +31,20 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from medunlearn.audit import logit_confidence, offline_lira, reference_statistics
-from medunlearn.benchmark.bank import ModelBank
 from medunlearn.benchmark.calibration import calibrate_gates
 from medunlearn.benchmark.runcache import RunCache, core_code_hash
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.manifest import hash_identifier, identifier_salt, set_identifier_salt
+from medunlearn.data.request import Cohorts, build_cohorts
 from medunlearn.data.sources import load_source
-from medunlearn.gates import resolve_bounds
-from medunlearn.inference import LogitCache
-from medunlearn.metrics import evidence_sets, unlearning_metrics
-from medunlearn.mia import choose_pool
+from medunlearn.evidence.audit import logit_confidence, offline_lira, reference_statistics
+from medunlearn.evidence.gates import resolve_bounds
+from medunlearn.evidence.membership import choose_pool
+from medunlearn.evidence.metrics import evidence_sets, unlearning_metrics
+from medunlearn.models.bank import ModelBank
+from medunlearn.models.inference import LogitCache
 from medunlearn.unlearn.methods import METHODS, Diverged, run_method
-from medunlearn.unlearn.request import Cohorts, build_cohorts
 
 SUMMARY_KEYS = (
     "forget_train_acc",

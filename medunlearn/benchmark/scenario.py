@@ -27,9 +27,9 @@ from typing import Any
 
 import yaml
 
+from medunlearn.data.request import ForgetRequest
 from medunlearn.errors import Refusal
 from medunlearn.unlearn.methods import METHODS
-from medunlearn.unlearn.request import ForgetRequest
 
 # PSG's grid (Nahass et al.'s tunable outer loss): learning rate x forget loss (hard labels,
 # soft targets at temperature 2, top-2 targets at temperature 2) x retain weight phi. phi 3 was

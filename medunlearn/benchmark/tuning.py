@@ -5,9 +5,9 @@ tuning runs every setting of a grid on several scenarios (one JSON row per run, 
 ``scripts/tune_defaults.py``); this module turns those rows into a choice:
 
 - a row **passes** when the candidate passes its reason's required gates
-  (``medunlearn.gates``: forgetting, retention, membership, forget-train not raised) on that
+  (``medunlearn.evidence.gates``: forgetting, retention, membership, forget-train not raised) on that
   scenario; its **score** is the tuning gap to the scenario's retrain reference in
-  percentage points (``medunlearn.metrics.TUNING_GAP_KEYS``: forget-train, retain-train and
+  percentage points (``medunlearn.evidence.metrics.TUNING_GAP_KEYS``: forget-train, retain-train and
   retain-test accuracy and the membership AUC), lower is better;
 - :func:`choose` ranks settings over a set of scenarios by (scenarios passed where the
   untouched deployed model fails the same gates; all scenarios passed; mean score; mean time

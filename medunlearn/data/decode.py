@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from medunlearn.data.manifest import ManifestError
+from medunlearn.settings import max_image_pixels
 
 PIL_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 # ITU-R 601-2 luma, the weights of Pillow's convert("L"): colour -> one channel
@@ -29,47 +30,18 @@ PIL_8BIT = {"1", "L", "P", "PA", "LA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "
 PIL_16BIT = {"I;16", "I;16L", "I;16B", "I;16N"}
 DICOM_GREY = {"MONOCHROME1", "MONOCHROME2"}
 DICOM_COLOUR = {"RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT"}
-# Largest image decoded by default (``data.max_image_pixels``), checked on the header before
-# any pixel is read: 10^8 pixels (a 10000 x 10000 export, 0.4 GB as float32) is far above any
-# model input here and far below what exhausts memory; Pillow's own guard (about 1.8 x 10^8)
-# raises a bare DecompressionBombError that names no file.
-MAX_PIXELS = 100_000_000
-_max_pixels = MAX_PIXELS
-Image.MAX_IMAGE_PIXELS = None  # see set_max_pixels: our header check replaces Pillow's
-
-
-def set_max_pixels(limit: int | None) -> int:
-    """Set the largest image (width x height, pixels) any later decode accepts, for the
-    whole process: ``medunlearn.config.load_params`` applies ``data.max_image_pixels`` (or
-    :data:`MAX_PIXELS` when unset) each time a command loads its settings, so every step
-    that opens images (prepare, validation, training, drift) obeys the same bound without
-    each passing it on. Returns the bound now in force.
-
-    Raises:
-        ValueError: ``limit`` is not a positive integer.
-    """
-    global _max_pixels
-    limit = MAX_PIXELS if limit is None else limit
-    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise ValueError(f"max_image_pixels must be a positive integer, not {limit!r}")
-    _max_pixels = limit
-    # Pillow's own guard (a warning above its bound, an error at twice) would answer first
-    # for a large image and name no file; the header check here runs before any pixel is
-    # read, so Pillow's is turned off
-    Image.MAX_IMAGE_PIXELS = None
-    return limit
-
-
-def max_pixels() -> int:
-    """The bound in force (see :func:`set_max_pixels`)."""
-    return _max_pixels
+# Pillow's own size guard (a warning above its bound, an error at twice) would answer
+# first for a large image and name no file; the header check here (``_too_large``, bound
+# ``medunlearn.settings.max_image_pixels``) runs before any pixel is read instead
+Image.MAX_IMAGE_PIXELS = None
 
 
 def _too_large(path: Path, width: int, height: int) -> DecodeError | None:
-    if width * height <= _max_pixels:
+    limit = max_image_pixels()
+    if width * height <= limit:
         return None
     return DecodeError(
-        f"{path}: {width} x {height} pixels, more than the {_max_pixels:,} decoded at most "
+        f"{path}: {width} x {height} pixels, more than the {limit:,} decoded at most "
         "(data.max_image_pixels; a decompression bomb or a whole-slide image): export a "
         "downsampled image or raise the bound"
     )

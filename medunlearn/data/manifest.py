@@ -33,7 +33,7 @@ _IDENTIFIER_SALT: bytes | None = None
 
 def set_identifier_salt(salt: bytes | None) -> None:
     """Salt every identifier token (:func:`hash_identifier`) with the project's secret
-    (the forget ledger's salt, ``medunlearn.ledger``). Patient ids are short and guessable
+    (the forget ledger's salt, ``medunlearn.revision.ledger``). Patient ids are short and guessable
     (``P0529``), so an unsalted hash is reversed by trying every id; the flows set the salt
     whenever the project has one."""
     global _IDENTIFIER_SALT

@@ -16,10 +16,10 @@ from monai.networks.nets import DenseNet121, EfficientNet, resnet18
 from monai.networks.nets.efficientnet import efficientnet_params
 from torch import nn
 
-from medunlearn.device import GLOBAL_RNG_LOCK
 from medunlearn.errors import Refusal
 from medunlearn.models.allcnn import AllCNNBody
 from medunlearn.models.base import ZooModel
+from medunlearn.models.device import GLOBAL_RNG_LOCK
 
 
 def _allcnn(

@@ -1,22 +1,6 @@
-"""Unlearning: forget requests and cohorts, and the PSG method (inner + outer problem)."""
+"""Unlearning: the PSG method (inner + outer problem), the baselines, composition of runs
+and the candidate sweep. Forget requests and cohorts are data (``medunlearn.data.request``)."""
 
 from medunlearn.unlearn.psg import PSGConfig, UnlearnResult, boundary_search, psg_unlearn
-from medunlearn.unlearn.request import (
-    Cohorts,
-    ForgetRequest,
-    RequestError,
-    build_cohorts,
-    cohort_masks,
-)
 
-__all__ = [
-    "Cohorts",
-    "ForgetRequest",
-    "PSGConfig",
-    "RequestError",
-    "UnlearnResult",
-    "boundary_search",
-    "build_cohorts",
-    "cohort_masks",
-    "psg_unlearn",
-]
+__all__ = ["PSGConfig", "UnlearnResult", "boundary_search", "psg_unlearn"]

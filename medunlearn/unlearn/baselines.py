@@ -47,7 +47,7 @@ from torch import nn
 from medunlearn.data.augment import BatchAugmentation
 from medunlearn.data.batches import endless_batches, iterate_batches
 from medunlearn.data.images import LabelledImages
-from medunlearn.device import GLOBAL_RNG_LOCK, pick_device
+from medunlearn.models.device import GLOBAL_RNG_LOCK, pick_device
 from medunlearn.unlearn.augment import training_transform
 from medunlearn.unlearn.psg import set_bn_eval
 

@@ -17,14 +17,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from medunlearn.compose import fine_tune, interpolate, swap
+from medunlearn.data.request import REASONS, Cohorts
 from medunlearn.errors import Refusal
-from medunlearn.metrics import accuracy_on
+from medunlearn.evidence.metrics import accuracy_on
 from medunlearn.models import build_model
-from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.models.training import TrainConfig, train_classifier
 from medunlearn.unlearn import baselines
+from medunlearn.unlearn.compose import fine_tune, interpolate, swap
 from medunlearn.unlearn.psg import PSGConfig, psg_unlearn
-from medunlearn.unlearn.request import REASONS, Cohorts
 
 Method = Callable[[nn.Module, Cohorts, Mapping[str, Any]], nn.Module]
 

@@ -39,7 +39,7 @@ from torch import nn
 
 from medunlearn.data.batches import endless_batches, iterate_batches
 from medunlearn.data.images import LabelledImages
-from medunlearn.device import autocast, pick_device
+from medunlearn.models.device import autocast, pick_device
 from medunlearn.unlearn.augment import training_transform
 
 NOISES = ("normal", "laplace", "cauchy", "uniform")

@@ -38,8 +38,9 @@ import pandas as pd
 from filelock import FileLock
 
 from medunlearn.atomic import write_text
+from medunlearn.data.manifest import set_identifier_salt
+from medunlearn.data.request import ForgetRequest, RequestError
 from medunlearn.errors import Refusal
-from medunlearn.unlearn.request import ForgetRequest, RequestError
 
 ID_KEYS = {"patient_ids": "patient_id", "image_ids": "image_id"}
 TOKEN_PREFIX = "h-"
@@ -303,7 +304,6 @@ def use_project_salt(params: dict[str, Any], root: str | Path, create: bool = Fa
     """Salt every identifier token (``hash_identifier``, request hashes) with the ledger's
     salt when the project has one (``create``: make it if the ledger is on and it is new).
     Returns whether tokens are salted."""
-    from medunlearn.data.manifest import set_identifier_salt
 
     section = dict(params.get("ledger") or {})
     if not section:

@@ -22,7 +22,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from medunlearn.data.request import REASONS
 from medunlearn.errors import Refusal
+from medunlearn.evidence.gates import resolve_bounds
 from medunlearn.unlearn.methods import (
     BOUNDARY_SHRINK,
     METHOD_DEFAULTS,
@@ -152,8 +154,6 @@ def check_sweeps(
 ) -> None:
     """Resolve the sweep and the gate bounds for every reason, refusing a bad entry before
     any run starts (:class:`SweepError`, or ``GateConfigError`` for ``gates``)."""
-    from medunlearn.gates import resolve_bounds
-    from medunlearn.unlearn.request import REASONS
 
     if gates is not None:
         for reason in REASONS:

@@ -1,14 +1,14 @@
 """``medunlearn audit MODEL VERSION``: a per-example membership audit of a registered revision.
 
 A revision's gates compare the forgotten images with matched held-out images as two groups
-(``medunlearn.mia``). That can look clean while a few examples stay recognisable; the
+(``medunlearn.evidence.membership``). That can look clean while a few examples stay recognisable; the
 stronger test calibrates *each* forgotten example against reference models that never saw
-it: offline LiRA (``medunlearn.audit``, the statistic the benchmark reports). Here the
+it: offline LiRA (``medunlearn.evidence.audit``, the statistic the benchmark reports). Here the
 references are K retrains of the deployed model's recipe on **retain-train** (every
 forgotten row of every request the version applied left out; best epoch chosen on the
 retained validation rows, as the benchmark's references), with seeds ``s + 1 ... s + K``
 where ``s`` is the deployed model's seed. They are cached by
-:class:`medunlearn.benchmark.bank.ModelBank` under a key of every input (dataset manifest,
+:class:`medunlearn.models.bank.ModelBank` under a key of every input (dataset manifest,
 training rows, their pixels, architecture, recipe, seed, training code), so a second audit,
 or one with a larger K, trains only what it lacks.
 
@@ -17,9 +17,9 @@ counts, the dataset its maintenance run read and its gate settings) and its veri
 checkpoint; the recipe is the ``train`` section recorded by the nearest trained ancestor
 (``params.yaml``'s ``train`` section when none is registered); requests are rebuilt from
 the record (identifier selectors from the forget ledger's tokens and salt, as
-``medunlearn.ledger.Ledger.request`` does for carried requests). Members are the
+``medunlearn.revision.ledger.Ledger.request`` does for carried requests). Members are the
 forget-train rows of those requests, non-members the matched held-out rows the gates use
-(``medunlearn.mia.heldout_reference``; pool chosen by ``choose_pool`` with the audited
+(``medunlearn.evidence.membership.heldout_reference``; pool chosen by ``choose_pool`` with the audited
 model, which trained on neither held-out split).
 
 The result goes to ``registry/<model>/<version>/audit.json`` (written atomically next to the
@@ -43,27 +43,27 @@ from scipy.stats import fisher_exact, mannwhitneyu
 from torch.utils.data import ConcatDataset
 
 from medunlearn.atomic import write_json, write_text
-from medunlearn.audit import (
+from medunlearn.data.dataset import open_splits
+from medunlearn.data.images import LabelledImages
+from medunlearn.data.manifest import ManifestError
+from medunlearn.data.request import Cohorts, ForgetRequest, RequestError, build_cohorts
+from medunlearn.errors import Refusal
+from medunlearn.evidence.audit import (
     logit_confidence,
     member_scores,
     offline_lira,
     reference_statistics,
 )
-from medunlearn.benchmark.bank import ModelBank
-from medunlearn.card import card_files
-from medunlearn.checkpoint import CheckpointError, load_checkpoint
-from medunlearn.data.dataset import open_splits
-from medunlearn.data.images import LabelledImages
-from medunlearn.data.manifest import ManifestError
-from medunlearn.errors import Refusal
-from medunlearn.gates import GateConfigError, resolve_bounds
-from medunlearn.inference import predict_logits
-from medunlearn.ledger import ID_KEYS, Ledger, LedgerError
-from medunlearn.metrics import evidence_sets
-from medunlearn.mia import choose_pool
-from medunlearn.registry import Registry, RegistryError, _changed, in_dvc_stage
-from medunlearn.training import TrainConfig
-from medunlearn.unlearn.request import Cohorts, ForgetRequest, RequestError, build_cohorts
+from medunlearn.evidence.gates import GateConfigError, resolve_bounds
+from medunlearn.evidence.membership import choose_pool
+from medunlearn.evidence.metrics import evidence_sets
+from medunlearn.models.bank import ModelBank
+from medunlearn.models.checkpoint import CheckpointError, load_checkpoint
+from medunlearn.models.inference import predict_logits
+from medunlearn.models.training import TrainConfig
+from medunlearn.revision.card import card_files
+from medunlearn.revision.ledger import ID_KEYS, Ledger, LedgerError
+from medunlearn.revision.registry import Registry, RegistryError, _changed, in_dvc_stage
 from medunlearn.versioning import dataset_fingerprint
 
 AUDIT_FILE = "audit.json"

@@ -40,10 +40,11 @@ from scipy import stats
 
 from medunlearn.data.images import ImageLoader, ImageSpec
 from medunlearn.data.manifest import read_manifest_csv, resolve_paths
+from medunlearn.data.request import cohort_masks
 from medunlearn.errors import Refusal
 
-EVENT = "medunlearn.drift.detected"
-PAYLOAD_SCHEMA = "medunlearn.drift/1"
+EVENT = "medunlearn.data.drift.detected"
+PAYLOAD_SCHEMA = "medunlearn.data.drift/1"
 METADATA_COLUMNS = ("device", "site")
 
 
@@ -407,7 +408,6 @@ def request_from_finding(payload: dict[str, Any], rules: dict[str, Any]) -> tupl
 def training_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFrame:
     """The rows a model trained on: the manifest's train split without the training rows of
     each forgotten request (``ForgetRequest``s applied in that model's lineage)."""
-    from medunlearn.unlearn.request import cohort_masks
 
     manifest = manifest.reset_index(drop=True)
     keep = (manifest["split"] == "train").to_numpy(copy=True)
@@ -420,7 +420,6 @@ def heldout_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFra
     """Validation and test rows, without any row a forgotten request selects: images the
     model never trained on, the reference for its *features* (features of its own training
     images differ from unseen ones whenever it fits them, which is not drift)."""
-    from medunlearn.unlearn.request import cohort_masks
 
     manifest = manifest.reset_index(drop=True)
     keep = manifest["split"].isin(["val", "test"]).to_numpy(copy=True)

@@ -52,8 +52,10 @@ from typing import Any
 
 from filelock import FileLock, Timeout
 
-from medunlearn.atomic import orphans, remove_orphans, staging_dir
+from medunlearn.atomic import orphans, remove_orphans, staging_dir, write_text
 from medunlearn.errors import Refusal
+from medunlearn.models.checkpoint import CheckpointError, weights_sha256
+from medunlearn.revision.ledger import Ledger
 from medunlearn.versioning import file_sha256
 
 STAGES = ("candidate", "staging", "production")
@@ -344,7 +346,6 @@ class Registry:
 
     # --- the journal of a write in progress ------------------------------------------------
     def _journal(self, state: dict[str, Any]) -> None:
-        from medunlearn.atomic import write_text
 
         write_text(self.root / JOURNAL, json.dumps(state, indent=2) + "\n")
 
@@ -487,8 +488,6 @@ class Registry:
         self._undo(name, version, ["record", "dvc", "files"], self.root / ".no-source")
         ledger = state.get("ledger")
         if ledger:
-            from medunlearn.ledger import Ledger
-
             book = Ledger(self.root / ledger["path"])
             entry = next((e for e in book.entries() if e["id"] == ledger["id"]), None)
             if entry is not None and entry["status"] == f"applied in {version}":
@@ -634,7 +633,7 @@ class Registry:
         ``serving_dir``.
 
         A revision whose pass has caveats (``record["caveats"]``, from
-        ``medunlearn.revision.evidence_caveats``: not discriminating, underpowered) goes to
+        ``medunlearn.revision.candidates.evidence_caveats``: not discriminating, underpowered) goes to
         production only with ``accept`` (the reason, recorded with the promotion)."""
         if to not in STAGES[1:]:
             raise RegistryError(f"stage must be staging or production, not '{to}'")
@@ -976,7 +975,6 @@ class Registry:
 
 def _weights_sha256(path: Path) -> str | None:
     """The checkpoint's weights hash (``checkpoint.weights_sha256``), None for other files."""
-    from medunlearn.checkpoint import CheckpointError, weights_sha256
 
     if not path.is_file():
         return None

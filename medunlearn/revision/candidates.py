@@ -18,8 +18,10 @@ import io
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from medunlearn.data.request import build_cohorts
 from medunlearn.errors import Refusal
-from medunlearn.gates import GateResult
+from medunlearn.evidence.gates import GateResult, evaluate_gates
+from medunlearn.evidence.metrics import unlearning_metrics
 
 SELECT_KEYS = ("retain_test_acc", "test_acc", "retain_train_acc")
 TRADEOFF_FIELDS = (
@@ -397,8 +399,6 @@ def recheck_requests(
     Retention is measured on the revision's own retain cohorts (every forgotten row left
     out), so the new request's forgetting never counts as lost retention of an earlier one.
     """
-    from medunlearn.gates import evaluate_gates
-    from medunlearn.metrics import unlearning_metrics
 
     out = {}
     for request_id, request in carried:
@@ -420,8 +420,6 @@ def request_cohorts(cohorts: Any, request: Any) -> Any:
     left out), so another request's forgetting never counts as lost retention.
     """
     from dataclasses import replace
-
-    from medunlearn.unlearn.request import build_cohorts
 
     own = build_cohorts(
         cohorts.manifest,

@@ -20,7 +20,7 @@ from medunlearn.atomic import write_with
 from medunlearn.errors import Refusal
 from medunlearn.models import ZooModel, rebuild
 
-CHECKPOINT_FORMAT = "medunlearn.checkpoint/1"
+CHECKPOINT_FORMAT = "medunlearn.models.checkpoint/1"
 
 
 class CheckpointError(Refusal, ValueError):

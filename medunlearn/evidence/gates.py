@@ -15,7 +15,7 @@ The profiles follow from what forgetting means for each reason:
 - ``device_deprecation``, ``outlier_removal``, ``consent_withdrawal``: the forgotten
   training images must look to the model like held-out images of the same kind, i.e. like
   non-members. Required: the **membership test** (rank attack against matched held-out rows,
-  ``medunlearn.mia``) and the **member accuracy gap**, plus retention. An outlier or a
+  ``medunlearn.evidence.membership``) and the **member accuracy gap**, plus retention. An outlier or a
   patient has no held-out twin, so these compare with rows matched on label, device and
   site. A bound on held-out accuracy alone is no evidence (on HAM10000 the untouched model
   already met one on a deprecated device's held-out images) and is not used.
@@ -69,7 +69,7 @@ import numpy as np
 from scipy import stats
 
 from medunlearn.errors import Refusal
-from medunlearn.metrics import UnlearnMetrics
+from medunlearn.evidence.metrics import UnlearnMetrics
 
 PASS, FAIL, NA = "pass", "fail", "not_applicable"
 REQUIRED, INFORMATIVE = "required", "informative"

@@ -22,10 +22,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from medunlearn.checkpoint import CheckpointError, CheckpointMeta, load_checkpoint, save_checkpoint
+from medunlearn.data import augment, batches, images
 from medunlearn.data.images import LabelledImages
 from medunlearn.models import ZooModel, build_model
-from medunlearn.training import TrainConfig, train_classifier
+from medunlearn.models.checkpoint import (
+    CheckpointError,
+    CheckpointMeta,
+    load_checkpoint,
+    save_checkpoint,
+)
+from medunlearn.models.training import TrainConfig, train_classifier
 from medunlearn.versioning import source_hash
 
 TRAINING_SOURCES = ("training.py", "models")
@@ -36,8 +42,6 @@ def training_code_hash() -> str:
     the dataset class, the batching and the augmentation (what turns decoded pixels into
     batches)."""
     import inspect
-
-    from medunlearn.data import augment, batches, images
 
     digest = hashlib.sha256(source_hash(parts=TRAINING_SOURCES).encode())
     for obj in (images.LabelledImages, augment, batches):

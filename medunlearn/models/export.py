@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from medunlearn.atomic import write_with
+from medunlearn.versioning import source_hash
 
 
 class ExportError(RuntimeError):
@@ -216,8 +217,6 @@ def graph_key(model: torch.nn.Module, example: torch.Tensor, opset: int | None =
     import monai
     import onnx
     import onnxscript
-
-    from medunlearn.versioning import source_hash
 
     state = [(k, list(v.shape), str(v.dtype)) for k, v in model.state_dict().items()]
     blob = json.dumps(

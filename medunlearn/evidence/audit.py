@@ -1,6 +1,6 @@
 """A per-example membership audit with reference models: offline LiRA.
 
-Population attacks (``medunlearn.mia``) compare two groups and overestimate privacy: an
+Population attacks (``medunlearn.evidence.membership``) compare two groups and overestimate privacy: an
 unlearning method can leave a few examples clearly recognisable while the group statistics
 look clean (Hayes et al., "Inexact unlearning needs more careful evaluations to avoid a false
 sense of privacy", 2024). The likelihood-ratio attack calibrates *each example* against
@@ -39,7 +39,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import Dataset
 
-from medunlearn.inference import LogitCache
+from medunlearn.models.inference import LogitCache
 
 
 def logit_confidence(

@@ -34,7 +34,9 @@ from typing import Any
 
 import yaml
 
-from medunlearn.registry import Registry, RegistryError, _git
+from medunlearn.data.manifest import read_manifest_csv
+from medunlearn.revision.ledger import Ledger
+from medunlearn.revision.registry import Registry, RegistryError, _git
 
 MAINTAIN_KEYS = (
     "forget_train_acc",
@@ -197,8 +199,6 @@ def _raw_request(
             "not reproducible here: the request selects identifiers and is not in the "
             "ledger (its record keeps only their hashes)"
         )
-    from medunlearn.data.manifest import read_manifest_csv
-    from medunlearn.ledger import Ledger
 
     ledger = Ledger(Path(ledger_path) if ledger_path else root / "ledger" / "requests.jsonl")
     stored = next((e for e in ledger.entries() if e["id"] == entry["id"]), None)

@@ -1,71 +1,26 @@
-"""Classification metrics for a model on a labelled image set.
-
-scikit-learn computes every number here; this module only decides what to report (overall
-and per class, macro AUC over the classes that can be scored) and feeds it batched logits.
+"""Unlearning metrics of a model on its cohorts: UA, RA, TA (forget-train, retain-train and
+retain-test accuracy), membership, and the Avg Gap to the retrain reference, in
+percentage points. The plain classification numbers come from
+:mod:`medunlearn.models.evaluation` (scikit-learn).
 """
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, balanced_accuracy_score, roc_auc_score
 from torch.utils.data import ConcatDataset, Dataset
 
-from medunlearn.inference import LogitCache, predict_logits
-
-
-def classification_metrics(
-    labels: np.ndarray | torch.Tensor, probs: np.ndarray | torch.Tensor, class_names: Sequence[str]
-) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro one-vs-rest AUC and per-class accuracy (recall).
-
-    AUC is averaged over the classes present in ``labels`` with at least one negative; it is
-    ``None`` when no class can be scored (e.g. an evaluation set of one class).
-    """
-    y = np.asarray(labels, dtype=np.int64)
-    p = np.asarray(probs, dtype=np.float64)
-    if len(y) == 0:
-        raise ValueError("cannot compute metrics on an empty set")
-    pred = p.argmax(axis=1)
-    aucs = []
-    for k in range(len(class_names)):
-        positives = y == k
-        if 0 < positives.sum() < len(y):
-            aucs.append(roc_auc_score(positives, p[:, k]))
-    per_class = {}
-    for k, name in enumerate(class_names):
-        mask = y == k
-        per_class[str(name)] = {
-            "n": int(mask.sum()),
-            "accuracy": float((pred[mask] == k).mean()) if mask.any() else None,
-        }
-    with warnings.catch_warnings():  # a retired class predicted on retain rows is an error,
-        warnings.filterwarnings("ignore", "y_pred contains classes not in y_true")  # as wanted
-        balanced = float(balanced_accuracy_score(y, pred))
-    return {
-        "n": int(len(y)),
-        "accuracy": float(accuracy_score(y, pred)),
-        "balanced_accuracy": balanced,
-        "macro_auc": float(np.mean(aucs)) if aucs else None,
-        "per_class": per_class,
-    }
-
-
-def evaluate(
-    model: torch.nn.Module,
-    dataset: Dataset,
-    class_names: Sequence[str],
-    batch_size: int | None = None,
-    device: torch.device | None = None,
-) -> dict[str, Any]:
-    """:func:`classification_metrics` of ``model`` on ``dataset``."""
-    logits, labels = predict_logits(model, dataset, batch_size, device)
-    return classification_metrics(labels, torch.softmax(logits, dim=1), class_names)
+from medunlearn.evidence.membership import (
+    heldout_reference,
+    measure_membership,
+    mia_efficacy,
+    shadow_sets,
+)
+from medunlearn.models.evaluation import classification_metrics
+from medunlearn.models.inference import LogitCache, predict_logits
 
 
 def accuracy_on(
@@ -82,7 +37,7 @@ def accuracy_on(
 # accuracy, retain-train accuracy, retain-test accuracy and MIA-efficacy.
 GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "mia_efficacy")
 # The benchmark's tuning signal on validation rows: the same accuracies and the rank-AUC
-# membership attack against matched held-out rows (medunlearn.mia).
+# membership attack against matched held-out rows (medunlearn.evidence.membership).
 TUNING_GAP_KEYS = ("forget_train_acc", "retain_train_acc", "retain_test_acc", "mia_auc")
 
 
@@ -92,8 +47,9 @@ class UnlearnMetrics:
 
     Accuracies are in [0, 1]. ``retain_test_*`` are measured on the test split's retained
     rows (the benchmark's TA); ``retain_heldout_*`` on every retained held-out row of the
-    pool (val and test in a revision), which the gates use. ``membership`` is :class:`medunlearn.mia.MembershipEvidence`
-    as a dict (forget-train vs matched held-out rows). With a retrain reference
+    pool (val and test in a revision), which the gates use. ``membership`` is
+    :class:`medunlearn.evidence.membership.MembershipEvidence` as a dict (forget-train vs
+    matched held-out rows). With a retrain reference
     (:meth:`with_reference`), ``gaps`` and ``avg_gap`` are absolute differences in
     **percentage points** over ``GAP_KEYS`` (SalUn's Avg Gap), and ``tuning_gaps`` /
     ``tuning_gap`` the same over ``TUNING_GAP_KEYS``.
@@ -170,7 +126,6 @@ def _concat_mask(cohorts: Any, forget: bool) -> Any:
 def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
     """(held-out reference, shadow sets, forget held-out rows, retain held-out rows) of
     ``cohorts``, built once per cohorts object and seed (matched sampling is the slow part)."""
-    from medunlearn.mia import heldout_reference, shadow_sets
 
     memo = cohorts.__dict__.setdefault("_evidence_sets", {})
     if seed not in memo:
@@ -186,13 +141,12 @@ def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
 def unlearning_metrics(
     model: torch.nn.Module, cohorts: Any, seed: int = 0, predict: LogitCache | None = None
 ) -> UnlearnMetrics:
-    """Every metric of ``model`` on a request's cohorts (``medunlearn.unlearn.request.Cohorts``).
+    """Every metric of ``model`` on a request's cohorts (``medunlearn.data.request.Cohorts``).
 
     Membership evidence compares forget-train with held-out rows matched on label, device and
-    site (``medunlearn.mia``); ``predict`` (a :class:`LogitCache` of ``model``) lets callers
+    site (``medunlearn.evidence.membership``); ``predict`` (a :class:`LogitCache` of ``model``) lets callers
     share forward passes across calls.
     """
-    from medunlearn.mia import measure_membership, mia_efficacy
 
     predict = predict or LogitCache(model)
     reference, shadow, forget_heldout, retain_heldout = evidence_sets(cohorts, seed)

@@ -5,7 +5,7 @@ A privacy officer or clinical safety reviewer reads ``card.md``; machines read `
 and its selector hashed: never raw patient or image ids), the evidence (every gate with its
 value, bound and outcome; forget vs held-out accuracy; the membership attack's rank AUC with
 its bootstrap 95% interval and the null between two halves of the non-members, see
-``medunlearn.mia``), the lineage (parent version, data version, params hash, code commit),
+``medunlearn.evidence.membership``), the lineage (parent version, data version, params hash, code commit),
 the artifacts' sha256, the promotion history, and the per-example audit once
 ``medunlearn audit`` has run (``audit.json`` next to the record). Written here because no
 library has this record; it is plain JSON and markdown so it diffs in git.
@@ -64,7 +64,7 @@ def card_json(
     Args:
         record: the revision record.
         history: its promotion history (``Registry.history``).
-        audit: its per-example audit (``medunlearn.revision_audit``), or None if not run.
+        audit: its per-example audit (``medunlearn.revision.audit``), or None if not run.
 
     Returns:
         The card as a JSON-ready dict.

@@ -25,7 +25,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from medunlearn.config import load_params, project_root
 from medunlearn.errors import Refusal
+from medunlearn.revision.ledger import active_ledger
 
 WORD = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*[A-Za-z0-9]|[A-Za-z0-9]")
 
@@ -80,7 +82,7 @@ def check_free_text(
     Args:
         fields: option name (``--why``) -> the text given (``None`` or empty: skipped).
         known_ids: raw identifiers to look for (e.g. :func:`manifest_patient_ids`).
-        ledger: a ``medunlearn.ledger.Ledger`` whose salted id tokens are looked for.
+        ledger: a ``medunlearn.revision.ledger.Ledger`` whose salted id tokens are looked for.
 
     Raises:
         IdentifierInText: a field holds one; the message names the field, never the id.
@@ -110,8 +112,6 @@ def check_project_text(params_path: str, fields: dict[str, str | None]) -> None:
     Raises:
         IdentifierInText: as :func:`check_free_text`.
     """
-    from medunlearn.config import load_params, project_root
-    from medunlearn.ledger import active_ledger
 
     if not any(fields.values()):
         return

@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 from medunlearn.data.augment import BatchAugmentation
 from medunlearn.data.batches import iterate_batches
 from medunlearn.data.images import LabelledImages
-from medunlearn.device import autocast, pick_device, seed_everything
-from medunlearn.metrics import evaluate
 from medunlearn.models import ZooModel
+from medunlearn.models.device import autocast, pick_device, seed_everything
+from medunlearn.models.evaluation import evaluate
 
 SELECT_METRICS = ("accuracy", "balanced_accuracy", "macro_auc")
 

@@ -7,7 +7,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset
 
 from medunlearn.data.batches import iterate_batches
 from medunlearn.data.images import LabelledImages
-from medunlearn.device import autocast
+from medunlearn.models.device import autocast
 
 # On a CPU, a forward pass is fastest when one batch's activations stay in cache: measured
 # on 2 cores (allcnn width 0.5, 2026-12-01), 440 HAM10000 images at 64 px took 5.0 s in

@@ -38,6 +38,7 @@ import pandas as pd
 from medunlearn.atomic import write_json
 from medunlearn.data.images import ImageLoader, ImageSpec
 from medunlearn.data.manifest import ManifestError, hash_identifier
+from medunlearn.data.request import cohort_masks
 from medunlearn.errors import Refusal
 
 REQUIRED_COLUMNS = ("image_id", "path", "label", "split")
@@ -526,8 +527,6 @@ def cohort_frame(manifest: pd.DataFrame, masks: Any, request: Any = None) -> pd.
     images must all be in forget-train (a retired class's patients keep other images)."""
     from dataclasses import replace
 
-    from medunlearn.unlearn.request import cohort_masks
-
     m = manifest.reset_index(drop=True)
     train = masks.forget_train | masks.retain_train
     frame = m.loc[train, [c for c in ("image_id", "label", "patient_id") if c in m.columns]].copy()
@@ -611,7 +610,7 @@ def validate_cohorts(
     max_forget_fraction: float,
     override_fraction: bool = False,
 ) -> ValidationReport:
-    """Run the cohort suite for a request's masks (``medunlearn.unlearn.request``)."""
+    """Run the cohort suite for a request's masks (``medunlearn.data.request``)."""
     frame = cohort_frame(manifest, masks, request)
     keep = retained_classes(class_names, request)
     reason = "consent_withdrawal" if consent_requests(request) else request.reason

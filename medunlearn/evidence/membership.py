@@ -76,8 +76,8 @@ Statistics (scipy and scikit-learn compute every number; this module only choose
   and 0.47.
 
 The per-example likelihood-ratio audit with reference models (offline LiRA) lives in
-``medunlearn.audit``; it needs retrained models, so it runs in the benchmark and, for a
-registered revision, in ``medunlearn audit`` (``medunlearn.revision_audit``), not in the gates.
+``medunlearn.evidence.audit``; it needs retrained models, so it runs in the benchmark and, for a
+registered revision, in ``medunlearn audit`` (``medunlearn.revision.audit``), not in the gates.
 """
 
 from __future__ import annotations
@@ -95,7 +95,8 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 from torch.utils.data import ConcatDataset, Dataset
 
-from medunlearn.inference import LogitCache
+from medunlearn.evidence.audit import logit_confidence
+from medunlearn.models.inference import LogitCache
 
 STRATA = ("label", "device", "site")
 TARGET_NONMEMBERS = 500
@@ -642,7 +643,6 @@ def mia_efficacy(
     (:func:`shadow_efficacy`), fit on ``shadow``'s scaled-logit confidences, calls
     non-members. Higher means better forgotten; the retrain reference's value is the target.
     ``None`` when there is no shadow set or nothing to forget."""
-    from medunlearn.audit import logit_confidence
 
     if shadow is None or len(forget_train) == 0:
         return None

@@ -1,7 +1,7 @@
 """What a revision records: the JSON the registry stores for each version.
 
 Built from plain values (no Prefect), so the flows only gather inputs and the registry
-(``medunlearn.registry``) adds the version, artifact hashes and push state.
+(``medunlearn.revision.registry``) adds the version, artifact hashes and push state.
 """
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medunlearn.card import hashed_selector
 from medunlearn.config import params_hash
-from medunlearn.registry import code_commit
+from medunlearn.revision.card import hashed_selector
+from medunlearn.revision.registry import code_commit
 from medunlearn.versioning import data_version, source_hash
 
 

@@ -30,7 +30,7 @@ import yaml
 
 from medunlearn.data.dataset import select_rows
 from medunlearn.data.images import LabelledImages
-from medunlearn.data.manifest import sort_labels
+from medunlearn.data.manifest import hash_identifier, sort_labels
 from medunlearn.errors import Refusal
 
 REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
@@ -154,7 +154,6 @@ class ForgetRequest:
 
 def _tokenised(obj: dict[str, Any]) -> dict[str, Any]:
     """A request dict (``asdict``) with identifier lists replaced by their tokens."""
-    from medunlearn.data.manifest import hash_identifier
 
     selector = dict(obj.get("selector") or {})
     for key in ("patient_ids", "image_ids"):
@@ -371,7 +370,7 @@ class Cohorts:
     """Images of each cohort (sharing the decoded tensors of their split).
 
     ``train``, ``val``, ``test`` and ``manifest`` give the held-out pool the membership evidence draws
-    matched non-members from (``medunlearn.mia``); ``pool_splits`` names the splits of that
+    matched non-members from (``medunlearn.evidence.membership``); ``pool_splits`` names the splits of that
     pool: ``("val", "test")`` in a revision, ``("val",)`` when a benchmark tunes.
     """
 

@@ -1,0 +1,2 @@
+"""Evidence that a revision forgot what it should and kept the rest: metrics, membership
+inference, per-example audit statistics and the gates."""

@@ -1,0 +1,2 @@
+"""Revisions of a deployed model: candidates and selection, the forget ledger, records,
+cards, reproduction, audit and the registry."""
