@@ -98,3 +98,20 @@ def test_the_core_never_imports_prefect() -> None:
 )
 def test_room_names(module, expected) -> None:
     assert room(module) == expected
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared set-up lives in ``conftest.py`` fixtures or a support module (``projects``)."""
+    tests = Path(__file__).resolve().parent
+    found = []
+    for path in sorted(tests.glob("test_*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            elif isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            found += [
+                f"{path.name} imports {n}" for n in names if n.split(".")[-1].startswith("test_")
+            ]
+    assert found == []

@@ -233,7 +233,7 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     import subprocess
 
     import yaml
-    from test_maintenance import git_dvc_project
+    from projects import git_dvc_project
 
     from medunlearn import ledger_cli
     from medunlearn.revision.registry import Registry

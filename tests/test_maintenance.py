@@ -15,22 +15,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from projects import SWEEP, export_first, git_dvc_project, make_project
 
 from medunlearn.data.expectations import ValidationFailed
-from medunlearn.models.checkpoint import CheckpointMeta, load_checkpoint, save_checkpoint
+from medunlearn.models.checkpoint import load_checkpoint
 from medunlearn.models.export import check_parity, read_metadata
 from medunlearn.revision.candidates import GatesFailed
 from medunlearn.revision.registry import RegistryError
-
-# Two PSG entries that, between them, forget the demo's class 3 within the gates on every
-# fixture model measured (5 initialisation seeds x oneDNN AVX2 and AVX-512 kernels, 2026-12-06:
-# retain drop <= 0.08, forget accuracy <= 0.03 for at least one of the two). The earlier pair
-# (hard targets, phi 1, lr 1e-3 / 3e-4) dropped retention by 0.15-0.30 on AVX-512 kernels.
-SWEEP = [
-    {"name": "psg-a", "method": "psg", "settings": {"phi": 3.0}},
-    {"name": "psg-b", "method": "psg", "settings": {"forget_loss": "soft", "temperature": 2.0}},
-]
-
 
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "max_balanced_drop": 1.0}
 # the demo revision's bounds: forget digit 3, keep retention within 10 points
@@ -39,64 +30,6 @@ RETIRE_DIGIT_GATES = {"max_forget_acc": 0.05, "max_retain_drop": 0.1, "max_balan
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def make_project(
-    tmp: Path, dataset: Path, model, request: dict, gates: dict | None = None, **maintain
-) -> Path:
-    """params.yaml + deployed checkpoint under ``tmp``; returns the params path."""
-    from medunlearn.data.dataset import load_dataset
-
-    info, _ = load_dataset(dataset)
-    deployed = tmp / "models" / "deployed.pt"
-    if not deployed.is_file():
-        save_checkpoint(
-            deployed, model, CheckpointMeta.for_model(model, info.class_names, info.image_size)
-        )
-    (tmp / "request.yaml").write_text(yaml.safe_dump(request))
-    reports = {
-        k: str(tmp / "reports" / n)
-        for k, n in (
-            ("metrics", "metrics.json"),
-            ("tradeoff", "tradeoff.csv"),
-            ("summary", "maintenance.md"),
-            ("tradeoff_png", "tradeoff.png"),
-            ("validation", "validation.json"),
-        )
-    }
-    params = {
-        "unlearn": {
-            "steps": 3,
-            "step_size": 0.05,
-            "eps": 0.1,
-            "lam": 1.0,
-            "lam_schedule": "inverse",
-            "gamma": 0.5,
-            "noise_scale": "relative",
-            "on_failure": "retry",
-            "phi": 1.0,
-            "retain_loss": "hard",
-            "lr": 1e-3,
-            "epochs": 5,
-            "seed": 0,
-        },
-        "gates": gates or {},
-        "validation": {"max_forget_fraction": 0.3},
-        "maintain": {
-            "dataset": str(dataset),
-            "deployed": str(deployed),
-            "request": str(tmp / "request.yaml"),
-            "sweep": SWEEP,
-            "compose": {"enabled": True, "alphas": [0.5], "fine_tune_epochs": 1},
-            "work_dir": str(tmp / "work"),
-            "candidate_dir": str(tmp / "models" / "candidate"),
-            "reports": reports,
-            **maintain,
-        },
-    }
-    path = tmp / "params.yaml"
-    path.write_text(yaml.safe_dump(params))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -547,28 +480,6 @@ def test_single_image_outlier_request_is_decided_without_a_heldout_twin(
     assert result["candidates"][0]["metrics"]["membership"]["n_members"] == 1
 
 
-def git_dvc_project(tmp: Path) -> None:
-    """Make ``tmp`` a git + DVC repository with a local remote (the registry's home)."""
-    import subprocess
-    import sys
-
-    def sh(*args: str) -> None:
-        if args[0] == "dvc":
-            args = (sys.executable, "-m", "dvc", *args[1:])
-        subprocess.run(args, cwd=tmp, check=True, capture_output=True, timeout=300)
-
-    sh("git", "init", "-q")
-    sh("git", "config", "user.name", "tester")
-    sh("git", "config", "user.email", "tester@localhost")
-    sh("dvc", "init", "-q")
-    sh("dvc", "remote", "add", "-d", "local", str(tmp / "remote"))
-    (tmp / ".gitignore").write_text(
-        "/.medunlearn-registry.lock\n/models/production/\n/work/\n/reports/\n/remote/\n"
-    )
-    sh("git", "add", "-A")
-    sh("git", "commit", "-qm", "project")
-
-
 def test_revision_is_registered_with_production_as_parent(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
@@ -943,13 +854,3 @@ def test_every_report_says_what_a_pass_cannot_show(
     }
     for where, text in shown.items():
         assert caveat in text, f"{where} does not say '{caveat}'"
-
-
-def export_first(folder: Path) -> None:
-    """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
-    import torch
-
-    from medunlearn.models.export import export_onnx
-
-    model, _ = load_checkpoint(folder / "model.pt")
-    export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))

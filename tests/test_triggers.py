@@ -19,7 +19,7 @@ import httpx
 import pandas as pd
 import pytest
 import yaml
-from test_maintenance import SWEEP, git_dvc_project, make_project
+from projects import SWEEP, export_first, git_dvc_project, make_project
 
 REPO = Path(__file__).resolve().parents[1]
 LENIENT = {"max_retain_drop": 1.0, "max_balanced_drop": 1.0, "max_class_recall_drop": 1.0}
@@ -576,14 +576,3 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
     assert [t["val_tuning_gap"] for t in dask["tuning"]] == pytest.approx(
         [t["val_tuning_gap"] for t in seq["tuning"]], abs=1e-6
     )
-
-
-def export_first(folder: Path) -> None:
-    """The first version's ONNX file, as ``flows.train`` registers it (real export)."""
-    import torch
-
-    from medunlearn.models.checkpoint import load_checkpoint
-    from medunlearn.models.export import export_onnx
-
-    model, _ = load_checkpoint(folder / "model.pt")
-    export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))
