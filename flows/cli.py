@@ -7,6 +7,7 @@
     medunlearn bench benchmarks/<scenario>.yaml    # benchmark suite (medunlearn.benchmark)
     medunlearn drift [--batch incoming/x.csv]      # flows.drift: drift watch, events
     medunlearn serve                               # flows.deployments: schedules, triggers
+    medunlearn status [--json]                     # stages, pending requests, server reachable
     medunlearn registry [MODEL] [--json]           # versions, stages, parents, metrics
     medunlearn promote MODEL VERSION --to staging|production --by NAME --why TEXT [--accept REASON]
     medunlearn rollback MODEL --stage production --by NAME [--to VERSION] [--allow-regression R]
@@ -42,6 +43,26 @@ app = typer.Typer(
     add_completion=False,
     rich_markup_mode="rich",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"medunlearn {version('medunlearn')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    """Revise a deployed clinical imaging classifier by machine unlearning."""
+
+
 request_app = typer.Typer(help="The forget ledger.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
@@ -135,6 +156,21 @@ def registry(
     from medunlearn import registry_cli
 
     registry_cli.run("registry", params, model=model, as_json=as_json, repair=repair)
+
+
+@app.command()
+def status(as_json: Json = False, params: Params = "params.yaml") -> None:
+    """Production and staging versions, pending forget requests, the newest revision, a
+    half-done registry write, and whether the Prefect server is reachable."""
+    import json
+
+    from medunlearn import registry_cli
+
+    state = registry_cli.status(params)
+    if as_json:
+        print(json.dumps(state, indent=2, default=str))
+    else:
+        registry_cli.print_status(state)
 
 
 @app.command()

@@ -246,3 +246,76 @@ def _reproduce(
         )
     if not out["agree"]:
         raise SystemExit(1)
+
+
+def status(params_path: str) -> dict[str, Any]:
+    """Where the project stands: per model its stage assignments, newest version and when it
+    was registered, its pending forget requests, a half-done registry write, and whether a
+    Prefect server is reachable (``PREFECT_API_URL``; without one every command starts a
+    temporary server of its own)."""
+    import os
+
+    from medunlearn.revision.ledger import active_ledger
+
+    params = load_params(params_path)
+    root = project_root(params_path)
+    registry = open_registry(params_path)
+    ledger = active_ledger(params, root)
+    models = []
+    for name in registry.models():
+        versions = registry.versions(name)
+        newest = registry.record(name, versions[-1]) if versions else {}
+        pending = []
+        if ledger is not None:
+            scoped = type(ledger)(ledger.path, model=name)
+            pending = [e["id"] for e in scoped.pending()]
+        models.append(
+            {
+                "model": name,
+                "stages": registry.stages(name),
+                "latest": versions[-1] if versions else None,
+                "latest_registered_at": newest.get("registered_at"),
+                "pending_requests": pending,
+            }
+        )
+    url = os.environ.get("PREFECT_API_URL")
+    server: dict[str, Any] = {"url": url, "reachable": None}
+    if url:
+        import httpx
+
+        try:
+            server["reachable"] = httpx.get(f"{url.rstrip('/')}/health", timeout=3).is_success
+        except httpx.HTTPError:
+            server["reachable"] = False
+    return {
+        "project": str(root),
+        "models": models,
+        "registry_write_half_done": registry.interrupted() or registry.orphans(),
+        "serving": registry.served(),
+        "prefect_server": server,
+    }
+
+
+def print_status(state: dict[str, Any]) -> None:
+    """:func:`status` for a person: one line per model, then the serving folder and server."""
+    print(f"project {state['project']}")
+    if not state["models"]:
+        print("  no registered model yet (medunlearn train registers the first)")
+    for m in state["models"]:
+        stages = ", ".join(f"{k} {v or '-'}" for k, v in m["stages"].items())
+        pending = m["pending_requests"]
+        print(
+            f"  {m['model']}: {stages}; latest {m['latest']} ({m['latest_registered_at']}); "
+            f"{len(pending)} pending request(s)" + (f": {', '.join(pending)}" if pending else "")
+        )
+    served = state["serving"]
+    print(f"  serving: {served['model']} {served['version']}" if served else "  serving: nothing")
+    if state["registry_write_half_done"]:
+        print("  a killed run left a registry write half done: medunlearn registry --repair")
+    server = state["prefect_server"]
+    if server["url"] is None:
+        print("  Prefect: no PREFECT_API_URL (each command starts a temporary server)")
+    else:
+        print(
+            f"  Prefect: {server['url']} {'reachable' if server['reachable'] else 'NOT reachable'}"
+        )

@@ -159,3 +159,17 @@ def test_a_refusal_is_one_line_with_its_status_and_no_traceback(tmp_path, args, 
     assert "Traceback" not in done.stderr + done.stdout
     said = [line for line in done.stderr.splitlines() if message.format(**where) in line]
     assert len(said) == 1, done.stderr[-2000:]  # said once, on one line
+
+
+def test_version_and_help_are_answered_without_a_project(tmp_path) -> None:
+    from importlib.metadata import version
+
+    done = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "--version"],
+        cwd=tmp_path,  # no params.yaml here: nothing is loaded
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert done.returncode == 0 and done.stdout.strip() == f"medunlearn {version('medunlearn')}"

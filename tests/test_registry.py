@@ -710,6 +710,17 @@ def test_a_version_without_an_onnx_file_is_never_served(tmp_path: Path) -> None:
         reg.promote("retina", "v1.0.0", "production", "ann", "first model")
     assert {p.name: p.read_bytes() for p in (repo / "models/production").iterdir()} == served
     assert reg.stages("retina")["production"] is None
+    # `medunlearn status`: where each model stands, read from the same registry
+    state = json.loads(cli(repo, "status", "--json").stdout)
+    by_model = {m["model"]: m for m in state["models"]}
+    assert by_model["classifier"]["stages"] == {
+        "candidate": "v1.0.0",  # v1.1.0 was registered straight to staging
+        "staging": "v1.1.0",
+        "production": "v1.0.0",
+    }
+    assert by_model["retina"]["latest"] == "v1.0.0"
+    assert state["serving"] == {"model": "classifier", "version": "v1.0.0"}
+    assert state["registry_write_half_done"] is False
 
 
 def test_repair_removes_what_a_killed_run_staged_and_nothing_live(tmp_path: Path) -> None:
