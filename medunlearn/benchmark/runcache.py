@@ -28,11 +28,16 @@ from medunlearn.models.bank import training_code_hash
 from medunlearn.versioning import source_hash
 
 
-def core_code_hash() -> str:
-    """The core's sources without ``data/``, plus the training code hash (dataset class and
-    augmentation): decoding is keyed by the pixels it produced (``bank.pixels_hash``)."""
+# decoding and data sources: a run is keyed by the pixels they produced (bank.pixels_hash),
+# so a change to how a file is read that gives the same pixels reuses the run
+DECODING_SOURCES = ("data/decode.py", "data/sources.py", "data/demo.py")
 
-    return source_hash(exclude=("data",)) + training_code_hash()
+
+def core_code_hash() -> str:
+    """The core's sources without the decoding (:data:`DECODING_SOURCES`), plus the training
+    code hash (dataset class and augmentation). Forget requests and cohorts
+    (``data/request.py``) are in it: they decide which rows a run forgets."""
+    return source_hash(exclude=DECODING_SOURCES) + training_code_hash()
 
 
 class RunCache:

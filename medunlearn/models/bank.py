@@ -34,11 +34,21 @@ from medunlearn.models.checkpoint import (
 from medunlearn.models.training import TrainConfig, train_classifier
 from medunlearn.versioning import source_hash
 
-TRAINING_SOURCES = ("training.py", "models")
+# what trains a bank model: the loop, the architectures, the device and dtype choice, and
+# the evaluation that picks the epoch (not the checkpoint format, export or this bank)
+TRAINING_SOURCES = (
+    "models/training.py",
+    "models/zoo.py",
+    "models/base.py",
+    "models/allcnn.py",
+    "models/device.py",
+    "models/inference.py",
+    "models/evaluation.py",
+)
 
 
 def training_code_hash() -> str:
-    """sha256 (16 hex) of the training core: ``training.py``, ``models/``, and the source of
+    """sha256 (16 hex) of the training core (:data:`TRAINING_SOURCES`) and the source of
     the dataset class, the batching and the augmentation (what turns decoded pixels into
     batches)."""
     import inspect
