@@ -27,7 +27,6 @@ from typing import Any
 from medunlearn.models.bank import training_code_hash
 from medunlearn.versioning import source_hash
 
-
 # decoding and data sources: a run is keyed by the pixels they produced (bank.pixels_hash),
 # so a change to how a file is read that gives the same pixels reuses the run
 DECODING_SOURCES = ("data/decode.py", "data/sources.py", "data/demo.py")
