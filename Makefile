@@ -27,11 +27,11 @@ $(STAMP): pyproject.toml constraints.txt
 ## compose, gates, ONNX export) -> revision v1.1.0 registered as candidate and in staging
 demo: install
 	$(PY) -m flows.prepare
-	$(PY) -m flows.cli train
-	$(PY) -m flows.cli promote classifier v1.0.0 --to staging --by demo --why "initial demo model"
-	$(PY) -m flows.cli promote classifier v1.0.0 --to production --by demo --why "initial demo model"
-	$(PY) -m flows.cli revise
-	$(PY) -m flows.cli registry
+	$(PY) -m cli train
+	$(PY) -m cli promote classifier v1.0.0 --to staging --by demo --why "initial demo model"
+	$(PY) -m cli promote classifier v1.0.0 --to production --by demo --why "initial demo model"
+	$(PY) -m cli revise
+	$(PY) -m cli registry
 
 ## test: the fast default suite (every behaviour, under 15 min on 2 cores); fails, never
 ## skips, on missing shared data when CI=true
@@ -50,11 +50,11 @@ lint: install
 
 ## bench: every method on every scenario (full protocol, long: see BENCHMARKS.md)
 bench: install
-	$(PY) -m flows.cli bench benchmarks/*.yaml
+	$(PY) -m cli bench benchmarks/*.yaml
 
 ## bench-quick: one seed, tiny grid, short training (all scenarios in under 15 min on 2 cores)
 bench-quick: install
-	$(PY) -m flows.cli bench benchmarks/*.yaml --quick
+	$(PY) -m cli bench benchmarks/*.yaml --quick
 
 ## bench-train: deployed-model accuracy and seconds per epoch on the shared datasets
 bench-train: install

@@ -8,23 +8,20 @@ its workers) -> write-audit (``registry/<model>/<version>/audit.json``, the rege
 one commit). The work is ``medunlearn.revision.audit``; reference models are cached on disk
 (``audit.cache_dir``, default ``.cache/audit``), so a second audit trains nothing.
 A refusal (unknown model or version, K < 1, a version that forgot nothing, data that is not
-the revision's) prints one line and exits 1.
+the revision's) is an ``AuditRefused``.
 """
 
 from __future__ import annotations
 
-import json
-import sys
 import time
 from typing import Any
 
 from prefect import flow
 
 from flows.maintenance import task_runner
-from medunlearn.config import ConfigError, load_params
-from medunlearn.refusal import quiet_refusals
-from medunlearn.registry_cli import open_registry
-from medunlearn.revision.audit import AuditRefused, audited_record, banked, check_arguments
+from medunlearn.config import load_params
+from medunlearn.revision.actions import open_registry
+from medunlearn.revision.audit import audited_record, banked, check_arguments
 from tasks.plan_audit import plan_revision_audit
 from tasks.train_reference import train_reference_model
 from tasks.write_audit import write_revision_audit
@@ -70,69 +67,33 @@ def audit_flow(
     return write_revision_audit(registry, plan, references, time.perf_counter() - start)
 
 
-def summary(result: dict[str, Any]) -> str:
-    """The audit in a few lines (``--json`` prints all of it).
-
-    Args:
-        result: :func:`audit_flow`'s result.
-
-    Returns:
-        Three lines of text.
-    """
-    written = result["written"]
-    where = written["path"] + (
-        " (committed)" if written["committed"] else f" (not committed: {written['why_not']})"
-    )
-    return "\n".join(
-        [
-            f"audit {result['model']} {result['version']}: offline LiRA, "
-            f"{result['n_references']} reference models (seeds "
-            f"{', '.join(map(str, result['seeds']))}; {result['epochs']} epoch(s); "
-            f"{result['trained_now']} trained now, {result['from_cache']} from the cache), "
-            f"{result['n_members']} of {result['n_forget_train']} forgotten rows vs "
-            f"{result['n_nonmembers']} matched held-out rows",
-            f"  {result['status']}: {result['verdict']}",
-            f"  written: {where}; {result['seconds']:.1f} s",
-        ]
-    )
-
-
-def run(
+def run_audit(
+    params_path: str,
     model: str,
     version: str,
     reference_models: int,
     epochs: int | None = None,
-    params_path: str = "params.yaml",
-    as_json: bool = False,
 ) -> dict[str, Any]:
-    """``medunlearn audit``: refuse bad arguments before any flow starts, run the flow on
-    ``maintain.task_runner``, print the result.
+    """Refuse bad arguments before any flow starts, then :func:`audit_flow` on
+    ``maintain.task_runner``.
 
     Args:
+        params_path: the params file.
         model: the registered model.
         version: the version to audit.
         reference_models: K (at least 1; LiRA needs 2).
         epochs: the references' epochs override, or None.
-        params_path: the params file.
-        as_json: print the whole result as JSON.
 
     Returns:
-        The audit's content.
+        The audit's content with ``written``.
 
     Raises:
-        SystemExit: status 1 after a one-line refusal on stderr.
+        AuditRefused: bad arguments, or a version that cannot be audited.
     """
-    try:
-        check_arguments(reference_models, epochs)
-        params = load_params(params_path)
-        audited_record(open_registry(params_path), model, version)
-        quiet_refusals()
-        runner = task_runner(dict(params.get("maintain") or {}))
-        result = audit_flow.with_options(task_runner=runner)(
-            params_path, model, version, reference_models, epochs
-        )
-    except (AuditRefused, ConfigError) as exc:
-        print(f"audit refused: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
-    print(json.dumps(result, indent=2, default=str) if as_json else summary(result))
-    return result
+    check_arguments(reference_models, epochs)
+    params = load_params(params_path)
+    audited_record(open_registry(params_path), model, version)
+    runner = task_runner(dict(params.get("maintain") or {}))
+    return audit_flow.with_options(task_runner=runner)(
+        params_path, model, version, reference_models, epochs
+    )

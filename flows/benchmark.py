@@ -6,7 +6,7 @@ cluster through prefect-dask.
                      [--threads-per-run 1]
 
 Without ``--task-runner`` (or with ``sequential``) the suite runs in this process, no flow
-(``medunlearn.benchmark.cli``). There is no thread runner: runs sharing one process would
+(``medunlearn.benchmark.suite``). There is no thread runner: runs sharing one process would
 mix their CPU seconds and peak memory, which the tables report per run; a Dask worker
 process runs one task at a time (one thread per worker). With it, each scenario's runs go in two batches (every
 method's tuning grid, then the tuned points' other seeds), one ``bench-run`` task per run
@@ -23,9 +23,8 @@ memory in the scheduler grows with the grid on large scenarios.
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from prefect import flow, task
@@ -33,7 +32,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from flows.maintenance import task_runner
-from medunlearn.benchmark import cli as bench_cli
+from medunlearn.benchmark.suite import load_scenarios, run_suite
 
 
 @task(name="bench-run", cache_policy=NO_CACHE, persist_result=False)
@@ -59,9 +58,36 @@ def bench_run(run: Callable[[Any], Any], job: Any, threads: int) -> Any:
     return run(job)
 
 
-@flow(name="benchmark", log_prints=True)
-def benchmark_flow(argv: list[str], threads_per_run: int = 1) -> None:
-    """``medunlearn bench`` with ``argv``, every method run a ``bench-run`` task."""
+@flow(name="benchmark", flow_run_name="bench-{quick_name}", log_prints=True)
+def benchmark_flow(
+    scenarios: list[str],
+    params_path: str = "params.yaml",
+    methods: list[str] | None = None,
+    seeds: list[int] | None = None,
+    quick: bool = False,
+    out: str | None = None,
+    cache: str = ".cache/bench",
+    threads: int | None = None,
+    threads_per_run: int = 1,
+    quick_name: str = "full",
+) -> list[dict[str, Any]]:
+    """The suite on ``scenarios``, every method run a ``bench-run`` task.
+
+    Args:
+        scenarios: scenario YAML files.
+        params_path: the params file (``unlearn`` and ``gates`` sections).
+        methods: method names (default: every method but ``retrain``).
+        seeds: seeds (default: the scenario's).
+        quick: one seed, tiny grid, short training.
+        out: output folder (default ``reports/bench``, ``reports/bench/quick``).
+        cache: the dataset, model and run cache.
+        threads: torch threads of this process (its reference metrics).
+        threads_per_run: torch threads of each run on its worker.
+        quick_name: the flow run's name part (``quick`` or ``full``).
+
+    Returns:
+        Each scenario's result, as written under ``out``.
+    """
 
     def map_runs(
         run: Callable[[Any], Any], jobs: list[Any], done: Callable[[], None]
@@ -71,35 +97,52 @@ def benchmark_flow(argv: list[str], threads_per_run: int = 1) -> None:
             done()
         return [f.result() for f in futures]
 
-    bench_cli.main(argv, map_runs=map_runs)
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="medunlearn bench", add_help=False)
-    parser.add_argument("--task-runner", choices=("sequential", "dask"), default=None)
-    parser.add_argument("--dask-address", default=None)
-    parser.add_argument("--dask-workers", type=int, default=None)
-    parser.add_argument("--threads-per-run", type=int, default=1)
-    ours, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    dask_options = ours.dask_address is not None or ours.dask_workers is not None
-    if ours.task_runner in (None, "sequential") or "-h" in rest or "--help" in rest:
-        if dask_options and ours.task_runner != "dask":
-            parser.error("--dask-address/--dask-workers need --task-runner dask")
-        bench_cli.main(rest)
-        return
-    if ours.dask_workers is not None and ours.dask_workers < 1:
-        parser.error("--dask-workers must be at least 1")
-    if ours.threads_per_run < 1:
-        parser.error("--threads-per-run must be at least 1")
-    runner = task_runner(
-        {
-            "task_runner": ours.task_runner,
-            "dask_address": ours.dask_address,
-            "dask_workers": ours.dask_workers or 2,
-        }
+    loaded = load_scenarios([Path(s) for s in scenarios], quick=quick)
+    found = run_suite(
+        loaded,
+        Path(params_path),
+        methods,
+        seeds,
+        quick,
+        Path(out) if out else None,
+        Path(cache),
+        threads,
+        map_runs,
     )
-    benchmark_flow.with_options(task_runner=runner)(rest, ours.threads_per_run)
+    return [result for result, _ in found]
 
 
-if __name__ == "__main__":
-    main()
+def run_on_dask(
+    scenarios: list[str],
+    params_path: str,
+    methods: list[str] | None,
+    seeds: list[int] | None,
+    quick: bool,
+    out: str,
+    cache: str,
+    threads: int | None,
+    threads_per_run: int,
+    dask_address: str | None,
+    dask_workers: int,
+) -> list[dict[str, Any]]:
+    """:func:`benchmark_flow` on a Dask cluster: ``dask_address``, else a temporary local
+    cluster of ``dask_workers`` one-thread processes (arguments as the flow's).
+
+    Returns:
+        Each scenario's result.
+    """
+    runner = task_runner(
+        {"task_runner": "dask", "dask_address": dask_address, "dask_workers": dask_workers}
+    )
+    return benchmark_flow.with_options(task_runner=runner)(
+        scenarios,
+        params_path,
+        methods,
+        seeds,
+        quick,
+        out,
+        cache,
+        threads,
+        threads_per_run,
+        "quick" if quick else "full",
+    )

@@ -12,19 +12,15 @@ business (``drift.on_device_drift``).
 
 from __future__ import annotations
 
-import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
 
 from medunlearn.config import load_params, load_section, project_root
-from medunlearn.data.decode import DecodeError
-from medunlearn.data.drift import DriftError, newest_manifest
-from medunlearn.data.manifest import ManifestError, read_manifest_csv
-from medunlearn.refusal import quiet_refusals
+from medunlearn.data.drift import newest_manifest
+from medunlearn.data.manifest import read_manifest_csv
 from medunlearn.revision.ledger import active_ledger, use_project_salt
 from medunlearn.revision.registry import active_registry
 from medunlearn.versioning import file_sha256
@@ -92,41 +88,3 @@ def drift_watch_flow(
     report = detect_drift(inputs, model_name, version, settings)
     events = emit_drift_events(report)
     return {**report.to_dict(), "status": "checked", "events": events}
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="medunlearn drift",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--batch", help="a batch manifest or folder (default drift.incoming)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--force", action="store_true", help="test a batch checked before")
-    args = parser.parse_args(argv)
-    quiet_refusals()
-    try:  # a bad batch or manifest is the user's to fix: one line, no traceback
-        result = drift_watch_flow(args.params, args.batch, args.force)
-    except (DriftError, ManifestError, DecodeError) as exc:
-        print(f"drift watch refused: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
-    if args.json:
-        print(json.dumps(result, indent=2))
-    else:
-        if result["status"] == "no batch":
-            print(f"no batch manifest in {result['batch']}: nothing to do")
-            return
-        found = [t for t in result["tests"] if t["drifted"]]
-        where = load_section("drift", args.params).get("report")
-        if result["status"] == "already checked":
-            print(f"{result['batch']} was checked before (--force tests it again); report {where}")
-        print(f"{len(found)} drift finding(s) in {result['batch']}; report {where}")
-        for note in result.get("notes") or []:
-            print(f"  not tested: {note}")
-        for t in found:
-            print(f"  {t['attribute']} {t['kind']} {t['value'] or ''} p = {t['p_value']:.3g}")
-
-
-if __name__ == "__main__":
-    main()

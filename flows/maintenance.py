@@ -12,7 +12,6 @@ raises after writing its report, and nothing is exported; the deployed model is 
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import sys
@@ -39,7 +38,6 @@ from medunlearn.data.request import (
 from medunlearn.errors import Refusal
 from medunlearn.evidence.gates import GateConfigError
 from medunlearn.models.checkpoint import CheckpointError
-from medunlearn.refusal import quiet_refusals
 from medunlearn.revision.candidates import (
     GatesFailed,
     evidence_caveats,
@@ -634,64 +632,59 @@ class Timings:
         return STEPS[min(max(done) + 1, len(STEPS) - 1)] if done else STEPS[0]
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="medunlearn revise",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument(
-        "--request",
-        help="forget request file (default: every pending ledger request, else maintain.request)",
-    )
-    parser.add_argument(
-        "--refresh-cache",
-        action="store_true",
-        help="recompute every sweep run and the manifest validation instead of reusing them",
-    )
-    parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    args = parser.parse_args(argv)
-    maintain = load_section("maintain", args.params)
-    try:  # settings errors are the user's to fix: one line naming the file, no traceback
+def check_settings(params_path: str) -> None:
+    """Refuse bad sweep, method or gate settings before any request runs.
+
+    Args:
+        params_path: the params file.
+
+    Raises:
+        SweepError, MethodConfigError, GateConfigError: names the file and key.
+    """
+    try:
         check_sweeps(
-            maintain, load_section("unlearn", args.params), load_section("gates", args.params)
+            load_section("maintain", params_path),
+            load_section("unlearn", params_path),
+            load_section("gates", params_path),
         )
     except SETTINGS_ERRORS as exc:
-        print(f"revision refused, settings in {args.params}: {exc}", file=sys.stderr)
-        raise SystemExit(1) from exc
-    params = load_params(args.params)
-    root = project_root(args.params)
-    registry, _ = active_registry(params, root)
-    ledger = active_ledger(params, root) if registry else None
-    quiet_refusals()
-    flow_fn = maintenance_flow.with_options(task_runner=task_runner(maintain))
-    # no --request: every pending ledger request, one revision each, in the order received
-    jobs: list[tuple[str | None, str | None]] = [(args.request, None)]
-    if ledger is not None and not args.request and ledger.pending():
-        jobs = [(None, e["id"]) for e in ledger.pending()]
-    refused = 0
-    for request, ledger_id in jobs:
-        try:
-            result = flow_fn(args.params, request, args.refresh_cache, ledger_id)
-        except AlreadyApplied as exc:  # e.g. `make demo` run twice: nothing to revise
-            print(f"nothing to do: {exc}")
-            continue
-        except GatesFailed as exc:
-            print(f"revision refused: {exc}", file=sys.stderr)
-            print(Path(maintain["reports"]["summary"]).read_text(), file=sys.stderr)
-            refused += 1
-            continue
-        except (ManifestError, ValidationFailed, LedgerError, RequestError) as exc:  # untrained
-            print(f"revision refused, input data: {exc}", file=sys.stderr)
-            if ledger_id is None:
-                raise SystemExit(1) from exc
-            refused += 1  # the entry is rejected; the next pending request still runs
-            continue
-        print(json.dumps(result, indent=2, default=str) if args.json else result["summary"])
-    if refused:
-        raise SystemExit(1)
+        raise type(exc)(f"settings in {params_path}: {exc}") from None
 
 
-if __name__ == "__main__":
-    main()
+def revision_jobs(params_path: str, request: str | None) -> list[tuple[str | None, str | None]]:
+    """What ``medunlearn revise`` runs: ``request``, else every pending ledger request in
+    the order received, else ``maintain.request``.
+
+    Args:
+        params_path: the params file.
+        request: a forget request file, or None.
+
+    Returns:
+        ``(request file, ledger id)`` pairs, one flow run each.
+    """
+    params = load_params(params_path)
+    registry, _ = active_registry(params, project_root(params_path))
+    ledger = active_ledger(params, project_root(params_path)) if registry else None
+    if ledger is not None and not request and ledger.pending():
+        return [(None, e["id"]) for e in ledger.pending()]
+    return [(request, None)]
+
+
+def run_revision(
+    params_path: str, request: str | None, refresh_cache: bool, ledger_id: str | None
+) -> dict[str, Any]:
+    """One :func:`maintenance_flow` run on ``maintain.task_runner``.
+
+    Args:
+        params_path: the params file.
+        request: a forget request file, or None (``ledger_id``, or ``maintain.request``).
+        refresh_cache: recompute every sweep run and the validation.
+        ledger_id: a pending ledger request's id, or None.
+
+    Returns:
+        The flow's result (``summary``, ``record``, ``candidates``, ...).
+    """
+    runner = task_runner(load_section("maintain", params_path))
+    return maintenance_flow.with_options(task_runner=runner)(
+        params_path, request, refresh_cache, ledger_id
+    )

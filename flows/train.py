@@ -1,7 +1,7 @@
 """Flow ``train``: train the deployed model (or the retrain reference) from ``params.yaml``.
 
-    python -m flows.train                       # deployed model, settings from params.yaml:train
-    python -m flows.train --role retrain --exclude "label == '2'"   # retain cohort only
+    medunlearn train                          # deployed model, settings from params.yaml:train
+    medunlearn train --role retrain --exclude "label == '2'"   # retain cohort only
 
 Reads the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model
 -> register-revision (a deployed model becomes the next major version of ``registry.model``
@@ -10,8 +10,6 @@ when the registry is on: ``registry``/``promotion`` sections, ``medunlearn.revis
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -96,53 +94,3 @@ def register_trained(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"model": name, "version": full["version"], "pushed": full["pushed"]}
-
-
-def summary(report: dict[str, Any]) -> str:
-    """A one-screen summary of a training report."""
-    test = report["test"]
-    lines = [
-        f"trained {report['role']} model '{report['model']}' on {report['dataset']} "
-        f"(data version {report['data_version']})",
-        f"  train/val/test images: {report['n_train']}/{report['n_val']}/{report['n_test']}"
-        + (f", excluded by {report['exclude']!r}" if report.get("exclude") else ""),
-        f"  best epoch {report['best_epoch']}/{report['epochs']}, "
-        f"{report['seconds_per_epoch']:.1f}s per epoch",
-        f"  test accuracy {test['accuracy']:.3f}, balanced accuracy "
-        f"{test['balanced_accuracy']:.3f}, macro AUC {_fmt(test['macro_auc'])}",
-        "  per-class accuracy: "
-        + ", ".join(f"{name} {_fmt(v['accuracy'])}" for name, v in test["per_class"].items()),
-        f"  checkpoint {report['checkpoint']}",
-    ]
-    registered = report.get("registered")
-    if registered:
-        lines.append(
-            f"  registered {registered['model']} {registered['version']} (candidate)"
-            + ("" if registered["pushed"] else "; not pushed to the DVC remote")
-        )
-    return "\n".join(lines)
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.2f}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="medunlearn train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--params", default="params.yaml")
-    parser.add_argument("--role", choices=ROLES, default="deployed")
-    parser.add_argument("--exclude", help="pandas query over manifest columns: rows to leave out")
-    parser.add_argument("--output", help="checkpoint path (default from params.yaml)")
-    parser.add_argument("--report", help="report path (default from params.yaml)")
-    parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = parser.parse_args(argv)
-    report = train_flow(args.params, args.role, args.exclude, args.output, args.report)
-    print(json.dumps(report, indent=2) if args.json else summary(report))
-
-
-if __name__ == "__main__":
-    main()

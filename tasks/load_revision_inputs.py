@@ -48,7 +48,7 @@ def load_revision_inputs(
     model, meta = load_checkpoint(deployed_path)
     info_path = Path(dataset_dir) / "dataset.json"
     if not info_path.is_file():
-        raise ManifestError(f"{info_path}: dataset not found; run python -m flows.prepare")
+        raise ManifestError(f"{info_path}: dataset not found; run medunlearn prepare")
     info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
     manifest = read_manifest_csv(Path(dataset_dir) / "manifest.csv")
     if list(meta.class_names) != list(info.class_names):

@@ -119,7 +119,7 @@ def test_bad_scenarios_are_named(tmp_path: Path, change: dict, message: str) -> 
 @pytest.mark.slow
 def test_quick_command_runs_every_method_and_writes_reports(tmp_path: Path, monkeypatch) -> None:
     """``medunlearn bench --quick`` end to end on the demo: every method, JSON, table, plots."""
-    from flows.cli import main
+    from cli.main import main
 
     obj = minimal() | {"reference_models": 2}
     obj["grid"] = {m: {} for m in METHODS}  # one point per method keeps the test short

@@ -1,4 +1,4 @@
-"""``medunlearn`` ends without the interpreter's teardown, but loses nothing on the way."""
+"""``medunlearn``: exit codes 0 / 1 refused / 2 usage, one-line refusals, a normal exit."""
 
 from __future__ import annotations
 
@@ -22,63 +22,31 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess:
     )
 
 
-@pytest.mark.parametrize(("code", "status", "stderr"), [(None, 0, ""), (3, 3, ""), ("no", 1, "no")])
-def test_exit_functions_run_output_is_flushed_and_the_status_kept(tmp_path, code, status, stderr):
-    marker = tmp_path / "atexit.txt"
-    done = _run(
-        "import atexit, sys, threading\n"
-        "from flows.cli import exit_process\n"
-        f"atexit.register(lambda: open({str(marker)!r}, 'a').write('atexit'))\n"
-        # Prefect drains its log and event workers in threading's exit hooks, which a
-        # normal exit runs before the atexit functions (a temporary server stops there)
-        f"threading._register_atexit(lambda: open({str(marker)!r}, 'a').write('threads,'))\n"
-        "sys.stdout.write('buffered, no newline')\n"  # sits in the buffer until flushed
-        f"exit_process({code!r})\n"
-        "print('not reached')\n",
-        tmp_path,
-    )
-    assert done.returncode == status
-    assert done.stdout == "buffered, no newline"
-    assert done.stderr.strip() == stderr
-    assert marker.read_text() == "threads,atexit"  # both, in a normal exit's order
-
-
-def test_a_live_worker_thread_is_waited_for(tmp_path):
-    """A non-daemon thread still working keeps the normal exit, which joins it."""
-    marker = tmp_path / "thread.txt"
-    done = _run(
-        "import threading, time\n"
-        "from flows.cli import exit_process\n"
-        "def work():\n"
-        "    time.sleep(1.0)\n"
-        f"    open({str(marker)!r}, 'w').write('finished')\n"
-        "threading.Thread(target=work).start()\n"
-        "exit_process(0)\n",
-        tmp_path,
-    )
-    assert done.returncode == 0, done.stderr
-    assert marker.read_text() == "finished"
-
-
 @pytest.mark.parametrize(
-    ("ending", "torn_down"), [("exit_process(0)", False), ("sys.exit(0)", True)]
+    ("args", "status"),
+    [(["--version"], 0), (["show", "{dir}/missing.pt"], 1), (["promote"], 2)],
 )
-def test_the_module_teardown_is_skipped(tmp_path, ending, torn_down):
-    """A finaliser that only the interpreter's teardown runs: skipped by ``exit_process``
-    (the ~2 s it saves), run by a plain ``sys.exit`` (the control)."""
-    marker = tmp_path / "teardown.txt"
+def test_the_interpreter_exits_normally_with_the_commands_status(tmp_path, args, status):
+    """0 done, 1 refused, 2 usage; the interpreter's own exit runs: ``atexit`` functions
+    and the module teardown (a finaliser only the teardown runs), output flushed."""
+    marker = tmp_path / "exit.txt"
+    argv = ["medunlearn", *(a.format(dir=tmp_path) for a in args)]
     done = _run(
-        "import sys\n"
-        "from flows.cli import exit_process\n"
+        "import atexit, sys\n"
+        f"atexit.register(lambda: open({str(marker)!r}, 'a').write('atexit,'))\n"
         "class Finaliser:\n"
         "    def __del__(self, open=open):  # builtins are gone by then\n"
-        f"        open({str(marker)!r}, 'w').write('torn down')\n"
+        f"        open({str(marker)!r}, 'a').write('torn down')\n"
         "kept = Finaliser()\n"
-        f"{ending}\n",
+        "sys.stdout.write('buffered, no newline')\n"
+        f"sys.argv = {argv!r}\n"
+        "from cli.main import run\n"
+        "run()\n",
         tmp_path,
     )
-    assert done.returncode == 0, done.stderr
-    assert marker.exists() is torn_down
+    assert done.returncode == status, done.stderr
+    assert done.stdout.startswith("buffered, no newline")
+    assert marker.read_text() == "atexit,torn down"
 
 
 def _files(tmp_path: Path) -> dict[str, Path]:
@@ -141,13 +109,12 @@ def _files(tmp_path: Path) -> dict[str, Path]:
 )
 def test_a_refusal_is_one_line_with_its_status_and_no_traceback(tmp_path, args, status, message):
     """As a user sees it: the file and the key or row named in one line, exit 1 (refused
-    input; a registry or ledger *rule* saying no keeps its documented 2), no traceback
-    (issue 27)."""
+    input, a bad setting, or a rule saying no), no traceback (issue 27)."""
     import os
 
     where = _files(tmp_path)
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", *(a.format(**where) for a in args)],
+        [sys.executable, "-m", "cli", *(a.format(**where) for a in args)],
         cwd=ROOT,
         capture_output=True,
         text=True,
@@ -165,7 +132,7 @@ def test_version_and_help_are_answered_without_a_project(tmp_path) -> None:
     from importlib.metadata import version
 
     done = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "--version"],
+        [sys.executable, "-m", "cli", "--version"],
         cwd=tmp_path,  # no params.yaml here: nothing is loaded
         capture_output=True,
         text=True,

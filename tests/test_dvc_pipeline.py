@@ -145,7 +145,7 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     run(project, "git", "add", "-A")
     git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost")
     run(project, *git, "commit", "-qm", "project and data")
-    cli = (sys.executable, "-m", "flows.cli")
+    cli = (sys.executable, "-m", "cli")
     trained = run(project, *cli, "train")
     assert "registered classifier v1.0.0 (candidate)" in trained
     for stage in ("staging", "production"):

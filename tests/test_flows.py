@@ -78,10 +78,10 @@ def test_prepare_then_train(trained_project) -> None:
 
 
 def test_summary_names_the_essentials(trained_project) -> None:
-    from flows.train import summary
+    from cli.pipeline import train_summary
 
     _, _, _, report = trained_project
-    text = summary(report)
+    text = train_summary(report)
     assert "trained deployed model 'allcnn'" in text and "test accuracy" in text
     assert "per-class accuracy: 0 " in text
 
@@ -141,7 +141,7 @@ def tree_digest(folder: Path) -> str:
 
 
 def test_refused_export_prints_one_message_and_touches_nothing(trained_project, tmp_path) -> None:
-    """`python -m flows.prepare` on a file of 3-D volumes: exit 1, one message naming the
+    """`medunlearn prepare` on a file of 3-D volumes: exit 1, one message naming the
     file and key, no traceback, and data/ and models/ exactly as they were."""
     import os
     import subprocess
@@ -159,7 +159,7 @@ def test_refused_export_prints_one_message_and_touches_nothing(trained_project, 
     params = write_params(tmp, data={"name": "demo", "source": "medmnist", "path": str(npz)})
     before = tree_digest(tmp / "data"), tree_digest(tmp / "models")
     proc = subprocess.run(
-        [sys.executable, "-m", "flows.prepare", "--params", str(params)],
+        [sys.executable, "-m", "cli", "prepare", "--params", str(params)],
         cwd=Path(__file__).resolve().parents[1],
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         capture_output=True,

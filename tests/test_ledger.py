@@ -16,7 +16,6 @@ import pytest
 
 from medunlearn.data.request import ForgetRequest, RequestError, cohort_masks
 from medunlearn.revision.ledger import Ledger, LedgerError
-from medunlearn.revision.privacy import IdentifierInText
 
 MANIFEST = pd.DataFrame(
     {
@@ -235,7 +234,7 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     import yaml
     from projects import git_dvc_project
 
-    from medunlearn import ledger_cli
+    from cli.main import main
     from medunlearn.revision.registry import Registry
 
     (tmp_path / "params.yaml").write_text(
@@ -271,16 +270,17 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     params = str(tmp_path / "params.yaml")
 
     def reject(request_id: str, by: str = "reviewer", why: str = "device still in use") -> None:
-        ledger_cli.run("reject", params, request_id=request_id, by=by, why=why)
+        main(["request", "reject", request_id, "--by", by, "--why", why, "--params", params])
 
-    def refused(request_id: str, message: str, **kw: str) -> None:
+    def refused(request_id: str, message: str, **kw: str) -> str:
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_:
             reject(request_id, **kw)
-        assert exit_.value.code == 2
-        assert message in capsys.readouterr().err
-
-    from medunlearn import registry_cli
+        assert exit_.value.code == 1  # refused (2 is a usage error)
+        err = capsys.readouterr().err
+        assert message in err and err.startswith("request reject refused: ")
+        assert len(err.strip().splitlines()) == 1
+        return err
 
     refused(served, "served in production")  # production served v1.0.0 without these rows
     ledger.set_status([served], "pending")  # resubmitted: the served version still carries it
@@ -291,35 +291,22 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     # a reason naming a patient of the ledger is refused (it would go into git): exit 1,
     # the option named, the id never echoed, nothing changed
     for why in ("P3 asked us to stop", "rolled back for patient-P3.", "see P1"):
-        with pytest.raises(IdentifierInText, match=r"^--why names a patient") as named:
-            reject(pending, why=why)
-        assert "P3" not in str(named.value) and "P1" not in str(named.value)
+        said = refused(pending, "refused: --why names a patient", why=why)
+        assert "P3" not in said and "P1" not in said
     assert next(e for e in ledger.entries() if e["id"] == pending)["status"] == "pending"
-    with pytest.raises(IdentifierInText, match="--allow-regression names"):
-        registry_cli.run(
-            "rollback",
-            params,
-            model="classifier",
-            stage="production",
-            to=None,
-            by="b",
-            why="undo",
-            allow_regression="P1 is fine",
-        )
+    rollback = ["rollback", "classifier", "--stage", "production", "--by", "b", "--why", "undo"]
+    with pytest.raises(SystemExit) as named:
+        main([*rollback, "--allow-regression", "P1 is fine", "--params", params])
+    said = capsys.readouterr().err
+    assert named.value.code == 1 and "rollback refused: --allow-regression names" in said
+    assert "P1" not in said
     reject(candidate_only)
     reject(pending)
     refused(pending, "already rejected")
     with pytest.raises(SystemExit) as promotion:  # a revision carrying a rejected request
-        registry_cli.run(
-            "promote",
-            params,
-            model="classifier",
-            version="v1.1.0",
-            to="staging",
-            by="b",
-            why="ship it",
-        )
-    assert promotion.value.code == 2
+        main(["promote", "classifier", "v1.1.0", "--to", "staging", "--by", "b", "--why", "ship it"]
+             + ["--params", params])
+    assert promotion.value.code == 1
     assert f"carries request(s) {candidate_only}, rejected" in capsys.readouterr().err
     status = {e["id"]: e["status"] for e in ledger.entries()}
     assert status == {
@@ -534,7 +521,7 @@ def test_request_add_applies_the_checks_revise_applies(
     ledger; a good request is appended as pending (issue 27)."""
     import yaml
 
-    from medunlearn import ledger_cli
+    from cli.main import main
 
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -550,11 +537,11 @@ def test_request_add_applies_the_checks_revise_applies(
     file.write_text(yaml.safe_dump({"reason": "consent_withdrawal", "selector": selector}))
     ledger = Ledger(tmp_path / "ledger" / "requests.jsonl")
     if message is None:
-        ledger_cli.run("add", str(params), file=str(file))
+        main(["request", "add", str(file), "--params", str(params)])
         assert [e["status"] for e in ledger.entries()] == ["pending"]
         return
     with pytest.raises(SystemExit) as info:
-        ledger_cli.run("add", str(params), file=str(file))
+        main(["request", "add", str(file), "--params", str(params)])
     assert info.value.code == 1  # refused input
     err = capsys.readouterr().err
     assert f"request add refused: {file}: " in err and message in err, err
@@ -566,7 +553,7 @@ def test_request_add_uses_validations_default_fraction(tmp_path: Path, demo_dir,
     default (0.3) as revise's validation: a request for every row is still refused."""
     import yaml
 
-    from medunlearn import ledger_cli
+    from cli.main import main
 
     params = tmp_path / "params.yaml"
     params.write_text(
@@ -581,7 +568,7 @@ def test_request_add_uses_validations_default_fraction(tmp_path: Path, demo_dir,
     everything = {"reason": "consent_withdrawal", "selector": {"query": "image_id == image_id"}}
     file.write_text(yaml.safe_dump(everything))
     with pytest.raises(SystemExit):
-        ledger_cli.run("add", str(params), file=str(file))
+        main(["request", "add", str(file), "--params", str(params)])
     assert "above validation.max_forget_fraction 0.3" in capsys.readouterr().err
 
 

@@ -132,7 +132,7 @@ def revise_cli(params: Path, request: Path):
     import subprocess
     import sys
 
-    command = [sys.executable, "-m", "flows.cli", "revise", "--params", str(params)]
+    command = [sys.executable, "-m", "cli", "revise", "--params", str(params)]
     command += ["--request", str(request)]
     return subprocess.run(
         command,
@@ -552,7 +552,7 @@ def test_revision_is_registered_with_production_as_parent(
     for shown in (record["caveats"], metrics["caveats"], card):
         assert (caveat in shown) is deployed_passes
     listing = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "registry", "--json", "--params", str(params)],
+        [sys.executable, "-m", "cli", "registry", "--json", "--params", str(params)],
         capture_output=True,
         text=True,
         check=True,

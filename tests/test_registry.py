@@ -65,7 +65,7 @@ def source(repo: Path, content: bytes, tag: str = "src") -> Path:
 def cli(repo: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     return subprocess.run(
-        [sys.executable, "-m", "flows.cli", *args, "--params", str(repo / "params.yaml")],
+        [sys.executable, "-m", "cli", *args, "--params", str(repo / "params.yaml")],
         cwd=Path(__file__).resolve().parents[1],
         capture_output=True,
         text=True,
@@ -82,15 +82,15 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
     assert v1["version"] == "v1.0.0" and v1["pushed"]
     assert reg.stages("classifier") == {"candidate": "v1.0.0", "staging": None, "production": None}
 
-    # production needs a prior staging assignment (exit 2, the rule named)
+    # production needs a prior staging assignment (exit 1, the rule named)
     refused = cli(
         repo, "promote", "classifier", "v1.0.0", "--to", "production", "--by", "a", "--why", "x"
     )
-    assert refused.returncode == 2 and "no prior staging" in refused.stderr
+    assert refused.returncode == 1 and "no prior staging" in refused.stderr
     unknown = cli(
         repo, "promote", "classifier", "v9.0.0", "--to", "staging", "--by", "a", "--why", "x"
     )
-    assert unknown.returncode == 2 and "unknown version" in unknown.stderr
+    assert unknown.returncode == 1 and "unknown version" in unknown.stderr
     for stage in ("staging", "production"):
         done = cli(
             repo,
@@ -158,7 +158,7 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
     refused = cli(
         repo, "promote", "classifier", "v1.0.0", "--to", "production", "--by", "a", "--why", "x"
     )
-    assert refused.returncode == 2 and "forget regression" in refused.stderr
+    assert refused.returncode == 1 and "forget regression" in refused.stderr
     allowed = cli(
         repo,
         "promote",
@@ -191,7 +191,7 @@ def test_two_revisions_promotion_rollback_and_restore(tmp_path: Path) -> None:
     tampered = cli(
         repo, "promote", "classifier", "v1.1.0", "--to", "staging", "--by", "a", "--why", "x"
     )
-    assert tampered.returncode == 2 and "do not match the record" in tampered.stderr
+    assert tampered.returncode == 1 and "do not match the record" in tampered.stderr
 
     # a fresh clone gets a revision's files back from the DVC remote
     clone = tmp_path / "clone"
@@ -283,7 +283,7 @@ def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
     out = cli(
         repo, "rollback", "classifier", "--stage", "production", "--to", "v1.1.0", "--by", "ann"
     )
-    assert out.returncode == 2 and "never in production" in out.stderr
+    assert out.returncode == 1 and "never in production" in out.stderr
     reg.promote("classifier", "v1.1.0", "staging", "ann", "x")
 
     def broken(*args, **kwargs):
@@ -300,9 +300,9 @@ def test_rollback_keeps_the_rules_and_a_failed_tag_keeps_serving(
     reg.promote("classifier", "v1.1.0", "production", "ann", "x")
     served = (repo / "models/production/model.pt").read_bytes()
     # rolling production back past a served consent withdrawal: refused like promote
-    # (exit 2, the rule named), nothing served or tagged changes
+    # (exit 1, the rule named), nothing served or tagged changes
     refused = cli(repo, "rollback", "classifier", "--stage", "production", "--by", "ann")
-    assert refused.returncode == 2, refused.stderr
+    assert refused.returncode == 1, refused.stderr
     assert "forget regression" in refused.stderr and "req-1" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert (repo / "models/production/model.pt").read_bytes() == served
@@ -394,7 +394,7 @@ def test_a_params_file_in_a_subfolder_belongs_to_the_repository_above(tmp_path: 
 
 
 def test_listing_names_each_unserved_request_once_with_its_revisions() -> None:
-    from medunlearn.registry_cli import listing
+    from medunlearn.revision.actions import listing
 
     class FakeRegistry:  # the five calls listing() makes, nothing else
         records = {
@@ -505,7 +505,7 @@ def test_a_pass_with_caveats_needs_accept_for_production(tmp_path: Path) -> None
     reg.promote("classifier", "v1.0.0", "staging", "ann", "review")  # staging: no rule
     to_production = ("promote", "classifier", "v1.0.0", "--to", "production", "--by", "ann")
     refused = cli(repo, *to_production, "--why", "ship")
-    assert refused.returncode == 2 and "weak evidence" in refused.stderr + refused.stdout
+    assert refused.returncode == 1 and "weak evidence" in refused.stderr + refused.stdout
     with pytest.raises(RegistryError, match="weak evidence"):  # a blank reason is no reason
         reg.promote("classifier", "v1.0.0", "production", "ann", "ship", accept="   ")
     assert reg.current("classifier", "production") is None

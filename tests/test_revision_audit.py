@@ -63,7 +63,7 @@ def sha(path: Path) -> str:
 def project(tmp_path_factory, prefect_harness, demo_dir):
     """The registry with v1.0.0 (trained) and v1.1.0 (digit 3 forgotten), params.yaml, and
     the first audit's result."""
-    from flows.audit import run
+    from flows.audit import run_audit
 
     repo = tmp_path_factory.mktemp("audit")
     sh(repo, "git", "init", "-q")
@@ -127,12 +127,12 @@ def project(tmp_path_factory, prefect_harness, demo_dir):
             card=lambda r: card_files(r, []),
         )
     record_sha = sha(reg.record_dir("classifier", "v1.1.0") / "revision.json")
-    result = run("classifier", "v1.1.0", 2, epochs=1, params_path=str(repo / "params.yaml"))
+    result = run_audit(str(repo / "params.yaml"), "classifier", "v1.1.0", 2, epochs=1)
     return repo, reg, result, record_sha
 
 
 def test_audit_file_card_and_commit(project, demo_dir, capsys) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     repo, reg, result, record_sha = project
     manifest = pd.read_csv(demo_dir / "manifest.csv", dtype=str)
@@ -185,7 +185,7 @@ def test_a_second_audit_trains_nothing(project, monkeypatch, capsys) -> None:
     """Every reference comes from the bank: training is made impossible, and the JSON says
     both came from the cache under the same keys."""
     import medunlearn.models.bank as bank
-    from flows.cli import main
+    from cli.main import main
 
     repo, _, first, _ = project
 
@@ -215,7 +215,7 @@ def test_a_second_audit_trains_nothing(project, monkeypatch, capsys) -> None:
     ],
 )
 def test_refusals_are_one_line_and_exit_1(project, capsys, args, message) -> None:
-    from flows.cli import main
+    from cli.main import main
 
     repo = project[0]
     with pytest.raises(SystemExit) as exit_info:
@@ -274,7 +274,7 @@ def test_data_that_is_not_the_revisions_is_refused_inside_the_flow(
     """A refusal raised in the flow (here: the dataset's content differs from the record's
     fingerprint) still ends in one line and exit 1, before any reference is trained."""
     import medunlearn.revision.audit as revision_audit
-    from flows.cli import main
+    from cli.main import main
 
     repo = project[0]
     monkeypatch.setattr(revision_audit, "dataset_fingerprint", lambda _: "not the same data")

@@ -113,7 +113,7 @@ def test_a_revision_carrying_other_reasons_tries_their_runs_too() -> None:
 def test_a_bad_sweep_or_bound_is_refused_in_one_line_naming_the_params_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from flows.maintenance import main
+    from cli.main import main
 
     for section, bad, message in [
         (
@@ -128,8 +128,8 @@ def test_a_bad_sweep_or_bound_is_refused_in_one_line_naming_the_params_file(
         path = tmp_path / f"{section}.params.yaml"
         path.write_text(yaml.safe_dump(params))
         with pytest.raises(SystemExit) as info:
-            main(["--params", str(path)])
+            main(["revise", "--params", str(path)])
         err = capsys.readouterr().err
         assert info.value.code == 1
-        assert f"revision refused, settings in {path}" in err and message in err
+        assert f"revise refused: settings in {path}" in err and message in err
         assert "Traceback" not in err and len(err.strip().splitlines()) == 1

@@ -430,7 +430,7 @@ def test_drift_event_starts_a_candidate_revision(tmp_path, demo_dir, demo_model)
             "serve",
             sys.executable,
             "-m",
-            "flows.cli",
+            "cli",
             "serve",
             "--params",
             str(params),
@@ -522,7 +522,11 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
     """``medunlearn bench --task-runner dask``: the same scenario, its runs spread over a
     2-worker LocalCluster, gives the sequential run's numbers (runs are seeded); with the
     run cache emptied in between, every run was computed again as a ``bench-run`` task."""
-    from flows.benchmark import main as bench
+    from cli.main import main
+
+    def bench(args: list[str]) -> None:
+        main(["bench", *args])
+
 
     obj = {
         "name": "tiny",
@@ -541,8 +545,7 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
     common = [
         str(scenario),
         "--methods",
-        "psg",
-        "finetune",
+        "psg,finetune",
         "--cache",
         str(cache),
         "--threads",

@@ -126,7 +126,7 @@ def load_dataset(directory: str | Path) -> tuple[DatasetInfo, pd.DataFrame]:
     info_path = directory / "dataset.json"
     if not info_path.is_file():
         raise ManifestError(
-            f"{info_path}: dataset not found; materialise it first (python -m flows.prepare)"
+            f"{info_path}: dataset not found; materialise it first (medunlearn prepare)"
         )
     info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
     manifest_path = directory / "manifest.csv"

@@ -100,9 +100,7 @@ def gto_api() -> Any:
 
 
 class RegistryError(Refusal, RuntimeError):
-    """A registry rule refused the operation; the message names the rule (CLI exit 2)."""
-
-    exit_code = 2  # documented: promote and rollback refusals exit 2
+    """A registry rule refused the operation; the message names the rule (CLI exit 1)."""
 
 
 class RegistryBusy(RegistryError):

@@ -1,10 +1,10 @@
-"""Refusals: bad input or a failed gate is an answer for the user, not a crash.
+"""Refusals said once: Prefect's log records of a refusal are replaced by the command's line.
 
-A refused run prints one message naming the file, row, column or key (and the report,
-where there is one) and exits non-zero. Prefect logs every failed task and flow with its
-traceback; :class:`QuietRefusal` replaces those records with the one-line reason when the
-exception is a refusal, and leaves every other exception's traceback alone. No Prefect
-import: the filter works on the standard ``logging`` records Prefect emits.
+A refused run prints one message naming the file, row, column or key and exits 1. Prefect
+logs every failed task and flow with its traceback; :class:`QuietRefusal` drops those
+records when the exception is a :class:`~medunlearn.errors.Refusal`, and leaves every other
+exception's traceback alone. It works on the standard ``logging`` records Prefect emits (no
+Prefect import), installed by the command line before any flow runs.
 """
 
 from __future__ import annotations
@@ -18,10 +18,17 @@ PREFECT_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 class QuietRefusal(logging.Filter):
     """Drop Prefect's records of a refusal (the exception with its traceback, and the
-    "Finished in state Failed(...)" line that repeats it): the command prints the refusal
-    once. Records of any other exception pass untouched."""
+    "Finished in state Failed(...)" line that repeats it); others pass untouched."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether ``record`` is logged.
+
+        Args:
+            record: a log record of Prefect's flow or task run loggers.
+
+        Returns:
+            False for a record of a refusal, True otherwise.
+        """
         exc = record.exc_info[1] if record.exc_info else None
         if isinstance(exc, Refusal):
             return False
