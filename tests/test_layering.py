@@ -100,8 +100,11 @@ def test_the_command_line_imports_heavy_libraries_only_inside_commands() -> None
     heavy = [
         f"{module}:{line} imports {name} at module level"
         for module, name, top, line in imports(ROOT / "cli")
-        if top and name.split(".")[0] not in allowed
-        or top and name.startswith("medunlearn.") and name != "medunlearn.errors"
+        if top
+        and name.split(".")[0] not in allowed
+        or top
+        and name.startswith("medunlearn.")
+        and name != "medunlearn.errors"
     ]
     assert heavy == []
 

@@ -304,8 +304,10 @@ def test_a_reviewer_rejects_what_production_never_served(tmp_path: Path, capsys)
     reject(pending)
     refused(pending, "already rejected")
     with pytest.raises(SystemExit) as promotion:  # a revision carrying a rejected request
-        main(["promote", "classifier", "v1.1.0", "--to", "staging", "--by", "b", "--why", "ship it"]
-             + ["--params", params])
+        main(
+            ["promote", "classifier", "v1.1.0", "--to", "staging", "--by", "b", "--why", "ship it"]
+            + ["--params", params]
+        )
     assert promotion.value.code == 1
     assert f"carries request(s) {candidate_only}, rejected" in capsys.readouterr().err
     status = {e["id"]: e["status"] for e in ledger.entries()}

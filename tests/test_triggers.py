@@ -527,7 +527,6 @@ def test_benchmark_runs_on_dask_give_the_sequential_tables(tmp_path, prefect_har
     def bench(args: list[str]) -> None:
         main(["bench", *args])
 
-
     obj = {
         "name": "tiny",
         "data": {"source": "demo", "image_size": 28, "channels": 1},
