@@ -33,9 +33,13 @@ class Runner(str, Enum):
 @app.command()
 def prepare(as_json: Json = False, params: Params = "params.yaml") -> None:
     """Materialise data/<name> from the [bold]data[/] section and version it with DVC."""
+    from prefect import tags
+
     from flows.prepare import prepare_flow
 
-    emit(prepare_flow(params), as_json, prepare_summary)
+    with tags("medunlearn", "prepare"):
+        info = prepare_flow(params)
+    emit(info, as_json, prepare_summary)
 
 
 def prepare_summary(info: dict[str, Any]) -> str:
@@ -71,9 +75,13 @@ def train(
     params: Params = "params.yaml",
 ) -> None:
     """Train from the [bold]train[/] section; a deployed model is registered and exported."""
+    from prefect import tags
+
     from flows.train import train_flow
 
-    emit(train_flow(params, role.value, exclude, output, report), as_json, train_summary)
+    with tags("medunlearn", "train", role.value):
+        report_ = train_flow(params, role.value, exclude, output, report)
+    emit(report_, as_json, train_summary)
 
 
 def train_summary(report: dict[str, Any]) -> str:
@@ -186,10 +194,13 @@ def drift(
     params: Params = "params.yaml",
 ) -> None:
     """Compare the newest incoming batch with the production model's data; emit events."""
+    from prefect import tags
+
     from flows.drift import drift_watch_flow
     from medunlearn.config import load_section
 
-    result = drift_watch_flow(params, batch, force)
+    with tags("medunlearn", "drift"):
+        result = drift_watch_flow(params, batch, force)
     emit({**result, "report": load_section("drift", params).get("report")}, as_json, drift_summary)
 
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prefect import flow
+from prefect import flow, tags
 
-from flows.maintenance import task_runner
+from flows.runners import task_runner
 from medunlearn.config import load_params
 from medunlearn.revision.actions import open_registry
 from medunlearn.revision.audit import audited_record, banked, check_arguments
@@ -27,7 +27,7 @@ from tasks.train_reference import train_reference_model
 from tasks.write_audit import write_revision_audit
 
 
-@flow(name="audit", log_prints=True)
+@flow(name="audit", flow_run_name="audit-{model}-{version}-k{reference_models}", log_prints=True)
 def audit_flow(
     params_path: str = "params.yaml",
     model: str = "classifier",
@@ -94,6 +94,7 @@ def run_audit(
     params = load_params(params_path)
     audited_record(open_registry(params_path), model, version)
     runner = task_runner(dict(params.get("maintain") or {}))
-    return audit_flow.with_options(task_runner=runner)(
-        params_path, model, version, reference_models, epochs
-    )
+    with tags("medunlearn", "audit", model):
+        return audit_flow.with_options(task_runner=runner)(
+            params_path, model, version, reference_models, epochs
+        )

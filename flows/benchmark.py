@@ -27,11 +27,11 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, tags, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
-from flows.maintenance import task_runner
+from flows.runners import task_runner
 from medunlearn.benchmark.suite import load_scenarios, run_suite
 
 
@@ -134,15 +134,16 @@ def run_on_dask(
     runner = task_runner(
         {"task_runner": "dask", "dask_address": dask_address, "dask_workers": dask_workers}
     )
-    return benchmark_flow.with_options(task_runner=runner)(
-        scenarios,
-        params_path,
-        methods,
-        seeds,
-        quick,
-        out,
-        cache,
-        threads,
-        threads_per_run,
-        "quick" if quick else "full",
-    )
+    with tags("medunlearn", "bench"):
+        return benchmark_flow.with_options(task_runner=runner)(
+            scenarios,
+            params_path,
+            methods,
+            seeds,
+            quick,
+            out,
+            cache,
+            threads,
+            threads_per_run,
+            "quick" if quick else "full",
+        )

@@ -30,7 +30,8 @@ from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron
 
 from flows.drift import drift_watch_flow
-from flows.maintenance import maintenance_flow, task_runner
+from flows.maintenance import maintenance_flow
+from flows.runners import task_runner
 from medunlearn.config import ConfigError, load_params
 from medunlearn.data.drift import EVENT
 

@@ -31,7 +31,7 @@ from tasks.save_model import save_model
 ROLES = ("deployed", "retrain")
 
 
-@flow(name="train", log_prints=True)
+@flow(name="train", flow_run_name="train-{role}", log_prints=True)
 def train_flow(
     params_path: str = "params.yaml",
     role: str = "deployed",

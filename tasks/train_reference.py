@@ -11,14 +11,19 @@ from medunlearn.models.bank import ModelBank
 from medunlearn.revision.audit import Reference, train_reference
 
 
-@task(name="train-reference", cache_policy=NO_CACHE, persist_result=False)
+@task(
+    name="train-reference",
+    task_run_name="train-reference-seed{seed}",
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
 def train_reference_model(
     bank: ModelBank, train: LabelledImages, val: LabelledImages, seed: int
 ) -> Reference:
     """A retrain on retain-train with ``seed``, from the model bank when it holds one.
 
     On a Dask worker torch uses the worker's thread count (one, on the local cluster of
-    ``flows.maintenance.task_runner``), so workers do not oversubscribe the cores.
+    ``flows.runners.task_runner``), so workers do not oversubscribe the cores.
 
     Args:
         bank: the audit's model bank (its on-disk cache is the real cache; no Prefect one).

@@ -757,7 +757,7 @@ def test_a_failed_report_after_export_leaves_no_model(
 ) -> None:
     """The report fails after the ONNX export: no candidate folder, no staging leftovers, and
     a candidate of an earlier run is left as it was (the revision folder moves as one)."""
-    import flows.maintenance as flow_module
+    import flows.revision_steps as steps
     from flows.maintenance import maintenance_flow
 
     params = make_project(
@@ -776,7 +776,7 @@ def test_a_failed_report_after_export_leaves_no_model(
     def broken(*args, **kwargs):
         raise OSError("disk full while writing the report")
 
-    monkeypatch.setattr(flow_module, "write_revision_report", broken)
+    monkeypatch.setattr(steps, "write_revision_report", broken)
     with pytest.raises(OSError, match="disk full"):
         maintenance_flow(str(params))
     assert sorted(p.name for p in earlier.iterdir()) == ["model.pt"]

@@ -214,7 +214,8 @@ def test_dask_runner_gives_the_thread_runners_sweep(
     tmp_path, prefect_harness, demo_dir, demo_model
 ):
     """Same seeds, same sweep: a 2-worker LocalCluster and the thread pool agree."""
-    from flows.maintenance import maintenance_flow, task_runner
+    from flows.maintenance import maintenance_flow
+    from flows.runners import task_runner
 
     request = {"reason": "class_retirement", "selector": {"labels": ["3"]}}
     results = {}
