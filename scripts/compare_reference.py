@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import dataclasses
 import importlib
 import json
 import sys
@@ -49,18 +48,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-REFERENCE_RECIPE = {
-    "epochs": 15,
-    "optimizer": "sgd",
-    "lr": 0.01,
-    "momentum": 0.9,
-    "weight_decay": 1e-4,
-    "scheduler": "none",
-    "batch_size": 64,
-    "select_metric": "accuracy",
-    "augmentation": {"flip": False, "rotate_deg": 0, "shift": 0.0},
-    "seed": 0,
-}
+from medunlearn.benchmark.reference import reference_scenario
+
 # the constants adv_generator.AttackBase hard-codes (its mean's third value as written there)
 REF_MEAN = (0.4914, 0.4822, 0.2265)
 REF_STD = (0.2023, 0.1994, 0.2010)
@@ -124,21 +113,6 @@ def import_reference(path: Path, test_loaders: tuple[DataLoader, DataLoader]) ->
         sys.modules[name] = module
     sys.path.insert(0, str(path))
     return importlib.import_module("boundary_unlearning")
-
-
-def reference_scenario(path: str, width: float = 1.0) -> Any:
-    """The scenario at ``path`` with the reference code's model (AllCNN at ``width``) and
-    training recipe; its name ``<name>_reference_w<width>`` keys the model bank, so the
-    tuning (``scripts/tune_defaults.py``) reuses the models trained here."""
-    from medunlearn.benchmark.scenario import load_scenario
-
-    base = load_scenario(path)
-    return dataclasses.replace(
-        base,
-        name=f"{base.name}_reference_w{width:g}",
-        model={"name": "allcnn", "kwargs": {"width": width}},
-        recipe=dict(REFERENCE_RECIPE),
-    )
 
 
 def main(argv: list[str] | None = None) -> None:

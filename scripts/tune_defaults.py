@@ -183,16 +183,14 @@ def scenario_name(path: str) -> str:
 
 
 def load(path: str) -> Any:
-    """The scenario at ``path``; ``reference:PATH`` is ``compare_reference``'s variant of it
-    (its recipe as the reference code trains, no bf16), so their models are shared."""
+    """The scenario at ``path``; ``reference:PATH`` is the reference code's variant of it
+    (``medunlearn.benchmark.reference``: its recipe, no bf16), the model of
+    ``scripts/compare_reference.py``, so their models are shared."""
 
     from medunlearn.benchmark.scenario import load_scenario
 
     if path.startswith(REFERENCE):
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from compare_reference import reference_scenario
+        from medunlearn.benchmark.reference import reference_scenario
 
         return reference_scenario(path.removeprefix(REFERENCE))
     loaded = load_scenario(path)

@@ -2,27 +2,56 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import yaml
 
+from medunlearn.benchmark import ham_example
 from medunlearn.data.request import ForgetRequest
 
 REPO = Path(__file__).resolve().parents[1]
+REGENERATE = "regenerate: python -m medunlearn.benchmark.ham_example"
 
 
 def test_ham_example_is_params_yaml_pointed_at_ham() -> None:
-    spec = importlib.util.spec_from_file_location("make", REPO / "scripts" / "make_ham_params.py")
-    make = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(make)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
+    scenario = yaml.safe_load((REPO / "benchmarks" / "ham_device_deprecation.yaml").read_text())
     example = yaml.safe_load((REPO / "examples" / "ham.params.yaml").read_text())
-    assert example == make.ham_params(params), "regenerate: python scripts/make_ham_params.py"
+    assert example == ham_example.ham_params(params, scenario), REGENERATE
     for section in ("unlearn", "gates", "validation"):
         assert example[section] == params[section]
     assert example["maintain"]["sweep"] == params["maintain"]["sweep"]
     assert example["data"]["root"] != params["data"]["root"]  # never inside DVC's data/
+    # the benchmark scenario's model and recipe, not the demo's
+    assert example["train"]["model_kwargs"] == scenario["model"]["kwargs"] == {"width": 0.5}
+    assert example["train"]["epochs"] == scenario["recipe"]["epochs"] == 30
+    assert example["registry"]["model"] == "ham-classifier" != params["registry"]["model"]
+
+
+def test_ham_example_file_is_the_generator_output_byte_for_byte() -> None:
+    text = (REPO / "examples" / "ham.params.yaml").read_text()
+    assert text == ham_example.render(REPO), REGENERATE
+    assert "\n#   python -m medunlearn.benchmark.ham_example\n" in text
+
+
+def test_ham_example_write_creates_the_file_under_the_given_root(tmp_path: Path) -> None:
+    (tmp_path / "benchmarks").mkdir()
+    for name in ("params.yaml", "benchmarks/ham_device_deprecation.yaml"):
+        (tmp_path / name).write_text((REPO / name).read_text())
+    written = ham_example.write(tmp_path)
+    assert written == tmp_path / "examples" / "ham.params.yaml"
+    assert written.read_text() == (REPO / "examples" / "ham.params.yaml").read_text()
+    assert sorted(p.name for p in written.parent.iterdir()) == ["ham.params.yaml"]
+
+
+def test_ham_params_leaves_its_input_unchanged() -> None:
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    scenario = yaml.safe_load((REPO / "benchmarks" / "ham_device_deprecation.yaml").read_text())
+    before = yaml.safe_dump(params)
+    out = ham_example.ham_params(params, scenario)
+    assert yaml.safe_dump(params) == before
+    assert out["data"]["path"] == "../shared/data/ham10000_sites/manifest.csv"
+    assert out["data"]["root"] == "examples/data" and params["data"]["root"] != "examples/data"
 
 
 def test_every_shipped_request_loads() -> None:

@@ -45,7 +45,7 @@ def native_cpu_bf16() -> bool:
     """Whether this CPU runs bf16 natively: AVX512-BF16 or AMX instructions present *and*
     oneDNN allowed to use them. On plain AVX-512 (Skylake to Ice Lake Xeons) oneDNN emulates
     bf16: 1.9x slower than float32 for three convolutions' forward and backward
-    (``scripts/bench_cpu_bf16.py``; 2.3x faster where native)."""
+    (benchmarks/HISTORY.md, issue 25; 2.3x faster where native)."""
     return _cpu_has_bf16_instructions() and _onednn_allows_bf16()
 
 
