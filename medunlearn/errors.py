@@ -3,9 +3,9 @@
 A :class:`Refusal` is an answer for the user, not a crash: bad input (a manifest, an image,
 a request, a checkpoint), a bad setting, or a rule that says no (gates, registry, ledger).
 Its message names the file, row, column or key. The command line prints it as one line and
-exits with ``exit_code`` (1: refused input; registry rules keep their documented 2), never
-with a traceback; Prefect's logs of it are quietened (``medunlearn.refusal``). Any other
-exception is a bug or an environment fault and keeps its traceback.
+exits with ``exit_code`` (1; 2 is kept for usage errors), never with a traceback; Prefect's
+logs of it are quietened (``cli/refusal.py``). Any other exception is a bug or an
+environment fault and keeps its traceback.
 
 Each module keeps its own error class (``ManifestError``, ``GatesFailed``, ...), derived
 from this one and from the built-in it always was (``ValueError``, ``RuntimeError``), so

@@ -1,7 +1,7 @@
 """``dvc repro`` runs the train and maintain stages; a second run is a no-op; push/pull
 restore data and models.
 
-Runs the real commands (``python -m flows.prepare``, ``dvc repro``, ``dvc push``/``pull``) in a
+Runs the real commands (``medunlearn prepare``, ``dvc repro``, ``dvc push``/``pull``) in a
 throwaway copy of the project with small settings, as a user would from a clean clone.
 """
 
@@ -40,7 +40,7 @@ def make_project(tmp: Path) -> Path:
     project = tmp / "project"
     project.mkdir()
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
-    for folder in ("medunlearn", "tasks", "flows", "requests"):
+    for folder in ("medunlearn", "tasks", "flows", "cli", "requests"):
         shutil.copytree(REPO / folder, project / folder, ignore=ignore)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         shutil.copy(REPO / name, project / name)
@@ -71,7 +71,7 @@ def make_project(tmp: Path) -> Path:
 
 def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     project = make_project(tmp_path)
-    run(project, sys.executable, "-m", "flows.prepare")
+    run(project, sys.executable, "-m", "cli", "prepare")
     assert (project / "data.dvc").is_file()
 
     first = run(project, "dvc", "repro")
@@ -141,7 +141,7 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     params["maintain"]["sweep"] = params["maintain"]["sweep"][:1]  # one run: this is about
     params["maintain"]["compose"] = {"enabled": False}  # the registry, not the method
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    run(project, sys.executable, "-m", "flows.prepare")
+    run(project, sys.executable, "-m", "cli", "prepare")
     run(project, "git", "add", "-A")
     git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost")
     run(project, *git, "commit", "-qm", "project and data")

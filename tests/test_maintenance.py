@@ -158,7 +158,7 @@ def test_revise_cli_exits_nonzero_when_gates_fail(tmp_path, demo_dir, demo_model
     )
     proc = revise_cli(params, tmp_path / "request.yaml")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "revision refused" in proc.stderr and "No candidate passed" in proc.stderr
+    assert "revise refused: " in proc.stderr and "No candidate passed" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
 
 
@@ -204,9 +204,9 @@ def test_revise_cli_refuses_an_empty_label_with_a_written_report(tmp_path, demo_
     manifest.to_csv(dataset / "manifest.csv", index=False)
     proc = revise_cli(params, tmp_path / "request.yaml")
     assert proc.returncode == 1, proc.stderr[-2000:]
-    assert "revision refused, input data:" in proc.stderr
+    assert "revise refused: " in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout
-    assert (proc.stderr + proc.stdout).count("revision refused") == 1
+    assert (proc.stderr + proc.stdout).count("revise refused") == 1
     # the failed expectation is shown once (the task's log says one line; issue 27)
     assert (proc.stderr + proc.stdout).count("required value") == 1, proc.stderr[-3000:]
     report = json.loads((tmp_path / "reports" / "validation.json").read_text())
