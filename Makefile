@@ -22,16 +22,21 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	@touch $(STAMP)
 
-## demo: embedded demo dataset -> DVC-tracked data/ -> trained deployed model, registered as
-## classifier v1.0.0 and promoted to production -> maintenance flow (validate, unlearn sweep,
-## compose, gates, ONNX export) -> revision v1.1.0 registered as candidate and in staging
+## demo: embedded demo dataset -> DVC-tracked data/ -> the train stage (dvc repro) ->
+## registered as classifier v1.0.0 and promoted to production -> a revision (validate, unlearn
+## sweep, compose, gates, ONNX export) registered as v1.1.0 (candidate, staging) with its
+## ledger entry -> the maintain stage (dvc repro; its sweep runs come from the cache), so
+## `dvc status` is clean and `dvc exp run -S unlearn.gamma=1.0` re-runs only the revision
 demo: install
-	$(PY) -m flows.prepare
-	$(PY) -m cli train
+	$(PY) -m cli prepare
+	dvc repro train
+	$(PY) -m cli register
 	$(PY) -m cli promote classifier v1.0.0 --to staging --by demo --why "initial demo model"
 	$(PY) -m cli promote classifier v1.0.0 --to production --by demo --why "initial demo model"
 	$(PY) -m cli revise
+	dvc repro maintain
 	$(PY) -m cli registry
+	dvc status
 
 ## test: the fast default suite (every behaviour, under 15 min on 2 cores); fails, never
 ## skips, on missing shared data when CI=true

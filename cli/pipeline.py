@@ -84,6 +84,19 @@ def train(
     emit(report_, as_json, train_summary)
 
 
+@app.command()
+def register(as_json: Json = False, params: Params = "params.yaml") -> None:
+    """Register the deployed model `dvc repro train` trained (train.output) as the next
+    major version: ONNX exported, record committed, tagged (a candidate)."""
+    from prefect import tags
+
+    from flows.train import register_flow
+
+    with tags("medunlearn", "register"):
+        report_ = register_flow(params)
+    emit(report_, as_json, train_summary)
+
+
 def train_summary(report: dict[str, Any]) -> str:
     """A one-screen summary of a training report.
 

@@ -2,6 +2,7 @@
 
     medunlearn train                          # deployed model, settings from params.yaml:train
     medunlearn train --role retrain --exclude "label == '2'"   # retain cohort only
+    dvc repro train && medunlearn register    # trained by the DVC stage, registered after
 
 Reads the ``train`` section. Steps: load-data -> fit-model -> evaluate-model -> save-model
 -> register-revision (a deployed model becomes the next major version of ``registry.model``
@@ -10,6 +11,7 @@ when the registry is on: ``registry``/``promotion`` sections, ``medunlearn.revis
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from medunlearn.atomic import staging_dir
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.dataset import DatasetSplits
 from medunlearn.revision.records import trained_record
-from medunlearn.revision.registry import active_registry
+from medunlearn.revision.registry import RegistryError, active_registry
 from tasks.evaluate_model import evaluate_model
 from tasks.export_onnx import export_trained
 from tasks.fit_model import fit_model
@@ -94,3 +96,37 @@ def register_trained(
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return {"model": name, "version": full["version"], "pushed": full["pushed"]}
+
+
+@flow(name="register", flow_run_name="register-trained", log_prints=True)
+def register_flow(params_path: str = "params.yaml") -> dict[str, Any]:
+    """Register the deployed model a DVC stage trained (``train.output`` and its report
+    ``train.report``) as the next major version, as :func:`train_flow` does outside DVC:
+    ONNX exported and checked on ``data.val``, the record committed, GTO-tagged.
+
+    Args:
+        params_path: the params file.
+
+    Returns:
+        The training report with ``registered`` (model, version, pushed).
+
+    Raises:
+        RegistryError: the checkpoint or report is missing, the report is not this
+            checkpoint's, or the registry is off (names why).
+    """
+    cfg = load_section("train", params_path)
+    output, report = str(cfg["output"]), str(cfg["report"])
+    for path in (output, report):
+        if not Path(path).is_file():
+            raise RegistryError(f"{path}: not found; train first (dvc repro train)")
+    body = json.loads(Path(report).read_text())
+    if body.get("role") != "deployed" or Path(body.get("checkpoint", "")) != Path(output):
+        raise RegistryError(
+            f"{report}: the report of {body.get('checkpoint')} ({body.get('role')}), not of "
+            f"the deployed model {output}; train again"
+        )
+    registry, why = active_registry(load_params(params_path), project_root(params_path))
+    if registry is None:
+        raise RegistryError(f"nothing registered: {why}")
+    data = load_data(cfg["dataset"], float(cfg.get("max_in_memory_mb", 1024)), None)
+    return {**body, "registered": register_trained(params_path, cfg, body, output, report, data)}

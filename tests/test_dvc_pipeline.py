@@ -130,10 +130,12 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
 
 
 def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
-    """As `make demo` does, in a throwaway project: train registers v1.0.0, promotion to
-    production, a revision v1.1.0 (candidate + staging) with its ledger entry, then
-    `medunlearn reproduce` re-runs it in a scratch worktree and every metric agrees exactly
-    (same machine, same seeds)."""
+    """As `make demo` does, in a throwaway project: the train stage (`dvc repro train`), then
+    `medunlearn register` makes it v1.0.0, promotion to production, a revision v1.1.0
+    (candidate + staging) with its ledger entry, the maintain stage; then `dvc status` is
+    clean, `medunlearn reproduce` re-runs v1.1.0 in a scratch worktree and every metric
+    agrees exactly (same machine, same seeds), and `dvc exp run -S unlearn.gamma=1.0`
+    re-runs only the revision, never the training (issue 28)."""
     import json
 
     project = make_project(tmp_path)
@@ -146,7 +148,8 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     git = ("git", "-c", "user.name=ci", "-c", "user.email=ci@localhost")
     run(project, *git, "commit", "-qm", "project and data")
     cli = (sys.executable, "-m", "cli")
-    trained = run(project, *cli, "train")
+    assert "Running stage 'train'" in run(project, "dvc", "repro", "train")
+    trained = run(project, *cli, "register")
     assert "registered classifier v1.0.0 (candidate)" in trained
     for stage in ("staging", "production"):
         run(
@@ -184,8 +187,11 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     assert [e["status"] for e in ledger] == ["applied in v1.1.0"]
     again = run(project, *cli, "revise")  # `make demo` twice: the request is already applied
     assert "nothing to do" in again and "already applied in v1.1.0" in again
-    retrained = run(project, *cli, "train")  # same weights (new timestamp): same revision
-    assert "registered classifier v1.0.0" in retrained
+    again = run(project, *cli, "register")  # the same weights: the same version
+    assert "registered classifier v1.0.0" in again
+    maintained = run(project, "dvc", "repro", "maintain")  # the revision as a DVC stage
+    assert "Running stage 'maintain'" in maintained and "Running stage 'train'" not in maintained
+    assert "up to date" in run(project, "dvc", "status")
     assert [r["version"] for r in json.loads(run(project, *cli, "registry", "--json"))] == [
         "v1.0.0",
         "v1.1.0",
@@ -198,3 +204,7 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
     assert "classifier v1.1.0 (maintain at" in out and "reproduced within 0.0" in out
     assert "DIFFER" not in out
     assert run(project, "git", "worktree", "list").count("\n") == 1  # the scratch one is gone
+
+    # a what-if after the demo: only the revision runs again (the train stage is up to date)
+    what_if = run(project, "dvc", "exp", "run", "-S", "unlearn.gamma=1.0")
+    assert "Running stage 'maintain'" in what_if and "Running stage 'train'" not in what_if

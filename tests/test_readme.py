@@ -1,0 +1,63 @@
+"""The README's architecture table names every module of the tree, and nothing else."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = [
+    "cli",
+    "flows",
+    "tasks",
+    "medunlearn/data",
+    "medunlearn/models",
+    "medunlearn/evidence",
+    "medunlearn/unlearn",
+    "medunlearn/revision",
+    "medunlearn/benchmark",
+]
+
+
+def table() -> dict[str, set[str]]:
+    """``Where`` cell -> the module names of its ``Modules`` cell."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index("## Architecture") :]
+    section = section[: section.index("\n## ", 5)]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[0].startswith("`"):
+            where = re.findall(r"`([^`]+)`", cells[0])[0].rstrip("/")
+            rows[where] = set(re.findall(r"`([^`]+)`", cells[1]))
+    return rows
+
+
+def modules(folder: Path) -> set[str]:
+    found = {p.stem for p in folder.glob("*.py")} - {"__init__", "__main__"}
+    return found | {p.name for p in folder.iterdir() if (p / "__init__.py").is_file()}
+
+
+@pytest.mark.parametrize("folder", FOLDERS)
+def test_every_module_is_in_the_architecture_table(folder: str) -> None:
+    assert table()[folder] == modules(ROOT / folder)
+
+
+def test_the_foundation_row_is_the_cores_top_level() -> None:
+    assert table()["medunlearn"] == modules(ROOT / "medunlearn") - {
+        "data",
+        "models",
+        "evidence",
+        "unlearn",
+        "revision",
+        "benchmark",
+    }
+
+
+def test_a_missing_module_is_noticed(tmp_path: Path) -> None:
+    """The check can fail: a folder with one more module than its row names."""
+    (tmp_path / "extra.py").write_text("")
+    (tmp_path / "report.py").write_text("")
+    assert modules(tmp_path) != {"report"}
