@@ -54,6 +54,7 @@ class _Section(BaseModel):
 
 class Augmentation(_Section):
     """Training augmentation: ``flip``, ``rotate_deg`` (degrees), ``shift`` (share of a side)."""
+
     flip: bool | None = None
     rotate_deg: NonNegative | None = None
     shift: Annotated[float, Field(ge=0, lt=1)] | None = None
@@ -61,6 +62,7 @@ class Augmentation(_Section):
 
 class Data(_Section):
     """The ``data`` section: which source to materialise, at what image size and split."""
+
     name: str | None = None
     source: Literal["demo", "medmnist", "csv"] | None = None
     path: str | None = None
@@ -78,6 +80,7 @@ class Data(_Section):
 
 class Train(_Section):
     """The ``train`` section: architecture, recipe and outputs of the deployed model."""
+
     dataset: str | None = None
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
@@ -145,6 +148,7 @@ class UnlearnSettings(_Section):
 
 class Unlearn(UnlearnSettings):
     """The ``unlearn`` section: PSG's settings, with per-reason overrides in ``by_reason``."""
+
     by_reason: dict[Literal[REASONS], UnlearnSettings | None] | None = None  # type: ignore[valid-type]
 
 
@@ -156,6 +160,7 @@ Bound = Annotated[float, Field(le=1)]
 
 class GateBounds(_Section):
     """Gate bounds of one reason (shares in [0, 1]; see ``medunlearn.evidence.gates``)."""
+
     max_forget_acc: Bound | None = None
     max_retain_drop: Bound | None = None
     max_balanced_drop: Bound | None = None
@@ -166,6 +171,7 @@ class GateBounds(_Section):
 
 class Gates(GateBounds):
     """The ``gates`` section: shared bounds, ``alpha`` and ``min_members``, and per-reason ones."""
+
     alpha: OpenFraction | None = None
     min_members: Count | None = None
     class_retirement: GateBounds | None = None
@@ -176,6 +182,7 @@ class Gates(GateBounds):
 
 class Validation(_Section):
     """The ``validation`` section: the largest share of training rows one request may forget."""
+
     max_forget_fraction: Fraction | None = None
     override_fraction: bool | None = None
 
@@ -205,6 +212,7 @@ class MethodSettings(BaseModel):
 
 class SweepEntry(_Section):
     """One entry of ``maintain.sweep``: a method, an optional name, optional full settings."""
+
     method: str
     name: str | None = None
     settings: MethodSettings | None = None
@@ -212,6 +220,7 @@ class SweepEntry(_Section):
 
 class Compose(_Section):
     """``maintain.compose``: interpolation points and the swapped head's fine-tuning."""
+
     enabled: bool | None = None
     alphas: list[OpenFraction] | None = None
     fine_tune_epochs: Annotated[int, Field(ge=0, strict=True)] | None = None
@@ -222,6 +231,7 @@ class Compose(_Section):
 
 class Reports(_Section):
     """The ``maintain.reports`` paths of a revision's reports."""
+
     metrics: str | None = None
     tradeoff: str | None = None
     summary: str | None = None
@@ -231,6 +241,7 @@ class Reports(_Section):
 
 class Maintain(_Section):
     """The ``maintain`` section: what a revision runs, where it writes and how it selects."""
+
     dataset: str | None = None
     deployed: str | None = None
     request: str | None = None
@@ -251,6 +262,7 @@ class Maintain(_Section):
 
 class Registry(_Section):
     """The ``registry`` section: folders, git push and lock timeout (seconds)."""
+
     enabled: bool | None = None
     model: str | None = None
     models_dir: str | None = None
@@ -261,18 +273,21 @@ class Registry(_Section):
 
 class Promotion(_Section):
     """The ``promotion`` section: automatic staging and the serving folder."""
+
     auto_staging: bool | None = None
     serving_dir: str | None = None
 
 
 class Ledger(_Section):
     """The ``ledger`` section: the forget ledger's file."""
+
     enabled: bool | None = None
     path: str | None = None
 
 
 class Schedule(_Section):
     """The ``schedule`` section: cron expressions, time zone, concurrency and polling (s)."""
+
     maintenance_cron: str | None = None
     drift_cron: str | None = None
     timezone: str | None = None
@@ -282,6 +297,7 @@ class Schedule(_Section):
 
 class Drift(_Section):
     """The ``drift`` section: the incoming batch, the tests' settings and the rules' actions."""
+
     incoming: str | None = None
     max_images: Count | None = None
     alpha: OpenFraction | None = None
@@ -294,11 +310,13 @@ class Drift(_Section):
 
 class Audit(_Section):
     """The ``audit`` section: where ``medunlearn audit`` caches its reference models."""
+
     cache_dir: str | None = None  # medunlearn audit's reference-model cache
 
 
 class Params(_Section):
     """A whole params file: every section optional, unknown sections refused."""
+
     data: Data | None = None
     train: Train | None = None
     unlearn: Unlearn | None = None

@@ -65,6 +65,7 @@ class ExpectationOutcome:
     ``examples`` are up to ``EXAMPLES`` offending rows (1-based ``row``, ``image_id``, the
     column's value; patient ids hashed).
     """
+
     suite: str
     expectation: str
     column: str | None
@@ -76,6 +77,7 @@ class ExpectationOutcome:
 @dataclass
 class ValidationReport:
     """Every expectation outcome of one or more suites."""
+
     outcomes: list[ExpectationOutcome]
 
     @property

@@ -76,6 +76,7 @@ class LiraResult:
     ``auc`` and ``tpr_at_5fpr`` are in [0, 1]; ``flagged`` counts members with a one-sided
     p-value below 0.05, ``expected`` = 0.05 x members. All ``None`` below two references.
     """
+
     n_references: int
     n_members: int
     n_nonmembers: int

@@ -145,6 +145,7 @@ class Check:
 @dataclass
 class GateResult:
     """The gate of one request: every check, replacements used, and required checks undecided."""
+
     reason: str
     checks: list[Check] = field(default_factory=list)
     replacements: dict[str, str] = field(default_factory=dict)

@@ -51,6 +51,7 @@ class ExportError(RuntimeError):
 @dataclass
 class Parity:
     """ONNX runtime vs PyTorch on the same images: largest logit difference and label agreement."""
+
     n_images: int
     max_abs_diff: float
     labels_identical: bool

@@ -90,6 +90,7 @@ class TrainConfig:
 @dataclass
 class EpochLog:
     """One epoch of training: loss, accuracies in [0, 1], and timings in seconds."""
+
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -103,6 +104,7 @@ class EpochLog:
 @dataclass
 class TrainResult:
     """A trained model (weights of the best epoch), its epoch log and wall time (seconds)."""
+
     model: ZooModel
     best_epoch: int
     history: list[EpochLog]
