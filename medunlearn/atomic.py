@@ -35,10 +35,23 @@ DIR_MODE = 0o777 & ~UMASK  # what mkdir gives a new folder
 
 
 def staging_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
-    """A new empty folder in ``parent`` (made if needed) with a plain folder's mode, for
-    files that are moved into place as one rename (``tempfile.mkdtemp`` would make it 0700).
-    Its name carries this process's id (``<prefix><pid>-<random>``), so a folder a killed
-    run left behind is recognised and removed by :func:`remove_orphans`.
+    """Make a new empty staging folder with a plain folder's mode.
+
+    The folder is for files that are moved into place as one rename (``tempfile.mkdtemp``
+    alone would make it 0700, private to the writer). Its name carries this process's id
+    (``<prefix><pid>-<random><suffix>``), so a folder a killed run left behind is recognised
+    and removed by :func:`remove_orphans`.
+
+    Args:
+        parent: folder to create it in (made, with its parents, if needed).
+        prefix: start of the folder's name, before the process id.
+        suffix: end of the folder's name.
+
+    Returns:
+        The new folder's path, mode :data:`DIR_MODE` (0777 less the umask).
+
+    Raises:
+        OSError: ``parent`` cannot be made or written to.
     """
     parent = Path(parent)
     parent.mkdir(parents=True, exist_ok=True)
@@ -48,10 +61,19 @@ def staging_dir(parent: str | Path, prefix: str, suffix: str = "") -> Path:
 
 
 def remove_orphans(parent: str | Path, prefixes: tuple[str, ...]) -> list[str]:
-    """Delete the staging folders in ``parent`` (``<prefix><pid>-...``, see
-    :func:`staging_dir`) whose process is no longer running on this machine: what a run
-    killed mid-write left behind. A folder of a live process (another run writing now) is
-    left alone. Returns the names removed."""
+    """Delete the staging folders a killed run left behind in ``parent``.
+
+    A staging folder (``<prefix><pid>-...``, see :func:`staging_dir`) is removed only when
+    its process is no longer running on this machine: a folder of a live process (another
+    run writing now) is left alone. Removal errors are ignored (best effort).
+
+    Args:
+        parent: folder to clean; a missing folder holds nothing to remove.
+        prefixes: name prefixes of the staging folders to consider.
+
+    Returns:
+        The names (not paths) of the folders removed, in sorted order.
+    """
     removed = []
     for entry in orphans(parent, prefixes):
         shutil.rmtree(entry, ignore_errors=True)
@@ -60,7 +82,15 @@ def remove_orphans(parent: str | Path, prefixes: tuple[str, ...]) -> list[str]:
 
 
 def orphans(parent: str | Path, prefixes: tuple[str, ...]) -> list[Path]:
-    """The staging folders in ``parent`` whose process is no longer running."""
+    """List the staging folders in ``parent`` whose process is no longer running.
+
+    Args:
+        parent: folder to look in; a missing folder gives an empty list.
+        prefixes: name prefixes of staging folders (``<prefix><pid>-...``).
+
+    Returns:
+        Paths of the orphaned folders, sorted by name.
+    """
     parent = Path(parent)
     found = []
     if not parent.is_dir():
@@ -86,7 +116,22 @@ def _alive(pid: int) -> bool:
 
 
 def write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    """Write ``data`` to ``path`` atomically: a temporary sibling, fsync, then ``os.replace``.
+
+    The parent folder is made if needed; the file gets :data:`FILE_MODE` (0666 less the
+    umask). On any error the temporary file is removed and ``path`` is left as it was.
+
+    Args:
+        path: the file to write.
+        data: its complete new content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: the write failed; an error that named no file (a full disk) is re-raised
+            naming ``path``.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -104,27 +149,68 @@ def write_bytes(path: str | Path, data: bytes) -> Path:
 
 
 def _naming(exc: BaseException, path: Path) -> BaseException:
-    """An ``OSError`` raised while writing (a full disk: ``write`` names no file) as one
-    naming the target, so the one-line refusal says which file could not be written."""
+    """Return an ``OSError`` raised while writing as one naming the target file.
+
+    A full disk's ``write`` error names no file; the one-line refusal must say which file
+    could not be written. Other exceptions are returned unchanged.
+    """
     if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
         return OSError(exc.errno, exc.strerror, str(path))
     return exc
 
 
 def write_text(path: str | Path, text: str) -> Path:
-    """Write UTF-8 text atomically."""
+    """Write UTF-8 text atomically (see :func:`write_bytes`).
+
+    Args:
+        path: the file to write.
+        text: its complete new content.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: the write failed (naming ``path``).
+    """
     return write_bytes(path, text.encode("utf-8"))
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented, key-sorted JSON atomically (stable diffs under DVC)."""
+    """Write ``obj`` as indented, key-sorted JSON atomically (stable diffs under DVC).
+
+    numpy scalars and arrays are written as Python numbers and lists, paths as text.
+
+    Args:
+        path: the file to write.
+        obj: a JSON-serialisable value (numpy values and paths allowed).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        TypeError: ``obj`` holds a value JSON cannot represent.
+        OSError: the write failed (naming ``path``).
+    """
     return write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
 
 
 def write_with(path: str | Path, writer: Callable[[Path], None]) -> Path:
     """Let ``writer`` fill a temporary path, then move it over ``path`` atomically.
 
-    For libraries that insist on writing to a path themselves (``torch.save``, ONNX).
+    For libraries that insist on writing to a path themselves (``torch.save``, ONNX). On
+    any error (the writer's included) the temporary file is removed and ``path`` is left
+    as it was.
+
+    Args:
+        path: the file to write.
+        writer: called once with the temporary path (a sibling of ``path``) to write to.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        OSError: the write or rename failed (naming ``path``). Whatever ``writer`` raises
+            propagates unchanged otherwise.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -147,6 +233,12 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
     On error the staging folder is removed and ``target`` is left exactly as it was. On
     success an existing ``target`` is first renamed aside, the staged folder is renamed into
     place, and only then is the old copy deleted, so ``target`` is never missing or partial.
+
+    Args:
+        target: the folder to (re)place; its parent is made if needed.
+
+    Yields:
+        The staging folder (a sibling of ``target``, plain folder mode) to fill.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -166,7 +258,11 @@ def staged_directory(target: str | Path) -> Iterator[Path]:
 
 
 def remove_directory(path: str | Path) -> None:
-    """Rename aside, then delete: the folder is never seen half-removed."""
+    """Remove a folder by renaming it aside, then deleting it: never seen half-removed.
+
+    Args:
+        path: the folder; nothing happens if it does not exist.
+    """
     target = Path(path)
     if target.exists():
         aside = target.with_name(f".{target.name}.removed-{os.getpid()}")
@@ -175,7 +271,15 @@ def remove_directory(path: str | Path) -> None:
 
 
 def copy_files(paths: list[str | Path | None], dest: str | Path) -> None:
-    """Copy the files that exist among ``paths`` into folder ``dest`` (made if needed)."""
+    """Copy the files that exist among ``paths`` into the folder ``dest`` (made if needed).
+
+    Missing paths and ``None`` entries are skipped; each copy keeps its name and metadata
+    (``shutil.copy2``). Not atomic: for evidence bundles built inside a staged folder.
+
+    Args:
+        paths: candidate files.
+        dest: folder to copy them into.
+    """
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     for p in paths:

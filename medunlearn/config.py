@@ -19,12 +19,19 @@ DEFAULT_PARAMS = Path("params.yaml")
 
 
 def project_root(params_path: str | Path = DEFAULT_PARAMS) -> Path:
-    """The project a params file belongs to: the nearest folder, from the file's own upward,
-    that holds both ``.git`` and ``.dvc`` (a medunlearn project); else the file's folder.
+    """Find the project a params file belongs to.
 
-    The registry, the forget ledger and the project's salt live there, so
+    The project is the nearest folder, from the file's own upward, that holds both ``.git``
+    and ``.dvc`` (a medunlearn project); failing that, the file's own folder. The registry,
+    the forget ledger and the project's salt live there, so
     ``--params examples/ham.params.yaml`` registers in the repository it is run from rather
     than finding no repository in ``examples/``.
+
+    Args:
+        params_path: the params file (need not exist; resolved to an absolute path).
+
+    Returns:
+        The project's root folder, absolute.
     """
     folder = Path(params_path).resolve().parent
     for candidate in (folder, *folder.parents):
@@ -37,7 +44,13 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     """Load the whole params file as a dict, checked against the settings schema.
 
     Also applies ``data.max_image_pixels`` (the largest image any step decodes) to this
-    process (``medunlearn.settings.set_max_image_pixels``).
+    process (:func:`medunlearn.settings.set_max_image_pixels`).
+
+    Args:
+        path: the params file (``params.yaml`` by default, relative to the working folder).
+
+    Returns:
+        The sections as loaded (no defaults filled in); ``{}`` for an empty file.
 
     Raises:
         ConfigError: the file is missing, not YAML, or not a mapping of sections.
@@ -59,7 +72,20 @@ def load_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
 
 
 def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
-    """Load one section (``data``, ``train``, ...) of the params file."""
+    """Load one section (``data``, ``train``, ...) of the params file.
+
+    Args:
+        section: the section's name.
+        path: the params file.
+
+    Returns:
+        A copy of the section's mapping.
+
+    Raises:
+        ConfigError: the file cannot be loaded, or lacks the section (or it is not a
+            mapping).
+        medunlearn.settings.SettingsError: the file fails the settings schema.
+    """
     params = load_params(path)
     if section not in params or not isinstance(params[section], dict):
         raise ConfigError(f"{path}: missing section '{section}'")
@@ -67,6 +93,14 @@ def load_section(section: str, path: str | Path = DEFAULT_PARAMS) -> dict[str, A
 
 
 def params_hash(*sections: dict[str, Any]) -> str:
-    """A short, order-independent hash of settings, recorded in every artifact."""
+    """Hash settings into a short, key-order-independent id recorded in every artifact.
+
+    Args:
+        *sections: the settings mappings, in a fixed order (their order matters, the order
+            of keys inside each does not). Values JSON cannot encode are hashed as text.
+
+    Returns:
+        The first 16 hex digits of the SHA-256 of their sorted-key JSON.
+    """
     blob = json.dumps(list(sections), sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:16]

@@ -53,12 +53,16 @@ class _Section(BaseModel):
 
 
 class Augmentation(_Section):
+    """Training augmentation: ``flip``, ``rotate_deg`` (degrees), ``shift`` (share of a side)."""
+
     flip: bool | None = None
     rotate_deg: NonNegative | None = None
     shift: Annotated[float, Field(ge=0, lt=1)] | None = None
 
 
 class Data(_Section):
+    """The ``data`` section: which source to materialise, at what image size and split."""
+
     name: str | None = None
     source: Literal["demo", "medmnist", "csv"] | None = None
     path: str | None = None
@@ -75,6 +79,8 @@ class Data(_Section):
 
 
 class Train(_Section):
+    """The ``train`` section: architecture, recipe and outputs of the deployed model."""
+
     dataset: str | None = None
     model: str | None = None
     model_kwargs: dict[str, Any] | None = None
@@ -141,6 +147,8 @@ class UnlearnSettings(_Section):
 
 
 class Unlearn(UnlearnSettings):
+    """The ``unlearn`` section: PSG's settings, with per-reason overrides in ``by_reason``."""
+
     by_reason: dict[Literal[REASONS], UnlearnSettings | None] | None = None  # type: ignore[valid-type]
 
 
@@ -151,6 +159,8 @@ Bound = Annotated[float, Field(le=1)]
 
 
 class GateBounds(_Section):
+    """Gate bounds of one reason (shares in [0, 1]; see ``medunlearn.evidence.gates``)."""
+
     max_forget_acc: Bound | None = None
     max_retain_drop: Bound | None = None
     max_balanced_drop: Bound | None = None
@@ -160,6 +170,8 @@ class GateBounds(_Section):
 
 
 class Gates(GateBounds):
+    """The ``gates`` section: shared bounds, ``alpha`` and ``min_members``, and per-reason ones."""
+
     alpha: OpenFraction | None = None
     min_members: Count | None = None
     class_retirement: GateBounds | None = None
@@ -169,13 +181,18 @@ class Gates(GateBounds):
 
 
 class Validation(_Section):
+    """The ``validation`` section: the largest share of training rows one request may forget."""
+
     max_forget_fraction: Fraction | None = None
     override_fraction: bool | None = None
 
 
 class MethodSettings(BaseModel):
-    """The numeric settings many methods share; other keys are the method's own (checked
-    against its signature by ``medunlearn.unlearn.sweep``)."""
+    """The numeric settings many unlearning methods share.
+
+    Other keys are the method's own (checked against its signature by
+    ``medunlearn.unlearn.sweep``).
+    """
 
     model_config = ConfigDict(extra="allow")
     lr: Positive | None = None
@@ -194,12 +211,16 @@ class MethodSettings(BaseModel):
 
 
 class SweepEntry(_Section):
+    """One entry of ``maintain.sweep``: a method, an optional name, optional full settings."""
+
     method: str
     name: str | None = None
     settings: MethodSettings | None = None
 
 
 class Compose(_Section):
+    """``maintain.compose``: interpolation points and the swapped head's fine-tuning."""
+
     enabled: bool | None = None
     alphas: list[OpenFraction] | None = None
     fine_tune_epochs: Annotated[int, Field(ge=0, strict=True)] | None = None
@@ -209,6 +230,8 @@ class Compose(_Section):
 
 
 class Reports(_Section):
+    """The ``maintain.reports`` paths of a revision's reports."""
+
     metrics: str | None = None
     tradeoff: str | None = None
     summary: str | None = None
@@ -217,6 +240,8 @@ class Reports(_Section):
 
 
 class Maintain(_Section):
+    """The ``maintain`` section: what a revision runs, where it writes and how it selects."""
+
     dataset: str | None = None
     deployed: str | None = None
     request: str | None = None
@@ -236,6 +261,8 @@ class Maintain(_Section):
 
 
 class Registry(_Section):
+    """The ``registry`` section: folders, git push and lock timeout (seconds)."""
+
     enabled: bool | None = None
     model: str | None = None
     models_dir: str | None = None
@@ -245,16 +272,22 @@ class Registry(_Section):
 
 
 class Promotion(_Section):
+    """The ``promotion`` section: automatic staging and the serving folder."""
+
     auto_staging: bool | None = None
     serving_dir: str | None = None
 
 
 class Ledger(_Section):
+    """The ``ledger`` section: the forget ledger's file."""
+
     enabled: bool | None = None
     path: str | None = None
 
 
 class Schedule(_Section):
+    """The ``schedule`` section: cron expressions, time zone, concurrency and polling (s)."""
+
     maintenance_cron: str | None = None
     drift_cron: str | None = None
     timezone: str | None = None
@@ -263,6 +296,8 @@ class Schedule(_Section):
 
 
 class Drift(_Section):
+    """The ``drift`` section: the incoming batch, the tests' settings and the rules' actions."""
+
     incoming: str | None = None
     max_images: Count | None = None
     alpha: OpenFraction | None = None
@@ -274,10 +309,14 @@ class Drift(_Section):
 
 
 class Audit(_Section):
+    """The ``audit`` section: where ``medunlearn audit`` caches its reference models."""
+
     cache_dir: str | None = None  # medunlearn audit's reference-model cache
 
 
 class Params(_Section):
+    """A whole params file: every section optional, unknown sections refused."""
+
     data: Data | None = None
     train: Train | None = None
     unlearn: Unlearn | None = None
@@ -348,7 +387,7 @@ def check_params(params: Any, path: str | Path = "params.yaml") -> Any:
 
     Raises:
         SettingsError: ``"<path>: <key.path>: <what is wrong>"`` for the first problem, then
-            how many more there are.
+            how many more there are; an unknown key or section names the nearest valid one.
     """
     try:
         Params.model_validate(params)
@@ -369,14 +408,21 @@ _max_image_pixels = MAX_IMAGE_PIXELS
 
 
 def set_max_image_pixels(limit: int | None) -> int:
-    """Set the largest image (width x height, pixels) any later decode accepts, for the
-    whole process: :func:`medunlearn.config.load_params` applies ``data.max_image_pixels``
-    (or :data:`MAX_IMAGE_PIXELS` when unset) each time a command loads its settings, so
-    every step that opens images (prepare, validation, training, drift) obeys one bound
-    without each passing it on. Returns the bound now in force.
+    """Set the largest image (width x height, pixels) any later decode accepts.
+
+    The bound holds for the whole process: :func:`medunlearn.config.load_params` applies
+    ``data.max_image_pixels`` (or :data:`MAX_IMAGE_PIXELS` when unset) each time a command
+    loads its settings, so every step that opens images (prepare, validation, training,
+    drift) obeys one bound without each passing it on.
+
+    Args:
+        limit: the bound in pixels, or ``None`` for :data:`MAX_IMAGE_PIXELS` (10^8).
+
+    Returns:
+        The bound now in force, in pixels.
 
     Raises:
-        ValueError: ``limit`` is not a positive integer.
+        ValueError: ``limit`` is not a positive integer (a bool is refused too).
     """
     global _max_image_pixels
     limit = MAX_IMAGE_PIXELS if limit is None else limit
@@ -387,5 +433,9 @@ def set_max_image_pixels(limit: int | None) -> int:
 
 
 def max_image_pixels() -> int:
-    """The bound in force (see :func:`set_max_image_pixels`)."""
+    """Return the bound in force, in pixels (see :func:`set_max_image_pixels`).
+
+    Returns:
+        The largest width x height a decode accepts.
+    """
     return _max_image_pixels

@@ -75,11 +75,19 @@ class BatchAugmentation:
 
     @classmethod
     def from_spec(cls, spec: Mapping[str, Any] | None, seed: int = 0) -> BatchAugmentation | None:
-        """The augmentation a ``{flip, rotate_deg, shift}`` mapping describes, or ``None``
-        when it is empty or all off.
+        """Build the augmentation a ``{flip, rotate_deg, shift}`` mapping describes.
+
+        Args:
+            spec: ``flip`` (bool), ``rotate_deg`` (degrees) and ``shift`` (share of the side);
+                missing or ``None`` values are off. ``None`` or ``{}``: no augmentation.
+            seed: seed of the augmentation's own ``torch.Generator``.
+
+        Returns:
+            The augmentation, or ``None`` when the spec is empty or every setting is off.
 
         Raises:
-            ValueError: an unknown key (named).
+            ValueError: an unknown key (named), a negative ``rotate_deg`` or a ``shift``
+                outside [0, 1).
         """
         spec = dict(spec or {})
         unknown = sorted(set(spec) - set(SPEC_KEYS))
@@ -95,10 +103,19 @@ class BatchAugmentation:
 
     @property
     def active(self) -> bool:
+        """Whether any setting is on (flip, a rotation or a shift above 0)."""
         return self.flip or self.rotate > 0 or self.shift > 0
 
     def sample(self, n: int) -> AugmentParams:
-        """Draw the parameters of ``n`` images (advances the generator)."""
+        """Draw the parameters of ``n`` images (advances the generator).
+
+        Args:
+            n: number of images in the batch.
+
+        Returns:
+            Angles (N,) in radians, shifts (N, 2) as shares of the side and flips (N,) bool,
+            all float64 / bool on the CPU (the same for a seed on any device).
+        """
         g = self.generator
         angle = (torch.rand(n, generator=g, dtype=torch.float64) * 2 - 1) * self.rotate
         shift = (torch.rand(n, 2, generator=g, dtype=torch.float64) * 2 - 1) * self.shift
@@ -106,20 +123,40 @@ class BatchAugmentation:
         return AugmentParams(angle=angle, shift=shift, flip=flip)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, C, H, W), square, randomly augmented on its own device: a new tensor,
-        or ``x`` itself when nothing applies (an empty batch, every setting off)."""
+        """Augment a batch randomly on its own device.
+
+        Args:
+            x: images (N, C, H, W), square (H == W), pixels in [0, 1].
+
+        Returns:
+            A new tensor of the same shape (float32 unless ``x`` is another floating dtype), or
+            ``x`` itself when nothing applies (an empty batch, every setting off).
+
+        Raises:
+            ValueError: ``x`` is not a square (N, C, H, W) batch.
+        """
         if not self.active or len(x) == 0:
             return x
         return apply_augmentation(x, self.sample(len(x)))
 
 
 def apply_augmentation(x: torch.Tensor, params: AugmentParams) -> torch.Tensor:
-    """Warp each image of ``x`` (N, C, H, W), square, by its parameters; zeros outside.
+    """Warp each image of ``x`` by its parameters; zeros outside the image.
 
-    ``output(p) = input(F R^-1 (p - t))`` in pixel coordinates centred on the image, with R the
-    rotation, t the shift (in pixels) and F the flip: the inverse map that
+    ``output(p) = input(F R^-1 (p - t))`` in pixel coordinates centred on the image, with R
+    the rotation, t the shift (in pixels) and F the flip: the inverse map that
     ``torch.nn.functional.affine_grid`` takes (align_corners=False, so pixel centres sit at
-    ``(2 i + 1) / side - 1`` and a flip of the normalised axis is exact).
+    ``(2 i + 1) / side - 1`` and a flip of the normalised axis is exact). Bilinear
+    interpolation (``grid_sample``).
+
+    Args:
+        x: images (N, C, H, W), square, on any device; an integer tensor is warped as
+            float32.
+        params: the batch's parameters (:meth:`BatchAugmentation.sample`), N entries each.
+
+    Returns:
+        The warped images, same shape as ``x``; ``x`` itself when every parameter is zero,
+        and an exact mirror (no interpolation) when only flips apply.
 
     Raises:
         ValueError: ``x`` is not 4-D and square, or ``params`` hold another batch size.

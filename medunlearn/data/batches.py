@@ -1,14 +1,13 @@
-"""Mini-batches of a :class:`~medunlearn.data.images.LabelledImages`, with no per-image Python
-for images held in memory.
+"""Mini-batches of a :class:`~medunlearn.data.images.LabelledImages`, without per-image Python.
 
-``torch.utils.data.DataLoader`` fetches an in-memory dataset image by image and stacks the
-results (a Python call per image, then a copy); here one ``index_select`` cuts each batch
-from the decoded (N, C, H, W) tensor. The shuffled order of a pass is
-``torch.randperm(n, generator=generator)``: every image once per pass, seeded. Streamed
-datasets (decoded from files on access) still go through a ``DataLoader`` in that order:
-reading a file is per image by nature. The optional
-augmentation (:class:`~medunlearn.data.augment.BatchAugmentation`) is applied to the whole
-batch on the target device.
+For images held in memory, ``torch.utils.data.DataLoader`` would fetch the dataset image by
+image and stack the results (a Python call per image, then a copy); here one
+``index_select`` cuts each batch from the decoded (N, C, H, W) tensor. The shuffled order
+of a pass is ``torch.randperm(n, generator=generator)``: every image once per pass, seeded.
+Streamed datasets (decoded from files on access) still go through a ``DataLoader`` in that
+order: reading a file is per image by nature. The optional augmentation
+(:class:`~medunlearn.data.augment.BatchAugmentation`) is applied to the whole batch on the
+target device.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ def iterate_batches(
     device: torch.device | str | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[Batch]:
-    """One pass over ``images``: (x (B, C, H, W) float32 in [0, 1], y (B,) long) batches.
+    """Make one pass over ``images`` in batches.
 
     Args:
         images: the dataset (in memory or streamed).
@@ -44,8 +43,13 @@ def iterate_batches(
         device: where batches go (default: stay on the CPU).
         augment: applied to each image batch after it reached ``device``.
 
+    Yields:
+        ``(x, y)``: images (B, C, H, W) float32 in [0, 1] and labels (B,) int64 class
+        indices, on ``device``. Nothing for an empty dataset.
+
     Raises:
-        ValueError: ``batch_size`` < 1, or ``shuffle`` without a generator.
+        ValueError: ``batch_size`` < 1, or ``shuffle`` without a generator (raised on the
+            first ``next``, as for any generator).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
@@ -81,10 +85,21 @@ def endless_batches(
     device: torch.device | str | None = None,
     augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Iterator[Batch]:
-    """Shuffled passes over ``images`` forever (a retain stream paired with forget batches).
+    """Yield shuffled passes over ``images`` forever (a retain stream paired with forget batches).
+
+    Args:
+        images: the dataset (in memory or streamed); must not be empty.
+        batch_size: images per batch (each pass's last batch may be smaller).
+        generator: the run's seeded CPU generator (each pass draws a new order).
+        device: where batches go (default: stay on the CPU).
+        augment: applied to each image batch after it reached ``device``.
+
+    Yields:
+        ``(x, y)``: images (B, C, H, W) float32 in [0, 1] and labels (B,) int64.
 
     Raises:
-        ValueError: ``images`` is empty (the stream would never yield).
+        ValueError: ``images`` is empty (the stream would never yield), on the first
+            ``next``.
     """
     if len(images) == 0:
         raise ValueError("an endless stream of batches needs a non-empty dataset")

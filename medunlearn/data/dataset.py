@@ -52,10 +52,23 @@ class DatasetInfo:
 
     @property
     def spec(self) -> ImageSpec:
+        """The model input these images are decoded to (square size in pixels, channels)."""
         return ImageSpec(self.image_size, self.channels)
 
     @classmethod
     def from_json(cls, obj: dict[str, Any], where: str) -> DatasetInfo:
+        """Read the info from ``dataset.json``'s content; unknown keys are ignored.
+
+        Args:
+            obj: the parsed JSON object.
+            where: the file it came from, named in the error.
+
+        Returns:
+            The info.
+
+        Raises:
+            ManifestError: the ``format`` is not :data:`DATASET_FORMAT`.
+        """
         if obj.get("format") != DATASET_FORMAT:
             raise ManifestError(f"{where}: unknown dataset format {obj.get('format')!r}")
         known = {f for f in cls.__dataclass_fields__}
@@ -69,7 +82,30 @@ def materialise(
     channels: int,
     name: str | None = None,
 ) -> DatasetInfo:
-    """Write ``source`` to ``target`` (``data/<name>``) atomically, after full validation."""
+    """Write ``source`` to ``target`` (``data/<name>``) atomically, after full validation.
+
+    Every file of a file-backed source must exist under its root and decode at the model's
+    size first; arrays are written as PNG. The folder is built in a staging folder and swapped
+    in only when complete (:func:`medunlearn.atomic.staged_directory`), so a bad source never
+    overwrites a good dataset.
+
+    Args:
+        source: the validated manifest with its files or arrays.
+        target: the dataset's folder.
+        image_size: the model's square input size, pixels.
+        channels: the model's channels, 1 or 3.
+        name: the dataset's name in ``dataset.json`` (default: the folder's name).
+
+    Returns:
+        What ``dataset.json`` records: classes, size, channels, split counts and the number of
+        patient groups.
+
+    Raises:
+        ValueError: a file-backed source without a root, or arrays whose count differs from
+            the manifest's rows.
+        ManifestError: a path escapes the root or is missing, or a file does not decode
+            (naming the row and file).
+    """
     target = Path(target)
     name = name or target.name
     df = source.manifest.reset_index(drop=True)
@@ -121,7 +157,19 @@ def _check_decodable(df: pd.DataFrame, files: list[Path], spec: ImageSpec, sourc
 
 
 def load_dataset(directory: str | Path) -> tuple[DatasetInfo, pd.DataFrame]:
-    """Read a materialised dataset's info and validated manifest (files must exist)."""
+    """Read a materialised dataset's info and validated manifest (files must exist).
+
+    Args:
+        directory: the dataset's folder (``data/<name>``).
+
+    Returns:
+        ``(info, manifest)``: the manifest validated against the recorded classes, labels
+        as text.
+
+    Raises:
+        ManifestError: no ``dataset.json`` (materialise first), an unknown format, or a
+            manifest that fails validation (naming file, row and column).
+    """
     directory = Path(directory)
     info_path = directory / "dataset.json"
     if not info_path.is_file():
@@ -142,7 +190,23 @@ def open_split(
     manifest: pd.DataFrame,
     max_in_memory_mb: float = 1024,
 ) -> LabelledImages:
-    """Images of one split (``train``/``val``/``test``) of a materialised dataset."""
+    """Open the images of one split (``train``/``val``/``test``) of a materialised dataset.
+
+    Args:
+        directory: the dataset's folder; manifest paths are relative to it.
+        split: ``train``, ``val`` or ``test``.
+        info: the dataset's info (classes and input shape).
+        manifest: the manifest (or the rows of it to use).
+        max_in_memory_mb: decode into memory up to this many MiB of float32 pixels, else
+            stream from disk.
+
+    Returns:
+        The split's images (C, H, W) in [0, 1] with class-index labels.
+
+    Raises:
+        ValueError: an unknown split.
+        ManifestError: a missing file or one that does not decode (naming row and file).
+    """
     if split not in SPLITS:
         raise ValueError(f"unknown split '{split}'")
     rows = manifest[manifest["split"] == split]
@@ -175,7 +239,19 @@ class DatasetSplits:
 
 
 def select_rows(manifest: pd.DataFrame, query: str) -> np.ndarray:
-    """Boolean mask of the rows a pandas ``query`` over manifest columns matches."""
+    """Select the rows a pandas ``query`` over manifest columns matches.
+
+    Args:
+        manifest: the manifest.
+        query: a ``DataFrame.query`` expression (python engine), e.g. ``"device == 'a'"``.
+
+    Returns:
+        Boolean mask (N,) over the manifest's rows, in their order.
+
+    Raises:
+        ManifestError: the expression is invalid or names a missing column (one line, the
+            pandas error's first line).
+    """
     try:
         matched = manifest.query(query, engine="python")
     except Exception as exc:  # pandas raises many types for a bad expression
@@ -188,7 +264,25 @@ def select_rows(manifest: pd.DataFrame, query: str) -> np.ndarray:
 def open_splits(
     directory: str | Path, max_in_memory_mb: float = 1024, exclude: str | None = None
 ) -> DatasetSplits:
-    """Load a materialised dataset and open its three splits, optionally excluding rows."""
+    """Load a materialised dataset and open its three splits, optionally excluding rows.
+
+    Rows the ``exclude`` query matches are removed from train and val only (the retrain
+    reference is trained on the retain cohort); test stays whole so the forgotten rows can
+    still be evaluated.
+
+    Args:
+        directory: the dataset's folder.
+        max_in_memory_mb: in-memory budget per split, MiB of float32 pixels.
+        exclude: a :func:`select_rows` query of rows to leave out, or ``None``.
+
+    Returns:
+        The dataset's info, manifest (all rows) and opened splits, with the counts removed
+        from train and val.
+
+    Raises:
+        ManifestError: the dataset cannot be loaded, the query is bad, or a split is empty
+            after the exclusion.
+    """
     directory = Path(directory)
     info, manifest = load_dataset(directory)
     keep = np.ones(len(manifest), dtype=bool)

@@ -52,10 +52,23 @@ class DecodeError(ManifestError):
 
 
 def decode_file(path: str | Path, channels: int) -> np.ndarray:
-    """Decode ``path`` to a float32 array (``channels``, H, W) with values in [0, 1].
+    """Decode an image file to intensities in [0, 1], with the format's own library.
 
-    Raises :class:`DecodeError` for an unreadable file, an unsupported mode or
-    photometric interpretation, or a multi-frame image/volume.
+    Files with a Pillow suffix (PNG, JPEG, BMP, TIFF) go to :func:`decode_pil`, anything
+    else to :func:`decode_dicom`. No resizing: the image keeps its stored height and width.
+
+    Args:
+        path: the image file.
+        channels: the model's channels: 1 (colour becomes ITU-R 601-2 luma) or 3 (grey is
+            copied to three channels).
+
+    Returns:
+        float32 array (``channels``, H, W), C-contiguous, values in [0, 1].
+
+    Raises:
+        ValueError: ``channels`` is not 1 or 3.
+        DecodeError: an unreadable file, an image above ``data.max_image_pixels``, an
+            unsupported mode or photometric interpretation, or a multi-frame image/volume.
     """
     path = Path(path)
     if channels not in (1, 3):
@@ -76,7 +89,22 @@ def _to_channels(grey_or_rgb: np.ndarray, channels: int) -> np.ndarray:
 
 
 def decode_pil(path: Path, channels: int) -> np.ndarray:
-    """PNG/JPEG/BMP/TIFF with Pillow (see the table in :mod:`medunlearn.data.images`)."""
+    """Decode a PNG/JPEG/BMP/TIFF with Pillow (see the table in :mod:`medunlearn.data.images`).
+
+    8-bit modes are divided by 255, 16-bit grey (``I;16*``) by 65535; alpha is dropped,
+    palettes become their colours.
+
+    Args:
+        path: the image file.
+        channels: 1 or 3 (see :func:`decode_file`).
+
+    Returns:
+        float32 array (``channels``, H, W) in [0, 1].
+
+    Raises:
+        DecodeError: the file cannot be read, is larger than the pixel bound, has several
+            frames, or has a mode without a defined intensity range (``I``, ``F``, ...).
+    """
     try:
         with Image.open(path) as im:
             too_large = _too_large(path, *im.size)
@@ -118,11 +146,14 @@ def decode_pil(path: Path, channels: int) -> np.ndarray:
 
 
 def _modality_range(ds, ordered: bool = True) -> tuple[float, float]:
-    """The range of stored values after the Modality LUT: pydicom's output range for
-    ``apply_windowing`` (PS3.3 C.11.1.1.1): the stored bits' range, rescaled when Rescale
-    Slope/Intercept are present; a Modality LUT Sequence's own bit depth otherwise.
-    ``ordered=False`` keeps pydicom's (y_min, y_max) order, which a negative slope swaps:
-    its window output runs from y_min (below the window) to y_max (above it)."""
+    """Return the range of stored values after the Modality LUT.
+
+    It is pydicom's output range for ``apply_windowing`` (PS3.3 C.11.1.1.1): the stored bits'
+    range, rescaled when Rescale Slope/Intercept are present; a Modality LUT Sequence's own
+    bit depth otherwise. ``ordered=False`` keeps pydicom's (y_min, y_max) order, which a
+    negative slope swaps: its window output runs from y_min (below the window) to y_max
+    (above it).
+    """
     if ds.get("ModalityLUTSequence"):
         depth = int(ds.ModalityLUTSequence[0].LUTDescriptor[2])
         return 0.0, float(2**depth - 1)
@@ -138,9 +169,10 @@ def _modality_range(ds, ordered: bool = True) -> tuple[float, float]:
 
 
 def _voi_lut(values: np.ndarray, ds) -> tuple[np.ndarray, float]:
-    """The first VOI LUT Sequence item applied to ``values`` (PS3.3 C.11.2.1.2: inputs below
-    the first mapped value take the first entry, above the last the last entry), and the
-    LUT's full output value (2^bits - 1).
+    """Apply the first VOI LUT Sequence item to ``values``; also return the LUT's full value.
+
+    PS3.3 C.11.2.1.2: inputs below the first mapped value take the first entry, above the
+    last the last entry. The full output value is 2^bits - 1.
 
     Written here because pydicom 3.0's ``apply_voi`` indexes the table in the table's own
     dtype: an 8-bit LUT of more than 256 entries wraps its indexes modulo 256 (stored values
@@ -160,8 +192,11 @@ def _voi_lut(values: np.ndarray, ds) -> tuple[np.ndarray, float]:
 
 
 def _grey(stored: np.ndarray, ds) -> np.ndarray:
-    """PS3.4 grayscale pipeline to [0, 1]: Modality LUT (rescale to physical units), then
-    the VOI LUT or window the export carries (what the reader was shown)."""
+    """Map stored grey values to [0, 1] by the PS3.4 grayscale pipeline.
+
+    Modality LUT (rescale to physical units), then the VOI LUT or window the export carries
+    (what the reader was shown), scaled by the output range.
+    """
     from pydicom.pixels import apply_modality_lut, apply_voi_lut
 
     values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
@@ -177,7 +212,25 @@ def _grey(stored: np.ndarray, ds) -> np.ndarray:
 
 
 def decode_dicom(path: Path, channels: int) -> np.ndarray:
-    """A single-frame DICOM with pydicom (see the table in :mod:`medunlearn.data.images`)."""
+    """Decode a single-frame DICOM with pydicom (see the table in :mod:`medunlearn.data.images`).
+
+    Grey images go through the PS3.4 pipeline (Modality LUT, then the VOI LUT or first
+    window), scaled to [0, 1] by the output range; MONOCHROME1 is inverted. Colour images
+    (RGB, YBR converted to RGB, palette colour) are divided by their bit depth's maximum.
+
+    Args:
+        path: the DICOM file.
+        channels: 1 or 3 (see :func:`decode_file`).
+
+    Returns:
+        float32 array (``channels``, H, W) in [0, 1].
+
+    Raises:
+        DecodeError: not a readable DICOM, no pixel data, several frames, larger than the
+            pixel bound (checked on the header, before decoding), an unsupported photometric
+            interpretation, pixel data that does not decode (codec, truncation), invalid
+            rescale/LUT/window attributes, or an unexpected array shape.
+    """
     import pydicom
     from pydicom.errors import InvalidDicomError
     from pydicom.pixels import apply_color_lut

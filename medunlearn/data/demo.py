@@ -46,7 +46,20 @@ DEMO_SIZE = 28
 
 
 def demo_source(seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
-    """The demo manifest (no ``path``/``split`` yet) and its uint8 images shaped (N, 28, 28)."""
+    """Build the demo manifest and its images: scikit-learn's digits through simulated devices.
+
+    Each 8x8 digit (values 0-16) is upsampled bilinearly to 28x28, passed through its
+    patient's device profile (:class:`DeviceProfile`) and quantised to 8 bits. Patients hold
+    1-4 images and are scanned on one device on one day in 2022-2024.
+
+    Args:
+        seed: seed of patients, devices, dates and noise.
+
+    Returns:
+        ``(manifest, images)``: the manifest (``image_id``, ``label``, ``patient_id``,
+        ``device``, ``site``, ``acquired_at``; no ``path``/``split`` yet) and uint8 images
+        (N, 28, 28), N = 1,797, row ``i`` for manifest row ``i``.
+    """
     rng = np.random.default_rng(seed)
     digits = load_digits()
     base = torch.as_tensor(digits.images / 16.0, dtype=torch.float32)[:, None]

@@ -54,8 +54,11 @@ class DriftError(Refusal, ValueError):
 
 @dataclass(frozen=True)
 class DriftTest:
-    """One two-sample test. ``kind``: embedding | new | vanished | frequency |
-    intensity_mean | intensity_std; ``value``: the metadata value for new/vanished."""
+    """One two-sample test between the training data and a batch.
+
+    ``kind``: embedding | new | vanished | frequency | intensity_mean | intensity_std;
+    ``value``: the metadata value for new/vanished; ``drifted``: ``p_value < alpha``.
+    """
 
     attribute: str
     kind: str
@@ -68,6 +71,11 @@ class DriftTest:
     detail: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the test as a JSON-ready dict (``dataclasses.asdict``).
+
+        Returns:
+            Every field by name.
+        """
         return asdict(self)
 
 
@@ -78,11 +86,27 @@ def mmd_test(
     seed: int = 0,
     alpha: float = 0.01,
 ) -> DriftTest:
-    """Kernel MMD two-sample test on embeddings ``reference`` (N, D) and ``batch`` (M, D).
+    """Run the kernel MMD two-sample test on embeddings (Gretton et al., JMLR 2012).
 
-    Statistic: the biased MMD^2 estimate with a Gaussian kernel ``exp(-d^2 / (2 s^2))``, ``s``
-    the median pairwise distance of the pooled sample (the median heuristic). Raises
-    ``DriftError`` when either side has fewer than 2 rows.
+    Statistic: the biased (V-statistic) MMD^2 estimate with a Gaussian kernel
+    ``exp(-d^2 / (2 s^2))``, ``s`` the median pairwise Euclidean distance of the pooled sample
+    (the median heuristic; zero distances left out). p-value by ``permutations`` seeded
+    relabellings, ``(1 + #{perm >= observed}) / (1 + permutations)`` (Phipson & Smyth 2010),
+    ties up to rounding counted as reached. Memory: one (N + M)^2 float64 kernel.
+
+    Args:
+        reference: embeddings of the training data, (N, D) (flattened if more dimensions).
+        batch: embeddings of the incoming batch, (M, D).
+        permutations: number of random relabellings for the null distribution.
+        seed: seed of the permutations.
+        alpha: significance level; ``drifted`` is ``p_value < alpha``.
+
+    Returns:
+        The ``embedding`` test; ``detail`` holds the bandwidth and the permutation count.
+        When every embedding is identical: statistic 0, p-value 1, bandwidth ``None``.
+
+    Raises:
+        DriftError: either side has fewer than 2 rows.
     """
     x = np.asarray(reference, dtype=np.float64)
     y = np.asarray(batch, dtype=np.float64)
@@ -135,8 +159,25 @@ def mmd_test(
 def category_tests(
     reference: pd.Series, batch: pd.Series, attribute: str, alpha: float = 0.01
 ) -> list[DriftTest]:
-    """New / vanished values (Fisher's exact test each) and the chi-square test of the
-    frequency table, for one metadata column (missing values left out)."""
+    """Test one metadata column for new, vanished and re-weighted values.
+
+    A value seen on only one side is tested with Fisher's exact test on its 2x2 table (this
+    value vs the rest, training vs batch; ``scipy.stats.fisher_exact``, two-sided), so a
+    rare device missing from a small batch is not called vanished; the whole frequency table
+    with the chi-square test of homogeneity (``scipy.stats.chi2_contingency``). Values are
+    compared as stripped text; missing values are left out.
+
+    Args:
+        reference: the column in the training manifest.
+        batch: the column in the batch manifest.
+        attribute: the column's name (``device``, ``site``).
+        alpha: significance level of each test.
+
+    Returns:
+        One ``new``/``vanished`` test per one-sided value (statistic: the value's share in the
+        batch minus its share in training) and one ``frequency`` test when there are at least
+        two values; empty when either side has no value.
+    """
     ref = reference.dropna().astype(str).str.strip().value_counts()  # "a " is "a"
     new = batch.dropna().astype(str).str.strip().value_counts()
     n_ref, n_new = int(ref.sum()), int(new.sum())
@@ -183,7 +224,14 @@ def category_tests(
 
 
 def image_statistics(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Per-image mean and standard deviation of (N, C, H, W) pixels in [0, 1]."""
+    """Compute the per-image mean and standard deviation of the pixels.
+
+    Args:
+        images: (N, C, H, W) pixels in [0, 1], on the CPU.
+
+    Returns:
+        ``(mean, std)``: float64 arrays (N,); the population standard deviation (ddof 0).
+    """
     flat = images.reshape(len(images), -1).double()
     return flat.mean(1).numpy(), flat.std(1, unbiased=False).numpy()
 
@@ -191,7 +239,17 @@ def image_statistics(images: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
 def intensity_tests(
     reference: torch.Tensor, batch: torch.Tensor, alpha: float = 0.01
 ) -> list[DriftTest]:
-    """Two-sample KS tests on per-image mean and standard deviation, (N, C, H, W) each."""
+    """Run two-sample KS tests on per-image mean and standard deviation (``scipy.stats.ks_2samp``).
+
+    Args:
+        reference: training images (N, C, H, W) in [0, 1], on the CPU.
+        batch: batch images (M, C, H, W) in [0, 1], on the CPU.
+        alpha: significance level of each test.
+
+    Returns:
+        The ``intensity_mean`` and ``intensity_std`` tests (statistic: the KS distance, in
+        [0, 1]); ``detail`` holds each side's median.
+    """
     tests = []
     for kind, ref, new in zip(
         ("intensity_mean", "intensity_std"),
@@ -220,14 +278,32 @@ def intensity_tests(
 
 @torch.no_grad()
 def embeddings(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 256) -> np.ndarray:
-    """The model's ``features()`` of (N, C, H, W) images, as (N, D) float64."""
+    """Compute the model's ``features()`` of images in eval mode, in batches, without gradients.
+
+    Args:
+        model: a zoo model (``features`` method); left in eval mode.
+        images: (N, C, H, W) pixels in [0, 1], on the model's device.
+        batch_size: images per forward pass.
+
+    Returns:
+        float64 array (N, D) (features flattened), on the CPU.
+    """
     model.eval()
     parts = [model.features(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return torch.cat(parts).reshape(len(images), -1).double().numpy()
 
 
 def sample_rows(frame: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame:
-    """At most ``max_images`` rows, drawn without replacement (seeded), in manifest order."""
+    """Draw at most ``max_images`` rows without replacement (seeded), kept in manifest order.
+
+    Args:
+        frame: the manifest rows.
+        max_images: the most rows to keep.
+        seed: seed of the draw.
+
+    Returns:
+        ``frame`` itself when it is small enough, else the drawn rows (index kept).
+    """
     if len(frame) <= max_images:
         return frame
     keep = np.sort(np.random.default_rng(seed).choice(len(frame), max_images, replace=False))
@@ -235,8 +311,18 @@ def sample_rows(frame: pd.DataFrame, max_images: int, seed: int) -> pd.DataFrame
 
 
 def newest_manifest(incoming: str | Path) -> Path:
-    """``incoming`` itself when a CSV file, else the newest ``*.csv`` in that folder (by
-    modification time, then name). Raises ``DriftError`` naming the path."""
+    """Find the batch manifest to test.
+
+    Args:
+        incoming: a CSV file, or a folder of them (``--batch`` or ``drift.incoming``).
+
+    Returns:
+        ``incoming`` itself when a file, else the newest ``*.csv`` in that folder (by
+        modification time, then name).
+
+    Raises:
+        DriftError: the path is neither a file nor a folder, or the folder holds no CSV.
+    """
     path = Path(incoming)
     if path.is_file():
         return path
@@ -253,10 +339,28 @@ def newest_manifest(incoming: str | Path) -> Path:
 def read_batch(
     manifest_path: Path, spec: ImageSpec, rows: pd.DataFrame | None = None, decode: bool = True
 ) -> tuple[pd.DataFrame, torch.Tensor | None]:
-    """Read a batch manifest (``path`` required, relative to its folder; no ``label``:
-    incoming images are unlabelled) and decode ``rows`` of it (default: all; a subset of
-    the frame this returns, index kept) to
-    (N, C, H, W) images in [0, 1]. Raises ``DriftError``/``ManifestError`` naming the file."""
+    """Read a batch manifest and decode (some of) its images.
+
+    The manifest needs a ``path`` column, relative to its folder; it has no ``label``
+    (incoming images are unlabelled). Every row's path is checked, even when only ``rows``
+    are decoded.
+
+    Args:
+        manifest_path: the batch's CSV.
+        spec: the model's input (square size in pixels, channels).
+        rows: the rows to return and decode, a subset of the frame this returns (index
+            kept); default: all.
+        decode: decode the images (``False``: the rows alone).
+
+    Returns:
+        ``(rows, images)``: the chosen rows and their images (N, C, H, W) float32 in [0, 1],
+        or ``None`` without ``decode``.
+
+    Raises:
+        DriftError: no ``path`` column or no rows.
+        ManifestError: the CSV is unreadable, a path escapes the folder or is missing, or an
+            image does not decode (naming the file).
+    """
     frame = read_manifest_csv(manifest_path)
     if "path" not in frame.columns:
         raise DriftError(f"{manifest_path}: batch manifest needs a 'path' column")
@@ -270,7 +374,18 @@ def read_batch(
 
 
 def decode_all(files: Sequence[Path], spec: ImageSpec) -> torch.Tensor:
-    """Decode files to one (N, C, H, W) tensor; a refusal names the file."""
+    """Decode files to one tensor at the model's input size.
+
+    Args:
+        files: the image files (at least one).
+        spec: the model's input (square size in pixels, channels).
+
+    Returns:
+        float32 (N, C, size, size) in [0, 1].
+
+    Raises:
+        ManifestError: a file does not decode (a ``DecodeError`` naming the file).
+    """
     load = ImageLoader(spec)
     return torch.stack([load(f) for f in files])
 
@@ -288,9 +403,16 @@ class DriftReport:
 
     @property
     def findings(self) -> list[DriftTest]:
+        """The tests that drifted (``p_value < alpha``), in test order."""
         return [t for t in self.tests if t.drifted]
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready dict.
+
+        Returns:
+            ``batch``, ``batch_sha256``, ``model``, ``version``, ``drifted`` (any finding),
+            ``notes`` and every test as a dict.
+        """
         return {
             "batch": self.batch,
             "batch_sha256": self.batch_sha256,
@@ -302,7 +424,12 @@ class DriftReport:
         }
 
     def payloads(self) -> list[dict[str, Any]]:
-        """One event payload per finding (schema in the README, ``PAYLOAD_SCHEMA``)."""
+        """Build one event payload per finding (schema in the README, :data:`PAYLOAD_SCHEMA`).
+
+        Returns:
+            Dicts with the schema, the finding's attribute, kind, value, statistic, p-value and
+            sample sizes, and the batch, model and version.
+        """
         return [
             {
                 "schema": PAYLOAD_SCHEMA,
@@ -331,10 +458,26 @@ def compare(
     permutations: int = 500,
     seed: int = 0,
 ) -> list[DriftTest]:
-    """Every test between the reference and the batch: metadata on the rows of
-    ``reference``/``batch`` (pass whole manifests: metadata needs no decoding, and a device
-    missing from a sample is not missing), images (N, C, H, W) as given (samples).
-    Metadata columns absent from either manifest are not tested (``untested_metadata``)."""
+    """Run every drift test between the training data and a batch.
+
+    Metadata tests use the rows of ``reference``/``batch`` (pass whole manifests: metadata
+    needs no decoding, and a device missing from a sample is not missing); image tests use
+    the images as given (samples). Metadata columns absent from either manifest are not
+    tested (:func:`untested_metadata` says why).
+
+    Args:
+        reference: the training rows (``device``/``site`` columns when present).
+        reference_images: training images (N, C, H, W) in [0, 1].
+        batch: the batch rows.
+        batch_images: batch images (M, C, H, W) in [0, 1].
+        model: the production model (embedding test), or ``None`` to skip that test.
+        alpha: significance level of each test (no multiplicity correction).
+        permutations: permutations of the MMD test.
+        seed: seed of the MMD permutations.
+
+    Returns:
+        The MMD test (with a model), the metadata tests, then the two intensity tests.
+    """
     tests: list[DriftTest] = []
     if model is not None:
         tests.append(
@@ -354,7 +497,15 @@ def compare(
 
 
 def untested_metadata(reference: pd.DataFrame, batch: pd.DataFrame) -> list[str]:
-    """Metadata columns the tests skip, and why (said in the report, never silent)."""
+    """List the metadata columns the tests skip, and why (said in the report, never silent).
+
+    Args:
+        reference: the training manifest.
+        batch: the batch manifest.
+
+    Returns:
+        One line per column and side: missing, or empty in that manifest.
+    """
     why = []
     for column in METADATA_COLUMNS:
         for name, frame in (("training", reference), ("batch", batch)):
@@ -369,14 +520,24 @@ RULES = ("deprecate_device", "notify_only")
 
 
 def request_from_finding(payload: dict[str, Any], rules: dict[str, Any]) -> tuple[dict | None, str]:
-    """The forget request a drift finding becomes under ``params.yaml``'s ``drift`` rules,
-    or ``None`` and why not.
+    """Turn a drift finding into a forget request under ``params.yaml``'s ``drift`` rules.
 
-    Only a *vanished* device can become a request (``on_device_drift: deprecate_device``): its
-    training images are what the model must stop relying on. A new device has no training
-    images to forget; embedding, intensity and frequency findings follow
+    Only a *vanished* device can become a request (``on_device_drift: deprecate_device``):
+    its training images are what the model must stop relying on. A new device has no
+    training images to forget; embedding, intensity and frequency findings follow
     ``on_embedding_drift`` (only ``notify_only`` exists: they name no rows to forget).
-    Raises ``DriftError`` on an unknown rule or a payload without ``attribute``/``kind``.
+
+    Args:
+        payload: one finding's event payload (:meth:`DriftReport.payloads`).
+        rules: the ``drift`` section (``on_device_drift``, ``on_embedding_drift``).
+
+    Returns:
+        ``(request, why)``: a ``device_deprecation`` request mapping and ``"ok"``, or
+        ``None`` and why no request is made.
+
+    Raises:
+        DriftError: an unknown rule, a payload of another schema, or one without
+            ``attribute``/``kind``.
     """
     for key in ("on_device_drift", "on_embedding_drift"):
         rule = rules.get(key, "notify_only")
@@ -406,9 +567,21 @@ def request_from_finding(payload: dict[str, Any], rules: dict[str, Any]) -> tupl
 
 
 def training_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFrame:
-    """The rows a model trained on: the manifest's train split without the training rows of
-    each forgotten request (``ForgetRequest``s applied in that model's lineage)."""
+    """Return the rows a model trained on.
 
+    Those are the manifest's train split without the training rows of each forgotten
+    request (``ForgetRequest`` objects applied in that model's lineage).
+
+    Args:
+        manifest: the dataset's manifest.
+        forgotten: the requests the model forgot.
+
+    Returns:
+        The remaining training rows (index reset).
+
+    Raises:
+        RequestError: a request selects nothing or names a missing column or id.
+    """
     manifest = manifest.reset_index(drop=True)
     keep = (manifest["split"] == "train").to_numpy(copy=True)
     for request in forgotten:
@@ -417,10 +590,22 @@ def training_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFr
 
 
 def heldout_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFrame:
-    """Validation and test rows, without any row a forgotten request selects: images the
-    model never trained on, the reference for its *features* (features of its own training
-    images differ from unseen ones whenever it fits them, which is not drift)."""
+    """Return validation and test rows, without any row a forgotten request selects.
 
+    These are images the model never trained on, the reference for its *features* (features
+    of its own training images differ from unseen ones whenever it fits them, which is not
+    drift).
+
+    Args:
+        manifest: the dataset's manifest.
+        forgotten: the requests the model forgot.
+
+    Returns:
+        The held-out rows (index reset).
+
+    Raises:
+        RequestError: a request selects nothing or names a missing column or id.
+    """
     manifest = manifest.reset_index(drop=True)
     keep = manifest["split"].isin(["val", "test"]).to_numpy(copy=True)
     for request in forgotten:
@@ -429,7 +614,15 @@ def heldout_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFra
 
 
 def summary_markdown(report: DriftReport, alpha: float) -> str:
-    """The drift-watch result for people: every test, its evidence and verdict."""
+    """Write the drift-watch result for people: every test, its evidence and verdict.
+
+    Args:
+        report: the run's tests and context.
+        alpha: the significance level the tests used (stated in the text).
+
+    Returns:
+        A markdown document (heading, notes, one table row per test), ending in a newline.
+    """
     head = "drift found" if report.findings else "no drift"
     lines = [
         f"# Drift watch: {head}",

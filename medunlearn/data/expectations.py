@@ -47,7 +47,11 @@ EXAMPLES = 5
 
 
 class ValidationFailed(Refusal, RuntimeError):
-    """A suite failed; ``report`` names every failing expectation with example rows."""
+    """A suite failed; ``report`` names every failing expectation with example rows.
+
+    Args:
+        report: the failed report; its :meth:`ValidationReport.summary` is the message.
+    """
 
     def __init__(self, report: ValidationReport):
         self.report = report
@@ -56,6 +60,12 @@ class ValidationFailed(Refusal, RuntimeError):
 
 @dataclass
 class ExpectationOutcome:
+    """The outcome of one expectation: which, on what column, passed or not, and examples.
+
+    ``examples`` are up to ``EXAMPLES`` offending rows (1-based ``row``, ``image_id``, the
+    column's value; patient ids hashed).
+    """
+
     suite: str
     expectation: str
     column: str | None
@@ -66,17 +76,27 @@ class ExpectationOutcome:
 
 @dataclass
 class ValidationReport:
+    """Every expectation outcome of one or more suites."""
+
     outcomes: list[ExpectationOutcome]
 
     @property
     def success(self) -> bool:
+        """Whether every expectation passed (true for an empty report)."""
         return all(o.success for o in self.outcomes)
 
     @property
     def failures(self) -> list[ExpectationOutcome]:
+        """The outcomes that failed, in suite order."""
         return [o for o in self.outcomes if not o.success]
 
     def summary(self) -> str:
+        """Describe the report in text: a count, then each failure with its examples.
+
+        Returns:
+            ``"all N expectations passed"``, or one line per failing expectation (suite, name,
+            column, detail) followed by its example rows.
+        """
         if self.success:
             return f"all {len(self.outcomes)} expectations passed"
         lines = [f"{len(self.failures)} of {len(self.outcomes)} expectations failed:"]
@@ -88,14 +108,38 @@ class ValidationReport:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the report as a JSON-ready dict.
+
+        Returns:
+            ``{"success": bool, "outcomes": [outcome as dict, ...]}``.
+        """
         return {"success": self.success, "outcomes": [asdict(o) for o in self.outcomes]}
 
     @classmethod
     def from_dict(cls, obj: dict[str, Any]) -> ValidationReport:
-        """The inverse of ``to_dict`` (a cached report)."""
+        """Rebuild a report from :meth:`to_dict`'s output (a cached report).
+
+        Args:
+            obj: the dict (``outcomes`` key).
+
+        Returns:
+            The report.
+
+        Raises:
+            KeyError: ``obj`` has no ``outcomes``.
+            TypeError: an outcome has unknown or missing fields.
+        """
         return cls([ExpectationOutcome(**o) for o in obj["outcomes"]])
 
     def raise_on_failure(self) -> ValidationReport:
+        """Refuse a failed report.
+
+        Returns:
+            The report itself, when it passed.
+
+        Raises:
+            ValidationFailed: some expectation failed (the message lists them).
+        """
         if not self.success:
             raise ValidationFailed(self)
         return self
@@ -127,7 +171,20 @@ def _context():
 def run_suite(
     name: str, frame: pd.DataFrame, expectations: Sequence[Any], id_column: str = "image_id"
 ) -> list[ExpectationOutcome]:
-    """Validate ``frame`` against ``expectations`` (GX objects); one outcome per expectation."""
+    """Validate ``frame`` against ``expectations`` in an ephemeral Great Expectations context.
+
+    Nothing is written to disk. Failing outcomes carry up to ``EXAMPLES`` offending rows,
+    found by the frame's ``row`` column (1-based) when it has one, else by ``id_column``.
+
+    Args:
+        name: the suite's name (also the data asset's).
+        frame: the rows to validate, with any computed columns.
+        expectations: GX expectation objects.
+        id_column: the column that identifies a row when the frame has no ``row`` column.
+
+    Returns:
+        One outcome per expectation, in GX's result order.
+    """
     context = _context()
     gx = _gx()
     asset = context.data_sources.add_pandas(f"{name}_source").add_dataframe_asset(name)
@@ -184,8 +241,11 @@ def _plain(value: Any) -> Any:
 def _examples(
     frame: pd.DataFrame, unexpected: list[Any], column: str | None, key: str
 ) -> list[dict[str, Any]]:
-    """Up to ``EXAMPLES`` offending rows, found by ``key`` (the row number when the frame
-    has one, so each duplicate is shown at its own row), patient ids hashed."""
+    """Return up to ``EXAMPLES`` offending rows, patient ids hashed.
+
+    Rows are found by ``key`` (the row number when the frame has one, so each duplicate is
+    shown at its own row).
+    """
     out = []
     for item in unexpected[:EXAMPLES]:
         row = dict(item) if isinstance(item, dict) else {}
@@ -223,12 +283,24 @@ BORDER = 0.1  # the outer tenth of each side: background, whose polarity flips w
 
 
 def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.DataFrame:
-    """Per-row file checks and statistics: present, decodable, decoded shape, intensity
-    range, mean and border mean, and the channels the file stores.
+    """Check each row's file and measure its decoded image.
 
-    ``shape`` is the tensor the model will receive (the loader maps channels and resizes, so
-    any decodable 2-D image qualifies; volumes and multi-frame files fail to decode);
-    ``stored_shape`` records the file's own size for the report."""
+    Columns: ``file_exists``, ``decodable``, ``shape`` (``CxHxW`` of the tensor the model
+    will receive: the loader maps channels and resizes, so any decodable 2-D image
+    qualifies; volumes and multi-frame files fail to decode), ``stored_shape`` (the file's
+    own size, for the report), ``min_intensity``, ``max_intensity``, ``dynamic_range``,
+    ``mean_intensity``, ``border_mean`` (all in [0, 1]), ``stored_channels`` and ``error``
+    (the first line of a decode error, paths shortened, at most 200 characters).
+
+    Args:
+        manifest: the rows (``path`` column, relative to ``root``).
+        root: the dataset's folder.
+        spec: the model's input (square size in pixels, channels).
+
+    Returns:
+        One row per manifest row (same index); NaN statistics for missing or undecodable
+        files.
+    """
     loader = ImageLoader(spec)
     rows = []
     for path in manifest["path"].astype("string").fillna(""):
@@ -267,8 +339,14 @@ def image_properties(manifest: pd.DataFrame, root: Path, spec: ImageSpec) -> pd.
 
 
 def stored_shape(file: Path) -> str | None:
-    """``CxHxW`` of an image as stored (PNG/JPEG header; alpha not counted), before the
-    loader's channel mapping and resizing; ``None`` for formats Pillow does not read."""
+    """Read an image's stored size from its header, before channel mapping and resizing.
+
+    Args:
+        file: the image file.
+
+    Returns:
+        ``CxHxW`` (alpha not counted), or ``None`` for formats Pillow does not read.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -280,8 +358,17 @@ def stored_shape(file: Path) -> str | None:
 
 
 def border_mean(image: np.ndarray) -> float:
-    """Mean of the outer ``BORDER`` of an image (C, H, W): the background of a radiograph
-    or a photograph, dark in one polarity and bright in the other."""
+    """Average the outer ``BORDER`` (a tenth of each side, at least 1 pixel) of an image.
+
+    That is the background of a radiograph or a photograph, dark in one polarity and bright
+    in the other.
+
+    Args:
+        image: array (C, H, W) in [0, 1].
+
+    Returns:
+        The border's mean intensity, in [0, 1].
+    """
     _, h, w = image.shape
     bh, bw = max(1, round(h * BORDER)), max(1, round(w * BORDER))
     mask = np.ones((h, w), dtype=bool)
@@ -290,8 +377,17 @@ def border_mean(image: np.ndarray) -> float:
 
 
 def stored_channels(file: Path) -> float:
-    """Channels the file stores (alpha not counted): Pillow bands, or DICOM Samples per
-    Pixel; NaN when neither header can be read."""
+    """Count the channels a file stores (alpha not counted).
+
+    Palette, CMYK, YCbCr, LAB and HSV images count 3 (they are decoded as colour).
+
+    Args:
+        file: the image file.
+
+    Returns:
+        Pillow's band count, or the DICOM Samples per Pixel; NaN when neither header can be
+        read.
+    """
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -310,11 +406,21 @@ def stored_channels(file: Path) -> float:
 
 
 def group_statistics(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per-row ``intensity_shift``: for each ``device`` and ``site`` group, the largest
-    |median of the group - median of all rows| over mean and border intensity (a polarity
-    flip or a palette read as indices moves a whole group; the median of all rows follows
-    the majority, so the odd group is the one named); and
-    ``channels_consistent``: the file stores the dataset's most common channel count."""
+    """Compare each ``device`` and ``site`` group's intensities with all rows', and channels.
+
+    ``intensity_shift``: for each row, the largest |median of its group - median of all
+    rows| over mean and border intensity (a polarity flip or a palette read as indices moves
+    a whole group; the median of all rows follows the majority, so the odd group is the one
+    named); 0 when no column has two groups. ``channels_consistent``: the file stores the
+    dataset's most common channel count (unknown counts pass).
+
+    Args:
+        frame: the rows with :func:`image_properties`' columns (and ``device``/``site``).
+
+    Returns:
+        ``intensity_shift`` (in [0, 1] units) and ``channels_consistent`` per row, same
+        index.
+    """
     out = pd.DataFrame(index=frame.index)
     shift = pd.Series(0.0, index=frame.index)
     for column in ("device", "site"):
@@ -335,7 +441,17 @@ def group_statistics(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: Sequence[str]):
-    """The manifest suite; ``present`` = the manifest's columns (missing required ones fail)."""
+    """Build the manifest suite's expectations.
+
+    Args:
+        class_names: the model's classes (allowed labels).
+        spec: the model's input (expected decoded shape).
+        present: the manifest's columns; value checks are added only for required columns
+            that exist (a missing one fails its existence check).
+
+    Returns:
+        GX expectation objects, each with a ``why`` in its meta.
+    """
     e = _gx().expectations
     shape = f"{spec.channels}x{spec.size}x{spec.size}"
     out = [
@@ -416,7 +532,20 @@ def manifest_expectations(class_names: Sequence[str], spec: ImageSpec, present: 
 def validate_manifest(
     manifest: pd.DataFrame, root: str | Path, class_names: Sequence[str], spec: ImageSpec
 ) -> ValidationReport:
-    """Run the manifest suite on a dataset's manifest and its files under ``root``."""
+    """Run the manifest suite on a dataset's manifest and its files under ``root``.
+
+    Every file is decoded (:func:`image_properties`); see the module docstring for the
+    expectations.
+
+    Args:
+        manifest: the manifest (any columns; missing required ones fail).
+        root: the folder paths are relative to.
+        class_names: the model's classes.
+        spec: the model's input (square size in pixels, channels).
+
+    Returns:
+        The report (not raised: call :meth:`ValidationReport.raise_on_failure`).
+    """
     frame = manifest.reset_index(drop=True).copy()
     frame.insert(0, "row", np.arange(1, len(frame) + 1))
     for column in ("image_id", "path", "label"):
@@ -451,13 +580,27 @@ DECODING_PACKAGES = ("great_expectations", "pillow", "pydicom", "monai", "torch"
 def manifest_report_key(
     data_fingerprint: str, class_names: Sequence[str], spec: ImageSpec, core_hash: str
 ) -> str:
-    """sha256 (hex) of everything the manifest suite's outcome depends on: the dataset's
-    content hash (manifest and pixels), the model's classes and input shape, the core's
-    code (the expectations live in it) and the versions of Great Expectations and of the
-    libraries that decode and resize the images (``DECODING_PACKAGES``).
+    """Hash everything the manifest suite's outcome depends on.
 
-    A passed manifest suite is kept under this key, so a revision of already-validated data
-    does not decode every image again (issue 14: validation results reusable by data hash).
+    That is the dataset's content hash (manifest and pixels), the model's classes and input
+    shape, the core's code (the expectations live in it) and the versions of Great
+    Expectations and of the libraries that decode and resize the images
+    (:data:`DECODING_PACKAGES`). A passed manifest suite is kept under this key, so a
+    revision of already-validated data does not decode every image again (issue 14:
+    validation results reusable by data hash).
+
+    Args:
+        data_fingerprint: the dataset's content hash
+            (:func:`medunlearn.versioning.dataset_fingerprint`).
+        class_names: the model's classes.
+        spec: the model's input.
+        core_hash: the core's source hash (:func:`medunlearn.versioning.source_hash`).
+
+    Returns:
+        The SHA-256 as 64 hex digits.
+
+    Raises:
+        importlib.metadata.PackageNotFoundError: one of the packages is not installed.
     """
     from importlib.metadata import version
 
@@ -476,11 +619,20 @@ def manifest_report_key(
 def cached_manifest_report(
     cache_dir: str | Path, key: str, run: Any, refresh: bool = False
 ) -> tuple[ValidationReport, bool]:
-    """The manifest suite's report for ``key`` from ``cache_dir``, else ``run()``'s, which
-    is stored there when it passed (a failure is always recomputed: its data will change).
-    ``refresh`` ignores a stored report (the revision's ``--refresh-cache``) and replaces it.
+    """Return the manifest suite's report for ``key`` from ``cache_dir``, or run the suite.
 
-    Returns ``(report, reused)``. An unreadable cache file counts as a miss.
+    A report ``run()`` returns is stored when it passed (a failure is always recomputed: its
+    data will change); a cache that cannot be written costs time, not the revision (logged).
+    An unreadable cache file counts as a miss.
+
+    Args:
+        cache_dir: folder of ``<key>.json`` reports.
+        key: :func:`manifest_report_key` of the inputs.
+        run: called without arguments on a miss; returns a :class:`ValidationReport`.
+        refresh: ignore a stored report (the revision's ``--refresh-cache``) and replace it.
+
+    Returns:
+        ``(report, reused)``: ``reused`` is true when the report came from the cache.
     """
     path = Path(cache_dir) / f"{key}.json"
     if refresh:  # a refresh that fails must not leave the old pass to be reused later
@@ -504,16 +656,30 @@ def cached_manifest_report(
 
 
 def earlier_requests(request: Any) -> tuple[Any, ...]:
-    """The earlier requests ``request`` keeps forgotten: those forgotten again
-    (``carried``), then those the starting model already forgot (``inherited``)."""
+    """List the earlier requests ``request`` keeps forgotten.
+
+    Args:
+        request: a ``ForgetRequest``, or ``None``.
+
+    Returns:
+        Those forgotten again (``carried``), then those the starting model already forgot
+        (``inherited``); empty for ``None``.
+    """
     if request is None:
         return ()
     return (*getattr(request, "carried", ()), *getattr(request, "inherited", ()))
 
 
 def consent_requests(request: Any) -> list[Any]:
-    """The consent withdrawals among a request and the earlier ones it keeps forgotten
-    (``carried``: forgotten again; ``inherited``: already forgotten by the starting model)."""
+    """List the consent withdrawals among a request and the earlier ones it keeps forgotten.
+
+    Args:
+        request: a ``ForgetRequest`` (with ``carried``: forgotten again; ``inherited``:
+            already forgotten by the starting model), or ``None``.
+
+    Returns:
+        The requests whose reason is ``consent_withdrawal``, the request's own first.
+    """
     return [
         r
         for r in (request, *earlier_requests(request))
@@ -522,9 +688,25 @@ def consent_requests(request: Any) -> list[Any]:
 
 
 def cohort_frame(manifest: pd.DataFrame, masks: Any, request: Any = None) -> pd.DataFrame:
-    """One row per training row: its cohort, label and patient. A patient is *withdrawing*
-    when a consent withdrawal (the request or one it carries) selected them: only their
-    images must all be in forget-train (a retired class's patients keep other images)."""
+    """Tabulate the training rows by cohort, label and patient for the cohort suite.
+
+    A patient is *withdrawing* when a consent withdrawal (the request or one it carries)
+    selected them: only their images must all be in forget-train (a retired class's patients
+    keep other images). Without a consent withdrawal, every forget-train patient counts.
+
+    Args:
+        manifest: the dataset's manifest.
+        masks: the request's ``CohortMasks``.
+        request: the ``ForgetRequest`` (with its earlier requests), or ``None``.
+
+    Returns:
+        One row per forget-train or retain-train row: ``image_id``, ``label`` (text),
+        ``patient_id`` (when present), ``cohort``, ``row`` (1-based manifest row) and
+        ``patient_in_forget_and_retain``.
+
+    Raises:
+        RequestError: a consent withdrawal's own cohort cannot be computed.
+    """
     from dataclasses import replace
 
     m = manifest.reset_index(drop=True)
@@ -556,6 +738,19 @@ def cohort_expectations(
     max_forget_fraction: float,
     override_fraction: bool,
 ):
+    """Build the cohort suite's expectations.
+
+    Args:
+        reason: the request's reason (``consent_withdrawal`` adds the patient check).
+        retained_classes: classes that must survive (checked by a separate suite in
+            :func:`validate_cohorts`; unused here).
+        max_forget_fraction: the largest share of training rows in forget-train, in (0, 1].
+        override_fraction: skip the forget-fraction check.
+
+    Returns:
+        GX expectation objects: both cohorts non-empty, disjoint, values known, the patient
+        check for consent withdrawals and the forget-fraction bound.
+    """
     e = _gx().expectations
     out = [
         e.ExpectColumnDistinctValuesToContainSet(
@@ -593,8 +788,18 @@ def cohort_expectations(
 
 
 def retained_classes(class_names: Sequence[str], request: Any) -> list[str]:
-    """Classes that must survive: all, minus those a class retirement retires (this request
-    or an earlier one of the forget ledger it keeps forgotten)."""
+    """List the classes that must survive the revision.
+
+    All classes, minus those a class retirement retires (this request or an earlier one of
+    the forget ledger it keeps forgotten).
+
+    Args:
+        class_names: the model's classes.
+        request: the ``ForgetRequest``, with its earlier requests.
+
+    Returns:
+        The surviving class names as text, in ``class_names`` order.
+    """
     retired = set()
     for r in (request, *earlier_requests(request)):
         if r.reason == "class_retirement":
@@ -610,7 +815,23 @@ def validate_cohorts(
     max_forget_fraction: float,
     override_fraction: bool = False,
 ) -> ValidationReport:
-    """Run the cohort suite for a request's masks (``medunlearn.data.request``)."""
+    """Run the cohort suite for a request's masks (``medunlearn.data.request``).
+
+    Two suites: ``cohorts`` (non-empty, disjoint, patients, forget fraction) and
+    ``retain_classes`` (every retained class keeps an image in retain-train; the lost ones
+    are named, and whether earlier requests' rows contribute).
+
+    Args:
+        manifest: the dataset's manifest.
+        masks: the request's ``CohortMasks``.
+        request: the ``ForgetRequest``, with its earlier requests.
+        class_names: the model's classes.
+        max_forget_fraction: ``validation.max_forget_fraction``, in (0, 1].
+        override_fraction: ``validation.override_fraction``: skip the fraction check.
+
+    Returns:
+        The report of both suites (not raised).
+    """
     frame = cohort_frame(manifest, masks, request)
     keep = retained_classes(class_names, request)
     reason = "consent_withdrawal" if consent_requests(request) else request.reason

@@ -68,16 +68,30 @@ class ImageSpec:
 
     @property
     def shape(self) -> tuple[int, int, int]:
+        """``(channels, size, size)``: one image's tensor shape."""
         return (self.channels, self.size, self.size)
 
     def nbytes(self, n_images: int) -> int:
-        """Memory needed to hold ``n_images`` as float32."""
+        """Memory needed to hold ``n_images`` as float32.
+
+        Args:
+            n_images: number of images.
+
+        Returns:
+            Bytes: ``n_images * channels * size * size * 4``.
+        """
         return n_images * self.channels * self.size * self.size * 4
 
 
 class ImageLoader:
-    """Decode one image file to a (C, H, W) tensor in [0, 1] at the spec's size (see the
-    module docstring for every accepted format); a refusal names the file."""
+    """Decode one image file to a (C, H, W) tensor in [0, 1] at the spec's size.
+
+    See the module docstring for every accepted format. Shrinking uses MONAI's ``Resize``
+    with "area" (no aliasing), enlarging bilinear; a refusal names the file.
+
+    Args:
+        spec: the model's input (square size in pixels, channels 1 or 3).
+    """
 
     def __init__(self, spec: ImageSpec):
         self.spec = spec
@@ -87,6 +101,18 @@ class ImageLoader:
         self._enlarge = Resize(spatial_size=(spec.size, spec.size), mode="bilinear")
 
     def __call__(self, path: str | Path) -> torch.Tensor:
+        """Decode and resize one image file.
+
+        Args:
+            path: the image file (PNG/JPEG/BMP/TIFF by suffix, anything else as DICOM).
+
+        Returns:
+            float32 tensor (C, size, size), contiguous, clamped to [0, 1].
+
+        Raises:
+            DecodeError: the file cannot be decoded or is refused (a ``ManifestError``
+                naming the file; :func:`medunlearn.data.decode.decode_file`).
+        """
         image = torch.from_numpy(decode_file(path, self.spec.channels))
         if tuple(image.shape[1:]) == (self.spec.size, self.spec.size):
             return image.clamp_(0, 1).contiguous()
@@ -98,7 +124,20 @@ class LabelledImages(Dataset):
     """(image, label index) pairs, held in memory or read from files on access.
 
     ``rows`` keeps the manifest rows in the same order, so results can be traced back to
-    image ids (and cohorts can be selected) without reading images again.
+    image ids (and cohorts can be selected) without reading images again. ``root`` and
+    ``root_index`` record the set this one was cut from (:meth:`subset`), so inference can
+    compute a split once and index every cohort cut from it.
+
+    Args:
+        rows: the manifest rows, one per image (index reset).
+        labels: class indices (N,), stored as int64.
+        images: decoded images (N, C, H, W) float32 in [0, 1], or ``None`` to stream.
+        paths: the image files (N,), when streamed.
+        loader: decodes one file, when streamed.
+        source: the manifest's name, used in errors.
+
+    Raises:
+        ValueError: neither ``images`` nor both ``paths`` and ``loader`` are given.
     """
 
     def __init__(
@@ -128,9 +167,22 @@ class LabelledImages(Dataset):
 
     @property
     def in_memory(self) -> bool:
+        """Whether the images are decoded in memory (else read from files on access)."""
         return self.images is not None
 
     def image(self, index: int) -> torch.Tensor:
+        """Return one image, decoding it from its file when streamed.
+
+        Args:
+            index: position in this set (0-based).
+
+        Returns:
+            float32 tensor (C, H, W) in [0, 1].
+
+        Raises:
+            ManifestError: a streamed file does not decode (naming the manifest, the 1-based row
+                and the image id).
+        """
         if self.images is not None:
             return self.images[index]
         assert self.paths is not None and self.loader is not None
@@ -145,7 +197,14 @@ class LabelledImages(Dataset):
         return self.image(index), self.labels[index]
 
     def subset(self, mask: np.ndarray | pd.Series) -> LabelledImages:
-        """The rows where ``mask`` is true, sharing decoded images (no copy of the files)."""
+        """Return the rows where ``mask`` is true, sharing decoded images (no copy of the files).
+
+        Args:
+            mask: boolean (N,) over this set's rows.
+
+        Returns:
+            A new set in this set's row order, remembering its root set and positions there.
+        """
         keep = np.flatnonzero(np.asarray(mask, dtype=bool))
         index = torch.as_tensor(keep, dtype=torch.long)
         sub = LabelledImages(
@@ -161,7 +220,15 @@ class LabelledImages(Dataset):
         return sub
 
     def all_images(self) -> torch.Tensor:
-        """Every image as one (N, C, H, W) tensor (decodes streamed datasets: small ones only)."""
+        """Return every image as one tensor (decodes streamed datasets: small ones only).
+
+        Returns:
+            float32 (N, C, H, W) in [0, 1]; the stored tensor itself when in memory, an empty
+            tensor for an empty streamed set.
+
+        Raises:
+            ManifestError: a streamed file does not decode.
+        """
         if self.images is not None:
             return self.images
         return (
@@ -170,7 +237,18 @@ class LabelledImages(Dataset):
 
 
 def label_indices(labels: pd.Series, class_names: Sequence[str]) -> torch.Tensor:
-    """Label text -> class index, in the order of ``class_names``."""
+    """Map label text to class indices, in the order of ``class_names``.
+
+    Args:
+        labels: label of each row (compared as text).
+        class_names: the model's classes; index ``i`` is ``class_names[i]``.
+
+    Returns:
+        int64 tensor (N,).
+
+    Raises:
+        KeyError: a label is not among ``class_names`` (manifests are validated first).
+    """
     lookup = {str(name): i for i, name in enumerate(class_names)}
     return torch.as_tensor([lookup[str(v)] for v in labels], dtype=torch.long)
 
@@ -187,6 +265,22 @@ def open_images(
 
     Every path is checked first (exists, inside ``root``), so a streamed dataset fails at
     once on a missing file rather than mid-epoch; undecodable files fail with file and row.
+
+    Args:
+        rows: manifest rows (``path``, ``label``, ``image_id``).
+        root: folder the paths are relative to; a path may not escape it.
+        class_names: the model's classes (label order).
+        spec: the model's input (square size, channels).
+        max_in_memory_mb: decode into memory when ``spec.nbytes(len(rows))`` is at most this
+            many MiB (float32), else stream from disk.
+        source: the manifest's name, used in errors.
+
+    Returns:
+        The images (C, size, size) float32 in [0, 1] with their labels.
+
+    Raises:
+        ManifestError: a path escapes ``root`` or is missing, or (in memory) a file does not
+            decode; messages name the manifest, row and file.
     """
     rows = rows.reset_index(drop=True)
     paths = resolve_paths(rows, root, source)

@@ -32,24 +32,42 @@ _IDENTIFIER_SALT: bytes | None = None
 
 
 def set_identifier_salt(salt: bytes | None) -> None:
-    """Salt every identifier token (:func:`hash_identifier`) with the project's secret
-    (the forget ledger's salt, ``medunlearn.revision.ledger``). Patient ids are short and guessable
-    (``P0529``), so an unsalted hash is reversed by trying every id; the flows set the salt
-    whenever the project has one."""
+    """Salt every identifier token (:func:`hash_identifier`) with the project's secret.
+
+    The salt is the forget ledger's (``medunlearn.revision.ledger``). Patient ids are short
+    and guessable (``P0529``), so an unsalted hash is reversed by trying every id; the flows
+    set the salt whenever the project has one. Process-wide.
+
+    Args:
+        salt: the secret bytes, or ``None`` (or empty) for unsalted tokens.
+    """
     global _IDENTIFIER_SALT
     _IDENTIFIER_SALT = salt
 
 
 def identifier_salt() -> bytes | None:
-    """The salt :func:`set_identifier_salt` set in this process (``None``: unsalted). A
-    benchmark sends it to its Dask workers, which start without it."""
+    """Return the salt :func:`set_identifier_salt` set in this process.
+
+    A benchmark sends it to its Dask workers, which start without it.
+
+    Returns:
+        The salt, or ``None`` (tokens are unsalted).
+    """
     return _IDENTIFIER_SALT
 
 
 def hash_identifier(value: object) -> str:
-    """A stable short token for a patient or image identifier, for logs and reports:
-    HMAC-SHA256 under the project's salt when one is set (not reversible without it),
-    else plain SHA-256 (reversible by enumeration for guessable ids: set a salt)."""
+    """Turn a patient or image identifier into a stable short token for logs and reports.
+
+    HMAC-SHA256 under the project's salt when one is set (not reversible without it), else
+    plain SHA-256 (reversible by enumeration for guessable ids: set a salt).
+
+    Args:
+        value: the identifier (compared as ``str(value)``).
+
+    Returns:
+        ``"pt-"`` and the first 10 hex digits of the digest.
+    """
     if _IDENTIFIER_SALT:
         digest = hmac.new(_IDENTIFIER_SALT, str(value).encode(), hashlib.sha256).hexdigest()
         return "pt-" + digest[:10]
@@ -64,7 +82,20 @@ def _row_ref(df: pd.DataFrame, position: int) -> str:
 
 
 def read_manifest_csv(path: str | Path) -> pd.DataFrame:
-    """Read a manifest CSV with every column as text, so ids like ``007`` keep their zeros."""
+    """Read a manifest CSV with every column as text, so ids like ``007`` keep their zeros.
+
+    Empty cells become NaN; nothing else is treated as missing.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        The rows (index reset), every column of dtype ``object`` (text).
+
+    Raises:
+        ManifestError: the file is missing, empty, not parseable, or holds one column whose
+            header shows another delimiter (semicolons, tabs, pipes).
+    """
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: manifest file not found")
@@ -87,7 +118,14 @@ def read_manifest_csv(path: str | Path) -> pd.DataFrame:
 
 
 def sort_labels(labels: Sequence[str]) -> list[str]:
-    """Class names in a stable order: numerically if every label is an integer, else by text."""
+    """Order class names stably: numerically if every label is an integer, else by text.
+
+    Args:
+        labels: labels, possibly repeated (compared as text).
+
+    Returns:
+        The distinct labels as text, sorted.
+    """
     unique = sorted({str(v) for v in labels})
     if all(v.lstrip("-").isdigit() for v in unique):
         return sorted(unique, key=int)
@@ -97,7 +135,17 @@ def sort_labels(labels: Sequence[str]) -> list[str]:
 def check_columns(
     df: pd.DataFrame, source: str, required: Sequence[str] = REQUIRED_COLUMNS
 ) -> None:
-    """Every required column is present and has no empty cell."""
+    """Check that every required column is present and has no empty cell.
+
+    Args:
+        df: the manifest.
+        source: the manifest's name, used in errors.
+        required: columns that must be present and filled.
+
+    Raises:
+        ManifestError: a missing column (listing the found ones), or the first empty cell
+            (row and column).
+    """
     missing = [c for c in required if c not in df.columns]
     if missing:
         raise ManifestError(
@@ -112,7 +160,16 @@ def check_columns(
 
 
 def check_splits(df: pd.DataFrame, source: str) -> None:
-    """Split values are known, no split is empty, and no patient is in two splits."""
+    """Check split values are known, no split is empty, and no patient is in two splits.
+
+    Args:
+        df: the manifest (``split`` column; ``patient_id`` optional).
+        source: the manifest's name, used in errors.
+
+    Raises:
+        ManifestError: an unknown split value, an empty split, or a patient in more than one
+            split (named by its hashed token, never the raw id).
+    """
     bad = np.flatnonzero(~df["split"].isin(SPLITS).to_numpy())
     if len(bad):
         i = int(bad[0])
@@ -139,7 +196,15 @@ def check_splits(df: pd.DataFrame, source: str) -> None:
 
 
 def check_unique_ids(df: pd.DataFrame, source: str) -> None:
-    """``image_id`` identifies a row: duplicates would make cohorts ambiguous."""
+    """Check that ``image_id`` identifies a row: duplicates would make cohorts ambiguous.
+
+    Args:
+        df: the manifest.
+        source: the manifest's name, used in errors.
+
+    Raises:
+        ManifestError: the first duplicated ``image_id`` (its row).
+    """
     dup = np.flatnonzero(df["image_id"].duplicated().to_numpy())
     if len(dup):
         raise ManifestError(
@@ -148,7 +213,16 @@ def check_unique_ids(df: pd.DataFrame, source: str) -> None:
 
 
 def check_labels(df: pd.DataFrame, source: str, class_names: Sequence[str]) -> None:
-    """Every label is one of the model's classes."""
+    """Check that every label is one of the model's classes.
+
+    Args:
+        df: the manifest.
+        source: the manifest's name, used in errors.
+        class_names: the model's classes (compared as text).
+
+    Raises:
+        ManifestError: the first row whose label is not a class.
+    """
     allowed = {str(c) for c in class_names}
     bad = np.flatnonzero(~df["label"].astype(str).isin(allowed).to_numpy())
     if len(bad):
@@ -166,6 +240,19 @@ def resolve_paths(
 
     Refusing escapes matters: a manifest is user input, and ``../../etc`` must not let a run
     read (or later overwrite) files outside the dataset.
+
+    Args:
+        df: the manifest (``path`` column, relative or absolute).
+        root: the data root every file must lie under.
+        source: the manifest's name, used in errors.
+        check_exists: also require each file to exist.
+
+    Returns:
+        Absolute, resolved paths, one per row in order.
+
+    Raises:
+        ManifestError: the first path that escapes ``root`` or (``check_exists``) is not a
+            file.
     """
     root = root.resolve()
     resolved: list[Path] = []
@@ -193,8 +280,22 @@ def validate_manifest(
 ) -> tuple[pd.DataFrame, list[str]]:
     """Check a manifest end to end and return it (labels as text) with its class list.
 
-    ``class_names`` fixes the model's classes; when ``None`` they are the sorted labels found.
-    ``root`` resolves relative paths; ``check_files`` also requires each file to exist.
+    Columns, unique ids, splits (no patient in two), labels, and with ``root`` the paths.
+    ``split`` values are normalised (stripped, lower case).
+
+    Args:
+        df: the manifest.
+        source: the manifest's name, used in errors.
+        class_names: the model's classes; when ``None`` they are the sorted labels found.
+        root: resolves relative paths (``None``: paths not checked).
+        check_files: with ``root``, also require each file to exist.
+
+    Returns:
+        ``(manifest, class_names)``: a copy with labels as text and splits normalised, and
+        the class list as text.
+
+    Raises:
+        ManifestError: the first problem found, naming file, row and column.
     """
     check_columns(df, source)
     df = df.copy()
@@ -219,7 +320,23 @@ def assign_splits(
     """Add a ``split`` column, keeping every group (patient, lesion) in exactly one split.
 
     Splits are stratified by label where the groups allow it (scikit-learn's
-    ``StratifiedGroupKFold``), so small classes appear in every split.
+    ``StratifiedGroupKFold``): test takes one fold of ``round(1 / test_fraction)``, val one
+    fold of the rest, so small classes appear in every split.
+
+    Args:
+        df: the manifest rows (``image_id``, ``label``).
+        val_fraction: share of rows for validation, in (0, 1).
+        test_fraction: share of rows for test, in (0, 1); with ``val_fraction`` below 1.
+        seed: seed of the fold assignment.
+        group_column: the grouping column; missing or with an empty cell, each image is its
+            own group.
+
+    Returns:
+        A copy of ``df`` with ``split`` set to ``train``, ``val`` or ``test``.
+
+    Raises:
+        ValueError: fractions out of range.
+        ManifestError: too few groups for the requested fractions.
     """
     if not (0 < val_fraction < 1 and 0 < test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"bad split fractions val={val_fraction} test={test_fraction}")

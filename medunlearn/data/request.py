@@ -128,7 +128,18 @@ class ForgetRequest:
 
     @classmethod
     def load(cls, path: str | Path) -> ForgetRequest:
-        """Read a YAML or JSON request file."""
+        """Read a YAML or JSON request file (YAML is a superset of JSON).
+
+        Args:
+            path: the request file.
+
+        Returns:
+            The request (see :meth:`from_dict` for its keys).
+
+        Raises:
+            RequestError: the file is missing, not valid YAML (line and column named), not a
+                mapping, or not a valid request.
+        """
         path = Path(path)
         if not path.is_file():
             raise RequestError(f"{path}: request file not found")
@@ -144,17 +155,20 @@ class ForgetRequest:
 
     @property
     def hash(self) -> str:
-        """Stable short hash of the request's content (order of keys does not matter), with
-        identifiers as their :func:`hash_identifier` tokens: reports and ONNX metadata carry
-        this hash, and a hash over raw patient ids could be reversed by trying every id
-        (the tokens are salted when the project has a salt)."""
+        """Stable short hash of the request's content (16 hex digits; key order does not matter).
+
+        Identifiers (``patient_ids``, ``image_ids``) enter as their :func:`hash_identifier`
+        tokens and the free-text ``note`` not at all: reports and ONNX metadata carry this hash,
+        and a hash over raw patient ids could be reversed by trying every id (the tokens are
+        salted when the project has a salt). Earlier requests (``carried``, ``inherited``) are
+        part of it.
+        """
         blob = json.dumps(_tokenised(asdict(self)), sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
 
 
 def _tokenised(obj: dict[str, Any]) -> dict[str, Any]:
     """A request dict (``asdict``) with identifier lists replaced by their tokens."""
-
     selector = dict(obj.get("selector") or {})
     for key in ("patient_ids", "image_ids"):
         if key in selector:
@@ -171,7 +185,22 @@ def _tokenised(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def selector_mask(manifest: pd.DataFrame, selector: dict[str, Any]) -> np.ndarray:
-    """Rows matching every criterion of the selector."""
+    """Select the rows matching every criterion of the selector (criteria combine with AND).
+
+    Args:
+        manifest: the manifest (``label``, ``device``, ``patient_id``, ``image_id`` columns
+            as the selector needs them).
+        selector: ``all: true``, ``labels``, ``devices``, ``patient_ids``, ``image_ids``
+            (lists, compared as text) and ``query`` (a pandas query).
+
+    Returns:
+        Boolean mask (N,) over the manifest's rows, in their order.
+
+    Raises:
+        RequestError: ``all`` other than ``true``, a criterion whose column the manifest
+            lacks, a named patient or image id that matches no row (positions named, never
+            the ids), or a bad query.
+    """
     mask = np.ones(len(manifest), dtype=bool)
     if "all" in selector and selector["all"] is not True:
         raise RequestError("selector 'all' must be true (every row; narrow it with 'fraction')")
@@ -221,7 +250,26 @@ class CohortMasks:
 
 
 def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
-    """Split the manifest into forget/retain cohorts for each split."""
+    """Split the manifest into forget/retain cohorts for each split.
+
+    Forget-train is the selected training rows (a seeded ``fraction`` of their patient
+    groups when set) plus the training rows of ``carried`` requests; the training rows of
+    ``inherited`` requests are in neither cohort. Held-out rows any of them selects are never
+    retained (see the module docstring for every cohort).
+
+    Args:
+        manifest: the dataset's manifest (``split`` column and the selector's columns).
+        request: the request, with its earlier requests.
+
+    Returns:
+        The six masks (N,) over the manifest's rows (index reset), the request's hash, the
+        rows selected by it or an earlier request, and the count of each cohort
+        (``inherited_train`` too when there are inherited requests).
+
+    Raises:
+        RequestError: the request (or an earlier one, said so) selects no training row, or
+            its selector is invalid for this manifest.
+    """
     manifest = manifest.reset_index(drop=True)
     selected = selector_mask(manifest, request.selector)
     split = manifest["split"].to_numpy()
@@ -272,9 +320,11 @@ def cohort_masks(manifest: pd.DataFrame, request: ForgetRequest) -> CohortMasks:
 
 
 def retired_classes(manifest: pd.DataFrame, request: ForgetRequest) -> list[str]:
-    """The classes a revision retires: for each class-retirement request it applies (its
-    own, the ``carried`` and the ``inherited`` ones), the labels all of whose training rows
-    that request forgets. A retirement of part of a class (``fraction``) retires nothing.
+    """Return the classes a revision retires.
+
+    For each class-retirement request it applies (its own, the ``carried`` and the
+    ``inherited`` ones), the labels all of whose training rows that request forgets. A
+    retirement of part of a class (``fraction``) retires nothing.
 
     Args:
         manifest: the dataset's manifest (``label`` and ``split`` columns, labels as text).
@@ -282,6 +332,9 @@ def retired_classes(manifest: pd.DataFrame, request: ForgetRequest) -> list[str]
 
     Returns:
         Class names, in the manifest's label order (``sort_labels``).
+
+    Raises:
+        RequestError: a class-retirement request selects no training row.
     """
     manifest = manifest.reset_index(drop=True)
     train = manifest["split"].to_numpy() == "train"
@@ -313,10 +366,12 @@ def check_request(
     request: ForgetRequest,
     validation: dict[str, Any] | None = None,
 ) -> CohortMasks:
-    """The checks a request passes before it enters the ledger (``revise --request`` and
-    ``request add`` alike): it selects at least one training row, and at most
-    ``validation.max_forget_fraction`` of them (default :data:`DEFAULT_MAX_FORGET_FRACTION`,
-    as the validation step) unless ``validation.override_fraction``.
+    """Run the checks a request passes before it enters the ledger.
+
+    ``revise --request`` and ``request add`` alike: it selects at least one training row,
+    and at most ``validation.max_forget_fraction`` of them (default
+    :data:`DEFAULT_MAX_FORGET_FRACTION`, as the validation step) unless
+    ``validation.override_fraction``.
 
     Args:
         manifest: the dataset's validated manifest (one row per image, ``split`` column).
@@ -347,8 +402,11 @@ def check_request(
 
 
 def _retain_heldout(in_split: np.ndarray, selected: np.ndarray) -> np.ndarray:
-    """Held-out rows the request does not select; when the selector covers the whole split
-    (a random ``fraction`` of all patients), every held-out row, since none is forgotten."""
+    """Return the held-out rows the request does not select.
+
+    When the selector covers the whole split (a random ``fraction`` of all patients), every
+    held-out row, since none is forgotten.
+    """
     rest = in_split & ~selected
     return rest if rest.any() else in_split
 
@@ -369,9 +427,10 @@ def _sample_groups(
 class Cohorts:
     """Images of each cohort (sharing the decoded tensors of their split).
 
-    ``train``, ``val``, ``test`` and ``manifest`` give the held-out pool the membership evidence draws
-    matched non-members from (``medunlearn.evidence.membership``); ``pool_splits`` names the splits of that
-    pool: ``("val", "test")`` in a revision, ``("val",)`` when a benchmark tunes.
+    ``train``, ``val``, ``test`` and ``manifest`` give the held-out pool the membership
+    evidence draws matched non-members from (``medunlearn.evidence.membership``);
+    ``pool_splits`` names the splits of that pool: ``("val", "test")`` in a revision,
+    ``("val",)`` when a benchmark tunes.
     """
 
     forget_train: LabelledImages
@@ -399,7 +458,24 @@ def build_cohorts(
     class_names: list[str],
     request: ForgetRequest,
 ) -> Cohorts:
-    """Cohorts as image sets, from a dataset's opened splits and a request."""
+    """Cut a dataset's opened splits into a request's cohorts, as image sets.
+
+    Args:
+        manifest: the dataset's manifest, rows in the order the splits were opened.
+        train: the train split's images.
+        val: the val split's images.
+        test: the test split's images.
+        class_names: the model's classes.
+        request: the request, with its earlier requests.
+
+    Returns:
+        The six cohorts (subsets sharing the splits' tensors), the whole splits, the masks
+        and the manifest (index reset); the pool is ``("val", "test")``.
+
+    Raises:
+        RequestError: the request selects no training row or is invalid for the manifest.
+        ValueError: a split's image count differs from its manifest rows.
+    """
     masks = cohort_masks(manifest, request)
     split = manifest.reset_index(drop=True)["split"].to_numpy()
 

@@ -51,13 +51,31 @@ def from_csv(
     seed: int = 0,
     group_column: str | None = "patient_id",
 ) -> SourceData:
-    """A CSV manifest; relative paths resolve against its folder and may not leave it.
+    """Build a source from a CSV manifest next to its image files.
 
-    Without a ``split`` column, splits are assigned by ``group_column`` (patient, lesion),
-    so no group lands in two splits. ``group_column`` other than ``patient_id`` (e.g.
-    ``lesion_id``) is copied to ``patient_id``, the manifest's grouping key. A manifest
-    without that column groups each image alone; one with blank cells in it is refused,
-    naming the rows (:func:`check_group_cells`).
+    Relative paths resolve against the CSV's folder and may not leave it. Without a
+    ``split`` column, splits are assigned by ``group_column`` (patient, lesion), so no group
+    lands in two splits. A ``group_column`` other than ``patient_id`` (e.g. ``lesion_id``) is
+    copied to ``patient_id``, the manifest's grouping key. A manifest without that column
+    groups each image alone; one with blank cells in it is refused, naming the rows
+    (:func:`check_group_cells`).
+
+    Args:
+        manifest_path: the CSV file.
+        class_names: the model's classes (default: the sorted labels found).
+        val_fraction: share of rows for validation when splits are assigned, in (0, 1).
+        test_fraction: share of rows for test when splits are assigned, in (0, 1).
+        seed: seed of the split assignment.
+        group_column: the grouping column, or ``None`` to group each image alone.
+
+    Returns:
+        The validated manifest with its root (the CSV's folder, absolute).
+
+    Raises:
+        ManifestError: the manifest is unreadable or invalid (missing columns, blank group
+            cells, both ``patient_id`` and another group column, bad splits or labels,
+            missing files), naming file, row and column.
+        ValueError: split fractions out of range.
     """
     manifest_path = Path(manifest_path)
     df = read_manifest_csv(manifest_path)
@@ -80,10 +98,21 @@ def from_csv(
 
 
 def check_group_cells(df: pd.DataFrame, manifest_path: Path, group_column: str) -> None:
-    """Every row names its group before splits are assigned by it. A blank cell would make
-    the split fall back to one group per image for *every* row, and patients would then
-    leak across splits; the refusal names the rows (1-based data rows, as a spreadsheet
-    shows them after its header) and what to do."""
+    """Check every row names its group before splits are assigned by it.
+
+    A blank cell would make the split fall back to one group per image for *every* row, and
+    patients would then leak across splits; the refusal names the rows (1-based data rows,
+    as a spreadsheet shows them after its header) and what to do. A manifest with no
+    grouping column at all passes (each image is its own group).
+
+    Args:
+        df: the manifest (``image_id`` column).
+        manifest_path: the CSV file, named in the error.
+        group_column: the grouping column (already copied to ``patient_id`` when present).
+
+    Raises:
+        ManifestError: the grouping column has empty cells (the first 10 rows listed).
+    """
     column = group_column if group_column in df.columns else "patient_id"
     if column not in df.columns:
         return  # no grouping column at all: each image is its own group (documented)
@@ -100,7 +129,23 @@ def check_group_cells(df: pd.DataFrame, manifest_path: Path, group_column: str) 
 
 
 def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) -> SourceData:
-    """A MedMNIST ``.npz``; its own train/val/test split is kept, one image per patient."""
+    """Build a source from a MedMNIST ``.npz``; its own train/val/test split is kept.
+
+    Each image is its own patient. Image ids are ``<stem>-<split>-<i:05d>``; images are
+    materialised as ``images/<split>/<id>.png``.
+
+    Args:
+        npz_path: the ``.npz`` with ``{train,val,test}_{images,labels}``.
+        class_names: the model's classes (default: the sorted label indices found, as text).
+
+    Returns:
+        The validated manifest with its uint8 images (N, H, W) or (N, H, W, 3).
+
+    Raises:
+        ManifestError: the file is missing or not an ``.npz`` of plain arrays, a key is
+            missing, images or labels have an unsupported dtype or shape, counts or shapes
+            disagree between keys and splits, or the manifest fails validation.
+    """
     npz_path = Path(npz_path)
     if not npz_path.is_file():
         raise ManifestError(f"{npz_path}: MedMNIST file not found")
@@ -151,10 +196,23 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
 
 
 def npz_images(images: np.ndarray, where: str) -> np.ndarray:
-    """``images`` as uint8 (N, H, W) grey or (N, H, W, 3) colour, or a refusal naming ``where``
-    (file and key). (N, H, W, 1) is squeezed to grey. A last axis of any other length
-    (MedMNIST 3-D sets are (N, 28, 28, 28)) or a 5-D array is a volume or another layout:
-    refused, never guessed."""
+    """Check MedMNIST images and bring them to uint8 (N, H, W) grey or (N, H, W, 3) colour.
+
+    (N, H, W, 1) is squeezed to grey. A last axis of any other length (MedMNIST 3-D sets
+    are (N, 28, 28, 28)) or a 5-D array is a volume or another layout: refused, never
+    guessed.
+
+    Args:
+        images: the array under a ``*_images`` key.
+        where: file and key, named in the error.
+
+    Returns:
+        ``images`` (a view; squeezed when it had one channel).
+
+    Raises:
+        ManifestError: not uint8 (0..255), or a shape other than (N, H, W), (N, H, W, 1) or
+            (N, H, W, 3).
+    """
     if images.dtype != np.uint8:
         raise ManifestError(f"{where}: images must be uint8 (0..255), got {images.dtype}")
     if images.ndim == 3:
@@ -178,7 +236,20 @@ def npz_images(images: np.ndarray, where: str) -> np.ndarray:
 
 
 def npz_labels(labels: np.ndarray, where: str) -> np.ndarray:
-    """Integer class labels (N,) from (N,) or (N, 1); multi-label targets are refused."""
+    """Check MedMNIST labels and flatten them to integer class indices (N,).
+
+    Args:
+        labels: the array under a ``*_labels`` key, (N,) or (N, 1); whole-number floats
+            are accepted.
+        where: file and key, named in the error.
+
+    Returns:
+        int64 array (N,) of class indices >= 0.
+
+    Raises:
+        ManifestError: multi-label targets (N, K > 1), more than 2 dimensions, non-integer
+            values, or a negative index.
+    """
     if labels.ndim == 2 and labels.shape[1] > 1:
         raise ManifestError(
             f"{where}: multi-label targets {labels.shape} are not supported: one class per "
@@ -196,7 +267,19 @@ def npz_labels(labels: np.ndarray, where: str) -> np.ndarray:
 
 
 def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int = 0) -> SourceData:
-    """The embedded demo with patient-grouped, label-stratified splits."""
+    """Build the embedded demo source with patient-grouped, label-stratified splits.
+
+    Args:
+        val_fraction: share of rows for validation, in (0, 1).
+        test_fraction: share of rows for test, in (0, 1).
+        seed: seed of the simulated devices and patients, and of the splits.
+
+    Returns:
+        The 1,797 digits (uint8 (N, 28, 28)) with their manifest and class names ``0``-``9``.
+
+    Raises:
+        ValueError: split fractions out of range.
+    """
     df, arrays = demo_source(seed)
     df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
     df.insert(1, "path", [f"images/{i}.png" for i in df["image_id"]])
@@ -205,7 +288,20 @@ def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int 
 
 
 def load_source(cfg: dict[str, Any]) -> SourceData:
-    """Build the source named by a ``data`` params section (``source: demo|medmnist|csv``)."""
+    """Build the source named by a ``data`` params section (``source: demo|medmnist|csv``).
+
+    Args:
+        cfg: the ``data`` section (``source``, ``path``, ``class_names``, ``val_fraction``,
+            ``test_fraction``, ``seed``, ``group_column``).
+
+    Returns:
+        The validated source.
+
+    Raises:
+        ValueError: an unknown source, no ``path`` for a file source, or split fractions out
+            of range.
+        ManifestError: the file source is unreadable or invalid.
+    """
     kind = cfg.get("source", "demo")
     split_args = {
         "val_fraction": float(cfg.get("val_fraction", 0.15)),

@@ -45,7 +45,20 @@ from medunlearn.models.inference import LogitCache
 def logit_confidence(
     model: torch.nn.Module, dataset: Dataset, predict: Callable[[Dataset], Any] | None = None
 ) -> np.ndarray:
-    """phi = log p_y - log(1 - p_y) of each image under its true label, shape (N,)."""
+    """Compute the logit-scaled confidence of each image under its true label.
+
+    ``phi = log p_y - log(1 - p_y)`` (Carlini et al., LiRA, 2022), computed stably from the
+    logits as ``z_y - logsumexp(z_other)`` in float64.
+
+    Args:
+        model: the classifier (used only without ``predict``).
+        dataset: (image, label) pairs.
+        predict: returns ``(logits, labels)`` of a dataset (default: a new
+            :class:`LogitCache` of ``model``).
+
+    Returns:
+        float64 array (N,) (nats); empty for an empty dataset.
+    """
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0)
@@ -58,6 +71,12 @@ def logit_confidence(
 
 @dataclass
 class LiraResult:
+    """The offline LiRA audit of one model (see the module docstring for each number).
+
+    ``auc`` and ``tpr_at_5fpr`` are in [0, 1]; ``flagged`` counts members with a one-sided
+    p-value below 0.05, ``expected`` = 0.05 x members. All ``None`` below two references.
+    """
+
     n_references: int
     n_members: int
     n_nonmembers: int
@@ -67,6 +86,11 @@ class LiraResult:
     expected: float | None
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the result as a JSON-ready dict.
+
+        Returns:
+            Every field by name.
+        """
         return asdict(self)
 
 
@@ -76,11 +100,20 @@ def reference_statistics(
     nonmembers: Dataset,
     predictor: Callable[[torch.nn.Module], Any] = LogitCache,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """phi of every reference model on members (K, n) and non-members (K, m).
+    """Compute phi of every reference model on the members and the non-members.
 
-    ``predictor(model)`` gives the logits function of one model (default: a
-    :class:`LogitCache`, one forward pass per whole split, shared with other metrics; an
-    audit that needs only these rows passes one that computes just them)."""
+    Args:
+        references: the K reference (OUT) models: retrains without the members.
+        members: the forget-train images.
+        nonmembers: the matched held-out images.
+        predictor: ``predictor(model)`` gives the logits function of one model (default: a
+            :class:`LogitCache`, one forward pass per whole split, shared with other metrics;
+            an audit that needs only these rows passes one that computes just them).
+
+    Returns:
+        ``(members, non-members)``: float64 arrays (K, n) and (K, m); (0, n) and (0, m)
+        without references.
+    """
     if not references:
         return np.empty((0, len(members))), np.empty((0, len(nonmembers)))
     m_rows, n_rows = [], []
@@ -92,7 +125,17 @@ def reference_statistics(
 
 
 def lira_scores(target: np.ndarray, reference: np.ndarray, sigma: float) -> np.ndarray:
-    """Offline LiRA score per example: Phi((phi_target - mean over references) / sigma)."""
+    """Compute the offline LiRA score of each example (Carlini et al. 2022, section VI-C).
+
+    Args:
+        target: phi of the audited model, shape (n,).
+        reference: phi of the K reference models on the same examples, shape (K, n).
+        sigma: the pooled standard deviation of phi (> 0).
+
+    Returns:
+        ``Phi((target - mean over references) / sigma)`` per example, shape (n,), in [0, 1]
+        (``Phi`` the standard normal CDF).
+    """
     return norm.cdf((target - reference.mean(axis=0)) / sigma)
 
 
@@ -102,8 +145,10 @@ def member_scores(
     ref_members: np.ndarray,
     ref_nonmembers: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """Offline LiRA scores of the members and the non-members (one variance pooled over
-    both, see the module docstring); ``None`` below two references or with an empty side.
+    """Compute offline LiRA scores of the members and the non-members.
+
+    One variance is pooled over both (the mean over examples of the references' per-example
+    variance, ddof 1; see the module docstring).
 
     Args:
         target_members: phi of the audited model on the members, shape (n,).
@@ -112,7 +157,8 @@ def member_scores(
         ref_nonmembers: phi of the K reference models on the non-members, shape (K, m).
 
     Returns:
-        ``(members' scores, non-members' scores)`` in [0, 1], or ``None``.
+        ``(members' scores, non-members' scores)`` in [0, 1], or ``None`` below two
+        references or with an empty side.
     """
     k, n, m = ref_members.shape[0], len(target_members), len(target_nonmembers)
     if k < 2 or n == 0 or m == 0:
@@ -131,7 +177,19 @@ def offline_lira(
     ref_members: np.ndarray,
     ref_nonmembers: np.ndarray,
 ) -> LiraResult:
-    """The audit of one target model from phi values (see the module docstring)."""
+    """Audit one target model from phi values (see the module docstring).
+
+    Args:
+        target_members: phi of the audited model on the members, shape (n,).
+        target_nonmembers: phi of the audited model on the non-members, shape (m,).
+        ref_members: phi of the K reference models on the members, shape (K, n).
+        ref_nonmembers: phi of the K reference models on the non-members, shape (K, m).
+
+    Returns:
+        The sizes and, with at least two references and both sides non-empty, the scores'
+        ROC AUC (members vs non-members), the members' share above the non-members' 95th
+        percentile, and the members flagged at p < 0.05 with the number expected (5%).
+    """
     k, n, m = ref_members.shape[0], len(target_members), len(target_nonmembers)
     scores = member_scores(target_members, target_nonmembers, ref_members, ref_nonmembers)
     if scores is None:

@@ -138,11 +138,14 @@ class Check:
 
     @property
     def passed(self) -> bool:
+        """Whether the check's status is ``pass``."""
         return self.status == PASS
 
 
 @dataclass
 class GateResult:
+    """The gate of one request: every check, replacements used, and required checks undecided."""
+
     reason: str
     checks: list[Check] = field(default_factory=list)
     replacements: dict[str, str] = field(default_factory=dict)
@@ -150,10 +153,16 @@ class GateResult:
 
     @property
     def passed(self) -> bool:
+        """Whether nothing is undecided and every deciding check passed."""
         return not self.undecided and all(c.passed for c in self.deciding())
 
     def deciding(self) -> list[Check]:
-        """The required checks that decide the gate (replacements in place of n/a ones)."""
+        """Return the required checks that decide the gate (replacements in place of n/a ones).
+
+        Returns:
+            Required checks that applied, and for each not-applicable one its replacement (a
+            required n/a check without one is in ``undecided`` instead).
+        """
         by_name = {c.name: c for c in self.checks}
         out = []
         for c in self.checks:
@@ -167,9 +176,19 @@ class GateResult:
         return out
 
     def failed(self) -> list[str]:
+        """List what keeps the gate from passing.
+
+        Returns:
+            Names of the deciding checks that did not pass, then the undecided ones.
+        """
         return [c.name for c in self.deciding() if not c.passed] + self.undecided
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the gate as a JSON-ready dict.
+
+        Returns:
+            ``reason``, ``passed``, ``failed``, ``undecided``, ``replacements`` and every check.
+        """
         return {
             "reason": self.reason,
             "passed": self.passed,
@@ -181,9 +200,20 @@ class GateResult:
 
 
 def resolve_bounds(reason: str, section: dict[str, Any] | None) -> dict[str, float]:
-    """Bounds for ``reason``: defaults, then ``gates`` shared keys, then ``gates[reason]``.
+    """Resolve the bounds of ``reason``: defaults, then shared ``gates`` keys, then its own.
 
-    Raises :class:`GateConfigError` naming an unknown reason or key.
+    Args:
+        reason: the request's reason (a key of :data:`PROFILES`).
+        section: ``params.yaml``'s ``gates`` section (``alpha`` and ``min_members`` shared;
+            one mapping of bounds per reason), or ``None``.
+
+    Returns:
+        ``alpha``, ``min_members`` and the reason's bounds (shares in [0, 1]; AUC margin in
+        AUC units).
+
+    Raises:
+        GateConfigError: an unknown reason, key or bound, or a bound that is not a number
+            (YAML reads ``1e-2`` without a dot as text).
     """
     if reason not in PROFILES:
         raise GateConfigError(f"no gate profile for reason '{reason}'")
@@ -371,15 +401,30 @@ def _forget_not_raised_carried(
 def retention_p_value(
     before: dict[str, np.ndarray], after: dict[str, np.ndarray], balanced: bool, seed: int = 0
 ) -> tuple[float, int, int]:
-    """One-sided p-value that the candidate (``after``) is less accurate than the deployed
-    model (``before``) on the same retained held-out rows, and the discordant counts.
+    """Test whether the candidate is less accurate than the deployed model on the same rows.
 
-    ``before`` / ``after``: ``{"label": (N,) int, "correct": (N,) 0/1, "rows": str}`` in one
-    row order (:attr:`UnlearnMetrics.retain_heldout_outcomes`; ``rows`` fingerprints the
-    image ids and their order). Returns ``(p, lost, gained)``: images only the deployed
-    model got right, and images only the candidate got right. Accuracy: exact McNemar
-    (binomial) test; balanced accuracy: weighted sign-flip permutation test (module
-    docstring). Raises ``ValueError`` when the two were measured on different rows.
+    One-sided, on the retained held-out rows, paired image by image. Accuracy: the exact
+    McNemar test (McNemar 1947; Dietterich 1998), a binomial test on the discordant images
+    (``scipy.stats.binomtest``, p = 0.5, alternative "greater"). Balanced accuracy: a
+    sign-flip permutation test on the discordant images, each weighted by 1 / (classes x its
+    class's row count), which is exactly the change of balanced accuracy
+    (``scipy.stats.permutation_test``, 9,999 resamples, seeded); one discordant image gives
+    p = 0.5.
+
+    Args:
+        before: the deployed model's outcomes, ``{"label": (N,) int, "correct": (N,) 0/1,
+            "rows": str}`` (:attr:`UnlearnMetrics.retain_heldout_outcomes`; ``rows``
+            fingerprints the image ids and their order).
+        after: the candidate's outcomes, in the same row order.
+        balanced: test balanced accuracy instead of accuracy.
+        seed: seed of the permutation test.
+
+    Returns:
+        ``(p, lost, gained)``: the p-value (1.0 when nothing was lost), images only the
+        deployed model got right, and images only the candidate got right.
+
+    Raises:
+        ValueError: the two were measured on different rows.
     """
     labels = np.asarray(before["label"])
     same = (
@@ -530,11 +575,25 @@ def evaluate_gates(
     section: dict[str, Any] | None = None,
     carried: bool = False,
 ) -> GateResult:
-    """Check ``after`` (a candidate) against the profile of ``reason``; ``before`` is the
-    deployed model (the retention baseline). ``section`` is ``params.yaml:gates``.
-    ``carried``: an earlier request re-checked with the parent (which already forgot it) as
-    ``before``; ``forget_not_raised`` then fails only on a significant rise
-    (:func:`_forget_not_raised_carried`)."""
+    """Check a candidate against the profile of ``reason`` (see the module docstring).
+
+    Args:
+        reason: the request's reason (chooses the profile).
+        after: the candidate's metrics.
+        before: the deployed model's metrics (the retention baseline).
+        section: ``params.yaml``'s ``gates`` section, or ``None`` for the defaults.
+        carried: an earlier request re-checked with the parent (which already forgot it) as
+            ``before``; ``forget_not_raised`` then fails only on a significant rise
+            (:func:`_forget_not_raised_carried`).
+
+    Returns:
+        Every check of the profile, the replacements used and the required checks left
+        undecided; ``passed`` says whether the candidate may be exported.
+
+    Raises:
+        GateConfigError: the ``gates`` section names an unknown reason or bound.
+        ValueError: the two models' retention outcomes were measured on different rows.
+    """
     b = resolve_bounds(reason, section)
     result = GateResult(reason)
     for spec in PROFILES[reason]:
@@ -558,7 +617,12 @@ def evaluate_gates(
 
 
 def describe_profiles() -> str:
-    """The shipped profiles as a markdown table (README, reports)."""
+    """Describe the shipped profiles as a markdown table (README, reports).
+
+    Returns:
+        A table with one row per reason: required checks (with their n/a replacement) and
+        informative ones; no trailing newline.
+    """
     lines = ["| reason | required | informative |", "|---|---|---|"]
     for reason, specs in PROFILES.items():
         req = [

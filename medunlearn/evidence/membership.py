@@ -120,6 +120,12 @@ class MatchedSample:
     member_positions: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=int))
 
     def summary(self) -> dict[str, Any]:
+        """Describe the match for reports.
+
+        Returns:
+            ``columns`` matched, ``per_member`` ratio, ``exact``, ``n`` rows drawn and
+            ``unmatched_members``.
+        """
         return {
             "columns": list(self.columns),
             "per_member": self.per_member,
@@ -144,11 +150,32 @@ def matched_sample(
     target: int = TARGET_NONMEMBERS,
     seed: int = 0,
 ) -> MatchedSample:
-    """Draw rows of ``pool`` (a boolean mask over ``manifest``) matching ``members``' strata.
+    """Draw rows of ``pool`` matching ``members``' strata (see the module docstring's rule).
 
-    ``columns`` are tried in order; ``required`` ones are kept first and never dropped, the
-    rest are dropped from the end while a stratum cannot supply one row per member. See the
-    module docstring for the whole rule. Raises ``ValueError`` if ``members`` is empty.
+    ``columns`` are tried in order; the label and ``required`` ones are kept and never
+    dropped, the rest are dropped from the end while a stratum cannot supply one row per
+    member. Members whose coarsest stratum has no pool row are left out first and counted.
+    If even the coarsest strata are too thin, each stratum keeps as many members (a seeded
+    draw) as it has pool rows, paired 1:1, and the sample is marked inexact.
+
+    Args:
+        manifest: the rows (strata columns; index ignored, positions count).
+        members: boolean mask (N,) of the rows to match.
+        pool: boolean mask (N,) of the rows to draw from (members are never drawn).
+        columns: candidate strata columns, most important first (used when present and
+            filled for every member).
+        required: columns never dropped (the selector's).
+        target: the total number of rows wanted; the ratio is at most
+            ``ceil(target / members)``.
+        seed: seed of the draws.
+
+    Returns:
+        Sorted manifest positions of the drawn rows, the columns matched, the per-member
+        ratio ``r``, whether the match is exact, the members left out, and the positions of
+        the members kept.
+
+    Raises:
+        ValueError: ``members`` is empty.
     """
     frame = manifest.reset_index(drop=True)
     members = np.asarray(members, dtype=bool)
@@ -211,13 +238,21 @@ def _draw(
 def per_sample_loss(
     model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
 ) -> np.ndarray:
-    """Cross-entropy (nats) of each image under its true label, shape (N,), float64.
+    """Compute the cross-entropy of each image under its true label.
 
-    Computed as softplus(logsumexp of the other logits - true logit) in float64, which is the
-    same cross-entropy but does not round to exactly 0 once the true class wins by more than
-    about 17 logits (float32 ``F.cross_entropy`` does): a confident model would otherwise tie
-    most losses at 0, and a rank test counting ties against the member could never see a
-    memorised image.
+    Computed as softplus(logsumexp of the other logits - true logit) in float64, which is
+    the same cross-entropy but does not round to exactly 0 once the true class wins by more
+    than about 17 logits (float32 ``F.cross_entropy`` does): a confident model would
+    otherwise tie most losses at 0, and a rank test counting ties against the member could
+    never see a memorised image.
+
+    Args:
+        model: the classifier (used only without ``predict``).
+        dataset: (image, label) pairs.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes.
+
+    Returns:
+        float64 array (N,), nats (>= 0); empty for an empty dataset.
     """
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
@@ -229,7 +264,16 @@ def per_sample_loss(
 
 
 def correct(model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None):
-    """Boolean (N,): whether the top-1 prediction equals the label."""
+    """Say for each image whether the top-1 prediction equals the label.
+
+    Args:
+        model: the classifier (used only without ``predict``).
+        dataset: (image, label) pairs.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes.
+
+    Returns:
+        Boolean array (N,).
+    """
     logits, labels = (predict or LogitCache(model))(dataset)
     if len(labels) == 0:
         return np.empty(0, dtype=bool)
@@ -240,7 +284,15 @@ def correct(model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None
 
 
 def rank_auc(member_scores: np.ndarray, nonmember_scores: np.ndarray) -> float:
-    """P(member score > non-member score) + half the ties (scikit-learn's ROC AUC)."""
+    """Compute P(member score > non-member score) + half the ties (scikit-learn's ROC AUC).
+
+    Args:
+        member_scores: shape (n,), n >= 1.
+        nonmember_scores: shape (m,), m >= 1.
+
+    Returns:
+        The AUC, in [0, 1]; 0.5: indistinguishable.
+    """
     y = np.r_[np.ones(len(member_scores)), np.zeros(len(nonmember_scores))]
     return float(roc_auc_score(y, np.r_[member_scores, nonmember_scores]))
 
@@ -259,7 +311,18 @@ def bootstrap_auc_interval(
     resamples: int = BOOTSTRAP,
     level: float = 0.95,
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the rank AUC (both sides resampled separately)."""
+    """Compute a percentile bootstrap interval of the rank AUC (both sides resampled separately).
+
+    Args:
+        member_scores: shape (n,).
+        nonmember_scores: shape (m,).
+        seed: seed of the resampling.
+        resamples: number of bootstrap resamples.
+        level: coverage of the interval, in (0, 1).
+
+    Returns:
+        ``(low, high)`` AUC bounds, in [0, 1].
+    """
     rng = np.random.default_rng(seed)
     a = rng.choice(member_scores, size=(resamples, len(member_scores)), replace=True)
     b = rng.choice(nonmember_scores, size=(resamples, len(nonmember_scores)), replace=True)
@@ -275,10 +338,22 @@ def null_auc(
     splits: int = NULL_SPLITS,
     n_pseudo: int | None = None,
 ) -> dict[str, float] | None:
-    """The rank AUC of ``n_pseudo`` random non-members (as many as there are members) against
-    the rest, over ``splits`` random draws: median and 95% range, what the attack's AUC looks
-    like at these sizes when nothing is remembered. Without ``n_pseudo``, or when it is more
-    than half the non-members, two disjoint halves. ``None`` with fewer than 4 non-members."""
+    """Compute what the rank AUC looks like at these sizes when nothing is remembered.
+
+    ``n_pseudo`` random non-members (as many as there are members) are scored against the
+    rest, over ``splits`` random draws. Without ``n_pseudo``, or when it is more than half
+    the non-members, two disjoint halves.
+
+    Args:
+        nonmember_scores: shape (m,).
+        seed: seed of the draws.
+        splits: number of random splits.
+        n_pseudo: pseudo-members per split (the number of members), or ``None``.
+
+    Returns:
+        ``{"median", "low", "high"}``: the median and 2.5/97.5 percentiles of the null AUC;
+        ``None`` with fewer than 4 non-members.
+    """
     m = len(nonmember_scores)
     if m < 4:
         return None
@@ -323,11 +398,24 @@ class MembershipEvidence:
     note: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the evidence as a JSON-ready dict.
+
+        Returns:
+            Every field by name.
+        """
         return asdict(self)
 
 
 def min_attainable_p(n: int, m: int) -> float:
-    """Smallest one-sided Mann-Whitney p-value with ``n`` and ``m`` untied observations."""
+    """Return the smallest one-sided Mann-Whitney p-value with ``n`` and ``m`` untied observations.
+
+    Args:
+        n: number of members.
+        m: number of non-members.
+
+    Returns:
+        ``1 / C(n + m, n)``.
+    """
     return 1.0 / math.comb(n + m, n)
 
 
@@ -336,7 +424,7 @@ PERMUTATIONS = 1999
 
 
 def rank_test(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """One-sided rank test that ``members`` are lower than ``nonmembers``; ``(p, min_p)``.
+    """Run a one-sided rank test that ``members`` are lower than ``nonmembers``.
 
     One member: the exact randomisation p-value, (1 + #non-members at or below it) / (m + 1),
     ties counted against the member. Fewer than ``SMALL_N`` members and any tie: scipy's
@@ -344,7 +432,15 @@ def rank_test(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0) -> tup
     scipy's default would switch to a normal approximation as soon as two losses tie (a
     memorised model's losses are often exactly 0), which with one member gave p = 0.042
     where the exact value is 0.002. Otherwise ``mannwhitneyu`` with ``method="auto"``.
-    ``min_p`` is the smallest p-value the test used can return at these sizes.
+
+    Args:
+        members: values (n,), n >= 1 (losses: lower when memorised).
+        nonmembers: values (m,), m >= 1.
+        seed: seed of the permutations.
+
+    Returns:
+        ``(p, min_p)``: the p-value and the smallest p-value the test used can return at
+        these sizes.
     """
     n, m = len(members), len(nonmembers)
     if n == 1:
@@ -361,7 +457,15 @@ def rank_test(members: np.ndarray, nonmembers: np.ndarray, seed: int = 0) -> tup
 
 
 def group_means(values: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    """Mean of ``values`` (N,) per distinct ``groups`` label, in sorted group order."""
+    """Average ``values`` per distinct ``groups`` label.
+
+    Args:
+        values: shape (N,).
+        groups: group label of each value, shape (N,) (compared as text).
+
+    Returns:
+        float64 array (G,), one mean per group, in sorted group order.
+    """
     _, inverse = np.unique(np.asarray(groups).astype(str), return_inverse=True)
     return np.bincount(inverse, weights=values.astype(float)) / np.bincount(inverse)
 
@@ -382,9 +486,28 @@ def membership_evidence(
     member_groups: np.ndarray | None = None,
     nonmember_groups: np.ndarray | None = None,
 ) -> MembershipEvidence:
-    """Every membership statistic of one model from per-image losses (N,), (M,) in nats and
-    correctness; with ``member_groups``/``nonmember_groups`` (patient ids, (N,), (M,)) whose
-    images cluster, the tests run over group means (see the module docstring)."""
+    """Compute every membership statistic of one model from per-image losses and correctness.
+
+    With ``member_groups``/``nonmember_groups`` whose images cluster (some group holds
+    several images), the tests run over group means and the accuracy gap over group
+    accuracies (see the module docstring); otherwise over images, the accuracy gap by
+    Fisher's exact test.
+
+    Args:
+        member_loss: cross-entropy of each member image, (N,), nats.
+        nonmember_loss: cross-entropy of each matched non-member image, (M,), nats.
+        member_correct: whether each member is classified right, (N,) bool or 0/1.
+        nonmember_correct: the same for the non-members, (M,).
+        seed: seed of the bootstrap, null splits and permutations.
+        matching: the matched sample's summary, recorded as is.
+        member_groups: patient id of each member image, (N,), or ``None``.
+        nonmember_groups: patient id of each non-member image, (M,), or ``None``.
+
+    Returns:
+        The evidence: AUC (with a 95% interval from 5 members up), the null, the one-sided
+        Mann-Whitney p-value and its floor, accuracies in [0, 1] and the gap's p-value;
+        only sizes and a ``note`` when a side is empty.
+    """
     n, m = len(member_loss), len(nonmember_loss)
     ev = MembershipEvidence(n, m, matching=dict(matching or {}))
     if n == 0 or m == 0:
@@ -451,8 +574,10 @@ def _rows_of(cohorts: Any, positions: np.ndarray) -> Dataset:
 
 
 def _groups_of(manifest: pd.DataFrame, positions: np.ndarray, order: Sequence[str]) -> np.ndarray:
-    """``patient_id`` of manifest rows ``positions``, in the order their images come in:
-    split by split (``order``), manifest order within a split (as :func:`_rows_of`)."""
+    """Return the ``patient_id`` of manifest rows ``positions``, in the order their images come in.
+
+    Split by split (``order``), manifest order within a split (as :func:`_rows_of`).
+    """
     split = manifest["split"].to_numpy()
     ids = manifest["patient_id"].astype(str).to_numpy()
     chosen = np.zeros(len(manifest), dtype=bool)
@@ -461,7 +586,14 @@ def _groups_of(manifest: pd.DataFrame, positions: np.ndarray, order: Sequence[st
 
 
 def heldout_pool(cohorts: Any) -> np.ndarray:
-    """Held-out rows (``cohorts.pool_splits``) of patients not being forgotten (a mask)."""
+    """Select the held-out rows (``cohorts.pool_splits``) of patients not being forgotten.
+
+    Args:
+        cohorts: the request's cohorts (manifest, masks, pool splits).
+
+    Returns:
+        Boolean mask (N,) over the manifest's rows.
+    """
     manifest = cohorts.manifest
     pool = manifest["split"].isin(cohorts.pool_splits).to_numpy().copy()
     if "patient_id" in manifest.columns:
@@ -478,10 +610,27 @@ def choose_pool(
     seed: int = 0,
     predict: LogitCache | None = None,
 ) -> Any:
-    """``cohorts`` with the held-out pool the evidence may use (see the module docstring),
-    and the check that chose it in ``cohorts.pool_check``. Only a ``("val", "test")`` pool
-    is checked; ``model`` is the deployed model (it trained on neither split); ``predict``
-    (a :class:`LogitCache` of it) shares its forward passes with later metrics."""
+    """Decide whether the test split may join the held-out pool, and record why.
+
+    Only a ``("val", "test")`` pool is checked: val rows are matched (on label, device,
+    site) with test rows, and the deployed model's losses on the two compared (two-sided
+    Mann-Whitney, over patient means when patients hold several images). When they differ
+    significantly (``p < alpha``) and materially (``|AUC - 0.5| > margin``), test is left
+    out. Fewer than 10 rows in either split: not compared.
+
+    Args:
+        cohorts: the request's cohorts.
+        model: the deployed model (it trained on neither split).
+        alpha: significance level of the comparison.
+        margin: the AUC distance from 0.5 that counts as material.
+        seed: seed of the matched draw.
+        predict: a :class:`LogitCache` of ``model``, to share its forward passes with later
+            metrics.
+
+    Returns:
+        ``cohorts`` itself (a pool already narrowed), or a copy with ``pool_check`` set and,
+        when test is excluded, ``pool_splits`` ``("val",)``.
+    """
     from dataclasses import replace
 
     if set(cohorts.pool_splits) != {"val", "test"}:
@@ -515,7 +664,22 @@ def choose_pool(
 
 
 def heldout_reference(cohorts: Any, seed: int = 0) -> HeldoutReference:
-    """Forget-train and its matched non-members (see the module docstring)."""
+    """Draw forget-train's matched non-members from the held-out pool, as images.
+
+    Strata are label, device and site, with the selector's columns required (see the module
+    docstring). Members that could not be matched are left out of ``members``.
+
+    Args:
+        cohorts: the request's cohorts.
+        seed: seed of the matched draw.
+
+    Returns:
+        The members, the non-members, the sample, and each side's patient ids (``None``
+        without a complete ``patient_id`` column).
+
+    Raises:
+        ValueError: forget-train is empty.
+    """
     sample = matched_sample(
         cohorts.manifest,
         cohorts.masks.forget_train,
@@ -539,7 +703,14 @@ def heldout_reference(cohorts: Any, seed: int = 0) -> HeldoutReference:
 
 
 def selector_columns(selector: dict[str, Any]) -> list[str]:
-    """Strata columns a selector fixes (they must match exactly)."""
+    """List the strata columns a selector fixes (they must match exactly).
+
+    Args:
+        selector: a request's selector.
+
+    Returns:
+        ``label`` for ``labels``, ``device`` for ``devices``, in that order.
+    """
     cols = []
     if "labels" in selector:
         cols.append("label")
@@ -554,7 +725,17 @@ def measure_membership(
     seed: int = 0,
     predict: LogitCache | None = None,
 ) -> MembershipEvidence:
-    """:func:`membership_evidence` of ``model`` on a held-out reference."""
+    """Compute :func:`membership_evidence` of ``model`` on a held-out reference.
+
+    Args:
+        model: the model to measure.
+        reference: forget-train and its matched non-members.
+        seed: seed of the bootstrap, null and permutations.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes.
+
+    Returns:
+        The evidence.
+    """
     predict = predict or LogitCache(model)
     return membership_evidence(
         per_sample_loss(model, reference.members, predict),
@@ -580,7 +761,18 @@ class ShadowSets:
 
 
 def shadow_sets(cohorts: Any, seed: int = 0) -> ShadowSets | None:
-    """Retained held-out rows of the pool and as many retain-train rows matched to them."""
+    """Build the shadow attack's training sets.
+
+    Members are retain-train rows matched to the retained held-out rows of the pool (as many
+    as those rows, on label, device and site); non-members are those held-out rows.
+
+    Args:
+        cohorts: the request's cohorts.
+        seed: seed of the matched draw.
+
+    Returns:
+        The two sets, or ``None`` when either side has no row or nothing matches.
+    """
     manifest = cohorts.manifest
     heldout = heldout_pool(cohorts) & (cohorts.masks.retain_val | cohorts.masks.retain_test)
     if not heldout.any() or not cohorts.masks.retain_train.any():
@@ -600,20 +792,28 @@ def shadow_sets(cohorts: Any, seed: int = 0) -> ShadowSets | None:
 def shadow_efficacy(
     member_scores: np.ndarray, nonmember_scores: np.ndarray, forget_scores: np.ndarray
 ) -> float:
-    """Expected share of ``forget_scores`` the shadow attack calls non-members, in [0, 1].
+    """Compute the expected share of ``forget_scores`` the shadow attack calls non-members.
 
     Scores are scaled logits of the true-class confidence, log(p / (1 - p)) (Carlini et al.,
-    LiRA, 2022: unlike p they do not saturate near 1), shapes (N,). The attack is a logistic
-    regression of membership on the score (scikit-learn, class-balanced, L2 with C = 1) fit
-    on the shadow sets; it calls a row a member with its fitted probability, so efficacy is
-    the mean of P(non-member | score) over the forget rows. Without a membership signal the
-    fit is flat and every row scores 0.5; a fitted slope <= 0 (held-out rows more confident
-    than training rows) is no membership signal either and gives 0.5. Monotone: lowering a
-    forget row's score never lowers efficacy.
+    LiRA, 2022: unlike p they do not saturate near 1). The attack is a logistic regression of
+    membership on the score (scikit-learn, class-balanced, L2 with C = 1) fit on the shadow
+    sets; it calls a row a member with its fitted probability, so efficacy is the mean of
+    P(non-member | score) over the forget rows. Without a membership signal the fit is flat
+    and every row scores 0.5; a fitted slope <= 0 (held-out rows more confident than
+    training rows) is no membership signal either and gives 0.5. Monotone: lowering a forget
+    row's score never lowers efficacy.
 
     Why graded: the hard threshold it replaces stepped. With a significance bar it gave 1.0
     without a signal and about 0.5 just above the bar (HAM10000 retrains: 1.00, 0.51, 0.47);
     without the bar the arg-max threshold of a noise-only J put it anywhere in 0.13-1.0.
+
+    Args:
+        member_scores: scores of the shadow members (retain-train), shape (N,).
+        nonmember_scores: scores of the shadow non-members (retained held-out), shape (M,).
+        forget_scores: scores of forget-train, shape (F,).
+
+    Returns:
+        MIA-efficacy, in [0, 1] (higher: more forget rows look unseen).
 
     Raises:
         ValueError: if any of the three sets is empty.
@@ -639,11 +839,22 @@ def mia_efficacy(
     forget_train: Dataset,
     predict: LogitCache | None = None,
 ) -> float | None:
-    """MIA-efficacy in [0, 1]: the expected share of forget-train the shadow attack
-    (:func:`shadow_efficacy`), fit on ``shadow``'s scaled-logit confidences, calls
-    non-members. Higher means better forgotten; the retrain reference's value is the target.
-    ``None`` when there is no shadow set or nothing to forget."""
+    """Compute MIA-efficacy (Jia et al. 2023, Fan et al. 2024) of ``model``.
 
+    The expected share of forget-train the shadow attack (:func:`shadow_efficacy`), fit on
+    ``shadow``'s scaled-logit confidences, calls non-members. Higher means better forgotten;
+    the retrain reference's value is the target.
+
+    Args:
+        model: the model to attack.
+        shadow: the shadow sets, or ``None``.
+        forget_train: the forgotten images.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes.
+
+    Returns:
+        The efficacy in [0, 1]; ``None`` when there is no shadow set, nothing to forget, or a
+        shadow set is empty.
+    """
     if shadow is None or len(forget_train) == 0:
         return None
     predict = predict or LogitCache(model)

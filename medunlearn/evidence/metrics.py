@@ -1,7 +1,8 @@
-"""Unlearning metrics of a model on its cohorts: UA, RA, TA (forget-train, retain-train and
-retain-test accuracy), membership, and the Avg Gap to the retrain reference, in
-percentage points. The plain classification numbers come from
-:mod:`medunlearn.models.evaluation` (scikit-learn).
+"""Unlearning metrics of a model on its cohorts, and the Avg Gap to the retrain reference.
+
+UA, RA, TA (forget-train, retain-train and retain-test accuracy), membership, and the Avg
+Gap to the retrain reference, in percentage points. The plain classification numbers come
+from :mod:`medunlearn.models.evaluation` (scikit-learn).
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from medunlearn.models.inference import LogitCache, predict_logits
 def accuracy_on(
     model: torch.nn.Module, dataset: Dataset, predict: LogitCache | None = None
 ) -> float | None:
-    """Top-1 accuracy, ``None`` on an empty cohort."""
+    """Compute the top-1 accuracy of ``model`` on a cohort.
+
+    Args:
+        model: the classifier (used only without ``predict``).
+        dataset: (image, label) pairs.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes, or ``None``.
+
+    Returns:
+        The share of rows whose arg-max logit is the label, in [0, 1]; ``None`` on an empty
+        cohort.
+    """
     logits, labels = predict(dataset) if predict is not None else predict_logits(model, dataset)
     if len(labels) == 0:
         return None
@@ -84,15 +95,33 @@ class UnlearnMetrics:
 
     @property
     def mia_auc(self) -> float | None:
+        """The membership attack's rank AUC, forget-train vs matched held-out rows (or ``None``)."""
         return self.membership.get("auc")
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the metrics as a JSON-ready dict, without the per-image retention outcomes.
+
+        Returns:
+            Every field but ``retain_heldout_outcomes``.
+        """
         out = asdict(self)
         out.pop("retain_heldout_outcomes")
         return out
 
     def with_reference(self, retrain: UnlearnMetrics) -> UnlearnMetrics:
-        """Gaps (percentage points) to a retrain reference measured on the same cohorts."""
+        """Set the gaps (percentage points) to a retrain reference measured on the same cohorts.
+
+        ``gaps[k] = 100 * |self.k - retrain.k|`` for each of ``GAP_KEYS`` both have (SalUn's Avg
+        Gap, Fan et al. ICLR 2024); ``avg_gap`` their mean; ``tuning_gaps``/``tuning_gap`` the
+        same over ``TUNING_GAP_KEYS``. Modifies this object.
+
+        Args:
+            retrain: the retrain reference's metrics.
+
+        Returns:
+            This object, with the gaps set; ``avg_gap``/``tuning_gap`` are ``None`` when no
+            key could be compared.
+        """
         self.gaps = _gaps(self, retrain, GAP_KEYS)
         self.avg_gap = float(np.mean(list(self.gaps.values()))) if self.gaps else None
         self.tuning_gaps = _gaps(self, retrain, TUNING_GAP_KEYS)
@@ -124,9 +153,19 @@ def _concat_mask(cohorts: Any, forget: bool) -> Any:
 
 
 def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
-    """(held-out reference, shadow sets, forget held-out rows, retain held-out rows) of
-    ``cohorts``, built once per cohorts object and seed (matched sampling is the slow part)."""
+    """Build the membership evidence's row sets of ``cohorts``, once per cohorts object and seed.
 
+    Matched sampling is the slow part, so the sets are memoised on ``cohorts`` itself.
+
+    Args:
+        cohorts: a request's ``medunlearn.data.request.Cohorts``.
+        seed: seed of the matched draws.
+
+    Returns:
+        ``(held-out reference, shadow sets, forget held-out rows, retain held-out rows)``:
+        a :class:`~medunlearn.evidence.membership.HeldoutReference`, a ``ShadowSets`` or
+        ``None``, and datasets of the pool splits' forget/retain rows (``None`` when empty).
+    """
     memo = cohorts.__dict__.setdefault("_evidence_sets", {})
     if seed not in memo:
         memo[seed] = (
@@ -141,13 +180,26 @@ def evidence_sets(cohorts: Any, seed: int = 0) -> tuple[Any, Any, Any, Any]:
 def unlearning_metrics(
     model: torch.nn.Module, cohorts: Any, seed: int = 0, predict: LogitCache | None = None
 ) -> UnlearnMetrics:
-    """Every metric of ``model`` on a request's cohorts (``medunlearn.data.request.Cohorts``).
+    """Compute every metric of ``model`` on a request's cohorts.
 
     Membership evidence compares forget-train with held-out rows matched on label, device and
-    site (``medunlearn.evidence.membership``); ``predict`` (a :class:`LogitCache` of ``model``) lets callers
-    share forward passes across calls.
-    """
+    site (``medunlearn.evidence.membership``). Retention is measured both on retain-test (the
+    benchmark's TA) and on every retained held-out row of the pool (what the gates use; its
+    per-image outcomes are kept for the paired tests).
 
+    Args:
+        model: the model to measure.
+        cohorts: the request's ``medunlearn.data.request.Cohorts``.
+        seed: seed of the matched draws, bootstrap and permutations.
+        predict: a :class:`LogitCache` of ``model`` to share forward passes across calls.
+
+    Returns:
+        The metrics; accuracies in [0, 1], gaps unset (see
+        :meth:`UnlearnMetrics.with_reference`).
+
+    Raises:
+        ValueError: the test split is empty, or no member can be matched.
+    """
     predict = predict or LogitCache(model)
     reference, shadow, forget_heldout, retain_heldout = evidence_sets(cohorts, seed)
     logits, labels = predict(cohorts.test)
@@ -192,8 +244,11 @@ def unlearning_metrics(
 
 
 def _row_fingerprint(images: Any) -> str:
-    """SHA-256 of the image ids in order (the retention test pairs two models' outcomes row
-    by row; equal labels in another order must not pass as the same rows)."""
+    """Return the SHA-256 (hex) of the image ids in order.
+
+    The retention test pairs two models' outcomes row by row; equal labels in another order
+    must not pass as the same rows.
+    """
     import hashlib
 
     parts = getattr(images, "datasets", [images])

@@ -23,7 +23,17 @@ def _conv(
 
 
 class AllCNNBody(nn.Module):
-    """Nine conv blocks, two of them strided, then global average pooling and flatten."""
+    """Nine conv blocks, two of them strided, then global average pooling and flatten.
+
+    Each block is Conv2d (no bias) + BatchNorm2d + ReLU. Widths are ``max(8, 96 * width)``
+    then ``max(16, 192 * width)`` channels; the two stride-2 blocks divide H and W by 4 in
+    all.
+
+    Args:
+        in_channels: input channels (1 or 3).
+        width: channel multiplier (``filters_percentage`` of the reference).
+        dropout: dropout probability after each strided stage (0: none).
+    """
 
     def __init__(self, in_channels: int, width: float = 1.0, dropout: float = 0.0):
         super().__init__()
@@ -45,4 +55,12 @@ class AllCNNBody(nn.Module):
         )
 
     def forward(self, x):
+        """Compute embeddings.
+
+        Args:
+            x: normalised images (N, C, H, W).
+
+        Returns:
+            Embeddings (N, ``out_dim``).
+        """
         return self.layers(x)

@@ -1,5 +1,4 @@
-"""Trained models of a benchmark scenario, cached on disk under a key of everything that
-determines them.
+"""Trained models of a benchmark scenario, cached on disk under a key of what determines them.
 
 A benchmark needs many full trainings: the deployed model, the retrain reference, and the
 reference models of the likelihood-ratio audit and of the gate calibration (each a retrain
@@ -48,9 +47,14 @@ TRAINING_SOURCES = (
 
 
 def training_code_hash() -> str:
-    """sha256 (16 hex) of the training core (:data:`TRAINING_SOURCES`) and the source of
-    the dataset class, the batching and the augmentation (what turns decoded pixels into
-    batches)."""
+    """Hash the code that trains a bank model.
+
+    That is the training core (:data:`TRAINING_SOURCES`) and the source of the dataset class,
+    the batching and the augmentation (what turns decoded pixels into batches).
+
+    Returns:
+        The first 16 hex digits of the SHA-256.
+    """
     import inspect
 
     digest = hashlib.sha256(source_hash(parts=TRAINING_SOURCES).encode())
@@ -60,7 +64,15 @@ def training_code_hash() -> str:
 
 
 def pixels_hash(images: LabelledImages) -> str:
-    """sha256 (16 hex) of a set's decoded images (N, C, H, W) and labels (N,), in row order."""
+    """Hash a set's decoded images and labels, in row order.
+
+    Args:
+        images: the set; a streamed one is decoded (small sets only).
+
+    Returns:
+        The first 16 hex digits of the SHA-256 of the float32 images (N, C, H, W) and int64
+        labels (N,).
+    """
     digest = hashlib.sha256()
     digest.update(images.all_images().float().contiguous().numpy().tobytes())
     digest.update(images.labels.numpy().astype("int64").tobytes())
@@ -68,7 +80,14 @@ def pixels_hash(images: LabelledImages) -> str:
 
 
 def rows_hash(images: LabelledImages) -> str:
-    """sha256 (16 hex) of the sorted image ids of a set: which rows trained a model."""
+    """Hash the sorted image ids of a set: which rows trained a model.
+
+    Args:
+        images: the set (``rows['image_id']``).
+
+    Returns:
+        The first 16 hex digits of the SHA-256.
+    """
     ids = sorted(images.rows["image_id"].astype(str))
     return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
 
@@ -76,9 +95,23 @@ def rows_hash(images: LabelledImages) -> str:
 class ModelBank:
     """Cached trainings of one scenario's architecture and recipe.
 
-    ``dataset_dir`` is the materialised dataset the splits come from (its manifest's bytes
-    enter every key); ``cache_dir`` holds ``<key>.pt`` checkpoints. A ``read_only`` bank
-    raises ``LookupError`` for a model it does not hold instead of training it (hours).
+    Checkpoints are ``<cache_dir>/<key>.pt`` (:meth:`key`).
+
+    Args:
+        cache_dir: folder of the checkpoints.
+        model: ``{"name": architecture, "kwargs": {...}}``.
+        recipe: the ``train`` settings (:class:`~medunlearn.models.training.TrainConfig`
+            fields; the seed is set per model).
+        class_names: the model's classes.
+        channels: input channels (1 or 3).
+        image_size: square input size, pixels.
+        dataset_dir: the materialised dataset the splits come from (its manifest's bytes
+            enter every key).
+        read_only: raise ``LookupError`` for a model the bank does not hold instead of
+            training it (hours).
+
+    Raises:
+        OSError: the dataset's ``manifest.csv`` cannot be read.
     """
 
     def __init__(
@@ -110,6 +143,17 @@ class ModelBank:
         return self._pixels[id(images)][1]
 
     def key(self, train: LabelledImages, val: LabelledImages, seed: int) -> str:
+        """Compute the cache key of a training.
+
+        Args:
+            train: the training images.
+            val: the validation images (picks the best epoch).
+            seed: the training's seed.
+
+        Returns:
+            20 hex digits of the SHA-256 of the data hash, model, recipe and seed, the row and
+            pixel hashes of both sets, the training code's hash and the input shape.
+        """
         blob = {
             "data": self.data_hash,
             "model": self.model,
@@ -127,12 +171,27 @@ class ModelBank:
     def get(
         self, train: LabelledImages, val: LabelledImages, seed: int, role: str = "model"
     ) -> tuple[ZooModel, dict[str, float | None], bool]:
-        """The model trained on ``train`` (best epoch on ``val``) with ``seed``.
+        """Return the model trained on ``train`` (best epoch on ``val``) with ``seed``.
 
-        Returns ``(model, cost, cached)``; ``cost`` holds the original training's wall
-        ``seconds`` and process ``cpu_seconds`` (all threads; ``None`` for models cached
-        before it was recorded), also when the model comes from the cache, so ``t/retrain``
-        stays meaningful. CPU time is immune to other work sharing the machine.
+        A cached checkpoint is loaded; one that does not load (or lacks its cost) is retrained
+        and overwritten atomically.
+
+        Args:
+            train: the training images.
+            val: the validation images.
+            seed: the training's seed (initial weights, shuffling, augmentation).
+            role: what the model is for (``model``, ``retrain``, ...), recorded in the checkpoint
+                and named in errors.
+
+        Returns:
+            ``(model, cost, cached)``: the model on the CPU in eval mode; ``cost`` holds the
+            original training's wall ``seconds`` and process ``cpu_seconds`` (all threads;
+            ``None`` for models cached before it was recorded), also when the model comes from
+            the cache, so ``t/retrain`` stays meaningful (CPU time is immune to other work
+            sharing the machine); ``cached`` says whether it was loaded.
+
+        Raises:
+            LookupError: a read-only bank does not hold the model.
         """
         path = self.cache_dir / f"{self.key(train, val, seed)}.pt"
         if path.is_file():

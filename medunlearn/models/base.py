@@ -24,7 +24,11 @@ class InputNormalization(nn.Module):
     """``(x - mean) / std`` per channel, with the statistics stored as buffers.
 
     Keeping this inside the model means unlearning can perturb raw [0, 1] pixels and the
-    exported ONNX model takes the same [0, 1] input as the PyTorch one.
+    exported ONNX model takes the same [0, 1] input as the PyTorch one. Starts as the
+    identity (mean 0, std 1).
+
+    Args:
+        channels: number of input channels.
     """
 
     def __init__(self, channels: int):
@@ -33,6 +37,15 @@ class InputNormalization(nn.Module):
         self.register_buffer("std", torch.ones(1, channels, 1, 1))
 
     def set_statistics(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """Set the per-channel mean and standard deviation (pixel units, [0, 1] scale).
+
+        Args:
+            mean: one value per channel.
+            std: one value per channel; values below 1e-6 are raised to 1e-6.
+
+        Raises:
+            ValueError: not one value per channel.
+        """
         mean_t = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
         std_t = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1).clamp_min(1e-6)
         if mean_t.shape != self.mean.shape or std_t.shape != self.std.shape:
@@ -41,14 +54,36 @@ class InputNormalization(nn.Module):
         self.std.copy_(std_t)
 
     def statistics(self) -> dict[str, list[float]]:
+        """Return the statistics as JSON-ready lists (checkpoint metadata).
+
+        Returns:
+            ``{"mean": [C floats], "std": [C floats]}``.
+        """
         return {"mean": self.mean.flatten().tolist(), "std": self.std.flatten().tolist()}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalise images.
+
+        Args:
+            x: images (N, C, H, W), pixels in [0, 1].
+
+        Returns:
+            ``(x - mean) / std``, same shape.
+        """
         return (x - self.mean) / self.std
 
 
 class ZooModel(nn.Module):
-    """A classifier split into normalisation, feature body and linear head."""
+    """A classifier split into normalisation, feature body and linear head.
+
+    Args:
+        arch: the architecture's name (``allcnn``, ``resnet18``, ...).
+        body: backbone from normalised images to pooled, flattened embeddings.
+        embedding_dim: length of one embedding.
+        num_classes: number of output logits.
+        in_channels: input channels (1 or 3).
+        config: everything :func:`medunlearn.models.build_model` needs to rebuild it.
+    """
 
     def __init__(
         self,
@@ -70,20 +105,51 @@ class ZooModel(nn.Module):
         self.classifier = nn.Linear(embedding_dim, num_classes)
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """Images in [0, 1], shaped (N, C, H, W) -> embeddings (N, embedding_dim)."""
+        """Compute embeddings of images.
+
+        Args:
+            x: images (N, C, H, W), pixels in [0, 1] (normalised inside).
+
+        Returns:
+            Embeddings (N, embedding_dim).
+        """
         return self.body(self.norm(x))
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
-        """Embeddings -> logits (N, num_classes)."""
+        """Compute logits from embeddings (the linear head).
+
+        Args:
+            z: embeddings (N, embedding_dim).
+
+        Returns:
+            Logits (N, num_classes).
+        """
         return self.classifier(z)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Classify images: ``head(features(x))``.
+
+        Args:
+            x: images (N, C, H, W), pixels in [0, 1].
+
+        Returns:
+            Logits (N, num_classes).
+        """
         return self.head(self.features(x))
 
     def feature_state(self) -> dict[str, torch.Tensor]:
-        """Parameters and buffers of the feature part (normalisation + body)."""
+        """Return the parameters and buffers of the feature part (normalisation + body).
+
+        Returns:
+            State-dict entries whose keys start with ``norm.`` or ``body.`` (tensors shared
+            with the model, not copies).
+        """
         return {k: v for k, v in self.state_dict().items() if not k.startswith("classifier.")}
 
     def head_state(self) -> dict[str, torch.Tensor]:
-        """Parameters of the head."""
+        """Return the parameters of the head.
+
+        Returns:
+            State-dict entries whose keys start with ``classifier.`` (shared, not copies).
+        """
         return {k: v for k, v in self.state_dict().items() if k.startswith("classifier.")}

@@ -50,6 +50,18 @@ class CheckpointMeta:
     def for_model(
         cls, model: ZooModel, class_names: list[str], image_size: int, **kwargs: Any
     ) -> CheckpointMeta:
+        """Describe ``model``: architecture, classes, input shape and normalisation.
+
+        Args:
+            model: the zoo model (its ``config`` and normalisation statistics are read).
+            class_names: the model's classes, in output order.
+            image_size: square input size, pixels.
+            **kwargs: further fields (``data_version``, ``params_hash``, ``metrics``,
+                ``augmentation``, ``extra``, ...).
+
+        Returns:
+            The metadata, ``input_shape`` ``[C, image_size, image_size]``.
+        """
         return cls(
             architecture=dict(model.config),
             class_names=list(class_names),
@@ -60,7 +72,24 @@ class CheckpointMeta:
 
 
 def save_checkpoint(path: str | Path, model: ZooModel, meta: CheckpointMeta) -> Path:
-    """Write weights + metadata atomically (a crash leaves the previous file intact)."""
+    """Write weights and metadata atomically (a crash leaves the previous file intact).
+
+    Tensors are saved detached on the CPU; numpy values in the metadata become plain Python
+    values (a JSON round trip), so ``torch.load(weights_only=True)`` reads the file back.
+
+    Args:
+        path: the ``.pt`` file.
+        model: the model whose ``state_dict`` is saved.
+        meta: its metadata; ``meta.architecture`` must equal ``model.config``.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        CheckpointError: the metadata's architecture is not the model's.
+        TypeError: a metadata value is not JSON-like.
+        OSError: the file cannot be written (naming it).
+    """
     if meta.architecture != model.config:
         raise CheckpointError("metadata architecture does not match the model's config")
     # A JSON round trip turns numpy scalars and tuples into types weights_only=True accepts.
@@ -74,14 +103,41 @@ def save_checkpoint(path: str | Path, model: ZooModel, meta: CheckpointMeta) -> 
 
 
 def read_metadata(path: str | Path) -> CheckpointMeta:
-    """Only the metadata (still a safe, weights-only load)."""
+    """Read only the metadata (still a safe, weights-only load).
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The metadata.
+
+    Raises:
+        CheckpointError: the file is missing, not a weights-only torch file, or not a
+            medunlearn checkpoint.
+    """
     return CheckpointMeta(**_load(path)["metadata"])
 
 
 def load_checkpoint(
     path: str | Path, map_location: str | torch.device = "cpu"
 ) -> tuple[ZooModel, CheckpointMeta]:
-    """Rebuild the model from its recorded architecture and load the weights strictly."""
+    """Rebuild the model from its recorded architecture and load the weights strictly.
+
+    The model comes back in eval mode, with the recorded training augmentation set as its
+    ``train_augmentation`` attribute (reused by unlearning methods).
+
+    Args:
+        path: the checkpoint file.
+        map_location: where tensors are loaded (``torch.load``'s ``map_location``).
+
+    Returns:
+        ``(model, meta)``.
+
+    Raises:
+        CheckpointError: the file is missing, not a weights-only torch file, not a
+            medunlearn checkpoint, or its weights do not fit the recorded architecture.
+        medunlearn.models.zoo.ModelError: the recorded architecture is unknown here.
+    """
     payload = _load(path, map_location)
     meta = CheckpointMeta(**payload["metadata"])
     model = rebuild(meta.architecture)
@@ -120,7 +176,16 @@ def _plain(obj: Any) -> Any:
 
 
 def describe(meta: CheckpointMeta, path: str | Path = "") -> str:
-    """A short human summary of a checkpoint's metadata (no patient data is stored there)."""
+    """Summarise a checkpoint's metadata for people (no patient data is stored there).
+
+    Args:
+        meta: the metadata.
+        path: the file, named on the first line (optional).
+
+    Returns:
+        Three to five lines: model and input, data version and params hash, extras, and the
+        test metrics when recorded (accuracies in [0, 1], 3 decimals).
+    """
     arch = meta.architecture
     test = meta.metrics.get("test", {})
     lines = [
@@ -141,9 +206,20 @@ def describe(meta: CheckpointMeta, path: str | Path = "") -> str:
 
 
 def weights_sha256(path: str | Path) -> str:
-    """sha256 of a checkpoint's weights alone (names, dtypes, shapes, values), so two
-    trainings that produced the same model are recognised although their metadata (creation
-    time) makes the files differ."""
+    """Hash a checkpoint's weights alone (names, dtypes, shapes, values).
+
+    Two trainings that produced the same model are recognised although their metadata
+    (creation time) makes the files differ. bfloat16 tensors are hashed as float32 values.
+
+    Args:
+        path: the checkpoint file.
+
+    Returns:
+        The SHA-256 as 64 hex digits.
+
+    Raises:
+        CheckpointError: the file is missing or not a medunlearn checkpoint.
+    """
     import hashlib
 
     state = _load(path)["state_dict"]

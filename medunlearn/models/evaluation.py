@@ -23,10 +23,25 @@ from medunlearn.models.inference import predict_logits
 def classification_metrics(
     labels: np.ndarray | torch.Tensor, probs: np.ndarray | torch.Tensor, class_names: Sequence[str]
 ) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro one-vs-rest AUC and per-class accuracy (recall).
+    """Compute accuracy, balanced accuracy, macro one-vs-rest AUC and per-class accuracy.
 
-    AUC is averaged over the classes present in ``labels`` with at least one negative; it is
-    ``None`` when no class can be scored (e.g. an evaluation set of one class).
+    scikit-learn computes each number (``accuracy_score``, ``balanced_accuracy_score``,
+    ``roc_auc_score``). AUC is averaged over the classes present in ``labels`` with at least
+    one negative; it is ``None`` when no class can be scored (e.g. an evaluation set of one
+    class). Per-class accuracy is recall: the share of a class's rows predicted as it.
+
+    Args:
+        labels: true class indices (N,).
+        probs: class probabilities (N, K), K = ``len(class_names)``; the prediction is the
+            arg-max.
+        class_names: the classes, in column order.
+
+    Returns:
+        ``n``; ``accuracy``, ``balanced_accuracy`` and ``macro_auc`` in [0, 1] (the last
+        possibly ``None``); ``per_class``: ``{name: {"n", "accuracy" (None without rows)}}``.
+
+    Raises:
+        ValueError: an empty set.
     """
     y = np.asarray(labels, dtype=np.int64)
     p = np.asarray(probs, dtype=np.float64)
@@ -64,6 +79,20 @@ def evaluate(
     batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> dict[str, Any]:
-    """:func:`classification_metrics` of ``model`` on ``dataset``."""
+    """Compute :func:`classification_metrics` of ``model`` on ``dataset`` (eval mode, softmax).
+
+    Args:
+        model: the classifier; its training mode is restored afterwards.
+        dataset: (image, label) pairs.
+        class_names: the classes, in output order.
+        batch_size: images per forward pass (default: :func:`inference_batch_size`).
+        device: where to compute (default: the model's device).
+
+    Returns:
+        The metrics dict of :func:`classification_metrics`.
+
+    Raises:
+        ValueError: an empty dataset.
+    """
     logits, labels = predict_logits(model, dataset, batch_size, device)
     return classification_metrics(labels, torch.softmax(logits, dim=1), class_names)

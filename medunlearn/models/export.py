@@ -50,6 +50,8 @@ class ExportError(RuntimeError):
 
 @dataclass
 class Parity:
+    """ONNX runtime vs PyTorch on the same images: largest logit difference and label agreement."""
+
     n_images: int
     max_abs_diff: float
     labels_identical: bool
@@ -57,9 +59,15 @@ class Parity:
 
     @property
     def passed(self) -> bool:
+        """Whether labels agree everywhere and ``max_abs_diff <= atol`` (logit units)."""
         return self.labels_identical and self.max_abs_diff <= self.atol
 
     def to_dict(self) -> dict[str, Any]:
+        """Return the check as a JSON-ready dict.
+
+        Returns:
+            Every field, plus ``passed``.
+        """
         return {**asdict(self), "passed": self.passed}
 
 
@@ -80,7 +88,7 @@ class Exported:
 
 
 def input_contract(input_shape: list[int], normalization: dict[str, list[float]]) -> dict:
-    """What the exported graph expects as input.
+    """Describe what the exported graph expects as input.
 
     Args:
         input_shape: (C, H, W) of one image, as the checkpoint records it.
@@ -107,7 +115,7 @@ def input_contract(input_shape: list[int], normalization: dict[str, list[float]]
 def serving_metadata(
     meta: Any, version: str | None, retired_classes: list[str] | tuple[str, ...] = ()
 ) -> dict[str, Any]:
-    """The metadata every exported file carries for its serving team.
+    """Build the metadata every exported file carries for its serving team.
 
     Args:
         meta: the model's ``CheckpointMeta`` (classes, input shape, normalisation).
@@ -116,7 +124,8 @@ def serving_metadata(
             (still outputs of the graph: the head keeps its shape).
 
     Returns:
-        ``registry_version``, ``class_names``, ``retired_classes`` and ``input``.
+        ``registry_version``, ``class_names``, ``retired_classes`` and ``input``
+        (:func:`input_contract`).
     """
     return {
         "registry_version": version or "unregistered",
@@ -127,10 +136,18 @@ def serving_metadata(
 
 
 def strip_build_annotations(proto: Any) -> int:
-    """Remove the exporter's debugging annotations from every node (graph, subgraphs and
-    functions): node metadata and doc strings, which hold the building machine's source
-    paths and stack traces. Returns how many entries were removed. The graph's computation
-    is untouched (names, attributes and initializers are kept)."""
+    """Remove the exporter's debugging annotations, in place.
+
+    Node metadata and doc strings of the graph, its subgraphs and functions (and value-info
+    metadata) hold the building machine's source paths and stack traces. The graph's
+    computation is untouched (names, attributes and initializers are kept).
+
+    Args:
+        proto: an ``onnx.ModelProto``, modified in place.
+
+    Returns:
+        How many annotations were removed (metadata entries and non-empty doc strings).
+    """
     import onnx
 
     removed = 0
@@ -179,10 +196,24 @@ def export_onnx(
 ) -> Exported:
     """Export ``model`` (CPU, eval, float32) to one ONNX file with a dynamic batch axis.
 
-    ``example`` is a batch of at least 2 images of the model's input shape (N, C, H, W),
-    [0, 1] pixels after the model's transform. With ``graph_cache`` (a folder), the graph of
-    an earlier export of the same architecture is reused with this model's weights (module
-    docstring). The file is written atomically after ``onnx.checker`` accepts it.
+    With ``graph_cache`` (a folder), the graph of an earlier export of the same architecture
+    is reused with this model's weights (module docstring); a fresh trace is stored there
+    when its initializers are exactly the state dict. Build annotations are stripped and
+    ``metadata`` set as the model's properties. The file is written atomically after
+    ``onnx.checker`` (``full_check``) accepts it. The model is moved to the CPU as float32
+    in eval mode (in place).
+
+    Args:
+        model: the model to export.
+        path: the ``.onnx`` file to write.
+        example: a batch of at least 2 images of the model's input shape (N, C, H, W), [0, 1]
+            pixels.
+        metadata: properties to record; non-text values are stored as sorted JSON.
+        opset: the ONNX opset (default: the exporter's).
+        graph_cache: folder of graph templates, or ``None`` to always trace.
+
+    Returns:
+        Where the file went, whether its graph came from a template, and the graph's key.
 
     Raises:
         ExportError: a bad example, or ``onnx.checker`` rejects the export.
@@ -213,7 +244,20 @@ def export_onnx(
 
 
 def graph_key(model: torch.nn.Module, example: torch.Tensor, opset: int | None = None) -> str:
-    """sha256 (16 hex) of everything that shapes the exported graph but not the weights."""
+    """Hash everything that shapes the exported graph but not the weights.
+
+    That is the module's class and ``repr`` tree, the state-dict names, shapes and dtypes,
+    the input's (C, H, W), the opset, the core's source hash and the torch, onnx, onnxscript
+    and MONAI versions.
+
+    Args:
+        model: the model.
+        example: an input batch (N, C, H, W); N is not part of the key.
+        opset: the ONNX opset, or ``None``.
+
+    Returns:
+        The first 16 hex digits of the SHA-256.
+    """
     import monai
     import onnx
     import onnxscript
@@ -306,9 +350,27 @@ def export_checked(
     atol: float = 1e-4,
     graph_cache: str | Path | None = None,
 ) -> tuple[Exported, Parity]:
-    """Export, then the parity check on ``images``; a graph template that fails it is
-    deleted and the model traced afresh, so a stale template never decides the result.
-    The caller refuses the export when the returned parity did not pass."""
+    """Export, then check parity on ``images``; a failing template is discarded and retraced.
+
+    A graph template that fails the check is deleted and the model traced afresh, so a
+    stale template never decides the result. The caller refuses the export when the
+    returned parity did not pass.
+
+    Args:
+        model: the model to export.
+        path: the ``.onnx`` file.
+        example: a batch of at least 2 images (N, C, H, W), [0, 1] pixels.
+        images: the images of the parity check (the validation split).
+        metadata: properties to record in the file.
+        atol: largest allowed |logit difference|.
+        graph_cache: folder of graph templates, or ``None``.
+
+    Returns:
+        ``(exported, parity)``.
+
+    Raises:
+        ExportError: the export is invalid, or ``images`` is empty.
+    """
     exported = export_onnx(model, path, example, metadata, graph_cache=graph_cache)
     parity = check_parity(model, exported.path, images, atol=atol)
     if exported.from_template and not parity.passed:
@@ -319,7 +381,14 @@ def export_checked(
 
 
 def read_metadata(path: str | Path) -> dict[str, str]:
-    """The metadata properties of an ONNX file."""
+    """Read the metadata properties of an ONNX file (weights are not loaded).
+
+    Args:
+        path: the ``.onnx`` file.
+
+    Returns:
+        Property name -> text value.
+    """
     import onnx
 
     proto = onnx.load(str(path), load_external_data=False)
@@ -333,7 +402,22 @@ def check_parity(
     atol: float = 1e-4,
     batch_size: int = 128,
 ) -> Parity:
-    """Run ``images`` through onnxruntime and PyTorch (CPU, float32) and compare logits."""
+    """Run ``images`` through onnxruntime and PyTorch (CPU, float32) and compare logits.
+
+    Args:
+        model: the PyTorch model (moved to the CPU as float32, eval mode, in place).
+        onnx_path: the exported file.
+        images: (image, label) pairs, images (C, H, W) in [0, 1].
+        atol: largest allowed |logit difference|, recorded in the result.
+        batch_size: images per run.
+
+    Returns:
+        The number of images, the largest |logit difference|, whether the arg-max labels
+        agree for every image, and ``atol``.
+
+    Raises:
+        ExportError: ``images`` is empty.
+    """
     import onnxruntime as ort
 
     options = ort.SessionOptions()

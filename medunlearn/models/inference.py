@@ -18,8 +18,19 @@ GPU_BATCH_SIZE = 256
 
 
 def inference_batch_size(dataset: Dataset, device: torch.device) -> int:
-    """Images per forward pass: ``GPU_BATCH_SIZE`` on an accelerator; on a CPU as many
-    (H, W) images as fit ``CPU_BATCH_PIXELS`` (1 to 256)."""
+    """Choose images per forward pass for ``dataset`` on ``device``.
+
+    ``GPU_BATCH_SIZE`` (256) on an accelerator or for an empty dataset; on a CPU as many
+    (H, W) images as fit ``CPU_BATCH_PIXELS`` (32,768 pixels), 1 to 256 (measured: one
+    batch's activations staying in cache is fastest).
+
+    Args:
+        dataset: the images (the first one's shape is read).
+        device: where the forward passes run.
+
+    Returns:
+        The batch size.
+    """
     if device.type != "cpu" or len(dataset) == 0:
         return GPU_BATCH_SIZE
     if isinstance(dataset, LabelledImages) and dataset.images is not None:
@@ -37,10 +48,22 @@ def predict_logits(
     batch_size: int | None = None,
     device: torch.device | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits (float32, on CPU) and labels for every item, in dataset order, in eval mode.
+    """Compute logits and labels for every item, in dataset order, in eval mode.
 
-    ``batch_size`` defaults to :func:`inference_batch_size` (eval mode: the result does not
-    depend on it beyond float rounding)."""
+    The model's training mode is restored afterwards; bf16 autocast applies on CUDA.
+
+    Args:
+        model: the classifier.
+        dataset: (image, label) pairs; a ``LabelledImages`` is batched without a
+            ``DataLoader``.
+        batch_size: images per forward pass; defaults to :func:`inference_batch_size` (eval
+            mode: the result does not depend on it beyond float rounding).
+        device: where to compute (default: the model's device).
+
+    Returns:
+        ``(logits, labels)``: float32 (N, K) and int64 (N,), on the CPU; (0, 0) and (0,)
+        for an empty dataset.
+    """
     device = device or next(model.parameters()).device
     batch_size = batch_size or inference_batch_size(dataset, device)
     was_training = model.training
@@ -63,7 +86,7 @@ def predict_logits(
 
 
 class LogitCache:
-    """``predict_logits`` of one model, computed once per split.
+    """Memoise ``predict_logits`` of one model, computed once per split.
 
     Metrics and attacks ask for many overlapping cohorts (forget/retain, matched held-out
     rows, shadow sets), all cut from the train, val and test splits. A cohort that knows
@@ -71,6 +94,9 @@ class LogitCache:
     ``ConcatDataset``) is served by indexing its split's logits, so each split costs one
     forward pass per model; anything else is computed once per dataset object. The model
     must not change while the cache is in use.
+
+    Args:
+        model: the classifier whose logits are cached.
     """
 
     def __init__(self, model: torch.nn.Module):
@@ -84,6 +110,15 @@ class LogitCache:
         return self._memo[key][1]
 
     def __call__(self, dataset: Dataset) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the logits and labels of ``dataset``, computing its split's at most once.
+
+        Args:
+            dataset: a set, a subset of one (``root``/``root_index``) or a ``ConcatDataset``
+                of such.
+
+        Returns:
+            ``(logits, labels)``: float32 (N, K) and int64 (N,) on the CPU, in dataset order.
+        """
         if isinstance(dataset, ConcatDataset):
             parts = [self(d) for d in dataset.datasets]
             if parts and all(len(lab) for _, lab in parts):

@@ -66,6 +66,18 @@ class TrainConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> TrainConfig:
+        """Read the ``train`` section; keys that are not fields (model, outputs) are ignored.
+
+        Args:
+            section: the ``train`` section of ``params.yaml``.
+
+        Returns:
+            The recipe.
+
+        Raises:
+            ValueError: an unknown ``select_metric``, or ``epochs``/``batch_size`` below 1.
+            TypeError: a field of the wrong kind for the dataclass (e.g. a mapping as ``lr``).
+        """
         known = set(cls.__dataclass_fields__)
         cfg = cls(**{k: v for k, v in section.items() if k in known})
         if cfg.select_metric not in SELECT_METRICS:
@@ -77,6 +89,8 @@ class TrainConfig:
 
 @dataclass
 class EpochLog:
+    """One epoch of training: loss, accuracies in [0, 1], and timings in seconds."""
+
     epoch: int
     train_loss: float
     train_accuracy: float
@@ -89,6 +103,8 @@ class EpochLog:
 
 @dataclass
 class TrainResult:
+    """A trained model (weights of the best epoch), its epoch log and wall time (seconds)."""
+
     model: ZooModel
     best_epoch: int
     history: list[EpochLog]
@@ -96,13 +112,25 @@ class TrainResult:
 
     @property
     def seconds_per_epoch(self) -> float:
+        """Mean wall time of an epoch in seconds (steps, validation, keeping the best state)."""
         return float(np.mean([h.seconds for h in self.history]))
 
 
 def channel_statistics(
     dataset: LabelledImages, batch_size: int = 512
 ) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of the (un-augmented) training images, in [0, 1] space."""
+    """Compute per-channel mean and std of the (un-augmented) training images.
+
+    Accumulated in float64 over batches; the standard deviation is the population one
+    (ddof 0).
+
+    Args:
+        dataset: the training images (N, C, H, W), [0, 1].
+        batch_size: images per batch while accumulating.
+
+    Returns:
+        ``(mean, std)``: one float per channel each, in [0, 1] pixel units.
+    """
     total = total_sq = count = 0.0
     for images, _ in iterate_batches(dataset, batch_size):
         images = images.double()
@@ -115,6 +143,18 @@ def channel_statistics(
 
 
 def make_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Build the optimiser the recipe names over all of ``model``'s parameters.
+
+    Args:
+        model: the model to train.
+        cfg: the recipe (``optimizer``, ``lr``, ``weight_decay``, ``momentum`` for SGD).
+
+    Returns:
+        ``torch.optim.Adam``, ``AdamW`` or ``SGD``.
+
+    Raises:
+        ValueError: an unknown optimizer.
+    """
     if cfg.optimizer == "adam":
         return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == "adamw":
@@ -150,7 +190,28 @@ def train_classifier(
     """Train ``model`` on ``train``; return the weights of the best epoch on ``val``.
 
     The input normalisation inside the model is set from the training images first, so the
-    checkpoint carries the statistics it was trained with.
+    checkpoint carries the statistics it was trained with. Each epoch shuffles (seeded) and
+    augments, drops an incomplete last batch when there are more images than one batch, and
+    steps a cosine schedule per batch; the epoch with the best ``cfg.select_metric`` on
+    ``val`` wins (ties: the earlier). The model is trained in place.
+
+    Args:
+        model: the untrained (or starting) model.
+        train: training images, (C, H, W) in [0, 1].
+        val: validation images.
+        class_names: the classes, in output order.
+        cfg: the recipe (epochs, optimiser, augmentation, seed, device, precision, ...).
+        on_epoch: called with each epoch's log.
+        progress: show a tqdm bar per epoch.
+
+    Returns:
+        The model in eval mode with the best epoch's weights (on ``cfg.device``), that
+        epoch, every epoch's log and the wall time in seconds.
+
+    Raises:
+        ValueError: an empty training or validation set, or an unknown optimizer or class
+            weighting.
+        RuntimeError: CUDA was requested but is not available.
     """
     if len(train) == 0 or len(val) == 0:
         raise ValueError("training and validation sets must not be empty")
@@ -247,7 +308,17 @@ def train_classifier(
 
 
 def training_report(result: TrainResult, metrics: dict[str, Any], **context: Any) -> dict[str, Any]:
-    """The JSON report of a training run (DVC metrics file): context, best epoch, metrics."""
+    """Build the JSON report of a training run (DVC metrics file).
+
+    Args:
+        result: the training's result.
+        metrics: ``{"val": ..., "test": ...}`` classification metrics of the model.
+        **context: fields written first (model, data version, params hash, ...).
+
+    Returns:
+        ``context`` plus ``best_epoch``, ``epochs``, ``seconds`` and ``seconds_per_epoch``
+        (rounded to 0.01 s), ``val`` and ``test``.
+    """
     return {
         **context,
         "best_epoch": result.best_epoch,
@@ -260,5 +331,12 @@ def training_report(result: TrainResult, metrics: dict[str, Any], **context: Any
 
 
 def history_rows(result: TrainResult) -> list[dict[str, Any]]:
-    """Per-epoch rows for ``dvc plots`` (loss and accuracy curves)."""
+    """Return one row per epoch for ``dvc plots`` (loss and accuracy curves).
+
+    Args:
+        result: the training's result.
+
+    Returns:
+        Each :class:`EpochLog` as a dict.
+    """
     return [asdict(h) for h in result.history]

@@ -1,6 +1,8 @@
-"""The model zoo, selected by name in ``params.yaml``: ``allcnn``, ``resnet18``,
-``densenet121``, ``efficientnet-b0`` (the last three from MONAI, never pretrained: weights
-would need a download, and ImageNet features are not what a clinical model was validated on).
+"""The model zoo, selected by name in ``params.yaml``.
+
+``allcnn``, ``resnet18``, ``densenet121``, ``efficientnet-b0`` (the last three from MONAI,
+never pretrained: weights would need a download, and ImageNet features are not what a
+clinical model was validated on).
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ def _allcnn(
 def _resnet18(
     in_channels: int, image_size: int, stem: str = "auto", widen_factor: float = 1.0
 ) -> tuple[nn.Module, int]:
-    """MONAI ResNet-18; images of 32 px or less get the CIFAR stem (3x3, stride 1, no max-pool),
-    as in the MedMNIST v2 baselines, otherwise 28 px inputs shrink to 1 px by layer 3."""
+    """Build MONAI's ResNet-18 body; images of 32 px or less get the CIFAR stem.
+
+    The CIFAR stem is 3x3, stride 1, no max-pool, as in the MedMNIST v2 baselines; otherwise
+    28 px inputs shrink to 1 px by layer 3.
+    """
     small = image_size <= 32 if stem == "auto" else stem == "small"
     net = resnet18(
         spatial_dims=2,
@@ -50,8 +55,10 @@ def _resnet18(
 
 
 def _densenet121(in_channels: int, image_size: int, stem: str = "auto") -> tuple[nn.Module, int]:
-    """MONAI DenseNet-121; small images get a 3x3 stride-1 stem without pooling, since the
-    ImageNet stem (/4) plus three transitions (/8) leaves nothing of a 28 px image."""
+    """Build MONAI's DenseNet-121 body; small images get a 3x3 stride-1 stem without pooling.
+
+    The ImageNet stem (/4) plus three transitions (/8) leaves nothing of a 28 px image.
+    """
     net = DenseNet121(spatial_dims=2, in_channels=in_channels, out_channels=1, pretrained=False)
     if (image_size <= 32) if stem == "auto" else stem == "small":
         width = net.features.conv0.out_channels
@@ -75,9 +82,12 @@ _B0_BLOCKS = [
 
 
 def _efficientnet_b0(in_channels: int, image_size: int) -> tuple[nn.Module, int]:
-    """MONAI EfficientNet-B0, untrained. ``EfficientNetBN`` bakes its "same" padding for
-    224 px, which breaks on 28 px inputs, so the net is built from B0's arguments with the
-    real image size (width/depth 1.0, dropout 0.2, drop-connect 0.2 as in ``efficientnet_params``)."""
+    """Build MONAI's EfficientNet-B0 body, untrained, for the real image size.
+
+    ``EfficientNetBN`` bakes its "same" padding for 224 px, which breaks on 28 px inputs, so
+    the net is built from B0's arguments with the real image size (width/depth 1.0, dropout
+    0.2, drop-connect 0.2 as in ``efficientnet_params``).
+    """
     width, depth, _, dropout, drop_connect = efficientnet_params["efficientnet-b0"]
     net = EfficientNet(
         _B0_BLOCKS,
@@ -96,8 +106,11 @@ def _efficientnet_b0(in_channels: int, image_size: int) -> tuple[nn.Module, int]
 
 
 class ModelError(Refusal, ValueError):
-    """An unknown architecture or an option it does not take (``train.model``,
-    ``train.model_kwargs``); the message names the key and the nearest valid one."""
+    """An unknown architecture or an option it does not take.
+
+    The message names the key (``train.model``, ``train.model_kwargs``) and the nearest valid
+    one.
+    """
 
 
 BODIES: dict[str, Callable[..., tuple[nn.Module, int]]] = {
@@ -116,10 +129,27 @@ def build_model(
     seed: int | None = None,
     **kwargs: Any,
 ) -> ZooModel:
-    """Build a zoo model by name; ``kwargs`` are the architecture's options (e.g. ``width``).
+    """Build a zoo model by name.
 
-    With ``seed`` the initial weights depend on it alone (the global RNG is left as it was),
-    so the same params give the same model whatever ran before.
+    With ``seed`` the initial weights depend on it alone (the global RNG is forked and left as
+    it was, under :data:`~medunlearn.models.device.GLOBAL_RNG_LOCK`), so the same params give
+    the same model whatever ran before. Without it they come from the global RNG.
+
+    Args:
+        name: ``allcnn``, ``resnet18``, ``densenet121`` or ``efficientnet-b0``.
+        num_classes: number of output logits.
+        in_channels: input channels (1 or 3).
+        image_size: square input size, pixels (chooses the small-image stems).
+        seed: seed of the initial weights, or ``None``.
+        **kwargs: the architecture's options (e.g. ``width``, ``dropout``, ``stem``).
+
+    Returns:
+        The untrained model (identity normalisation), with ``config`` recording every
+        argument but the seed.
+
+    Raises:
+        ModelError: an unknown architecture or option (the nearest valid one suggested), or
+            an option value the architecture rejects.
     """
     if name not in BODIES:
         near = difflib.get_close_matches(str(name), list(BODIES), n=1)
@@ -154,7 +184,18 @@ def build_model(
 
 
 def rebuild(config: dict[str, Any]) -> ZooModel:
-    """Build an (untrained) model from the ``config`` a ``ZooModel`` carries."""
+    """Build an (untrained) model from the ``config`` a ``ZooModel`` carries.
+
+    Args:
+        config: ``name``, ``num_classes``, ``in_channels``, ``image_size`` and ``kwargs``.
+
+    Returns:
+        A model of the same architecture, with fresh weights.
+
+    Raises:
+        ModelError: the architecture or an option is unknown.
+        KeyError: ``config`` lacks a required key.
+    """
     return build_model(
         config["name"],
         config["num_classes"],

@@ -1,5 +1,7 @@
-"""Unlearning: the PSG method (inner + outer problem), the baselines, composition of runs
-and the candidate sweep. Forget requests and cohorts are data (``medunlearn.data.request``)."""
+"""Unlearning: PSG (inner + outer problem), the baselines, composition and the candidate sweep.
+
+Forget requests and cohorts are data (``medunlearn.data.request``).
+"""
 
 from medunlearn.unlearn.psg import PSGConfig, UnlearnResult, boundary_search, psg_unlearn
 

@@ -24,7 +24,17 @@ from medunlearn.data.augment import BatchAugmentation
 def augmentation_spec(
     model: nn.Module, augment: bool = True, spec: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """The augmentation settings a run uses: ``{}`` when off or unknown."""
+    """Return the augmentation settings a run uses.
+
+    Args:
+        model: the deployed model (its ``train_augmentation`` attribute, set when loaded from
+            a checkpoint).
+        augment: use an augmentation at all (a method's ``augment`` setting).
+        spec: the method's own ``{flip, rotate_deg, shift}``, replacing the recorded one.
+
+    Returns:
+        A copy of the settings; ``{}`` when off or not recorded.
+    """
     if not augment:
         return {}
     if spec is not None:
@@ -38,7 +48,16 @@ def training_transform(
     augment: bool = True,
     spec: Mapping[str, Any] | None = None,
 ) -> BatchAugmentation | None:
-    """The run's seeded batch augmentation, or ``None`` when off or not recorded.
+    """Build the run's seeded batch augmentation.
+
+    Args:
+        model: the deployed model (its recorded ``train_augmentation``).
+        seed: seed of the augmentation's generator.
+        augment: use an augmentation at all.
+        spec: the method's own settings, replacing the recorded ones.
+
+    Returns:
+        The augmentation, or ``None`` when off or not recorded.
 
     Raises:
         ValueError: an unknown augmentation key or an out-of-range value (named).

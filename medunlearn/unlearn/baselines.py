@@ -53,7 +53,15 @@ from medunlearn.unlearn.psg import set_bn_eval
 
 
 def trainable_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """A copy of ``model`` on ``device`` with gradients on and BatchNorm statistics frozen."""
+    """Copy ``model`` to ``device`` with gradients on and BatchNorm statistics frozen.
+
+    Args:
+        model: the deployed model (not modified).
+        device: where the copy goes.
+
+    Returns:
+        The copy, in train mode except its BatchNorm layers (eval mode).
+    """
     model = copy.deepcopy(model).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
@@ -63,6 +71,17 @@ def trainable_copy(model: nn.Module, device: torch.device) -> nn.Module:
 
 
 def sgd(model: nn.Module, lr: float, momentum: float = 0.9, weight_decay: float = 0.0):
+    """Build SGD over all of ``model``'s parameters.
+
+    Args:
+        model: the model to train.
+        lr: learning rate.
+        momentum: momentum.
+        weight_decay: L2 weight decay.
+
+    Returns:
+        ``torch.optim.SGD``.
+    """
     return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
 
 
@@ -73,7 +92,18 @@ def batches(
     device: torch.device,
     augment: BatchAugmentation | None = None,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """One shuffled pass over ``images`` on ``device``, through ``augment`` when given."""
+    """Make one shuffled pass over ``images`` on ``device``, through ``augment`` when given.
+
+    Args:
+        images: the images.
+        batch_size: images per batch.
+        generator: the run's seeded CPU generator.
+        device: where the batches go.
+        augment: the run's augmentation, or ``None``.
+
+    Returns:
+        An iterator of ``(x (B, C, H, W) in [0, 1], y (B,))`` batches.
+    """
     return iterate_batches(
         images, batch_size, shuffle=True, generator=generator, device=device, augment=augment
     )
@@ -113,19 +143,37 @@ def finetune(
 ) -> nn.Module:
     """Fine-tune on retain-train; with ``l1 > 0`` this is l1-sparse unlearning.
 
-    The l1 weight decays linearly from ``l1`` to 0 over the run (Jia et al.'s schedule),
-    so the model is pushed to a sparse solution early and recovers accuracy late.
+    SGD with cross-entropy on retain-train only (the forget set is not used). The l1 weight
+    decays linearly from ``l1`` to 0 over the run (Jia et al., NeurIPS 2023), so the model is
+    pushed to a sparse solution early and recovers accuracy late.
 
     Args:
+        model: the deployed model (not modified).
+        forget: forget-train images (unused: the signature is every baseline's).
+        retain: retain-train images.
+        epochs: passes over ``retain``.
+        lr: SGD learning rate (the start of the cosine schedule).
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        batch_size: images per step.
+        l1: starting weight of the l1 penalty on all parameters (0: plain fine-tuning).
         schedule: ``"constant"`` (``lr`` throughout) or ``"cosine"`` (``lr`` decays to 0
             over the run's batches).
         max_grad_norm: when > 0, each batch's gradient is rescaled to at most this total
             l2 norm (``torch.nn.utils.clip_grad_norm_``) before the step: SGD at lr 1e-2
             from the demo's deployed model diverged to NaN without it (BatchNorm is frozen,
             so nothing else bounds the first steps).
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The fine-tuned copy, in eval mode.
 
     Raises:
-        ValueError: an unknown ``schedule`` or a negative ``max_grad_norm``.
+        ValueError: an unknown ``schedule``, a negative ``max_grad_norm``, or an invalid
+            augmentation.
     """
     if schedule not in ("constant", "cosine"):
         raise ValueError(f"finetune: schedule must be 'constant' or 'cosine', not {schedule!r}")
@@ -173,7 +221,31 @@ def neggrad_plus(
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """Gradient ascent on forget and descent on retain, one retain batch per forget batch."""
+    """Run NegGrad+ (Kurmanji et al., NeurIPS 2023): ascent on forget, descent on retain.
+
+    Each step: ``alpha * CE(retain batch) - (1 - alpha) * CE(forget batch)``, one retain
+    batch (an endless shuffled stream) per forget batch.
+
+    Args:
+        model: the deployed model (not modified).
+        forget: forget-train images.
+        retain: retain-train images.
+        epochs: passes over ``forget``.
+        lr: SGD learning rate.
+        alpha: weight of the retain term, in [0, 1].
+        momentum: SGD momentum.
+        batch_size: images per batch (both sides).
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The unlearned copy, in eval mode.
+
+    Raises:
+        ValueError: ``retain`` is empty (on the first step) or the augmentation is invalid.
+    """
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
     optimizer = sgd(student, lr, momentum)
@@ -193,7 +265,16 @@ def neggrad_plus(
 
 
 def uniform_labels(n: int, num_classes: int, generator: torch.Generator) -> torch.Tensor:
-    """``n`` labels drawn uniformly from all ``num_classes`` (SalUn's ``torch.randint``)."""
+    """Draw ``n`` labels uniformly from all ``num_classes`` (SalUn's ``torch.randint``).
+
+    Args:
+        n: number of labels.
+        num_classes: number of classes.
+        generator: the run's seeded CPU generator.
+
+    Returns:
+        int64 tensor (n,) on the CPU, values in [0, num_classes).
+    """
     return torch.randint(0, num_classes, (n,), generator=generator)
 
 
@@ -204,8 +285,11 @@ def _masked_step(
     mask: dict[str, torch.Tensor] | None,
     mask_decay: float = 0.0,
 ) -> None:
-    """One step; with a mask, weight decay (``mask_decay``) and the update reach only the
-    masked weights (the reference restores masked-out weights after each step instead)."""
+    """Take one optimiser step; with a mask, only masked weights move.
+
+    Weight decay (``mask_decay``) and the update reach only the masked weights (the
+    reference restores masked-out weights after each step instead).
+    """
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if mask is not None:
@@ -260,10 +344,27 @@ def random_label(
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """Random-label unlearning as SalUn's reference code runs it (see the module docstring).
+    """Run random-label unlearning as SalUn's reference code runs it (see the module docstring).
 
     SalUn trains 10 such epochs on CIFAR-10 (SGD, momentum 0.9, weight decay 5e-4); the
     default here is 3, each a full pass over the retain set, to fit the CPU budget.
+
+    Args:
+        model: the deployed model (not modified).
+        forget: forget-train images.
+        retain: retain-train images.
+        epochs: forget-then-retain passes.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        batch_size: images per batch.
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the labels, the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The unlearned copy, in eval mode.
     """
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
@@ -277,8 +378,24 @@ def random_label(
 def saliency_mask(
     model: nn.Module, forget: LabelledImages, ratio: float, device: torch.device
 ) -> dict[str, torch.Tensor]:
-    """SalUn's mask: 1 for the ``ratio`` fraction of weights with the largest |grad| of the
-    forget loss (one global threshold over all parameters), else 0."""
+    """Compute SalUn's weight-saliency mask (Fan et al., ICLR 2024, ``generate_mask.py``).
+
+    1 for the ``ratio`` fraction of weights with the largest |gradient| of the summed forget
+    cross-entropy (one global threshold over all parameters; ties at the threshold are
+    kept), else 0. Computed on un-augmented images; the gradients are cleared afterwards.
+
+    Args:
+        model: the model (its gradients are used and reset).
+        forget: forget-train images.
+        ratio: share of weights kept, in (0, 1].
+        device: where the images go (the model's device).
+
+    Returns:
+        Parameter name -> float 0/1 mask of the parameter's shape.
+
+    Raises:
+        ValueError: ``ratio`` outside (0, 1].
+    """
     if not 0 < ratio <= 1:
         raise ValueError(f"salun mask_ratio must be in (0, 1], got {ratio}")
     model.zero_grad(set_to_none=True)
@@ -308,8 +425,32 @@ def salun(
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """SalUn: the saliency mask (computed on un-augmented forget images, as in the paper's
-    ``generate_mask.py``), then random-label training moving only the masked weights."""
+    """Run SalUn: the saliency mask, then random-label training moving only the masked weights.
+
+    The mask is computed on un-augmented forget images, as in the paper's
+    ``generate_mask.py``; weight decay is applied to the masked weights only.
+
+    Args:
+        model: the deployed model (not modified).
+        forget: forget-train images.
+        retain: retain-train images.
+        epochs: forget-then-retain passes.
+        lr: SGD learning rate.
+        mask_ratio: share of weights that may move, in (0, 1].
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay, on masked weights only.
+        batch_size: images per batch.
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the labels, the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The unlearned copy, in eval mode.
+
+    Raises:
+        ValueError: ``mask_ratio`` outside (0, 1], or an invalid augmentation.
+    """
     student, dev, generator = _start(model, device, seed)
     mask = saliency_mask(student, forget, mask_ratio, dev)
     aug = _augment(model, seed, augment, augmentation)
@@ -366,9 +507,36 @@ def scrub(
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """SCRUB with the paper code's defaults (see the module docstring). Epochs count from 1;
-    the learning rate is ``lr * lr_decay_rate ** k`` where k = number of ``lr_decay_epochs``
-    strictly below the epoch (repdistiller's ``adjust_learning_rate``)."""
+    """Run SCRUB (Kurmanji et al., NeurIPS 2023) with the paper code's defaults.
+
+    See the module docstring. Epochs count from 1; the learning rate is
+    ``lr * lr_decay_rate ** k`` where k = number of ``lr_decay_epochs`` strictly below the
+    epoch (repdistiller's ``adjust_learning_rate``). KL terms are scaled by T^2.
+
+    Args:
+        model: the deployed model (the frozen teacher; not modified).
+        forget: forget-train images.
+        retain: retain-train images.
+        epochs: epochs in all (each ends with a min-step pass over ``retain``).
+        msteps: the first epochs that start with a max-step pass over ``forget``.
+        lr: starting SGD learning rate.
+        lr_decay_epochs: epochs after which the rate is multiplied by ``lr_decay_rate``.
+        lr_decay_rate: the rate's factor at each decay epoch.
+        alpha: weight of the KL term in the min step.
+        gamma: weight of the cross-entropy in the min step.
+        temperature: distillation temperature T.
+        momentum: SGD momentum.
+        weight_decay: L2 weight decay.
+        batch_size: retain images per batch.
+        forget_batch_size: forget images per batch.
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The unlearned student, in eval mode.
+    """
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
     teacher = copy.deepcopy(model).to(dev).eval()
@@ -412,8 +580,28 @@ def boundary_expand(
     seed: int = 0,
     device: str = "auto",
 ) -> nn.Module:
-    """Boundary Expanding: widen the head by one shadow class, fine-tune forget images into
-    it, then prune the shadow neuron so their features land in no real class's region."""
+    """Run Boundary Expanding (Chen et al., CVPR 2023).
+
+    Widen the head by one shadow class (its weights seeded), fine-tune forget images into it,
+    then prune the shadow neuron so their features land in no real class's region.
+
+    Args:
+        model: the deployed model (not modified; its head must be ``classifier``, a
+            ``nn.Linear``).
+        forget: forget-train images.
+        retain: retain-train images (unused: the signature is every baseline's).
+        epochs: passes over ``forget``.
+        lr: SGD learning rate.
+        momentum: SGD momentum.
+        batch_size: images per step.
+        augment: use the model's recorded training augmentation.
+        augmentation: settings replacing the recorded augmentation.
+        seed: seed of the shadow neuron, the shuffling and the augmentation.
+        device: ``auto``, ``cpu`` or ``cuda``.
+
+    Returns:
+        The unlearned copy (original head shape), in eval mode.
+    """
     student, dev, generator = _start(model, device, seed)
     aug = _augment(model, seed, augment, augmentation)
     head: nn.Linear = student.classifier

@@ -31,7 +31,19 @@ def _check_compatible(a: ZooModel, b: ZooModel) -> None:
 
 
 def swap(features_from: ZooModel, head_from: ZooModel) -> ZooModel:
-    """A model with ``features_from``'s feature extractor and ``head_from``'s head."""
+    """Combine ``features_from``'s feature extractor with ``head_from``'s head.
+
+    Args:
+        features_from: gives the ``norm.`` and ``body.`` state.
+        head_from: gives the ``classifier.`` state (and is copied as the container).
+
+    Returns:
+        A new model in eval mode; the inputs are not modified.
+
+    Raises:
+        ValueError: the two architectures differ.
+        RuntimeError: the state does not split into feature and head keys.
+    """
     _check_compatible(features_from, head_from)
     model = copy.deepcopy(head_from)
     missing, unexpected = model.load_state_dict(features_from.feature_state(), strict=False)
@@ -52,9 +64,25 @@ def fine_tune(
 ) -> ZooModel:
     """Fine-tune a composed model on retain-train with BatchNorm statistics kept fixed.
 
-    ``freeze_features`` trains the head only (the usual choice after a swap: the features
-    already retained well). Images go through the model's training augmentation unless
-    ``augment`` is false. Returns a new model; the input is not modified.
+    Adam, cross-entropy, seeded shuffling. ``freeze_features`` trains the head only (the
+    usual choice after a swap: the features already retained well). Images go through the
+    model's training augmentation unless ``augment`` is false.
+
+    Args:
+        model: the composed model (copied, not modified).
+        retain: retain-train images.
+        epochs: passes over ``retain``.
+        lr: Adam's learning rate.
+        freeze_features: train the head only.
+        batch_size: images per step.
+        seed: seed of the shuffling and the augmentation.
+        augment: use the model's recorded training augmentation.
+
+    Returns:
+        A new model in eval mode, every parameter trainable again.
+
+    Raises:
+        ValueError: the recorded augmentation is invalid.
     """
     model = copy.deepcopy(model)
     transform = training_transform(model, seed, augment)
@@ -88,9 +116,24 @@ def fine_tune(
 def interpolate(
     a: ZooModel, b: ZooModel, alpha: float, retain: LabelledImages | None = None
 ) -> ZooModel:
-    """theta = (1 - alpha) * theta_A + alpha * theta_B; BN statistics recomputed on ``retain``.
+    """Interpolate weights, theta = (1 - alpha) * theta_A + alpha * theta_B (``torch.lerp``).
 
-    At alpha 0 and 1 the endpoints are returned unchanged (statistics included).
+    Integer buffers (BatchNorm's batch counts) are taken from ``a``; BatchNorm statistics are
+    then recomputed on ``retain`` when given (averaged running statistics do not describe
+    the averaged network). At alpha 0 and 1 the endpoints are returned unchanged
+    (statistics included).
+
+    Args:
+        a: the model at alpha 0.
+        b: the model at alpha 1 (same architecture).
+        alpha: the interpolation point, in [0, 1].
+        retain: images to re-estimate BatchNorm statistics on, or ``None``.
+
+    Returns:
+        A new model in eval mode; the inputs are not modified.
+
+    Raises:
+        ValueError: the architectures differ, or ``alpha`` is outside [0, 1].
     """
     _check_compatible(a, b)
     if not 0 <= alpha <= 1:
@@ -121,7 +164,14 @@ class Candidate:
 
 
 def pareto_front(candidates: Sequence[Candidate]) -> list[Candidate]:
-    """Candidates not dominated by another (>= on both, > on one), in input order."""
+    """Return the candidates not dominated by another (>= on both, > on one), in input order.
+
+    Args:
+        candidates: models with their forgetting and retention (higher is better for both).
+
+    Returns:
+        The non-dominated candidates.
+    """
     front = []
     for c in candidates:
         dominated = any(

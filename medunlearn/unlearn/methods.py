@@ -37,12 +37,21 @@ class MethodConfigError(Refusal, ValueError):
 
 
 class Diverged(RuntimeError):
-    """A run's weights, buffers or outputs became NaN or inf: the run is rejected (reported as failed,
-    never scored, cached, composed or exported)."""
+    """A run's weights, buffers or outputs became NaN or inf: the run is rejected.
+
+    It is reported as failed, never scored, cached, composed or exported.
+    """
 
 
 def non_finite_tensors(model: nn.Module) -> list[str]:
-    """Names of the floating-point weights and buffers of ``model`` that hold NaN or inf."""
+    """List the floating-point weights and buffers of ``model`` that hold NaN or inf.
+
+    Args:
+        model: the model to inspect.
+
+    Returns:
+        State-dict names, in state-dict order.
+    """
     return [
         name
         for name, t in model.state_dict().items()
@@ -51,7 +60,15 @@ def non_finite_tensors(model: nn.Module) -> list[str]:
 
 
 def check_finite(model: nn.Module, what: str) -> None:
-    """Raise :class:`Diverged` naming ``what`` and the first non-finite tensors of ``model``."""
+    """Refuse a model with NaN or inf weights or buffers.
+
+    Args:
+        model: the model to inspect.
+        what: the run, named in the message (e.g. ``method 'psg'``).
+
+    Raises:
+        Diverged: naming ``what``, how many tensors and the first three.
+    """
     bad = non_finite_tensors(model)
     if bad:
         shown = ", ".join(bad[:3]) + (", ..." if len(bad) > 3 else "")
@@ -62,11 +79,20 @@ PROBE_IMAGES = 256  # per cohort: forget-train, retain-train and test
 
 
 def check_outputs(model: nn.Module, cohorts: Cohorts, what: str) -> None:
-    """Raise :class:`Diverged` when ``model`` gives NaN or inf logits on any of up to
-    ``PROBE_IMAGES`` images of forget-train, retain-train and test each (eval mode).
+    """Refuse a model that gives NaN or inf logits on probe images.
 
-    Finite weights can still overflow: a PSG run at lr 3e-3 on the demo kept every weight
-    finite and gave NaN logits, which crashed evaluation (issue 26).
+    Up to ``PROBE_IMAGES`` (256) images each of forget-train, retain-train and test are run
+    in eval mode without gradients (the model's mode is restored). Finite weights can still
+    overflow: a PSG run at lr 3e-3 on the demo kept every weight finite and gave NaN logits,
+    which crashed evaluation (issue 26).
+
+    Args:
+        model: the model to probe.
+        cohorts: the request's cohorts.
+        what: the run, named in the message.
+
+    Raises:
+        Diverged: some probe image has a non-finite logit (counted).
     """
     was_training = model.training
     model.eval()
@@ -101,7 +127,20 @@ def _keyword_defaults(fn: Callable) -> dict[str, Any]:
 
 
 def allowed_settings(name: str) -> set[str]:
-    """Every setting ``name`` accepts (``MethodConfigError`` for an unknown method)."""
+    """List every setting a method accepts.
+
+    Args:
+        name: a key of :data:`METHODS`.
+
+    Returns:
+        ``PSGConfig`` fields for ``psg`` (less :data:`BOUNDARY_SHRINK` for
+        ``boundary_shrink``), ``TrainConfig`` fields for ``retrain``,
+        :data:`COMPOSE_DEFAULTS` keys for ``psg_compose``, else the baseline's keyword
+        arguments.
+
+    Raises:
+        MethodConfigError: an unknown method.
+    """
     if name not in METHODS:
         raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
     if name in ("psg", "boundary_shrink"):
@@ -115,21 +154,49 @@ def allowed_settings(name: str) -> set[str]:
 
 
 def check_settings(name: str, cfg: Mapping[str, Any]) -> None:
-    """Refuse settings ``name`` does not know (before anything runs), naming them."""
+    """Refuse settings a method does not know, or values of the wrong type, before anything runs.
+
+    Args:
+        name: a key of :data:`METHODS`.
+        cfg: the method's settings.
+
+    Raises:
+        MethodConfigError: an unknown method or setting, or a value of the wrong scalar type
+            (all named).
+        ValueError: a PSG setting outside its allowed values.
+    """
     _check(name, cfg, allowed_settings(name))
     if name == "psg":
         psg_config(cfg)
 
 
 def psg_base(unlearn_section: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``unlearn`` section without its ``by_reason`` overrides (validated)."""
+    """Return the ``unlearn`` section without its ``by_reason`` overrides, validated.
+
+    Args:
+        unlearn_section: the ``unlearn`` section.
+
+    Returns:
+        A copy without ``by_reason``.
+
+    Raises:
+        MethodConfigError: an unknown setting or a value of the wrong type.
+        ValueError: a setting outside its allowed values.
+    """
     base = {k: v for k, v in unlearn_section.items() if k != "by_reason"}
     psg_config(base)
     return base
 
 
 def setting_defaults(name: str) -> dict[str, Any]:
-    """Each setting of ``name`` with its default (its type is the type a value must have)."""
+    """Return each setting of a method with its default (its type is the type a value must have).
+
+    Args:
+        name: a method name.
+
+    Returns:
+        Setting -> default; ``{}`` for a method without defaults or an unknown name.
+    """
     if name in ("psg", "boundary_shrink"):
         return {f.name: f.default for f in fields(PSGConfig) if f.default is not MISSING}
     if name == "retrain":
@@ -149,9 +216,11 @@ def _check(name: str, cfg: Mapping[str, Any], allowed: set[str]) -> None:
 
 
 def _check_types(name: str, cfg: Mapping[str, Any]) -> None:
-    """Refuse a value of the wrong scalar type, naming the setting. PyYAML reads ``1e-5``
-    (no dot) as the *string* '1e-5': it would reach the optimiser as text and, as a sweep
-    entry, differ from an identical float setting."""
+    """Refuse a value of the wrong scalar type, naming the setting.
+
+    PyYAML reads ``1e-5`` (no dot) as the *string* '1e-5': it would reach the optimiser as
+    text and, as a sweep entry, differ from an identical float setting.
+    """
     defaults = setting_defaults(name)
     for key, value in cfg.items():
         default = defaults.get(key)
@@ -187,19 +256,59 @@ def _baseline(fn: Callable, name: str) -> Method:
 
 
 def psg_config(cfg: Mapping[str, Any]) -> PSGConfig:
+    """Validate PSG settings and build the config.
+
+    Args:
+        cfg: PSG settings (a subset of ``PSGConfig`` fields; ``by_reason`` is not one).
+
+    Returns:
+        The config.
+
+    Raises:
+        MethodConfigError: an unknown setting or a value of the wrong type.
+        ValueError: a setting outside its allowed values.
+    """
     _check("psg", cfg, {f.name for f in fields(PSGConfig)})
     return PSGConfig.from_params(dict(cfg))
 
 
 def psg(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
-    """Perturbed sign-gradient unlearning (``medunlearn.unlearn.psg``); ``cfg`` = PSGConfig."""
+    """Run perturbed sign-gradient unlearning (:mod:`medunlearn.unlearn.psg`).
+
+    The run's statistics (without its config) are recorded as ``unlearn_info`` on the
+    returned model.
+
+    Args:
+        model: the deployed model (not modified).
+        cohorts: the request's cohorts (forget-train, retain-train).
+        cfg: ``PSGConfig`` fields.
+
+    Returns:
+        The unlearned model, in eval mode.
+
+    Raises:
+        MethodConfigError: an unknown setting or a value of the wrong type.
+        ValueError: a setting outside its allowed values.
+    """
     result = psg_unlearn(model, cohorts.forget_train, cohorts.retain_train, psg_config(cfg))
     result.model.unlearn_info = {k: v for k, v in result.stats.items() if k != "config"}
     return result.model
 
 
 def boundary_shrink(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
-    """Boundary Shrink: PSG with ``BOUNDARY_SHRINK`` inner settings (outer settings from cfg)."""
+    """Run Boundary Shrink: PSG with ``BOUNDARY_SHRINK`` inner settings.
+
+    Args:
+        model: the deployed model (not modified).
+        cohorts: the request's cohorts.
+        cfg: the outer settings (PSG fields other than :data:`BOUNDARY_SHRINK`'s).
+
+    Returns:
+        The unlearned model, in eval mode.
+
+    Raises:
+        MethodConfigError: ``cfg`` sets one of the fixed inner settings, or an unknown one.
+    """
     clash = set(cfg) & set(BOUNDARY_SHRINK)
     if clash:
         raise MethodConfigError(
@@ -209,8 +318,23 @@ def boundary_shrink(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) 
 
 
 def retrain(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
-    """The gold standard: the same architecture from fresh weights, trained on retain-train
-    with the deployed model's recipe (``cfg`` = TrainConfig fields), best epoch on retain-val."""
+    """Retrain from fresh weights on retain-train: the gold standard.
+
+    The same architecture, trained with the deployed model's recipe; the best epoch is
+    chosen on retain-val (retain-train when retain-val is empty).
+
+    Args:
+        model: the deployed model (its ``config`` gives the architecture; not modified).
+        cohorts: the request's cohorts.
+        cfg: ``TrainConfig`` fields (the seed also seeds the initial weights).
+
+    Returns:
+        The retrained model, in eval mode.
+
+    Raises:
+        MethodConfigError: an unknown setting or a value of the wrong type.
+        ValueError: an invalid recipe value.
+    """
     _check("retrain", cfg, {f.name for f in fields(TrainConfig)})
     recipe = TrainConfig.from_params(dict(cfg))
     c = model.config
@@ -239,11 +363,21 @@ COMPOSE_DEFAULTS: dict[str, Any] = {
 
 
 def forget_target(reason: str, setting: str) -> str:
-    """What forget accuracy a good unlearned model shows, without a retrain reference.
+    """Choose the forget accuracy a good unlearned model shows, without a retrain reference.
 
     ``zero`` for class retirement (a retired class must not be predicted); ``heldout``
     otherwise: forget-train accuracy should equal accuracy on held-out rows of the same
     selector, i.e. the forgotten rows look like data the model never saw.
+
+    Args:
+        reason: the request's reason.
+        setting: ``auto`` (by reason), ``zero`` or ``heldout``.
+
+    Returns:
+        ``zero`` or ``heldout``.
+
+    Raises:
+        MethodConfigError: an unknown setting.
     """
     if setting != "auto":
         if setting not in ("zero", "heldout"):
@@ -255,8 +389,23 @@ def forget_target(reason: str, setting: str) -> str:
 def selection_score(
     model: nn.Module, cohorts: Cohorts, target: str, weight: float
 ) -> dict[str, float]:
-    """Validation-only score of a candidate: retain-val accuracy minus ``weight`` times the
-    distance of its forget accuracy from the target (no test rows, no retrain model)."""
+    """Score a candidate on validation rows only (no test rows, no retrain model).
+
+    ``score = retain-val accuracy - weight * |forget accuracy - goal|``. With ``zero``, the
+    forget accuracy is on forget-val (forget-train when empty) and the goal 0; with
+    ``heldout``, on forget-train, the goal being the accuracy on forget-val (retain-val
+    when empty). An empty retain-val is replaced by retain-train.
+
+    Args:
+        model: the candidate.
+        cohorts: the request's cohorts.
+        target: ``zero`` or ``heldout`` (:func:`forget_target`).
+        weight: weight of the forget distance.
+
+    Returns:
+        ``retain_val``, ``forget``, ``goal`` (accuracies in [0, 1]; 0 when undefined) and
+        ``score``.
+    """
     retain = accuracy_on(
         model, cohorts.retain_val if len(cohorts.retain_val) else cohorts.retain_train
     )
@@ -277,12 +426,27 @@ def selection_score(
 
 
 def psg_compose(model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any]) -> nn.Module:
-    """A small PSG sweep, then composition, then a validation-only choice.
+    """Run a small PSG sweep, then composition, then a validation-only choice.
 
     Candidates: every sweep run; ``swap`` (features of the run that retained best on
     retain-val + head of the run that forgot best), head fine-tuned on retain-train; and
     weight interpolations between those two runs at ``alphas`` (BN statistics recomputed on
-    retain-train). The candidate with the best :func:`selection_score` wins.
+    retain-train). The candidate with the best :func:`selection_score` wins; the choice and
+    every score are recorded as ``unlearn_info``.
+
+    Args:
+        model: the deployed model (not modified).
+        cohorts: the request's cohorts.
+        cfg: :data:`COMPOSE_DEFAULTS` keys: ``psg`` (base settings), ``sweep`` (overrides,
+            one run each), ``alphas``, ``fine_tune_epochs``, ``fine_tune_lr``,
+            ``forget_target``, ``forget_weight``, ``seed``.
+
+    Returns:
+        The chosen candidate (a copy), in eval mode.
+
+    Raises:
+        MethodConfigError: an unknown setting, an empty sweep, or a bad ``forget_target``.
+        ValueError: a PSG setting outside its allowed values.
     """
     _check("psg_compose", cfg, set(COMPOSE_DEFAULTS))
     c = {**COMPOSE_DEFAULTS, **cfg}
@@ -376,12 +540,22 @@ METHOD_DEFAULTS: dict[str, dict[str, Any]] = {
 def run_method(
     name: str, model: nn.Module, cohorts: Cohorts, cfg: Mapping[str, Any] | None = None
 ) -> nn.Module:
-    """``METHODS[name]`` with the method's defaults under ``cfg``; ``model`` is not modified.
+    """Run ``METHODS[name]`` with the method's defaults under ``cfg``; ``model`` is not modified.
+
+    Args:
+        name: a key of :data:`METHODS`.
+        model: the deployed model.
+        cohorts: the request's cohorts.
+        cfg: the method's settings (over :data:`METHOD_DEFAULTS`), or ``None``.
+
+    Returns:
+        The unlearned model, in eval mode, checked finite.
 
     Raises:
         MethodConfigError: an unknown method or setting.
         Diverged: the run's weights or buffers became NaN or inf, or its outputs on probe
             images did (:func:`check_outputs`).
+        RuntimeError: the method modified the deployed model in place (a guard).
     """
     if name not in METHODS:
         raise MethodConfigError(f"unknown method '{name}'; choose one of {sorted(METHODS)}")
@@ -396,8 +570,23 @@ def run_method(
 
 
 def psg_settings(unlearn_section: Mapping[str, Any], reason: str) -> dict[str, Any]:
-    """PSG settings for a request reason: the ``unlearn`` section of ``params.yaml`` with its
-    ``by_reason[reason]`` overrides applied (the best measured config per reason)."""
+    """Return the PSG settings for a request reason.
+
+    The ``unlearn`` section of ``params.yaml`` with its ``by_reason[reason]`` overrides
+    applied (the best measured config per reason), validated.
+
+    Args:
+        unlearn_section: the ``unlearn`` section.
+        reason: the request's reason.
+
+    Returns:
+        The merged settings (without ``by_reason``).
+
+    Raises:
+        MethodConfigError: an unknown reason under ``by_reason``, an unknown setting or a
+            value of the wrong type.
+        ValueError: a setting outside its allowed values.
+    """
     section = dict(unlearn_section)
     by_reason = section.pop("by_reason", None) or {}
     unknown = set(by_reason) - set(REASONS)

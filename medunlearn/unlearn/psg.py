@@ -51,7 +51,15 @@ BN_MODES = ("frozen", "recompute", "train")
 
 @dataclass
 class PSGConfig:
-    """Settings of one PSG run (the ``unlearn`` section of ``params.yaml``)."""
+    """Settings of one PSG run (the ``unlearn`` section of ``params.yaml``).
+
+    Pixel-space settings (``step_size``, ``eps``) are in [0, 1] intensity units; ``lr`` is
+    the outer optimiser's learning rate.
+
+    Raises:
+        ValueError: a choice outside its allowed values (named ``unlearn.<key>``), or a
+            non-positive ``steps``, ``eps`` or ``step_size``.
+    """
 
     # inner problem
     steps: int = 1
@@ -108,8 +116,20 @@ class PSGConfig:
 
     @classmethod
     def from_params(cls, section: dict[str, Any]) -> PSGConfig:
-        """The base settings of a params section (``by_reason`` overrides are applied by
-        ``medunlearn.unlearn.methods.psg_settings``, which knows the request)."""
+        """Read the base settings of a params section.
+
+        ``by_reason`` overrides are applied by :func:`medunlearn.unlearn.methods.psg_settings`,
+        which knows the request; here ``by_reason`` is ignored.
+
+        Args:
+            section: the ``unlearn`` section (or a method's settings).
+
+        Returns:
+            The settings.
+
+        Raises:
+            ValueError: an unknown setting, or a value the config refuses.
+        """
         section = {k: v for k, v in section.items() if k != "by_reason"}
         unknown = set(section) - set(cls.__dataclass_fields__)
         if unknown:
@@ -129,12 +149,25 @@ class BoundarySearch:
 
 @dataclass
 class UnlearnResult:
+    """An unlearned model and the run's statistics (counts, epochs, seconds, settings)."""
+
     model: nn.Module
     stats: dict[str, Any] = field(default_factory=dict)
 
 
 def lam_at(lam: float, schedule: str, k: int, steps: int) -> float:
-    """lambda for step k (0-based) under a schedule."""
+    """Return lambda (the pull back to x0) for inner step ``k`` under a schedule.
+
+    Args:
+        lam: the base lambda.
+        schedule: ``none`` (constant), ``inverse`` (lam / (k + 1)), ``exp`` (lam * e^-k) or
+            ``linear`` (lam * (1 - k / steps)); any other value is treated as linear.
+        k: the step, 0-based.
+        steps: the number of inner steps.
+
+    Returns:
+        lambda at step ``k``.
+    """
     if schedule == "none":
         return lam
     if schedule == "inverse":
@@ -147,7 +180,18 @@ def lam_at(lam: float, schedule: str, k: int, steps: int) -> float:
 def sample_noise(
     kind: str, shape: torch.Size, generator: torch.Generator, device: torch.device
 ) -> torch.Tensor:
-    """Unit-scale noise of a given family, drawn from a seeded generator (on CPU, then moved)."""
+    """Draw unit-scale noise of a given family from a seeded generator (on the CPU, then moved).
+
+    Args:
+        kind: ``normal``; ``uniform`` (on [-1, 1]); ``laplace`` (scale 1); anything else is
+            ``cauchy`` (scale 1).
+        shape: the noise's shape.
+        generator: the run's seeded CPU generator (advanced).
+        device: where the noise goes.
+
+    Returns:
+        float32 tensor of ``shape`` on ``device``.
+    """
     if kind == "normal":
         z = torch.randn(shape, generator=generator)
     else:
@@ -170,7 +214,26 @@ def boundary_search(
     eps: float | None = None,
     step_size: float | None = None,
 ) -> BoundarySearch:
-    """The inner problem for one batch, on the frozen model ``f0`` (kept in eval mode)."""
+    """Solve the inner problem for one batch, on the frozen model ``f0`` (kept in eval mode).
+
+    K = ``cfg.steps`` perturbed sign-gradient steps in [0, 1] pixel space (module
+    docstring), the total displacement projected onto the L-inf ball of radius ``eps``
+    each step, then onto [0, 1]. With ``early_exit`` an image stops moving once ``f0``
+    changes its label.
+
+    Args:
+        f0: the frozen original model.
+        x0: forget images (N, C, H, W) in [0, 1], on ``f0``'s device.
+        y: their labels (N,).
+        cfg: the run's settings (steps, lambda schedule, noise, early exit).
+        generator: seeded CPU generator of the noise.
+        eps: L-inf radius (pixel units), default ``cfg.eps``.
+        step_size: step per iteration (pixel units), default ``cfg.step_size``.
+
+    Returns:
+        The moved images (N, C, H, W), the label ``f0`` gives each, and whether it differs
+        from ``y``.
+    """
     eps = cfg.eps if eps is None else eps
     step_size = cfg.step_size if step_size is None else step_size
     f0.eval()
@@ -204,7 +267,21 @@ def boundary_search(
 def search_forget_set(
     f0: nn.Module, forget: LabelledImages, cfg: PSGConfig, device: torch.device
 ) -> BoundarySearch:
-    """Inner problem over the whole forget set; failures are retried with a larger radius."""
+    """Solve the inner problem over the whole forget set, batch by batch.
+
+    With ``on_failure: retry`` the images whose search did not cross a boundary are searched
+    again with ``eps`` and ``step_size`` times ``retry_factor``, up to ``max_retries`` times.
+
+    Args:
+        f0: the frozen original model.
+        forget: forget-train images.
+        cfg: the run's settings.
+        device: where the search runs.
+
+    Returns:
+        The moved images (N, C, H, W), their labels and success flags, and the number of
+        image retries.
+    """
     generator = torch.Generator().manual_seed(cfg.seed)
     parts = []
     for images, labels in iterate_batches(forget, cfg.batch_size, device=device):
@@ -234,11 +311,20 @@ def search_forget_set(
 def forget_loss(
     logits: torch.Tensor, y_hat: torch.Tensor, teacher_logits: torch.Tensor, cfg: PSGConfig
 ) -> torch.Tensor:
-    """The outer forget term; targets are detached and every variant is bounded below by 0.
+    """Compute the outer forget term; targets are detached and every variant is bounded below by 0.
 
     - hard: CE to the nearest-boundary label y_hat;
-    - soft: KL(softmax(f0(x_adv)/T) || softmax(f(x)/T)) * T^2;
+    - soft: KL(softmax(f0(x_adv)/T) || softmax(f(x)/T)) * T^2 (Hinton et al. 2015's scaling);
     - topk: as soft, with the target renormalised over f0(x_adv)'s top-k classes.
+
+    Args:
+        logits: the model's logits on the forget images, (B, K).
+        y_hat: nearest-boundary labels (B,) (hard).
+        teacher_logits: ``f0(x_adv)``, (B, K) (soft, topk).
+        cfg: ``forget_loss``, ``temperature``, ``topk``.
+
+    Returns:
+        Scalar loss (batch mean).
     """
     if cfg.forget_loss == "hard":
         return F.cross_entropy(logits, y_hat)
@@ -253,13 +339,20 @@ def forget_loss(
 
 
 def exclude_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """``logits`` (N, C) with each row's ``labels`` (N,) entry set to the dtype's minimum.
+    """Mask each row's own label out of ``logits``.
 
     A soft or top-k target from f0 at a boundary point keeps about half its mass on the
     image's own class (the point sits on the boundary): trained towards it, a forgotten image
     of a retired class stays near 50/50 and often keeps its label. With this mask the target
     is f0's view of the other classes only, renormalised (softmax gives the masked class 0),
     which is where a retrain without the class puts all of it.
+
+    Args:
+        logits: (N, C).
+        labels: (N,) class indices.
+
+    Returns:
+        A copy of ``logits`` with each row's ``labels`` entry set to the dtype's minimum.
     """
     masked = logits.clone()
     masked[torch.arange(len(labels), device=logits.device), labels] = torch.finfo(logits.dtype).min
@@ -269,7 +362,17 @@ def exclude_label(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def retain_loss(
     logits: torch.Tensor, labels: torch.Tensor, teacher_logits: torch.Tensor | None, cfg: PSGConfig
 ) -> torch.Tensor:
-    """The outer retain term: CE on retain labels, or KL distillation to f0 on retain images."""
+    """Compute the outer retain term: CE on retain labels, or KL distillation to f0.
+
+    Args:
+        logits: the model's logits on retain images, (B, K).
+        labels: their labels (B,).
+        teacher_logits: ``f0`` on the same images (B, K), or ``None`` (CE is used).
+        cfg: ``retain_loss``: ``hard`` (CE) or ``distill`` (KL(softmax(f0) || softmax(f))).
+
+    Returns:
+        Scalar loss (batch mean).
+    """
     if cfg.retain_loss == "hard" or teacher_logits is None:
         return F.cross_entropy(logits, labels)
     target = F.softmax(teacher_logits.detach(), dim=1)
@@ -277,7 +380,11 @@ def retain_loss(
 
 
 def set_bn_eval(model: nn.Module) -> None:
-    """Put every BatchNorm layer in eval mode: running statistics stay as they are."""
+    """Put every BatchNorm layer in eval mode: running statistics stay as they are.
+
+    Args:
+        model: the model (modified in place; other layers keep their mode).
+    """
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm):
             module.eval()
@@ -292,7 +399,15 @@ def recompute_bn(
 ) -> None:
     """Re-estimate BatchNorm running statistics on ``images`` (cumulative average, no updates).
 
-    Used after composition/interpolation and in ``bn_mode: recompute``, on retain data.
+    Used after composition/interpolation and in ``bn_mode: recompute``, on retain data. The
+    model's weights are untouched; its modes and BatchNorm momenta are restored afterwards.
+    Nothing happens without BatchNorm layers or images.
+
+    Args:
+        model: the model (statistics modified in place).
+        images: the images to estimate on.
+        batch_size: images per forward pass.
+        device: where to compute (default: the model's device).
     """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or len(images) == 0:
@@ -342,7 +457,25 @@ def psg_unlearn(
 ) -> UnlearnResult:
     """Run PSG: boundary search on the frozen original, then outer fine-tuning of a copy.
 
-    ``original`` is never modified. The returned model is in eval mode.
+    Forget images whose search crossed no boundary are never trained on (counted in
+    ``n_failed``). BatchNorm statistics stay fixed during the outer updates unless
+    ``bn_mode`` says otherwise; training stops early once ``target_forget_accuracy`` is
+    reached. ``original`` is never modified.
+
+    Args:
+        original: the deployed model.
+        forget: forget-train images.
+        retain: retain-train images (the ``phi``-weighted retain term), or ``None``.
+        cfg: the run's settings.
+
+    Returns:
+        The model (eval mode, on ``cfg.device``) and statistics: ``n_forget``,
+        ``n_crossed``, ``n_failed``, ``n_retried``, ``epochs_run``, ``augmentation`` (used
+        or not), ``inner_seconds``, ``seconds`` and the ``config``.
+
+    Raises:
+        RuntimeError: CUDA was requested but is not available.
+        ValueError: the recorded or given augmentation is invalid.
     """
     device = pick_device(cfg.device)  # randomness: seeded generators below, not the global RNG
     f0 = copy.deepcopy(original).to(device).eval()
@@ -444,11 +577,25 @@ def boundary_shrink(
     seed: int = 0,
     momentum: float = 0.9,
 ) -> nn.Module:
-    """Boundary Shrink (Chen et al. 2023), written independently as a reference for tests.
+    """Run Boundary Shrink (Chen et al., CVPR 2023), written independently as a test reference.
 
     One FGSM step of size ``eps`` on the frozen original gives each forget image its
     neighbour label; a copy is fine-tuned with SGD on (x, neighbour label). Like PSG here, it
-    keeps BatchNorm statistics fixed and skips images whose label did not change.
+    keeps BatchNorm statistics fixed and skips images whose label did not change. On the
+    model's device as given; no augmentation.
+
+    Args:
+        original: the deployed model (not modified).
+        forget: forget-train images.
+        eps: FGSM step, pixel units ([0, 1] intensity).
+        lr: SGD learning rate.
+        epochs: passes over the images whose label changed.
+        batch_size: images per step.
+        seed: the shuffle generator's seed is ``seed + 1`` (as in :func:`psg_unlearn`).
+        momentum: SGD momentum.
+
+    Returns:
+        The fine-tuned copy, in eval mode.
     """
     f0 = copy.deepcopy(original).eval()
     x0 = forget.all_images()

@@ -76,9 +76,23 @@ def _run_key(config: Mapping[str, Any]) -> str:
 def sweep_configs(
     maintain: Mapping[str, Any], unlearn: Mapping[str, Any], reason: str
 ) -> list[dict[str, Any]]:
-    """Resolved sweep for ``reason``: ``[{"name", "config": {"method", **settings}}]``.
+    """Resolve the sweep for ``reason`` (see the module docstring for the two kinds of entry).
 
-    Raises :class:`SweepError` naming the entry (``maintain.sweep[i]``) that is wrong.
+    Args:
+        maintain: the ``maintain`` section (``sweep``, ``sweep_by_reason``).
+        unlearn: the ``unlearn`` section (PSG's settings and ``by_reason`` overrides).
+        reason: the request's reason.
+
+    Returns:
+        ``[{"name": str, "config": {"method": str, **settings}}]``, in entry order:
+        ``maintain.sweep`` first, then ``maintain.sweep_by_reason[reason]``.
+
+    Raises:
+        SweepError: no entry, or an entry that is not a mapping, has unknown keys, names an
+            unknown method or setting, repeats a name, or resolves to another entry's
+            settings; the message names the entry (``maintain.sweep[i]``).
+        ValueError: a PSG-family setting outside its allowed values
+            (:class:`~medunlearn.unlearn.psg.PSGConfig`).
     """
     extra = (maintain.get("sweep_by_reason") or {}).get(reason) or []
     entries = [(f"maintain.sweep[{i}]", e) for i, e in enumerate(maintain.get("sweep") or [])]
@@ -124,15 +138,27 @@ def sweep_configs(
 def revision_sweep(
     maintain: Mapping[str, Any], unlearn: Mapping[str, Any], reasons: list[str]
 ) -> list[dict[str, Any]]:
-    """The sweep of a revision that forgets requests of several ``reasons`` at once (the
-    new request's first, then each carried one's): the first reason's sweep, plus each
-    other reason's runs that differ from every run already listed, named ``name@reason``.
+    """Resolve the sweep of a revision that forgets requests of several ``reasons`` at once.
 
-    Why: a revision forgets the union, and a carried request is re-checked by its own
-    gates, so the settings measured for its reason must be among the candidates (a device
-    revision carrying a retired class cannot pass with retain fine-tuning alone). Only
-    requests forgotten again are listed: one the starting model already forgot (inherited
-    from the production parent) is re-checked, not unlearned, and adds no runs.
+    The first reason's sweep, plus each other reason's runs that differ from every run
+    already listed, named ``name@reason``. Why: a revision forgets the union, and a carried
+    request is re-checked by its own gates, so the settings measured for its reason must be
+    among the candidates (a device revision carrying a retired class cannot pass with retain
+    fine-tuning alone). Only requests forgotten again are listed: one the starting model
+    already forgot (inherited from the production parent) is re-checked, not unlearned, and
+    adds no runs.
+
+    Args:
+        maintain: the ``maintain`` section.
+        unlearn: the ``unlearn`` section.
+        reasons: the new request's reason first, then each carried one's (non-empty).
+
+    Returns:
+        The runs, as :func:`sweep_configs` gives them.
+
+    Raises:
+        SweepError: an entry is wrong for one of the reasons.
+        ValueError: a PSG-family setting outside its allowed values.
     """
     configs = sweep_configs(maintain, unlearn, reasons[0])
     runs = {_run_key(c["config"]) for c in configs}
@@ -152,9 +178,18 @@ def check_sweeps(
     unlearn: Mapping[str, Any],
     gates: Mapping[str, Any] | None = None,
 ) -> None:
-    """Resolve the sweep and the gate bounds for every reason, refusing a bad entry before
-    any run starts (:class:`SweepError`, or ``GateConfigError`` for ``gates``)."""
+    """Resolve the sweep and the gate bounds for every reason, before any run starts.
 
+    Args:
+        maintain: the ``maintain`` section.
+        unlearn: the ``unlearn`` section.
+        gates: the ``gates`` section, or ``None`` to skip the bounds.
+
+    Raises:
+        SweepError: an unknown reason under ``sweep_by_reason``, or a bad entry.
+        medunlearn.evidence.gates.GateConfigError: an unknown reason or bound in ``gates``.
+        ValueError: a PSG-family setting outside its allowed values.
+    """
     if gates is not None:
         for reason in REASONS:
             resolve_bounds(reason, dict(gates))
