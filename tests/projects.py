@@ -6,6 +6,8 @@ no test module imports another.
 
 from __future__ import annotations
 
+import hashlib
+import shutil
 from pathlib import Path
 
 import yaml
@@ -110,3 +112,55 @@ def export_first(folder: Path) -> None:
 
     model, _ = load_checkpoint(folder / "model.pt")
     export_onnx(model, folder / "model.onnx", torch.rand(2, 1, 28, 28))
+
+
+LENIENT = {"max_retain_drop": 1.0, "max_balanced_drop": 1.0, "max_class_recall_drop": 1.0}
+
+
+def tree_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` (git and DVC internals included)."""
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def registry_project(tmp: Path, demo_dir: Path, demo_model, request: dict, **maintain) -> Path:
+    """A git + DVC project whose production v1.0.0 is the demo model, registry and ledger on."""
+    from medunlearn.revision.registry import Registry
+
+    params = make_project(
+        tmp,
+        demo_dir,
+        demo_model,
+        request,
+        gates={r: LENIENT for r in ("device_deprecation", "consent_withdrawal")},
+        sweep=SWEEP[:1],
+        compose={"enabled": False},
+        **maintain,
+    )
+    config = yaml.safe_load(params.read_text())
+    config["registry"] = {"enabled": True, "model": "classifier"}
+    config["ledger"] = {"enabled": True, "path": "ledger/requests.jsonl"}
+    config["promotion"] = {"auto_staging": True, "serving_dir": "models/production"}
+    config["schedule"] = {"maintenance_cron": "0 2 * * 0", "drift_cron": "0 3 * * *"}
+    config["drift"] = {
+        "incoming": str(tmp / "incoming"),
+        "max_images": 400,
+        "permutations": 200,
+        "report": str(tmp / "reports" / "drift.json"),
+        "on_device_drift": "deprecate_device",
+        "on_embedding_drift": "notify_only",
+    }
+    params.write_text(yaml.safe_dump(config))
+    git_dvc_project(tmp)
+    first = tmp / "models" / ".first"
+    first.mkdir()
+    shutil.copy2(tmp / "models" / "deployed.pt", first / "model.pt")
+    export_first(first)
+    reg = Registry(tmp)
+    reg.register("classifier", first, {"gates": {"passed": True}, "kind": "trained"}, "v1.0.0")
+    reg.promote("classifier", "v1.0.0", "staging", "tester", "first")
+    reg.promote("classifier", "v1.0.0", "production", "tester", "first")
+    return params
