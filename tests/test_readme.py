@@ -61,3 +61,22 @@ def test_a_missing_module_is_noticed(tmp_path: Path) -> None:
     (tmp_path / "extra.py").write_text("")
     (tmp_path / "report.py").write_text("")
     assert modules(tmp_path) != {"report"}
+
+
+def test_every_test_the_docs_cite_exists() -> None:
+    """``test_x.py::test_name`` in README.md, RELIABILITY.md and BENCHMARKS.md names a test
+    that exists (tests are renamed when modules move)."""
+    import ast
+
+    defined = {}
+    for path in (ROOT / "tests").glob("test_*.py"):
+        tree = ast.parse(path.read_text())
+        defined[path.name] = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    missing = []
+    for doc in ("README.md", "RELIABILITY.md", "BENCHMARKS.md"):
+        for file, name in re.findall(
+            r"(test_[a-z0-9_]+\.py)::(test_[a-z0-9_]+)", (ROOT / doc).read_text()
+        ):
+            if name not in defined.get(file, set()):
+                missing.append(f"{doc}: {file}::{name}")
+    assert missing == []
