@@ -52,6 +52,13 @@ def registry(
     from medunlearn.revision.actions import listing, open_registry
 
     found = open_registry(params)
+    if model is not None and model not in found.models():
+        flags = {"true", "false", "yes", "no", "1", "0", "on", "off"}
+        if model.lower() in flags:  # `registry --json true`: the value became MODEL
+            raise typer.BadParameter(
+                f"unknown model '{model}'; --json takes no value (write --json alone)",
+                param_hint="MODEL",
+            )
     if repair:
         did = found.repair()
         print(
