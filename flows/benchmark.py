@@ -14,7 +14,7 @@ in two batches (every method's tuning grid, then the tuned points' other seeds),
 ``bench-run`` task per run
 with ``--threads-per-run`` torch threads (the parent's ``--threads`` is for its own
 reference metrics); each run is seeded, so the accuracy and gap columns equal the
-sequential ones (tests/test_triggers.py; AUCs can differ in the last digits with another
+sequential ones (tests/test_benchmark_flow.py; AUCs can differ in the last digits with another
 thread count). A worker writes its run into the run cache (``--cache``; share the folder
 with remote workers to resume a killed benchmark) and the results come back to this
 process, which writes the reports. Workers need the same checkout (a worker with other
