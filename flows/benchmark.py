@@ -9,18 +9,17 @@ The runs go to a Dask cluster through prefect-dask::
 Without ``--task-runner`` (or with ``sequential``) the suite runs in this process, no flow
 (``medunlearn.benchmark.suite``). There is no thread runner: runs sharing one process would
 mix their CPU seconds and peak memory, which the tables report per run; a Dask worker
-process runs one task at a time (one thread per worker). With it, each scenario's runs go
-in two batches (every method's tuning grid, then the tuned points' other seeds), one
-``bench-run`` task per run
-with ``--threads-per-run`` torch threads (the parent's ``--threads`` is for its own
-reference metrics); each run is seeded, so the accuracy and gap columns equal the
-sequential ones (tests/test_benchmark_flow.py; AUCs can differ in the last digits with another
-thread count). A worker writes its run into the run cache (``--cache``; share the folder
-with remote workers to resume a killed benchmark) and the results come back to this
-process, which writes the reports. Workers need the same checkout (a worker with other
-core code refuses to run), the scenario's data at the same paths, and one thread each.
-Known cost: each task carries the scenario's models and cohorts (pickled per task), so
-memory in the scheduler grows with the grid on large scenarios.
+process runs one task at a time (one thread per worker). With it, each scenario's runs go in
+two batches (every method's tuning grid, then the tuned points' other seeds), one ``bench-
+run`` task per run with ``--threads-per-run`` torch threads (the parent's ``--threads`` is
+for its own reference metrics); each run is seeded, so the accuracy and gap columns equal
+the sequential ones (tests/test_benchmark_flow.py; AUCs can differ in the last digits with
+another thread count). A worker writes its run into the run cache (``--cache``; share the
+folder with remote workers to resume a killed benchmark) and the results come back to this
+process, which writes the reports. Workers need the same checkout (a worker with other core
+code refuses to run), the scenario's data at the same paths, and one thread each. Known
+cost: each task carries the scenario's models and cohorts (pickled per task), so memory in
+the scheduler grows with the grid on large scenarios.
 """
 
 from __future__ import annotations
