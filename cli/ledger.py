@@ -68,8 +68,11 @@ def request_reject(
     as_json: Json = False,
     params: Params = "params.yaml",
 ) -> None:
-    """Reject a pending request, or one applied only in revisions never in production (e.g.
-    a drift request whose candidate was not promoted): later revisions stop carrying it."""
+    """Reject a request never in production; later revisions stop carrying it.
+
+    A request applied only in revisions never in production can be rejected
+    too (e.g. a drift request whose candidate was not promoted).
+    """
     from medunlearn.revision.actions import open_ledger, reject_request
 
     line = reject_request(open_ledger(params), params, request_id, by, why)

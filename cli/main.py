@@ -137,6 +137,12 @@ def check_settings(args: list[str]) -> None:
 
 
 def run() -> None:
-    """Console entry point (``medunlearn``, ``python -m cli``): :func:`main`, then the
-    interpreter's normal exit with its status (0, 1 refused, 2 usage)."""
+    """Console entry point (``medunlearn``, ``python -m cli``).
+
+    :func:`main`, then the interpreter's normal exit with its status (0, 1 refused,
+    2 usage).
+
+    Raises:
+        SystemExit: status 1 after a refusal, 2 on a usage error (raised by :func:`main`).
+    """
     main()

@@ -86,8 +86,11 @@ def train(
 
 @app.command()
 def register(as_json: Json = False, params: Params = "params.yaml") -> None:
-    """Register the deployed model `dvc repro train` trained (train.output) as the next
-    major version: ONNX exported, record committed, tagged (a candidate)."""
+    """Register the model `dvc repro train` trained as the next major version.
+
+    The deployed model at [bold]train.output[/]: ONNX exported, record committed,
+    tagged (a candidate).
+    """
     from prefect import tags
 
     from flows.train import register_flow
@@ -155,9 +158,10 @@ def revise(
 ) -> None:
     """One revision per forget request: validate, unlearn, compose, gates, export, register.
 
-    Without [bold]--request[/], every pending ledger request in the order received. A
-    request whose candidates all fail the gates, or whose data is refused, is reported
-    and the next one still runs; the command then exits 1."""
+    Without [bold]--request[/], every pending ledger request in the order received.
+    A request whose candidates all fail the gates, or whose data is refused, is
+    reported and the next one still runs; the command then exits 1.
+    """
     from flows.maintenance import check_settings, revision_jobs, run_revision
     from medunlearn.config import load_section
     from medunlearn.data.expectations import ValidationFailed
@@ -243,8 +247,10 @@ def drift_summary(result: dict[str, Any]) -> str:
 
 @app.command()
 def serve(params: Params = "params.yaml") -> None:
-    """Serve the deployments (maintenance/scheduled, drift-watch/scheduled,
-    maintenance/on-drift) against PREFECT_API_URL until interrupted."""
+    """Serve the deployments against PREFECT_API_URL until interrupted.
+
+    maintenance/scheduled, drift-watch/scheduled and maintenance/on-drift.
+    """
     from flows.deployments import serve as serve_deployments
 
     serve_deployments(params)

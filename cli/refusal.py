@@ -17,8 +17,11 @@ PREFECT_LOGGERS = ("prefect.flow_runs", "prefect.task_runs")
 
 
 class QuietRefusal(logging.Filter):
-    """Drop Prefect's records of a refusal (the exception with its traceback, and the
-    "Finished in state Failed(...)" line that repeats it); others pass untouched."""
+    """Drop Prefect's records of a refusal; others pass untouched.
+
+    The records dropped: the exception with its traceback, and the "Finished in state
+    Failed(...)" line that repeats it.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Whether ``record`` is logged.

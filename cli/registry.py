@@ -1,5 +1,7 @@
-"""The registry's commands: ``show``, ``registry``, ``status``, ``promote``, ``rollback``,
-``reproduce``, ``card``, ``audit``.
+"""The registry's commands.
+
+``show``, ``registry``, ``status``, ``promote``, ``rollback``, ``reproduce``, ``card``,
+``audit``.
 
 What each does is in the core (``medunlearn.revision.actions``, ``reproduce``, ``card``,
 ``flows/audit.py``); here it is parsed and printed. A rule that says no is a refusal: one
@@ -117,8 +119,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 @app.command()
 def status(as_json: Json = False, params: Params = "params.yaml") -> None:
-    """Production and staging versions, pending forget requests, the newest revision, a
-    half-done registry write, and whether the Prefect server is reachable."""
+    """Production and staging versions, pending requests, the newest revision.
+
+    Also a registry write a killed run left half done, and whether the Prefect
+    server is reachable.
+    """
     from medunlearn.revision.actions import status as project_status
 
     state = project_status(params)
@@ -192,7 +197,9 @@ def rollback(
 ) -> None:
     """Assign the stage's previous (or the named) version again; production files restored.
 
-    Production obeys promote's forget-regression rule (refused without --allow-regression)."""
+    Production obeys promote's forget-regression rule (refused without
+    [bold]--allow-regression[/]).
+    """
     from medunlearn.revision import actions
 
     out = actions.rollback(
@@ -233,8 +240,11 @@ def reproduce(
     as_json: Json = False,
     params: Params = "params.yaml",
 ) -> None:
-    """Re-run a revision from its commit, data version and params; compare its metrics
-    (exit 1 when one does not agree)."""
+    """Re-run a revision from its commit, data version and params.
+
+    Its metrics are compared with the recorded ones; exit 1 when one
+    does not agree.
+    """
     from medunlearn.revision.actions import open_registry
     from medunlearn.revision.reproduce import reproduce as reproduce_version
 
@@ -264,8 +274,10 @@ def card(
     as_json: Json = False,
     params: Params = "params.yaml",
 ) -> None:
-    """A revision's card with its promotion history up to now (the committed card.md is
-    the one written at registration)."""
+    """A revision's card with its promotion history up to now.
+
+    The committed card.md is the one written at registration.
+    """
     from medunlearn.revision.actions import open_registry
     from medunlearn.revision.audit import read_audit
     from medunlearn.revision.card import card_json, card_markdown
@@ -303,8 +315,10 @@ def audit(
     as_json: Json = False,
     params: Params = "params.yaml",
 ) -> None:
-    """Per-example membership audit (offline LiRA) of a revision against K reference models;
-    written next to its record and shown on its card."""
+    """Per-example membership audit (offline LiRA) of a revision.
+
+    Against K reference models; written next to its record and shown on its card.
+    """
     from flows.audit import run_audit
 
     emit(run_audit(params, model, version, reference_models, epochs), as_json, audit_summary)

@@ -74,8 +74,9 @@ def run_audit(
     reference_models: int,
     epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Refuse bad arguments before any flow starts, then :func:`audit_flow` on
-    ``maintain.task_runner``.
+    """Refuse bad arguments before any flow starts, then run :func:`audit_flow`.
+
+    The flow runs on ``maintain.task_runner``.
 
     Args:
         params_path: the params file.

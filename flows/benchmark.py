@@ -1,5 +1,6 @@
-"""Flow ``benchmark``: the benchmark suite with its method runs as Prefect tasks on a Dask
-cluster through prefect-dask.
+"""Flow ``benchmark``: the benchmark suite, its method runs as Prefect tasks on Dask.
+
+The runs go to a Dask cluster through prefect-dask::
 
     medunlearn bench benchmarks/demo_class_retirement.yaml --task-runner dask --dask-workers 2
     medunlearn bench benchmarks/*.yaml --task-runner dask --dask-address tcp://scheduler:8786
@@ -8,17 +9,17 @@ cluster through prefect-dask.
 Without ``--task-runner`` (or with ``sequential``) the suite runs in this process, no flow
 (``medunlearn.benchmark.suite``). There is no thread runner: runs sharing one process would
 mix their CPU seconds and peak memory, which the tables report per run; a Dask worker
-process runs one task at a time (one thread per worker). With it, each scenario's runs go in two batches (every
-method's tuning grid, then the tuned points' other seeds), one ``bench-run`` task per run
-with ``--threads-per-run`` torch threads (the parent's ``--threads`` is for its own
-reference metrics); each run is seeded, so the accuracy and gap columns equal the
-sequential ones (tests/test_triggers.py; AUCs can differ in the last digits with another
-thread count). A worker writes its run into the run cache (``--cache``; share the folder
-with remote workers to resume a killed benchmark) and the results come back to this
-process, which writes the reports. Workers need the same checkout (a worker with other
-core code refuses to run), the scenario's data at the same paths, and one thread each.
-Known cost: each task carries the scenario's models and cohorts (pickled per task), so
-memory in the scheduler grows with the grid on large scenarios.
+process runs one task at a time (one thread per worker). With it, each scenario's runs go in
+two batches (every method's tuning grid, then the tuned points' other seeds), one ``bench-
+run`` task per run with ``--threads-per-run`` torch threads (the parent's ``--threads`` is
+for its own reference metrics); each run is seeded, so the accuracy and gap columns equal
+the sequential ones (tests/test_benchmark_flow.py; AUCs can differ in the last digits with
+another thread count). A worker writes its run into the run cache (``--cache``; share the
+folder with remote workers to resume a killed benchmark) and the results come back to this
+process, which writes the reports. Workers need the same checkout (a worker with other core
+code refuses to run), the scenario's data at the same paths, and one thread each. Known
+cost: each task carries the scenario's models and cohorts (pickled per task), so memory in
+the scheduler grows with the grid on large scenarios.
 """
 
 from __future__ import annotations
@@ -39,8 +40,18 @@ from medunlearn.benchmark.suite import load_scenarios, run_suite
 def bench_run(run: Callable[[Any], Any], job: Any, threads: int) -> Any:
     """One benchmark run (``run(job)``) with ``threads`` torch CPU threads in this worker.
 
-    Raises ``RuntimeError`` on a Dask worker with more than one thread: concurrent runs in
-    one process would mix the per-run CPU seconds and peak memory the tables report."""
+    Args:
+        run: the runner's per-run function (``runner.run_benchmark``'s ``attempt``).
+        job: ``(method, grid point, seed)``.
+        threads: torch CPU threads for the run.
+
+    Returns:
+        ``run(job)``: the run's record, or a divergence's message.
+
+    Raises:
+        RuntimeError: on a Dask worker with more than one thread (concurrent runs in one
+            process would mix the per-run CPU seconds and peak memory the tables report).
+    """
     import torch
 
     try:
@@ -125,8 +136,21 @@ def run_on_dask(
     dask_address: str | None,
     dask_workers: int,
 ) -> list[dict[str, Any]]:
-    """:func:`benchmark_flow` on a Dask cluster: ``dask_address``, else a temporary local
-    cluster of ``dask_workers`` one-thread processes (arguments as the flow's).
+    """:func:`benchmark_flow` on a Dask cluster.
+
+    Args:
+        scenarios: scenario YAML files.
+        params_path: the params file (``unlearn`` and ``gates`` sections).
+        methods: method names (None: every method but ``retrain``).
+        seeds: seeds (None: the scenario's).
+        quick: one seed, tiny grid, short training.
+        out: output folder.
+        cache: the dataset, model and run cache (share it with remote workers).
+        threads: torch threads of this process (its reference metrics).
+        threads_per_run: torch threads of each run on its worker.
+        dask_address: an existing scheduler (``tcp://host:8786``); None: a temporary local
+            cluster.
+        dask_workers: the local cluster's one-thread worker processes.
 
     Returns:
         Each scenario's result.

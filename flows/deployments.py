@@ -39,8 +39,19 @@ DEPLOYMENTS = ("maintenance/scheduled", "drift-watch/scheduled", "maintenance/on
 
 
 def build_deployments(params_path: str = "params.yaml") -> list[Any]:
-    """The three ``RunnerDeployment`` objects, from the ``schedule`` and ``maintain``
-    sections. Raises ``ConfigError`` naming a missing key."""
+    """The three deployments (:data:`DEPLOYMENTS`), from the params file's sections.
+
+    Args:
+        params_path: the params file (``schedule``: crons, timezone; ``maintain``: the task
+            runner; ``registry.model``: the model the drift trigger matches).
+
+    Returns:
+        ``RunnerDeployment`` objects: ``maintenance/scheduled``, ``drift-watch/scheduled``
+        and ``maintenance/on-drift``.
+
+    Raises:
+        ConfigError: ``schedule.maintenance_cron`` or ``schedule.drift_cron`` is not set.
+    """
     params = load_params(params_path)
     schedule = dict(params.get("schedule") or {})
     for key in ("maintenance_cron", "drift_cron"):
@@ -87,9 +98,16 @@ def build_deployments(params_path: str = "params.yaml") -> list[Any]:
 
 
 class AtCapacityThrottle(logging.Filter):
-    """Prefect's runner logs "N scheduled runs skipped (at capacity)" at every poll
+    """Let Prefect's "(at capacity)" log records through once per ``seconds``.
+
+    Prefect's runner logs "N scheduled runs skipped (at capacity)" at every poll
     (``schedule.poll_seconds``) while a run executes, i.e. every 2 s through a revision:
-    each distinct message passes once per ``seconds``; every other record passes."""
+    each distinct message passes once per ``seconds``; every other record passes.
+
+    Args:
+        seconds: the shortest interval between two passes of one message (seconds).
+        clock: the time source (seconds; monotonic).
+    """
 
     def __init__(self, seconds: float = 60.0, clock: Callable[[], float] = time.monotonic):
         super().__init__()
@@ -97,6 +115,15 @@ class AtCapacityThrottle(logging.Filter):
         self.last: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        """Whether a record is logged.
+
+        Args:
+            record: a log record.
+
+        Returns:
+            False for an "(at capacity)" message that passed less than ``seconds`` ago;
+            True otherwise.
+        """
         if "(at capacity)" not in str(record.msg):
             return True
         message, now = record.getMessage(), self.clock()
@@ -107,7 +134,17 @@ class AtCapacityThrottle(logging.Filter):
 
 
 def serve(params_path: str = "params.yaml", limit: int | None = None) -> None:
-    """Serve the deployments until interrupted (blocks)."""
+    """Serve the deployments until interrupted (blocks).
+
+    Args:
+        params_path: the params file, in the project root (``schedule``:
+            ``max_concurrent_runs``, ``poll_seconds``).
+        limit: the most runs at once (default ``schedule.max_concurrent_runs``, 1).
+
+    Raises:
+        ConfigError: the params file is not found, or a cron is not set (raised by
+            :func:`build_deployments`).
+    """
     from prefect import serve as prefect_serve
 
     logging.getLogger("prefect.runner").addFilter(AtCapacityThrottle())

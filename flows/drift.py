@@ -1,5 +1,7 @@
-"""Flow ``drift-watch``: compare the newest incoming batch with the production model's
-training data, report, and raise ``medunlearn.data.drift.detected`` for each finding.
+"""Flow ``drift-watch``: compare the newest incoming batch with the model's training data.
+
+The production model's training data; report, and emit ``medunlearn.data.drift.detected``
+for each finding::
 
     medunlearn drift [--batch incoming/batch.csv] [--params params.yaml]
 
@@ -33,9 +35,22 @@ from tasks.load_drift_inputs import load_drift_inputs
 def drift_watch_flow(
     params_path: str = "params.yaml", batch: str | None = None, force: bool = False
 ) -> dict[str, Any]:
-    """``batch``: a manifest or folder of manifests (default ``drift.incoming``). A batch
-    whose manifest bytes and production version match the last report is not tested again
-    (no second round of events for one batch) unless ``force``."""
+    """Test the newest batch for drift against the production model's data; emit events.
+
+    A batch whose manifest bytes and production version match the last report is not
+    tested again (no second round of events for one batch) unless ``force``.
+
+    Args:
+        params_path: the params file (``drift``, ``maintain``, ``registry``, ``ledger``).
+        batch: a manifest or folder of manifests (default ``drift.incoming``).
+        force: test a batch checked before.
+
+    Returns:
+        ``status``: ``no batch`` (nothing delivered to ``drift.incoming`` yet),
+        ``already checked`` (the last report, no events) or ``checked`` (the report:
+        tests, findings, batch and its SHA-256, model and version, with the emitted
+        ``events``' ids).
+    """
     logger = get_run_logger()
     settings = load_section("drift", params_path)
     maintain = load_section("maintain", params_path)

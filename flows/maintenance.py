@@ -38,7 +38,12 @@ REPORT_KEYS = ("metrics", "tradeoff", "summary", "tradeoff_png", "validation")
 
 
 def run_name() -> str:
-    """``revise-<ledger id | request file stem | pending | drift>``: the flow run's name."""
+    """The flow run's name, from the running flow's parameters.
+
+    Returns:
+        ``revise-<ledger id | request file stem | request reason | pending | drift>``, or
+        ``revise-maintain.request`` when no request is named.
+    """
     p = flow_run.parameters or {}
     request = p.get("request")
     if p.get("drift") is not None:
@@ -61,11 +66,19 @@ def maintenance_flow(
     pending: bool = False,
     drift: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One revision (``request`` or ``ledger_id``), every pending ledger request
-    (``pending``: the ``maintenance/scheduled`` deployment), or what a drift finding becomes
-    under ``drift.on_device_drift`` (``drift``: a ``medunlearn.data.drift.detected`` payload,
-    the ``maintenance/on-drift`` deployment). Pending and drift runs that find nothing to do
-    succeed and touch no file; a refused request fails the run after the others ran.
+    """One revision, every pending ledger request, or what a drift finding becomes.
+
+    Pending and drift runs that find nothing to do succeed and touch no file; a refused
+    request fails the run after the others ran.
+
+    Args:
+        params_path: the params file.
+        request: a forget request file or mapping (default ``maintain.request``).
+        refresh_cache: recompute every sweep run and the manifest validation.
+        ledger_id: a pending ledger request's id to revise.
+        pending: every pending ledger request (the ``maintenance/scheduled`` deployment).
+        drift: a ``medunlearn.data.drift.detected`` payload (the ``maintenance/on-drift``
+            deployment), decided under ``drift.on_device_drift``.
 
     Returns:
         The revision (``version``, ``selected``, ``summary``, ``candidates``, ...), or
@@ -91,6 +104,24 @@ def revise_request(
     ledger and every applied request is kept: re-checked by its own gates on the selected
     candidate, its rows never retained (``medunlearn.revision.plan``). The entry ends
     ``applied in VERSION`` or ``rejected: ...``.
+
+    Args:
+        params_path: the params file.
+        request: a forget request file or mapping (default ``maintain.request``).
+        refresh_cache: recompute every sweep run and the manifest validation.
+        ledger_id: a pending ledger request's id to revise.
+        clock: the caller's step clock, so it can say which step a crash was in (default:
+            a new one).
+
+    Returns:
+        ``revision_id``, ``version`` (None: unregistered), ``files``, ``selected``,
+        ``summary`` (Markdown), ``export``, ``candidates``, ``baseline`` (the untouched
+        deployed model under the same gates) and ``timings`` (seconds per step,
+        overhead).
+
+    Raises:
+        GatesFailed: no candidate passed the gates (raised by
+            :func:`flows.revision_steps.refuse`, after the report is written).
     """
     logger = get_run_logger()
     clock = clock or StepClock()  # the caller's, so it can say which step a crash was in
@@ -165,7 +196,9 @@ def check_settings(params_path: str) -> None:
         params_path: the params file.
 
     Raises:
-        SweepError, MethodConfigError, GateConfigError: names the file and key.
+        SweepError: a bad ``maintain.sweep`` (names the file and key).
+        MethodConfigError: a bad method setting (names the file and key).
+        GateConfigError: a bad ``gates`` setting (names the file and key).
     """
     try:
         check_sweeps(
@@ -178,8 +211,10 @@ def check_settings(params_path: str) -> None:
 
 
 def revision_jobs(params_path: str, request: str | None) -> list[tuple[str | None, str | None]]:
-    """What ``medunlearn revise`` runs: ``request``, else every pending ledger request in
-    the order received, else ``maintain.request``.
+    """What ``medunlearn revise`` runs, one flow run per pair.
+
+    ``request``, else every pending ledger request in the order received, else
+    ``maintain.request``.
 
     Args:
         params_path: the params file.
@@ -199,8 +234,9 @@ def revision_jobs(params_path: str, request: str | None) -> list[tuple[str | Non
 def run_revision(
     params_path: str, request: str | None, refresh_cache: bool, ledger_id: str | None
 ) -> dict[str, Any]:
-    """One :func:`maintenance_flow` run on ``maintain.task_runner``, tagged ``medunlearn``
-    and ``revise``.
+    """One :func:`maintenance_flow` run on ``maintain.task_runner``.
+
+    Tagged ``medunlearn`` and ``revise``.
 
     Args:
         params_path: the params file.

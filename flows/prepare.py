@@ -19,7 +19,15 @@ from tasks.track_data import track_data
 
 @flow(name="prepare", log_prints=True)
 def prepare_flow(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Build ``data/<name>``; nothing under ``data/`` changes if the source is invalid."""
+    """Build ``data/<name>``; nothing under ``data/`` changes if the source is invalid.
+
+    Args:
+        params_path: the params file (its ``data`` section).
+
+    Returns:
+        ``dataset`` (its folder), ``data_version`` (the DVC hash, ``None`` when not
+        tracked) and the dataset's info (classes, image size in pixels, channels, counts).
+    """
     cfg = load_section("data", params_path)
     root = cfg.get("root", "data")
     info = materialise_dataset(cfg, root)

@@ -1,6 +1,8 @@
-"""Steps of the maintenance flow that compose several task calls: the unlearning sweep
-(mapped, cached, a diverged run set aside), the selection that keeps earlier requests
-forgotten, and the registration that leaves the ledger consistent."""
+"""Steps of the maintenance flow that compose several task calls.
+
+The unlearning sweep (mapped, cached, a diverged run set aside), the selection that keeps
+earlier requests forgotten, and the registration that leaves the ledger consistent.
+"""
 
 from __future__ import annotations
 
@@ -63,8 +65,10 @@ def unlearning_sweep(
     configs: list[dict[str, Any]],
     refresh: bool,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """One ``unlearn-<name>`` task per sweep entry, on the flow's task runner, cached under
-    ``maintain.work_dir`` by every input (data, model, request, settings, core code).
+    """One ``unlearn-<name>`` task per sweep entry, on the flow's task runner.
+
+    Cached under ``maintain.work_dir`` by every input (data, model, request, settings,
+    core code); a cached run whose checkpoint is missing or changed is recomputed.
 
     Args:
         plan: the revision's plan.
@@ -154,9 +158,11 @@ def select_keeping(
 def register(
     plan: RevisionPlan, folder: Path, record: dict[str, Any], version: str | None
 ) -> dict[str, Any]:
-    """Register the staged revision ``folder`` as ``version`` (or move it to
-    ``maintain.candidate_dir`` with the registry off); the ledger entry becomes ``applied
-    in VERSION`` in the same commit, and goes back to pending if registration fails.
+    """Register the staged revision ``folder`` as ``version``.
+
+    With the registry off, the folder moves to ``maintain.candidate_dir`` instead. The
+    ledger entry becomes ``applied in VERSION`` in the same commit, and goes back to
+    pending if registration fails (the exception is raised again).
 
     Args:
         plan: the revision's plan.
@@ -187,8 +193,10 @@ def register(
 
 
 def refuse(plan: RevisionPlan, found: Evaluated, reason: str) -> None:
-    """No candidate passed: the ledger entry is rejected (committed), the report written,
-    an unregistered candidate of an earlier request removed, nothing exported.
+    """No candidate passed: reject the entry, write the report, export nothing.
+
+    The ledger entry is rejected (committed), the report written, an unregistered
+    candidate of an earlier request removed.
 
     Args:
         plan: the revision's plan.
@@ -232,8 +240,9 @@ def publish(
     rechecks: dict[str, Any],
     clock: StepClock,
 ) -> tuple[dict[str, Any], dict[str, Any], str]:
-    """Export the selected candidate to ONNX, write the report, build the record and
-    register the revision; the staged folder moves into place as one, or is removed.
+    """Export the selected candidate, write the report, build the record and register it.
+
+    The export is to ONNX; the staged folder moves into place as one, or is removed.
 
     Args:
         plan: the revision's plan.

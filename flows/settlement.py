@@ -1,5 +1,7 @@
-"""How the maintenance flow settles its requests: one request's outcome in the ledger,
-every pending request in turn, and a drift finding turned into a request.
+"""How the maintenance flow settles its requests.
+
+One request's outcome in the ledger, every pending request in turn, and a drift finding
+turned into a request.
 
 A ledger request the run tried is never left ``pending``: refused by its gates or its data
 it ends ``rejected: ...``; crashed, ``failed: STEP (ERROR)``; either is committed at once.
@@ -85,8 +87,9 @@ def settled(
 
 
 def revise_pending(params_path: str, refresh_cache: bool, revise: Revise) -> dict[str, Any]:
-    """Every pending ledger request in the order received, one revision each; one bad (or
-    crashing) request never blocks the ones after it.
+    """Every pending ledger request in the order received, one revision each.
+
+    One bad (or crashing) request never blocks the ones after it.
 
     Args:
         params_path: the params file.
@@ -141,9 +144,10 @@ def revise_pending(params_path: str, refresh_cache: bool, revise: Revise) -> dic
 def revise_on_drift(
     params_path: str, payload: dict[str, Any], refresh_cache: bool, revise: Revise
 ) -> dict[str, Any]:
-    """Apply the ``drift`` section's rule to one finding: a forget request revised now
-    (registered as candidate, staging under ``promotion.auto_staging``; never production),
-    or a recorded notification.
+    """Apply the ``drift`` section's rule to one finding.
+
+    The finding becomes a forget request revised now (registered as candidate, staging
+    under ``promotion.auto_staging``; never production), or a recorded notification.
 
     Args:
         params_path: the params file.

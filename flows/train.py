@@ -43,8 +43,21 @@ def train_flow(
 ) -> dict[str, Any]:
     """Train, pick the best epoch on val, evaluate on test, save checkpoint and report.
 
-    ``role="retrain"`` trains the retrain reference: it needs ``exclude`` (the rows to
-    forget) and writes to ``train.retrain_output`` / ``train.retrain_report`` by default.
+    Args:
+        params_path: the params file (its ``train`` section; ``registry`` to register).
+        role: ``deployed`` (registered when the registry is on) or ``retrain`` (the retrain
+            reference: needs ``exclude``, writes to ``train.retrain_output`` /
+            ``train.retrain_report`` by default).
+        exclude: a pandas query over manifest columns: the train/val rows to leave out.
+        output: the checkpoint path (default ``train.output``).
+        report: the report path (default ``train.report``).
+
+    Returns:
+        The training report (see :func:`tasks.save_model.save_model`); a deployed model's
+        has ``registered``: :func:`register_trained`'s result.
+
+    Raises:
+        ValueError: an unknown ``role``, or ``retrain`` without ``exclude``.
     """
     if role not in ROLES:
         raise ValueError(f"role must be one of {ROLES}")
@@ -72,9 +85,23 @@ def register_trained(
     report: str,
     data: DatasetSplits,
 ) -> dict[str, Any] | None:
-    """A trained deployed model becomes the next major version (v1.0.0 first) of the
-    registry's model, as ``candidate``, with its checkpoint, ONNX file (checked on
-    ``data.val``) and report; ``None`` when the registry is off (logged why)."""
+    """Register a trained deployed model as the next major version (v1.0.0 first).
+
+    The registry's model gets it as ``candidate``, with its checkpoint, ONNX file (checked
+    on ``data.val``) and report.
+
+    Args:
+        params_path: the params file (``registry``, ``maintain.parity_atol``).
+        cfg: its ``train`` section.
+        body: the training report.
+        output: the checkpoint.
+        report: the training report's file.
+        data: the dataset's splits (validation images for the ONNX parity check).
+
+    Returns:
+        ``model``, ``version`` and ``pushed`` (to the DVC remote); ``None`` when the
+        registry is off (logged why).
+    """
     logger = get_run_logger()
     params = load_params(params_path)
     registry, why = active_registry(params, project_root(params_path))
@@ -100,9 +127,11 @@ def register_trained(
 
 @flow(name="register", flow_run_name="register-trained", log_prints=True)
 def register_flow(params_path: str = "params.yaml") -> dict[str, Any]:
-    """Register the deployed model a DVC stage trained (``train.output`` and its report
-    ``train.report``) as the next major version, as :func:`train_flow` does outside DVC:
-    ONNX exported and checked on ``data.val``, the record committed, GTO-tagged.
+    """Register the deployed model a DVC stage trained as the next major version.
+
+    The model is ``train.output`` with its report ``train.report``; as :func:`train_flow`
+    does outside DVC: ONNX exported and checked on ``data.val``, the record committed,
+    GTO-tagged.
 
     Args:
         params_path: the params file.

@@ -22,7 +22,12 @@ class Refusal(Exception):
 
 
 def refusal_classes() -> list[type[Refusal]]:
-    """Every subclass of :class:`Refusal` imported so far (for matching log text)."""
+    """Every subclass of :class:`Refusal` imported so far (for matching log text).
+
+    Returns:
+        The subclasses at any depth, each once, in no particular order (only the modules
+        imported so far have defined theirs).
+    """
     found: list[type[Refusal]] = []
     todo = list(Refusal.__subclasses__())
     while todo:

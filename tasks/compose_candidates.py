@@ -23,7 +23,18 @@ from medunlearn.versioning import file_sha256
 
 
 def load_run(run: dict[str, Any]):
-    """A sweep run's model, refusing a checkpoint that changed since the run wrote it."""
+    """A sweep run's model, refusing a checkpoint that changed since the run wrote it.
+
+    Args:
+        run: a candidate record (``name``, ``checkpoint``, ``sha256``).
+
+    Returns:
+        ``(model, meta)`` from :func:`~medunlearn.models.checkpoint.load_checkpoint`
+        (the model in eval mode on CPU).
+
+    Raises:
+        CheckpointError: the checkpoint's SHA-256 differs from the one the run recorded.
+    """
     if file_sha256(run["checkpoint"]) != run["sha256"]:
         raise CheckpointError(
             f"{run['checkpoint']}: changed since {run['name']} wrote it; re-run with refresh"
@@ -35,13 +46,30 @@ def load_run(run: dict[str, Any]):
 def compose_candidates(
     runs: list[dict[str, Any]], cohorts: Cohorts, cfg: dict[str, Any], work_dir: str
 ) -> list[dict[str, Any]]:
-    """Swap (features of the run that retained best, head of the run that forgot best, head
-    fine-tuned on retain-train) and interpolations between them, judged on validation rows.
+    """Composition candidates: a swap of two sweep runs and interpolations between them.
 
-    ``cfg`` is ``maintain.compose``: ``enabled``, ``alphas``, ``fine_tune_epochs``,
-    ``fine_tune_lr``, ``forget_target``. Returns candidate records like the sweep's; only
-    finished, finite runs come in (the flow drops diverged ones), and a composed model whose
-    weights are not finite comes back as a ``failed`` record with no checkpoint.
+    Swap: features of the run that retained best, head of the run that forgot best (both
+    judged on validation rows by ``selection_score``), head fine-tuned on retain-train;
+    then a weight interpolation between the two runs per ``alpha``. Skipped (no
+    candidates) when disabled, with fewer than 2 runs, or when one run is best at both.
+
+    Args:
+        runs: the sweep's finished, finite candidate records (the flow drops diverged
+            ones): ``name``, ``checkpoint``, ``sha256``.
+        cohorts: the request's cohorts.
+        cfg: ``maintain.compose``: ``enabled``, ``alphas`` (interpolation weights in
+            [0, 1]), ``fine_tune_epochs``, ``fine_tune_lr``, ``forget_target``, ``seed``.
+        work_dir: the folder composed checkpoints are written to (``<name>.pt``).
+
+    Returns:
+        Candidate records like the sweep's (``name``, ``kind``, ``checkpoint``,
+        ``sha256``, ``config``, ``seconds``: wall time of the composition); a composed model
+        whose weights or outputs are not finite comes back as a ``failed`` record with no
+        checkpoint.
+
+    Raises:
+        CheckpointError: a run's checkpoint changed since the run wrote it (raised by
+            :func:`load_run`).
     """
     logger = get_run_logger()
     if not cfg.get("enabled", True) or len(runs) < 2:

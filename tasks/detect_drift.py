@@ -18,8 +18,22 @@ def detect_drift(
     version: str | None,
     settings: dict,
 ) -> DriftReport:
-    """Artifacts under stable keys (``drift-tests``, ``drift-summary``) so each watch
-    replaces the last in the UI's latest view and keeps its history."""
+    """Run every drift test of a batch against the reference data; report and publish it.
+
+    The JSON report goes to ``settings["report"]``; the Prefect artifacts use stable keys
+    (``drift-tests``, ``drift-summary``) so each watch replaces the last in the UI's latest
+    view and keeps its history.
+
+    Args:
+        inputs: the reference and batch manifests, images and the production model.
+        model_name: the registered model the batch is compared for.
+        version: its production version (``None``: none recorded).
+        settings: the params file's ``drift`` section: ``alpha`` (significance level),
+            ``permutations``, ``seed``, ``report`` (JSON path).
+
+    Returns:
+        The report: every test and its findings (p-values below ``alpha``).
+    """
     alpha = float(settings.get("alpha", 0.01))
     tests = compare(
         inputs.reference,

@@ -11,9 +11,18 @@ from medunlearn.data.drift import EVENT, DriftReport
 
 @task(name="emit-drift-events", cache_policy=NO_CACHE)
 def emit_drift_events(report: DriftReport) -> list[str]:
-    """Emit the events (payload schema: README, "Drift"); returns their ids. The resource
-    is the model, labelled with the finding's attribute and kind, so an automation can
-    match one model's drift of one kind (``maintenance/on-drift``: vanished devices)."""
+    """Emit one event per finding (payload schema: README, "Drift").
+
+    The resource is the model, labelled with the finding's attribute and kind, so an
+    automation can match one model's drift of one kind (``maintenance/on-drift``: vanished
+    devices).
+
+    Args:
+        report: the drift report (its findings' payloads).
+
+    Returns:
+        The emitted events' ids (none for an event Prefect did not emit).
+    """
     ids = []
     for payload in report.payloads():
         event = emit_event(

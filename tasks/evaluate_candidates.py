@@ -32,9 +32,24 @@ def evaluate_candidates(
     candidates: list[dict[str, Any]],
     bounds: dict[str, Any],
 ) -> tuple[UnlearnMetrics, dict[str, Any], list[CandidateResult], float]:
-    """The deployed model's metrics (the gates' "before") and its own gate result (the
-    baseline), each candidate's metrics and gates, and the seconds spent computing them (the
-    flow subtracts them to measure its overhead)."""
+    """Metrics and gate results of the deployed model and of every candidate.
+
+    Args:
+        inputs: the revision's inputs (the request's reason, the deployed model).
+        cohorts: the request's cohorts; the non-member pool is chosen here.
+        candidates: finished candidate records (``name``, ``kind``, ``config``,
+            ``checkpoint``, ``sha256``, ``seconds``).
+        bounds: the params file's ``gates`` section.
+
+    Returns:
+        The deployed model's metrics (the gates' "before"), its own gate result (the
+        baseline, with the pool check), each candidate's result, and the wall time spent
+        computing them (seconds; the flow subtracts it to measure its overhead).
+
+    Raises:
+        CheckpointError: a candidate's checkpoint changed since it was written (raised by
+            :func:`tasks.compose_candidates.load_run`).
+    """
     logger = get_run_logger()
     start = time.perf_counter()
     reason = inputs.request.reason

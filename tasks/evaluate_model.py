@@ -14,7 +14,17 @@ from medunlearn.models.evaluation import evaluate
 
 @task(name="evaluate-model", cache_policy=NO_CACHE)
 def evaluate_model(model: ZooModel, data: DatasetSplits) -> dict[str, Any]:
-    """Accuracy, balanced accuracy, macro AUC and per-class accuracy on val and test."""
+    """Accuracy, balanced accuracy, macro AUC and per-class accuracy on val and test.
+
+    Args:
+        model: the trained model.
+        data: the dataset's splits (val, test, class names).
+
+    Returns:
+        ``{"val": metrics, "test": metrics}`` from
+        :func:`medunlearn.models.evaluation.evaluate` (accuracies in [0, 1]; ``macro_auc``
+        ``None`` where undefined).
+    """
     names = data.info.class_names
     metrics = {"val": evaluate(model, data.val, names), "test": evaluate(model, data.test, names)}
     test = metrics["test"]

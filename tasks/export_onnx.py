@@ -30,6 +30,16 @@ from tasks.load_revision_inputs import RevisionInputs
 
 
 def revision_id(request_hash: str, candidate_sha256: str, data_fingerprint: str) -> str:
+    """A revision's id: the same request, candidate and data always give the same id.
+
+    Args:
+        request_hash: the forget request's hash.
+        candidate_sha256: the selected candidate checkpoint's SHA-256.
+        data_fingerprint: the dataset's content hash.
+
+    Returns:
+        ``rev-`` and the first 12 hex digits of the SHA-256 of the three, joined by ``:``.
+    """
     blob = f"{request_hash}:{candidate_sha256}:{data_fingerprint}".encode()
     return "rev-" + hashlib.sha256(blob).hexdigest()[:12]
 
@@ -45,10 +55,34 @@ def export_revision(
     graph_cache: str | None = None,
     version: str | None = None,
 ) -> dict[str, Any]:
-    """ONNX export + checker + onnxruntime parity on the validation images, then the
-    checkpoint: ``out_dir/model.onnx`` and ``out_dir/model.pt``. The ONNX metadata names
-    ``version`` (the registry version planned for it), the input contract and the classes
-    the revision retired (``medunlearn.models.export.serving_metadata``)."""
+    """Export the selected candidate: ``out_dir/model.onnx`` and ``out_dir/model.pt``.
+
+    ONNX export, ``onnx.checker`` and onnxruntime parity on the validation images, then the
+    checkpoint; the ONNX file is staged and renamed into place last, so a failure leaves
+    neither. The ONNX metadata names ``version`` (the registry version planned for it), the
+    input contract and the classes the revision retired
+    (``medunlearn.models.export.serving_metadata``).
+
+    Args:
+        inputs: the revision's inputs (request, data fingerprint, deployed model's hash).
+        data: the dataset's splits (validation images for the parity check).
+        selected: the selected candidate's result (its metrics and gates are recorded).
+        run: the selected candidate's record (``checkpoint``, ``sha256``).
+        out_dir: the revision's fresh folder (exists).
+        atol: the parity bound: max |ONNX - PyTorch| of any logit.
+        graph_cache: a folder of graph templates to reuse (None: always trace).
+        version: the registry version planned for it (None: unregistered).
+
+    Returns:
+        ``revision_id``, ``checkpoint`` and ``onnx`` paths, ``parity`` (its record),
+        ``graph_from_template`` and the ONNX ``metadata``.
+
+    Raises:
+        CheckpointError: the candidate's checkpoint changed since it was written (raised by
+            :func:`tasks.compose_candidates.load_run`).
+        ExportError: the checker or the parity check refused the export (raised by
+            :func:`export_or_refuse`).
+    """
     logger = get_run_logger()
     model, meta = load_run(run)
     rev = revision_id(inputs.request.hash, run["sha256"], inputs.data_fingerprint)
@@ -111,10 +145,26 @@ def export_trained(
     version: str | None,
     atol: float = 1e-4,
 ) -> dict[str, Any]:
-    """Export a trained (deployed) model's checkpoint to ``out_path``, so the first
-    registered version has its ONNX file like every revision (a rollback to it never leaves
-    the serving folder without one). Same checks as :func:`export_revision`; nothing is
-    retired yet."""
+    """Export a trained (deployed) model's checkpoint to ONNX at ``out_path``.
+
+    The first registered version has its ONNX file like every revision, so a rollback to
+    it never leaves the serving folder without one. Same checks as
+    :func:`export_revision`; nothing is retired yet.
+
+    Args:
+        checkpoint: the trained model's checkpoint.
+        data: the dataset's splits (validation images for the parity check).
+        out_path: the ONNX file to write.
+        version: the registry version planned for it (None: unregistered).
+        atol: the parity bound: max |ONNX - PyTorch| of any logit.
+
+    Returns:
+        ``onnx`` (the path), ``parity`` (its record) and the ONNX ``metadata``.
+
+    Raises:
+        ExportError: the checker or the parity check refused the export (raised by
+            :func:`export_or_refuse`).
+    """
     model, meta = load_checkpoint(checkpoint)
     metadata = {
         "data_version": meta.data_version or "unversioned",
@@ -135,6 +185,19 @@ def export_or_refuse(
     graph_cache: str | None,
 ) -> tuple[Any, Any]:
     """``export_checked`` on the validation images; a failed parity check raises.
+
+    Args:
+        model: the model to export (eval mode).
+        path: the ONNX file to write.
+        data: the dataset's splits: the first 2 validation images are the trace example,
+            every validation image is checked for parity.
+        metadata: the ONNX metadata properties.
+        atol: the parity bound: max |ONNX - PyTorch| of any logit.
+        graph_cache: a folder of graph templates to reuse (None: always trace).
+
+    Returns:
+        The export (``medunlearn.models.export``'s result; ``from_template``) and its
+        passed parity check (``max_abs_diff``, ``n_images``, ``labels_identical``).
 
     Raises:
         ExportError: ``onnx.checker`` refused the graph, or onnxruntime and PyTorch disagree.

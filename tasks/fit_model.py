@@ -15,7 +15,17 @@ from medunlearn.models.training import EpochLog, TrainConfig, TrainResult, train
 
 @task(name="fit-model", cache_policy=NO_CACHE)
 def fit_model(data: DatasetSplits, cfg: dict[str, Any]) -> TrainResult:
-    """Build ``cfg.model`` for the dataset's classes and train it; log every epoch."""
+    """Build ``cfg.model`` for the dataset's classes and train it; log every epoch.
+
+    Args:
+        data: the dataset's splits (train, val, info).
+        cfg: the params file's ``train`` section: ``model``, ``model_kwargs``, ``seed`` and
+            the :class:`~medunlearn.models.training.TrainConfig` fields.
+
+    Returns:
+        The training result: the best epoch's model, per-epoch history (losses,
+        accuracies in [0, 1], seconds) and ``seconds_per_epoch``.
+    """
     logger = get_run_logger()
     info = data.info
     model = build_model(

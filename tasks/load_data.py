@@ -14,7 +14,18 @@ from medunlearn.data.dataset import DatasetSplits, open_splits
 def load_data(
     dataset_dir: str | Path, max_in_memory_mb: float = 1024, exclude: str | None = None
 ) -> DatasetSplits:
-    """Open the splits; ``exclude`` (a pandas query) drops matching train/val rows."""
+    """Open the splits; ``exclude`` (a pandas query) drops matching train/val rows.
+
+    Args:
+        dataset_dir: the materialised dataset's folder.
+        max_in_memory_mb: in-memory budget per split (MiB of float32 pixels); a larger split
+            is streamed from disk.
+        exclude: a pandas query over manifest columns of rows to leave out, or ``None``.
+
+    Returns:
+        The dataset's info, manifest and opened splits (see
+        :func:`medunlearn.data.dataset.open_splits`, which raises ``ManifestError``).
+    """
     data = open_splits(dataset_dir, max_in_memory_mb, exclude)
     get_run_logger().info(
         "loaded %s: train %d, val %d, test %d images (%s)%s",

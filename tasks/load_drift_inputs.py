@@ -1,5 +1,8 @@
-"""Step: what a drift watch compares: the production model, a sample of the rows it trained
-on, and a sample of the newest incoming batch, decoded at the model's input size."""
+"""Step: what a drift watch compares, decoded at the model's input size.
+
+The production model, a sample of the rows it trained on, and a sample of the newest
+incoming batch.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +34,20 @@ MIN_HELDOUT = 50  # fewer held-out rows: the training rows are the image referen
 
 @dataclass
 class DriftInputs:
+    """What a drift watch compares.
+
+    Attributes:
+        model: the production model (eval mode).
+        reference: every training row of the model (manifest metadata).
+        reference_images: ``(N, C, H, W)`` float32 in [0, 1], a seeded sample of held-out
+            rows (of training rows when fewer than :data:`MIN_HELDOUT` are held out).
+        batch_path: the batch manifest.
+        batch: every batch row (metadata).
+        batch_images: ``(M, C, H, W)`` float32 in [0, 1], a seeded sample of the batch.
+        batch_sha256: the batch manifest's SHA-256.
+        notes: what was not tested, or tested against a weaker reference, and why.
+    """
+
     model: ZooModel
     reference: pd.DataFrame  # every training row (metadata)
     reference_images: torch.Tensor  # (N, C, H, W) in [0, 1]: a sample of held-out rows
@@ -50,8 +67,20 @@ def load_drift_inputs(
     max_images: int,
     seed: int,
 ) -> DriftInputs:
-    """Decode at most ``max_images`` per side (seeded samples); ``forgotten``: the requests
-    applied in the production model's lineage (their training rows are not its data)."""
+    """Load the production model and decode at most ``max_images`` per side (seeded samples).
+
+    Args:
+        dataset_dir: the materialised dataset's folder.
+        checkpoint: the production model's checkpoint.
+        incoming: the folder of incoming batches (or a batch manifest); the newest is read.
+        forgotten: the requests applied in the production model's lineage (their training
+            rows are not its data).
+        max_images: the most images decoded per side.
+        seed: the reference sample's seed (the batch's is ``seed + 1``).
+
+    Returns:
+        The model, the reference and batch rows, both image samples and notes.
+    """
     logger = get_run_logger()
     model, _ = load_checkpoint(checkpoint)
     info, manifest = load_dataset(dataset_dir)

@@ -21,6 +21,21 @@ from medunlearn.versioning import dataset_fingerprint, file_sha256
 
 @dataclass
 class RevisionInputs:
+    """What a revision starts from.
+
+    Attributes:
+        dataset_dir: the materialised dataset's folder.
+        info: its ``dataset.json``.
+        manifest: its manifest as read (validated by the GX suite before any image is
+            opened).
+        deployed_path: the deployed checkpoint.
+        deployed: the deployed model (eval mode).
+        deployed_meta: its checkpoint metadata.
+        deployed_sha256: the checkpoint's SHA-256.
+        request: the forget request.
+        data_fingerprint: content hash of the dataset (pixels included), in every cache key.
+    """
+
     dataset_dir: str
     info: DatasetInfo
     manifest: pd.DataFrame  # as read: validated by the GX suite before any image is opened
@@ -36,8 +51,22 @@ class RevisionInputs:
 def load_revision_inputs(
     dataset_dir: str, deployed_path: str, request: str | dict[str, Any] | ForgetRequest
 ) -> RevisionInputs:
-    """Read the dataset's info and manifest, the deployed checkpoint (weights only) and the
-    request. Images are not opened here: the validation step checks them first."""
+    """Read the dataset's info and manifest, the deployed checkpoint and the request.
+
+    Images are not opened here: the validation step checks them first.
+
+    Args:
+        dataset_dir: the materialised dataset's folder.
+        deployed_path: the deployed model's checkpoint.
+        request: a request file, its mapping, or a request resolved from the forget ledger.
+
+    Returns:
+        The revision's inputs.
+
+    Raises:
+        ManifestError: the folder holds no ``dataset.json``.
+        CheckpointError: the model's classes differ from the dataset's.
+    """
     logger = get_run_logger()
     if isinstance(request, ForgetRequest):  # resolved from the forget ledger
         forget = request

@@ -27,7 +27,25 @@ def recheck_carried(
     carried: list[tuple[str, Any]],
     bounds: dict[str, Any],
 ) -> dict[str, dict[str, Any]]:
-    """Gate results per carried request id for the ``selected`` candidate."""
+    """Gate results per carried request id for the ``selected`` candidate.
+
+    Args:
+        selected: the selected candidate's result.
+        candidates: every candidate record (the selected one's ``checkpoint`` is loaded).
+        inputs: the revision's inputs (the deployed model: the retention baseline).
+        cohorts: the new request's cohorts (the carried requests' are built from them).
+        carried: ``(ledger id, request)`` of every earlier applied request.
+        bounds: the params file's ``gates`` section.
+
+    Returns:
+        Per carried request id, its gate result as a mapping (``passed``, ``failed``,
+        checks).
+
+    Raises:
+        StopIteration: no record in ``candidates`` has the selected candidate's name.
+        CheckpointError: its checkpoint changed since it was written (raised by
+            :func:`tasks.compose_candidates.load_run`).
+    """
     run = next(c for c in candidates if c["name"] == selected.name)
     model, _ = load_run(run)
     out = recheck_requests(model, inputs.deployed, cohorts, carried, bounds)

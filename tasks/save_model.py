@@ -30,7 +30,26 @@ def save_model(
     history: str | Path | None = None,
     exclude: str | None = None,
 ) -> dict[str, Any]:
-    """Save only after training and evaluation succeeded: a failed run leaves old files intact."""
+    """Write the checkpoint, the training report and the history, each atomically.
+
+    Called only after training and evaluation succeeded, so a failed run leaves the old
+    files intact.
+
+    Args:
+        result: the training result (the best epoch's model, history).
+        metrics: :func:`tasks.evaluate_model.evaluate_model`'s ``val`` and ``test`` metrics.
+        data: the dataset's splits (its folder's ``.dvc`` file gives the data version).
+        cfg: the params file's ``train`` section (model, augmentation; hashed).
+        role: ``deployed`` or ``retrain``.
+        output: the checkpoint path.
+        report: the training report's path (JSON).
+        history: the per-epoch history's path (CSV), or None for none.
+        exclude: the pandas query that left rows out of training, or None.
+
+    Returns:
+        The training report as written (role, model, dataset, data version, counts, best
+        epoch, seconds per epoch, metrics, checkpoint path).
+    """
     version = data_version(Path(data.directory).parent.with_suffix(".dvc"))
     context = {
         "role": role,

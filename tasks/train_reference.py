@@ -1,5 +1,7 @@
-"""Step: one reference model of a revision audit (a mapped task per seed, so a Dask runner
-spreads them over its workers)."""
+"""Step: one reference model of a revision audit.
+
+A mapped task per seed, so a Dask runner spreads them over its workers.
+"""
 
 from __future__ import annotations
 

@@ -32,6 +32,14 @@ from tasks.load_revision_inputs import RevisionInputs
 
 
 def config_key(config: dict[str, Any]) -> str:
+    """A short stable name of a config, used in checkpoint file names.
+
+    Args:
+        config: the run's settings (JSON-ready; others via ``str``).
+
+    Returns:
+        The first 12 hex digits of the SHA-256 of its JSON with sorted keys.
+    """
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -57,7 +65,24 @@ def unlearn_candidate(
 ) -> dict[str, Any]:
     """Run ``config['method']`` with the rest of ``config`` on the deployed model; save it.
 
-    The four hashes are passed explicitly so they enter the cache key.
+    The four hashes are passed explicitly so they enter the cache key (``inputs`` and
+    ``cohorts`` are left out of it).
+
+    Args:
+        inputs: the revision's inputs (the deployed model and its checkpoint metadata).
+        cohorts: the request's cohorts.
+        name: the candidate's name (the checkpoint is ``<work_dir>/<name>-<key>.pt``).
+        config: ``method`` and its settings.
+        work_dir: the revision's work folder.
+        deployed_sha256: the deployed checkpoint's SHA-256.
+        data_fingerprint: the dataset's content hash.
+        request_hash: the forget request's hash.
+        core_hash: the source hash of the core package.
+
+    Returns:
+        The candidate record: ``name``, ``config``, ``checkpoint``, ``sha256``,
+        ``seconds`` (wall time of the method), ``info`` (what the method reported) and
+        ``finished_at`` (Unix time, seconds).
     """
     logger = get_run_logger()
     settings = {k: v for k, v in config.items() if k != "method"}
@@ -101,7 +126,15 @@ def unlearn_candidate(
 
 
 def with_local_cache(work_dir: str, refresh: bool = False) -> Task:
-    """The task with its results and cache records stored under ``work_dir/results``."""
+    """The task with its results and cache records stored under ``work_dir/results``.
+
+    Args:
+        work_dir: the revision's work folder (``results`` is created in it).
+        refresh: recompute instead of reusing cached results.
+
+    Returns:
+        :func:`unlearn_candidate` with those options.
+    """
     store = Path(work_dir).resolve() / "results"
     store.mkdir(parents=True, exist_ok=True)
     return unlearn_candidate.with_options(
@@ -111,6 +144,13 @@ def with_local_cache(work_dir: str, refresh: bool = False) -> Task:
 
 
 def run_is_intact(run: dict[str, Any]) -> bool:
-    """Whether a (possibly cached) run's checkpoint is on disk with the hash it was saved with."""
+    """Whether a (possibly cached) run's checkpoint is on disk with the hash it was saved with.
+
+    Args:
+        run: a candidate record (``checkpoint``, ``sha256``).
+
+    Returns:
+        True when the file exists and its SHA-256 matches.
+    """
     path = Path(run["checkpoint"])
     return path.is_file() and file_sha256(path) == run["sha256"]

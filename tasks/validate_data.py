@@ -37,12 +37,27 @@ def validate_data(
     cache_dir: str = ".cache/maintain/validation",
     refresh: bool = False,
 ) -> tuple[DatasetSplits, Cohorts]:
-    """Run both suites; write the report; raise ``ValidationFailed`` on any failed expectation.
-    Only then open the images and build the cohorts. A passed manifest suite is reused from
-    ``cache_dir`` when the data (content hash), classes, input shape and code are unchanged,
-    unless ``refresh``.
+    """Run the manifest and cohort suites and write the report; only then open the images.
 
-    ``cfg`` is the ``validation`` section: ``max_forget_fraction`` and ``override_fraction``.
+    A passed manifest suite is reused from ``cache_dir`` when the data (content hash),
+    classes, input shape and code are unchanged, unless ``refresh``. The report is written
+    (and published as a Prefect artifact) whether or not the suites pass.
+
+    Args:
+        inputs: the revision's inputs (manifest, request, data fingerprint).
+        cfg: the params file's ``validation`` section: ``max_forget_fraction`` (share of
+            the training rows, in [0, 1]) and ``override_fraction``.
+        report_path: where the validation report (JSON) is written.
+        max_in_memory_mb: in-memory budget per split (MiB of float32 pixels).
+        cache_dir: where passed manifest suites are kept.
+        refresh: run the manifest suite even when a passed result is kept.
+
+    Returns:
+        The opened splits and the request's cohorts.
+
+    Raises:
+        ValidationFailed: an expectation failed (raised by the report's
+            ``raise_on_failure``).
     """
     logger = get_run_logger()
     info = inputs.info

@@ -1,5 +1,7 @@
-"""Step: compute a revision audit's statistics and write them next to the record, with the
-regenerated card (``medunlearn.revision.audit``)."""
+"""Step: compute a revision audit's statistics and write them next to the record.
+
+With the regenerated card (``medunlearn.revision.audit``).
+"""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from medunlearn.revision.registry import Registry
 def write_revision_audit(
     registry: Registry, plan: AuditPlan, references: list[Reference], seconds: float
 ) -> dict[str, Any]:
-    """Offline LiRA of the audited model against ``references``; ``audit.json`` and the card
-    written (and committed); the verdict published as a Prefect markdown artifact.
+    """Offline LiRA of the audited model against ``references``; write and publish it.
+
+    ``audit.json`` and the card are written (and committed); the verdict is published as a
+    Prefect markdown artifact.
 
     Args:
         registry: the project's registry.

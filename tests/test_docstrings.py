@@ -16,6 +16,14 @@ classes only; ``@property`` getters are documented as attributes and skipped):
   ``raise module.Name``; a bare ``raise`` or a raised variable names no class). Raises in
   nested functions belong to them, not to the enclosing function.
 
+Typer commands (functions decorated ``@<app>.command(...)``, e.g. ``@app.command()`` or
+``@request_app.command("add")`` in ``cli/``) need no ``Args:`` and no ``Raises:``: their
+docstring is the command's ``--help`` text, where a section would be printed to users.
+Their options document themselves through ``help=``, and the docstring tells the exit
+status in prose ("exit 1 when ..."). D417 does not reach them either, since they have no
+``Args:`` section; ``Returns:`` still applies (they return nothing). Prefect ``@flow`` and
+``@task`` functions are ordinary functions here: all three sections apply.
+
 Each rule is a row of ``RULES``; the rule cases at the end run them on small sources that
 lack a section, to show that the check reports what it should (and is not vacuous).
 """
@@ -40,6 +48,17 @@ ROOMS = (
     "medunlearn/config.py",
     "medunlearn/atomic.py",
     "medunlearn/versioning.py",
+    "medunlearn/errors.py",
+    "medunlearn/benchmark",
+    "cli",
+    "flows",
+    "tasks",
+)
+# being documented elsewhere (issue 28); pyproject.toml exempts them from D too
+LEFT_OUT = (
+    "medunlearn/benchmark/report.py",
+    "tasks/write_revision_report.py",
+    "tasks/register_revision.py",
 )
 SECTIONS = ("Args", "Returns", "Yields", "Raises", "Attributes", "Example", "Examples", "Note")
 Function = ast.FunctionDef | ast.AsyncFunctionDef
@@ -147,6 +166,15 @@ def _is_property(node: Function) -> bool:
     )
 
 
+def is_typer_command(node: Function) -> bool:
+    """Decorated ``@<app>.command(...)`` (or ``@<app>.command``): a Typer command."""
+    for d in node.decorator_list:
+        target = d.func if isinstance(d, ast.Call) else d
+        if isinstance(target, ast.Attribute) and target.attr == "command":
+            return True
+    return False
+
+
 def _public(name: str) -> bool:
     return not name.startswith("_") or name == "__call__"
 
@@ -168,6 +196,8 @@ def targets(tree: ast.Module) -> Iterator[Target]:
 
 
 def needs_args(t: Target) -> list[str]:
+    if is_typer_command(t.node):
+        return []  # the --help text: options document themselves through help=
     if arguments(t.node) and "Args" not in sections(t.docstring):
         return ["Args:"]
     return []
@@ -183,6 +213,8 @@ def needs_returns(t: Target) -> list[str]:
 
 
 def needs_raises(t: Target) -> list[str]:
+    if is_typer_command(t.node):
+        return []  # the --help text tells the exit status in prose
     listed = set(sections(t.docstring).get("Raises", []))
     return [f"Raises: {name}" for name in sorted(raised_classes(t.node) - listed)]
 
@@ -223,7 +255,7 @@ def room_files() -> list[Path]:
     for room in ROOMS:
         path = ROOT / room
         files += sorted(path.rglob("*.py")) if path.is_dir() else [path]
-    return files
+    return [f for f in files if str(f.relative_to(ROOT)) not in LEFT_OUT]
 
 
 @pytest.mark.parametrize("path", room_files(), ids=lambda p: str(p.relative_to(ROOT)))
@@ -233,9 +265,9 @@ def test_public_functions_document_their_sections(path: Path) -> None:
 
 def test_the_rooms_hold_public_functions() -> None:
     # the check above must have something to check: every room file parses, and together
-    # they hold a couple of hundred public functions and methods
+    # they hold several hundred public functions and methods
     n = sum(len(list(targets(ast.parse(p.read_text())))) for p in room_files())
-    assert len(room_files()) >= 35 and n >= 200
+    assert len(room_files()) >= 85 and n >= 350
 
 
 # --------------------------------------------------------------------------- rule cases
@@ -311,6 +343,17 @@ CASES = {
         "    try:\n        inner()\n    except KeyError as exc:\n        raise\n"
         "    raise exc\n",
         [],
+    ),
+    "a Typer command needs no Args or Raises": (
+        '@app.command()\ndef go(n: int) -> None:\n    """Go n steps; exit 1 when n < 0."""\n'
+        "    raise SystemExit(1)\n\n"
+        '@request_app.command("add")\ndef add(n: int) -> None:\n    """Add."""\n'
+        "    raise typer.BadParameter('no')\n",
+        [],
+    ),
+    "a Prefect task is an ordinary function": (
+        '@task(name="t")\ndef t(n: int) -> int:\n    """T."""\n    raise ValueError\n',
+        [("t", "Args:"), ("t", "Returns:"), ("t", "Raises: ValueError")],
     ),
     "a property is documented as an attribute": (
         'class K:\n    """K."""\n\n    @property\n    def n(self) -> int:\n'

@@ -1,5 +1,4 @@
-"""Gate calibration: how often a gate refuses a true retrain, and how often it catches a
-model that memorised the forget cohort.
+"""Gate calibration: how often a gate refuses a true retrain, and catches a memorised model.
 
 - **False refusal**: every retrain reference of a scenario (seeds ``reference_seed``,
   ``+1``, ...; trained on retain-train only, so the forgotten images are true non-members)
@@ -51,8 +50,25 @@ def memorise(
     batch_size: int = 32,
     seed: int = 0,
 ) -> torch.nn.Module:
-    """A copy of ``model`` trained ``epochs`` more passes over ``images``, each batch paired
-    with a batch of ``retain`` (when given); BatchNorm statistics stay fixed."""
+    """A copy of ``model`` made to memorise ``images`` (the detection side of calibration).
+
+    Trained ``epochs`` more passes over ``images`` with Adam and cross-entropy, each batch
+    paired with a batch of ``retain`` (when given); the model stays in eval mode, so
+    BatchNorm statistics and dropout stay fixed and only weights change.
+
+    Args:
+        model: the model to copy (not changed).
+        images: the images to memorise (the forget cohort).
+        retain: images whose batches are added to each step's loss to keep retention;
+            None or empty: none.
+        epochs: passes over ``images``.
+        lr: Adam's learning rate.
+        batch_size: images per batch (each of ``images`` and ``retain``).
+        seed: the shuffling generator's seed.
+
+    Returns:
+        The trained copy, in eval mode.
+    """
     model = copy.deepcopy(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
@@ -142,11 +158,30 @@ def calibrate_gates(
 ) -> dict[str, Any]:
     """False-refusal and detection rates of the request's gate profile (module docstring).
 
-    ``references`` are retrains without the forget cohort (the main reference first); up to
-    ``seeds`` of them are used, and as many memorised models are made. ``audit`` (model ->
-    LiRA result) adds the per-example audit of each full-cohort model. ``store(kind, seed,
-    compute)`` returns a row, computing it only when it is not already stored: a 20-seed
-    calibration is tens of minutes of CPU, and an interrupted one resumes.
+    Args:
+        cohorts: the scenario's cohorts (its request gives the gate profile's reason).
+        deployed: the deployed model: the retention baseline, and what is memorised.
+        references: retrains without the forget cohort (the main reference first); up to
+            ``seeds`` of them are used.
+        gates_section: the params file's ``gates`` section.
+        seeds: memorised models made (seeds ``0 .. seeds - 1``), and the most references
+            and single images used.
+        extra_epochs: the memorised models' extra passes (:func:`memorise`).
+        lr: their Adam learning rate.
+        single_images: add the one-image consent rows (consent requests of more than one
+            image only).
+        log: receives a one-line summary.
+        audit: model -> offline LiRA result (its ``auc`` is kept); adds the per-example
+            audit of each full-cohort model. Default: none.
+        store: ``store(kind, seed, compute)`` returns a row, computing it only when it is
+            not already stored (a 20-seed calibration is tens of minutes of CPU, and an
+            interrupted one resumes). Default: always compute.
+
+    Returns:
+        ``reason``, ``gates`` (the section), ``extra_epochs``, ``memorise_lr``, ``summary``
+        (per kind: ``n``, ``passed``, ``refused``, ``privacy_refused``, ``median_auc``,
+        ``median_lira_auc``, ``underpowered``; ``{"n": 0}`` for a kind without rows) and
+        ``rows`` (one per model and seed, with its gate outcome and membership evidence).
     """
     audit = audit or (lambda _model: {})
     store = store or (lambda _kind, _seed, compute: compute())

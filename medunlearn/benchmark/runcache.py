@@ -33,26 +33,56 @@ DECODING_SOURCES = ("data/decode.py", "data/sources.py", "data/demo.py")
 
 
 def core_code_hash() -> str:
-    """The core's sources without the decoding (:data:`DECODING_SOURCES`), plus the training
+    """The hash of the core's code that a finished run depends on.
+
+    The core's sources without the decoding (:data:`DECODING_SOURCES`), plus the training
     code hash (dataset class and augmentation). Forget requests and cohorts
-    (``data/request.py``) are in it: they decide which rows a run forgets."""
+    (``data/request.py``) are in it: they decide which rows a run forgets.
+
+    Returns:
+        :func:`medunlearn.versioning.source_hash` of the core followed by
+        :func:`medunlearn.models.bank.training_code_hash` (hex digits).
+    """
     return source_hash(exclude=DECODING_SOURCES) + training_code_hash()
 
 
 class RunCache:
-    """JSON records of finished runs under ``directory``, keyed by :meth:`key`."""
+    """JSON records of finished runs under ``directory``, keyed by :meth:`key`.
+
+    Args:
+        directory: the folder of ``<key>.json`` records (created on the first :meth:`put`).
+        context: everything the scenario's runs share (model bank keys, request, pool);
+            the core's code hash (:func:`core_code_hash`) is added to it.
+    """
 
     def __init__(self, directory: Path, context: dict[str, Any]) -> None:
         self.directory = Path(directory)
         self.context = {**context, "code": core_code_hash()}
 
     def key(self, method: str, config: dict[str, Any], seed: int) -> str:
+        """The key of one run: its context, method, resolved settings and seed.
+
+        Args:
+            method: the method name (``medunlearn.unlearn.methods.METHODS``).
+            config: the run's full resolved settings (JSON-ready; others via ``str``).
+            seed: the run's seed.
+
+        Returns:
+            The first 24 hex digits of the SHA-256 of the sorted JSON of all four.
+        """
         blob = {"context": self.context, "method": method, "config": config, "seed": seed}
         text = json.dumps(blob, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
     def get(self, key: str) -> dict[str, Any] | None:
-        """The stored record, or ``None`` when absent or unreadable (then it is recomputed)."""
+        """The stored record of a run.
+
+        Args:
+            key: from :meth:`key`.
+
+        Returns:
+            The record, or ``None`` when absent or unreadable (then it is recomputed).
+        """
         path = self.directory / f"{key}.json"
         try:
             return json.loads(path.read_text())
@@ -60,6 +90,12 @@ class RunCache:
             return None
 
     def put(self, key: str, record: dict[str, Any]) -> None:
+        """Store a run's record atomically (temporary file in the folder, then rename).
+
+        Args:
+            key: from :meth:`key`.
+            record: the JSON-ready record (``{"diverged": true}`` for a diverged run).
+        """
         self.directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
         try:

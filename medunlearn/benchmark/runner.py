@@ -69,7 +69,23 @@ SUMMARY_KEYS = (
 
 @dataclass
 class RunRecord:
-    """One method run: its settings, seed, test metrics (gaps to retrain), audit, cost."""
+    """One method run: its settings, seed, test metrics (gaps to retrain), audit, cost.
+
+    Attributes:
+        method: the method name.
+        setting: the grid point it ran (the scenario's fixed settings not included).
+        seed: the run's seed.
+        metrics: ``UnlearningMetrics.to_dict()`` on test, gaps to the retrain reference
+            set (accuracies in [0, 1], gaps in percentage points).
+        val_tuning_gap: the tuning gap on validation (percentage points; the tuned point's
+            for the extra seeds), or ``None``.
+        seconds: wall time of the method call (seconds).
+        time_ratio: its CPU (else wall) seconds over the retrain reference's.
+        cpu_seconds: CPU time of the method call, all threads (seconds).
+        peak_mb: peak CUDA memory, else peak resident memory, of the call (MiB).
+        audit: the offline LiRA audit (``LiraResult.to_dict()``).
+        info: what the method reported about itself (``model.unlearn_info``).
+    """
 
     method: str
     setting: dict[str, Any]
@@ -84,6 +100,12 @@ class RunRecord:
     info: dict[str, Any] = field(default_factory=dict)
 
     def flat(self) -> dict[str, Any]:
+        """The run as one flat row (:func:`flat_metrics` plus its cost).
+
+        Returns:
+            :func:`flat_metrics` of its metrics and audit, with ``seconds``, ``time_ratio``
+            and ``peak_mb``.
+        """
         return {
             **flat_metrics(self.metrics, self.audit),
             "seconds": self.seconds,
@@ -93,7 +115,22 @@ class RunRecord:
 
 
 def flat_metrics(m: dict[str, Any], audit: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The reported numbers of one metrics record (and its LiRA audit) as one flat row."""
+    """The reported numbers of one metrics record (and its LiRA audit) as one flat row.
+
+    Args:
+        m: ``UnlearningMetrics.to_dict()`` with gaps set (accuracies in [0, 1], gaps in
+            percentage points).
+        audit: an offline LiRA result (``auc``, ``tpr_at_5fpr``); None: no audit.
+
+    Returns:
+        The accuracies, ``worst_class_recall`` (the lowest per-class recall on retain-test,
+        ``None`` without any), the membership attack's ``mia_auc``, ``mia_p_value`` and
+        ``mia_efficacy``, LiRA's ``lira_auc`` and ``lira_tpr_at_5fpr`` (``None`` without
+        an audit), ``avg_gap`` and ``tuning_gap``.
+
+    Raises:
+        KeyError: ``m`` lacks a reported number (raised by the lookup).
+    """
     recalls = [v for v in (m.get("retain_test_recall") or {}).values() if v is not None]
     audit = audit or {}
     return {
@@ -121,6 +158,11 @@ class PeakMemory:
 
     On Linux the kernel's high-water mark is reset on entry (``/proc/self/clear_refs``), so
     the figure belongs to the block; elsewhere it is the process's lifetime peak.
+
+    Attributes:
+        mb: peak resident memory (MiB: ``VmHWM`` kB / 1024, else ``ru_maxrss`` / 1024),
+            set on exit.
+        cuda_mb: peak allocated CUDA memory (MiB), set on exit; ``None`` without CUDA.
     """
 
     def __enter__(self) -> PeakMemory:
@@ -144,7 +186,16 @@ class PeakMemory:
 
 
 def prepare_data(scenario: Scenario, cache_dir: Path) -> DatasetSplits:
-    """Materialise the scenario's dataset once (cached by its settings) and open the splits."""
+    """Materialise the scenario's dataset once (cached by its settings) and open the splits.
+
+    Args:
+        scenario: the scenario (its ``data`` settings).
+        cache_dir: the benchmark cache; the dataset goes to
+            ``<cache_dir>/data/<name>-<data_key>``.
+
+    Returns:
+        The opened splits.
+    """
     target = cache_dir / "data" / f"{scenario.name}-{scenario.data_key()}"
     if not (target / "dataset.json").is_file():
         source = load_source(scenario.data)
@@ -155,7 +206,15 @@ def prepare_data(scenario: Scenario, cache_dir: Path) -> DatasetSplits:
 
 
 def scenario_cohorts(splits: DatasetSplits, scenario: Scenario) -> Cohorts:
-    """The cohorts of a scenario's request on its opened dataset."""
+    """The cohorts of a scenario's request on its opened dataset.
+
+    Args:
+        splits: from :func:`prepare_data`.
+        scenario: the scenario (its request).
+
+    Returns:
+        The request's cohorts.
+    """
     return build_cohorts(
         splits.manifest,
         splits.train,
@@ -167,8 +226,18 @@ def scenario_cohorts(splits: DatasetSplits, scenario: Scenario) -> Cohorts:
 
 
 def val_cohorts(cohorts: Cohorts, val_split: Any) -> Cohorts:
-    """The cohorts with validation rows in place of test rows (for tuning without test data):
-    retain-val measures retention, and matched non-members come from validation rows only."""
+    """The cohorts with validation rows in place of test rows (for tuning without test data).
+
+    Retain-val measures retention, and matched non-members come from validation rows only.
+
+    Args:
+        cohorts: the scenario's cohorts.
+        val_split: the validation split (it replaces ``cohorts.test``).
+
+    Returns:
+        A copy of ``cohorts`` with forget-val as forget-test, retain-val as retain-test and
+        the non-member pool ``("val",)``.
+    """
     return replace(
         cohorts,
         forget_test=cohorts.forget_val,
@@ -180,7 +249,19 @@ def val_cohorts(cohorts: Cohorts, val_split: Any) -> Cohorts:
 
 @dataclass
 class ScenarioModels:
-    """The trained models of a scenario: deployed, retrain reference, extra references."""
+    """The trained models of a scenario: deployed, retrain reference, extra references.
+
+    Attributes:
+        deployed: the model trained on the full training split.
+        deployed_seconds: its training wall time (seconds).
+        reference: the retrain reference (retain-train only, seed ``reference_seed``).
+        reference_seconds: its training wall time (seconds).
+        references: extra retrains, seeds ``reference_seed + 1``, ``+ 2``, ...
+        reference_peak_mb: peak memory while training or loading the reference (MiB);
+            ``None`` when it came from the bank.
+        reference_cpu_seconds: its training CPU time (seconds), when recorded.
+        keys: the models' bank keys: deployed, reference, extras.
+    """
 
     deployed: torch.nn.Module
     deployed_seconds: float
@@ -201,8 +282,22 @@ def scenario_models(
     log: Callable[[str], None] = print,
     read_only: bool = False,
 ) -> ScenarioModels:
-    """Train (or load from the bank) the deployed model and every retrain reference;
-    ``read_only``: load only (``LookupError`` for a model the bank lacks)."""
+    """Train (or load from the bank) the deployed model and every retrain reference.
+
+    Args:
+        scenario: the scenario (model, recipe, seeds).
+        splits: from :func:`prepare_data`.
+        cohorts: from :func:`scenario_cohorts` (retain-train and retain-val train the
+            references; retain-train stands in for an empty retain-val).
+        cache_dir: the benchmark cache (the bank is ``<cache_dir>/models``).
+        n_references: extra references (default: the scenario's ``reference_models``).
+        log: receives a line per extra reference.
+        read_only: load only; a model the bank lacks raises ``LookupError`` (from
+            :meth:`medunlearn.models.bank.ModelBank.get`).
+
+    Returns:
+        The models, their training times and bank keys.
+    """
     info = splits.info
     bank = ModelBank(
         cache_dir / "models",
@@ -248,7 +343,13 @@ def scenario_models(
 
 
 def pretrain(scenario: Scenario, cache_dir: Path, log: Callable[[str], None] = print) -> None:
-    """Fill the model bank for ``scenario`` (the long trainings), running no method."""
+    """Fill the model bank for ``scenario`` (the long trainings), running no method.
+
+    Args:
+        scenario: the scenario.
+        cache_dir: the benchmark cache.
+        log: receives progress lines.
+    """
     splits = prepare_data(scenario, cache_dir)
     cohorts = scenario_cohorts(splits, scenario)
     log(f"[{scenario.name}] cohorts {cohorts.masks.counts}")
@@ -262,6 +363,19 @@ def method_config(
 
     Nested settings merge key by key, so ``psg_compose: {psg: {epochs: 2}}`` in a scenario
     changes only the epochs of the PSG base, not the whole of it.
+
+    Args:
+        scenario: the scenario (its fixed ``methods`` settings and ``recipe``).
+        method: the method name.
+        psg_base: PSG's base settings (the params file's ``unlearn`` section); also the
+            base of ``boundary_shrink`` without PSG's attack keys, and ``psg_compose``'s
+            ``psg``.
+        point: the grid point.
+        seed: the run's seed.
+
+    Returns:
+        The merged settings with ``seed``; ``retrain`` starts from the scenario's recipe,
+        other methods from nothing.
     """
     if method in ("psg", "boundary_shrink"):
         base = dict(psg_base)
@@ -289,7 +403,16 @@ def _mean_std(values: Sequence[float | None]) -> dict[str, float | None]:
 
 
 def summarise(records: Sequence[RunRecord]) -> dict[str, Any]:
-    """Mean and std over seeds of every reported number, per method."""
+    """Mean and population std over seeds of every reported number, per method.
+
+    Args:
+        records: the runs (every method, every seed).
+
+    Returns:
+        Per method, in first-seen order: ``setting``, ``seeds``, ``val_tuning_gap`` (of the
+        first run) and ``{"mean", "std"}`` for each of :data:`SUMMARY_KEYS` (``None`` where
+        no run has the number; std 0 for one run).
+    """
     out: dict[str, Any] = {}
     for method in dict.fromkeys(r.method for r in records):
         rs = [r for r in records if r.method == method]
@@ -316,15 +439,40 @@ def run_benchmark(
     map_runs: Callable[[Callable[[Any], Any], list[Any], Callable[[], None]], Sequence[Any]]
     | None = None,
 ) -> dict[str, Any]:
-    """Benchmark ``methods`` (default: every method but ``retrain``, whose row the
-    reference models give) on ``scenario``; return the JSON-ready result.
+    """Benchmark ``methods`` on ``scenario`` (protocol: the module docstring).
 
-    ``map_runs(fn, jobs, done)`` returns ``[fn(job) for job in jobs]`` computed wherever it
-    likes and calls ``done()`` as each job finishes (the progress bar moves per run)
-    (``flows/benchmark.py``: Prefect tasks on a Dask cluster, one run per worker process at
-    a time); by default the runs go one after another in this process. Every run is seeded,
-    so accuracies and gaps do not depend on where or in which order the runs went (float
-    sums, hence AUCs in the last digits, depend on the torch thread count)."""
+    Every run is seeded, so accuracies and gaps do not depend on where or in which order
+    the runs went (float sums, hence AUCs in the last digits, depend on the torch thread
+    count). Finished runs are kept in the scenario's run cache (:func:`scenario_run_cache`),
+    so an interrupted benchmark resumes.
+
+    Args:
+        scenario: the scenario.
+        psg_base: PSG's base settings (see :func:`method_config`).
+        methods: method names (default: every method but ``retrain``, whose row the
+            reference models give).
+        seeds: seeds (default: the scenario's); the grid is tuned at the first.
+        quick: the scenario's quick grid (:meth:`Scenario.grid_for`).
+        cache_dir: the benchmark cache (datasets, model bank, run cache).
+        progress: show a progress bar.
+        log: receives progress lines.
+        gates_section: the params file's ``gates`` section (pool choice and calibration;
+            default: the built-in bounds).
+        map_runs: ``map_runs(fn, jobs, done)`` returns ``[fn(job) for job in jobs]``
+            computed wherever it likes and calls ``done()`` as each job finishes
+            (``flows/benchmark.py``: Prefect tasks on a Dask cluster); by default the runs
+            go one after another in this process.
+
+    Returns:
+        The JSON-ready result: scenario, redacted request, cohort counts, pool check,
+        training times (seconds), the reference, deployed and noise-floor rows, every run,
+        the tuning log, :func:`tuning_agreement`, diverged runs, :func:`summarise`'s
+        summary and the gate calibration.
+
+    Raises:
+        RuntimeError: a worker's core code differs from the run cache's (raised by a run
+            on that worker).
+    """
     methods = list(methods or [m for m in METHODS if m != "retrain"])
     seeds = list(seeds if seeds is not None else scenario.seeds)
     torch.manual_seed(0)
@@ -397,10 +545,12 @@ def run_benchmark(
     salt = identifier_salt()  # a Dask worker starts unsalted: ids must hash as they do here
 
     def attempt(job: tuple[str, dict[str, Any], int]) -> RunRecord | str:
-        """One fresh run, stored in the run cache as soon as it ends (a killed benchmark
-        resumes); a divergence comes back as its message. Runs where ``map_runs`` sends it
-        (this process, or a Dask worker sharing the cache folder), which must run the code
-        the cache keys name."""
+        """One fresh run, stored in the run cache as soon as it ends (a killed run resumes).
+
+        A divergence comes back as its message. Runs where ``map_runs`` sends it (this
+        process, or a Dask worker sharing the cache folder), which must run the code the
+        cache keys name.
+        """
         if core_code_hash() != runs.context["code"]:
             raise RuntimeError(
                 "this worker's medunlearn code differs from the benchmark's (run cache key "
@@ -566,8 +716,16 @@ IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
 
 def redacted_request(request: Any) -> dict[str, Any]:
-    """The request for a report: identifier lists replaced by their salted hashes
-    (``hash_identifier``), so benchmark JSON and tables never carry raw patient ids."""
+    """The request for a report, without raw patient identifiers.
+
+    Args:
+        request: a :class:`~medunlearn.data.request.ForgetRequest`.
+
+    Returns:
+        Its fields and ``hash``, with the selector's ``patient_ids`` and ``image_ids``
+        replaced by their salted hashes (``hash_identifier``), so benchmark JSON and tables
+        never carry raw patient ids.
+    """
     out = asdict(request) | {"hash": request.hash}
     selector = dict(out.get("selector") or {})
     for key in IDENTIFIER_KEYS:
@@ -580,8 +738,19 @@ def redacted_request(request: Any) -> dict[str, Any]:
 def lira_audit(
     cohorts: Cohorts, references: Sequence[torch.nn.Module]
 ) -> Callable[[torch.nn.Module, LogitCache | None], dict[str, Any]]:
-    """Offline LiRA of any model on the request's members and matched non-members,
-    calibrated on ``references`` (their statistics computed once)."""
+    """Offline LiRA (Carlini et al. 2022) of any model on the request's cohorts.
+
+    Members and matched non-members; calibrated on ``references`` (their statistics
+    computed once).
+
+    Args:
+        cohorts: the scenario's cohorts (held-out evidence sets).
+        references: retrains without the forget cohort.
+
+    Returns:
+        ``audit(model, predict=None)``: the model's ``LiraResult.to_dict()`` (``auc``,
+        ``tpr_at_5fpr``, ...); ``predict`` reuses a :class:`LogitCache` of the model.
+    """
     held = evidence_sets(cohorts)[0]
     stats = reference_statistics(references, held.members, held.nonmembers)
 
@@ -602,8 +771,18 @@ def calibrate_scenario(
     cache_dir: Path = Path(".cache/bench"),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Only the gate calibration of a scenario (its models from the bank), with the held-out
-    pool check that chose its non-members under ``"pool_check"``."""
+    """Only the gate calibration of a scenario (its models from the bank, trained if absent).
+
+    Args:
+        scenario: the scenario.
+        gates_section: the params file's ``gates`` section.
+        cache_dir: the benchmark cache.
+        log: receives progress lines.
+
+    Returns:
+        :func:`medunlearn.benchmark.calibration.calibrate_gates`'s result, with the
+        held-out pool check that chose its non-members under ``"pool_check"``.
+    """
     splits = prepare_data(scenario, cache_dir)
     cohorts = scenario_cohorts(splits, scenario)
     models = scenario_models(scenario, splits, cohorts, cache_dir, log=log)
@@ -618,7 +797,18 @@ def calibrate_scenario(
 def scenario_run_cache(
     scenario: Scenario, models: Any, cohorts: Cohorts, quick: bool, cache_dir: Path
 ) -> RunCache:
-    """The run cache of one scenario: its models' bank keys, request and non-member pool."""
+    """The run cache of one scenario: its models' bank keys, request and non-member pool.
+
+    Args:
+        scenario: the scenario (name, request hash).
+        models: its :class:`ScenarioModels` (their bank ``keys``).
+        cohorts: its cohorts (the non-member pool's splits).
+        quick: a quick run (kept apart from full runs).
+        cache_dir: the benchmark cache (runs go to ``<cache_dir>/runs``).
+
+    Returns:
+        The cache.
+    """
     return RunCache(
         cache_dir / "runs",
         {
@@ -667,8 +857,18 @@ def _calibrate(
 
 
 def tuning_agreement(summary: dict[str, Any]) -> dict[str, Any]:
-    """Spearman rank correlation, across methods, of the validation tuning gap of the chosen
-    setting with the same gap measured on test (does tuning rank methods as test does?)."""
+    """Does tuning rank methods as test does?
+
+    Spearman rank correlation (``scipy.stats.spearmanr``), across methods, of the
+    validation tuning gap of the chosen setting with the same gap measured on test.
+
+    Args:
+        summary: :func:`summarise`'s result.
+
+    Returns:
+        ``n_methods`` (methods with both gaps), ``spearman`` and its ``p_value``; both
+        ``None`` with fewer than 3 methods.
+    """
     pairs = [
         (s["val_tuning_gap"], s["tuning_gap"]["mean"])
         for s in summary.values()

@@ -82,6 +82,26 @@ class ScenarioError(Refusal, ValueError):
 
 @dataclass
 class Scenario:
+    """One benchmark scenario, as read from its YAML file by :func:`load_scenario`.
+
+    Attributes:
+        name: the scenario's name (its result files are ``<name>.json``, ``<name>.md``).
+        data: the data settings (``source``, ``path``, ``image_size`` in pixels,
+            ``channels``, ...), as in the params file's ``data`` section.
+        model: ``name`` and ``kwargs`` of the architecture.
+        recipe: training settings (``medunlearn.models.training.TrainConfig`` fields).
+        request: the forget request every method serves.
+        methods: fixed settings per method, on top of the defaults.
+        grid: tuning grid per method (replaces :data:`DEFAULT_GRIDS`' entry).
+        seeds: the seeds each method runs with.
+        reference_seed: the retrain reference's seed.
+        reference_models: extra retrains (seeds ``reference_seed + 1`` ...) for the LiRA
+            audit and the gate calibration.
+        description: free text.
+        source_file: the file it was read from.
+        quick: read with ``--quick`` (its ``quick`` overrides applied, one seed).
+    """
+
     name: str
     data: dict[str, Any]
     model: dict[str, Any]
@@ -97,8 +117,17 @@ class Scenario:
     quick: bool = False
 
     def grid_for(self, method: str, quick: bool | None = None) -> list[dict[str, Any]]:
-        """Grid points (dicts of settings) for ``method``; quick keeps 2 values of the first key
-        (or the first 2 points of an explicit list)."""
+        """The tuning grid's points for a method.
+
+        Args:
+            method: a method name.
+            quick: keep 2 values of the first key (or the first 2 points of an explicit
+                list) and 1 of every other; default: the scenario's :attr:`quick`.
+
+        Returns:
+            Grid points (dicts of settings), every combination of the grid's keys in order;
+            ``[{}]`` for a method without a grid.
+        """
         quick = self.quick if quick is None else quick
         grid = self.grid.get(method, DEFAULT_GRIDS.get(method, {}))
         if isinstance(grid, list):
@@ -113,13 +142,25 @@ class Scenario:
         return points
 
     def data_key(self) -> str:
-        """Hash of the data settings: the materialised dataset is cached under it."""
+        """Hash of the data settings: the materialised dataset is cached under it.
+
+        Returns:
+            The first 12 hex digits of the SHA-256 of the sorted JSON of :attr:`data`.
+        """
         blob = json.dumps(self.data, sort_keys=True, default=str).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
 def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: mappings merge key by key, every other value in ``override`` replaces."""
+    """Deep merge: mappings merge key by key, every other value in ``override`` replaces.
+
+    Args:
+        base: the settings to start from (not changed).
+        override: the settings that win.
+
+    Returns:
+        A new mapping (deep copies; neither argument is shared with it).
+    """
     out = copy.deepcopy(base)
     for k, v in override.items():
         nested = isinstance(v, dict) and isinstance(out.get(k), dict)
@@ -128,7 +169,19 @@ def merge_settings(base: dict[str, Any], override: dict[str, Any]) -> dict[str, 
 
 
 def load_scenario(path: str | Path, quick: bool = False) -> Scenario:
-    """Read and check a scenario file; with ``quick`` apply its ``quick`` overrides."""
+    """Read and check a scenario file; with ``quick`` apply its ``quick`` overrides.
+
+    Args:
+        path: the scenario's YAML file.
+        quick: apply the file's ``quick`` overrides and keep only the first seed.
+
+    Returns:
+        The scenario.
+
+    Raises:
+        ScenarioError: the file is missing, not a mapping, has an unknown or a missing
+            required key, names an unknown method, or its request is invalid.
+    """
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(f"{path}: scenario file not found")

@@ -28,7 +28,14 @@ MapRuns = Callable[[Callable[[Any], Any], list[Any], Callable[[], None]], Sequen
 
 
 def default_out(quick: bool) -> Path:
-    """The output folder when none is named: ``reports/bench`` (``reports/bench/quick``)."""
+    """The output folder when none is named.
+
+    Args:
+        quick: a ``--quick`` run.
+
+    Returns:
+        ``reports/bench``, or ``reports/bench/quick`` for a quick run (relative paths).
+    """
     return Path("reports/bench/quick" if quick else "reports/bench")
 
 
@@ -43,7 +50,8 @@ def load_scenarios(paths: Sequence[Path], quick: bool = False) -> list[Scenario]
         The scenarios in the order given.
 
     Raises:
-        ConfigError: a file is missing or invalid (names the file and key).
+        ScenarioError: a file is missing or invalid (names the file and key; raised by
+            :func:`medunlearn.benchmark.scenario.load_scenario`).
     """
     return [load_scenario(p, quick=quick) for p in paths]
 

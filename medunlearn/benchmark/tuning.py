@@ -35,7 +35,14 @@ from typing import Any
 
 
 def setting_key(setting: dict[str, Any]) -> str:
-    """A canonical string of a grid point (sorted keys), the rows' grouping key."""
+    """A canonical string of a grid point (sorted keys), the rows' grouping key.
+
+    Args:
+        setting: a grid point (JSON-ready settings).
+
+    Returns:
+        Its JSON with sorted keys.
+    """
     return json.dumps(setting, sort_keys=True)
 
 
@@ -50,12 +57,24 @@ def _table(rows: Iterable[dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]
 def rank(
     rows: Iterable[dict[str, Any]], scenarios: Sequence[str]
 ) -> list[tuple[str, dict[str, Any]]]:
-    """Settings run on every one of ``scenarios`` without diverging, best first, with their
-    summary: ``passed_discriminating`` (scenarios passed where the untouched deployed model
-    fails the same gates: a pass that proves something), ``passed`` (all passes), ``score``
-    (mean tuning gap, points), ``time_ratio`` (mean). Order: more discriminating passes, more
-    passes, lower mean score, lower time ratio. A row without ``deployed_passes`` counts as
-    discriminating."""
+    """Settings run on every one of ``scenarios`` without diverging, best first.
+
+    Order: more discriminating passes, more passes, lower mean score, lower time ratio. A
+    row without ``deployed_passes`` counts as discriminating.
+
+    Args:
+        rows: one per (scenario, setting): ``scenario``, ``setting``, ``passed``, ``score``
+            (tuning gap, percentage points), ``time_ratio``, optionally
+            ``deployed_passes``; a later row for the same pair replaces an earlier one.
+        scenarios: the scenarios a setting must have run on.
+
+    Returns:
+        ``(setting_key, summary)`` pairs, best first; the summary holds
+        ``passed_discriminating`` (scenarios passed where the untouched deployed model fails
+        the same gates: a pass that proves something), ``passed`` (all passes), ``score``
+        (mean tuning gap, percentage points) and ``time_ratio`` (mean run time over the
+        retrain's, or ``None`` when no row has one).
+    """
     ranked = []
     for key, by_scenario in _table(rows).items():
         if not all(s in by_scenario for s in scenarios):
@@ -87,6 +106,15 @@ def rank(
 def choose(rows: Iterable[dict[str, Any]], scenarios: Sequence[str]) -> dict[str, Any]:
     """The best setting over ``scenarios`` (see :func:`rank`).
 
+    Args:
+        rows: one per (scenario, setting): ``scenario``, ``setting``, ``passed``, ``score``
+            (tuning gap, percentage points), ``time_ratio``, optionally
+            ``deployed_passes``; a later row for the same pair replaces an earlier one.
+        scenarios: the scenarios to choose on.
+
+    Returns:
+        ``{"setting": grid point, **summary}`` with :func:`rank`'s summary of it.
+
     Raises:
         ValueError: no setting was run on every scenario without diverging.
     """
@@ -100,8 +128,15 @@ def choose(rows: Iterable[dict[str, Any]], scenarios: Sequence[str]) -> dict[str
 
 
 def diverged(row: dict[str, Any]) -> bool:
-    """True when the run failed by divergence (its score is ``inf``: non-finite weights or
-    outputs, see ``medunlearn.unlearn.methods.Diverged``)."""
+    """Whether a run failed by divergence.
+
+    Args:
+        row: a tuning row (its ``score``).
+
+    Returns:
+        True when its score is ``inf`` (non-finite weights or outputs, see
+        ``medunlearn.unlearn.methods.Diverged``).
+    """
     return float(row["score"]) == float("inf")
 
 
@@ -111,13 +146,26 @@ def choose_sweep(
     size: int = 2,
     also_run_on: Sequence[str] = (),
 ) -> list[dict[str, Any]]:
-    """Up to ``size`` settings: first the best by :func:`rank`, then each time the setting
-    that makes the sweep pass on the most scenarios not yet covered (ties: the most newly
-    covered scenarios where the deployed model fails, the most scenarios passed overall, then
-    the lowest mean score on the newly covered ones); once nothing adds coverage, the next
-    settings by :func:`rank`. Settings that diverged on any of ``scenarios`` are never
-    chosen; with ``also_run_on`` only settings that have a row there too are candidates (a
-    held-out scenario: its rows' existence is used, never their results).
+    """A sweep of up to ``size`` settings that passes on as many scenarios as possible.
+
+    First the best by :func:`rank`, then each time the setting that makes the sweep pass on
+    the most scenarios not yet covered (ties: the most newly covered scenarios where the
+    deployed model fails, the most scenarios passed overall, then the lowest mean score on
+    the newly covered ones); once nothing adds coverage, the next settings by :func:`rank`.
+    Settings that diverged on any of ``scenarios`` are never chosen.
+
+    Args:
+        rows: one per (scenario, setting): ``scenario``, ``setting``, ``passed``, ``score``
+            (tuning gap, percentage points), ``time_ratio``, optionally
+            ``deployed_passes``; a later row for the same pair replaces an earlier one.
+        scenarios: the scenarios to choose on.
+        size: the most settings in the sweep.
+        also_run_on: only settings with a row on each of these too are candidates (a
+            held-out scenario: its rows' existence is used, never their results).
+
+    Returns:
+        The sweep's grid points, in the order chosen (fewer than ``size`` when fewer
+        settings are usable).
 
     Raises:
         ValueError: no setting ran on every scenario without diverging.
@@ -160,8 +208,24 @@ def choose_sweep(
 def sweep_outcome(
     rows: Iterable[dict[str, Any]], sweep: Sequence[dict[str, Any]], scenario: str
 ) -> dict[str, Any]:
-    """What a revision running ``sweep`` gets on ``scenario``: the passing run with the lowest
-    score (a revision keeps one passing candidate), else the first setting's failing row."""
+    """What a revision running ``sweep`` gets on ``scenario``.
+
+    A revision keeps one passing candidate: the passing run with the lowest score, else
+    the first setting's failing row.
+
+    Args:
+        rows: tuning rows (see :func:`rank`); each setting of ``sweep`` must have one on
+            ``scenario``.
+        sweep: grid points, as :func:`choose_sweep` returns them.
+        scenario: the scenario to look up.
+
+    Returns:
+        ``passed`` (any run passed), ``score`` (percentage points) and ``setting`` of the
+        kept run, and ``seconds``: the sweep's total run time (seconds).
+
+    Raises:
+        KeyError: a setting of the sweep has no row on ``scenario`` (raised by the lookup).
+    """
     table = _table(rows)
     runs = [table[setting_key(s)][scenario] for s in sweep]
     passing = [r for r in runs if r["passed"]]
@@ -179,8 +243,10 @@ def leave_one_dataset_out(
     datasets: dict[str, Sequence[str]],
     size: int = 2,
 ) -> list[dict[str, Any]]:
-    """For each dataset in turn: choose the sweep on the other datasets' scenarios, report it
-    on the held-out dataset's scenarios.
+    """Leave one dataset out: choose on the others, report on it.
+
+    For each dataset in turn, choose the sweep (:func:`choose_sweep`) on the other
+    datasets' scenarios and report it on the held-out dataset's scenarios.
 
     Args:
         rows: one per (scenario, setting): ``scenario``, ``setting``, ``passed``, ``score``
