@@ -34,7 +34,7 @@ from tasks.register_revision import register_revision
 from tasks.unlearn_candidate import run_is_intact, with_local_cache
 from tasks.write_revision_report import write_revision_report
 
-REPORT_KEYS = ("metrics", "tradeoff", "summary", "tradeoff_png", "validation")
+REPORT_KEYS = ("metrics", "details", "tradeoff", "summary", "tradeoff_png", "validation")
 
 
 @dataclass
@@ -220,6 +220,7 @@ def refuse(plan: RevisionPlan, found: Evaluated, reason: str) -> None:
         timings=found.timings(),
         baseline=found.baseline,
         failed=failed,
+        model_name=plan.model_name,
     )
     if plan.registry is None:  # an unregistered candidate of an earlier request must go
         remove_directory(plan.candidate_dir)
@@ -291,6 +292,7 @@ def publish(
             timings=found.timings(),
             baseline=found.baseline,
             failed=found.failed,
+            model_name=plan.model_name,
         )
         copy_files([reports.get(k) for k in REPORT_KEYS], folder / "reports")
         clock.lap("report")

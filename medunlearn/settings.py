@@ -233,6 +233,7 @@ class Reports(_Section):
     """The ``maintain.reports`` paths of a revision's reports."""
 
     metrics: str | None = None
+    details: str | None = None
     tradeoff: str | None = None
     summary: str | None = None
     tradeoff_png: str | None = None

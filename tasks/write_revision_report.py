@@ -1,4 +1,5 @@
-"""Step: the run's reports: DVC metrics and plots files, a summary, a PNG, Prefect artifacts.
+"""Step: the run's reports: DVC metrics (headline) and details files, the trade-off CSV (DVC
+plots) and PNG, a summary, Prefect artifacts.
 
 Written whether or not a candidate passed, so a failed run still explains itself.
 """
@@ -22,44 +23,31 @@ from medunlearn.revision.candidates import (
     tradeoff_csv,
     tradeoff_rows,
 )
+from medunlearn.revision.report import (
+    headline_metrics,
+    metrics_details,
+    revision_title,
+    tradeoff_figure,
+)
 
 
-def _plot(rows: list[dict[str, Any]], deployed: dict[str, Any], path: str) -> None:
-    import matplotlib
+def details_path(cfg: dict[str, Any]) -> str:
+    """Where the details JSON goes: ``cfg["details"]``, else ``<metrics stem>_details.json``
+    next to the headline file (params written before the split)."""
+    if cfg.get("details"):
+        return str(cfg["details"])
+    metrics = Path(cfg["metrics"])
+    return str(metrics.with_name(f"{metrics.stem}_details.json"))
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for r in rows:
-        style = dict(
-            marker="*" if r["selected"] else "o",
-            s=200 if r["selected"] else 50,
-            color="tab:green" if r["passed"] else "tab:red",
-        )
-        ax.scatter([r["forget_train_acc"] or 0], [r["retain_test_acc"] or 0], **style)
-        ax.annotate(
-            r["candidate"],
-            (r["forget_train_acc"] or 0, r["retain_test_acc"] or 0),
-            fontsize=7,
-            xytext=(4, 3),
-            textcoords="offset points",
-        )
-    ax.scatter(
-        [deployed["forget_train_acc"] or 0],
-        [deployed["retain_test_acc"] or 0],
-        marker="X",
-        s=120,
-        color="grey",
-        label="deployed",
-    )
-    ax.set_xlabel("forget-train accuracy")
-    ax.set_ylabel("retain-test accuracy")
-    ax.set_title("candidates (green: gates pass, star: selected)")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+def candidate_method(candidate: CandidateResult) -> str:
+    """The name a candidate is coloured by: its method (a sweep run), or its composition's
+    kind (``swap``, ``interpolate``)."""
+    return str(candidate.config.get("method") or candidate.kind)
+
+
+def _plot(fig: Any, path: str) -> None:
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
 
 
 @task(name="write-revision-report", cache_policy=NO_CACHE)
@@ -73,8 +61,15 @@ def write_revision_report(
     timings: dict[str, Any] | None = None,
     baseline: dict[str, Any] | None = None,
     failed: list[dict[str, Any]] | None = None,
+    model_name: str | None = None,
 ) -> str:
-    """Write ``metrics``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths in ``cfg``).
+    """Write ``metrics``, ``details``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths
+    in ``cfg``; ``details`` defaults to ``<metrics stem>_details.json`` beside ``metrics``).
+
+    ``metrics`` holds only the headline figures ``dvc metrics show`` prints
+    (``medunlearn.revision.report.HEADLINE_LEAVES``); ``details`` the rest (gates, the full
+    deployed and selected metrics, parity, counts, caveats, failed runs, timings).
+    ``model_name`` and ``export["version"]`` (None: unregistered) name the plot's title.
 
     ``failed``: runs rejected before evaluation (``medunlearn.revision.candidates.failed_run``); the
     metrics file lists them under ``failed_runs`` and the summary names each with its reason.
@@ -96,42 +91,48 @@ def write_revision_report(
         failed,
     )
     rows = tradeoff_rows(candidates, name)
-    write_json(
-        cfg["metrics"],
-        {
-            "request": request["hash"],
-            "reason": request["reason"],
-            "passed": selected is not None,
-            "selected": name,
-            "revision_id": export["revision_id"] if export else None,
-            "deployed": {
-                k: deployed.to_dict()[k]
-                for k in (
-                    "forget_train_acc",
-                    "forget_heldout_acc",
-                    "retain_test_acc",
-                    "retain_test_balanced_acc",
-                    "retain_heldout_acc",
-                    "retain_heldout_balanced_acc",
-                    "test_acc",
-                    "test_balanced_acc",
-                    "membership",
-                )
-            },
-            "deployed_gates": baseline,
-            "selected_metrics": selected.metrics if selected else None,
-            "gates": selected.gates if selected else [c.gates for c in candidates],
-            "parity": export["parity"] if export else None,
-            "counts": cohorts.masks.counts,
-            "caveats": evidence_caveats(selected.gates, baseline) if selected else [],
-            "failed_runs": [{k: f[k] for k in ("name", "kind", "reason")} for f in (failed or [])],
-            **(timings or {"step_seconds": {}}),
+    full = {
+        "request": request["hash"],
+        "reason": request["reason"],
+        "passed": selected is not None,
+        "selected": name,
+        "revision_id": export["revision_id"] if export else None,
+        "deployed": {
+            k: deployed.to_dict()[k]
+            for k in (
+                "forget_train_acc",
+                "forget_heldout_acc",
+                "retain_test_acc",
+                "retain_test_balanced_acc",
+                "retain_heldout_acc",
+                "retain_heldout_balanced_acc",
+                "test_acc",
+                "test_balanced_acc",
+                "membership",
+            )
         },
-    )
+        "deployed_gates": baseline,
+        "selected_metrics": selected.metrics if selected else None,
+        "gates": selected.gates if selected else [c.gates for c in candidates],
+        "parity": export["parity"] if export else None,
+        "counts": cohorts.masks.counts,
+        "caveats": evidence_caveats(selected.gates, baseline) if selected else [],
+        "failed_runs": [{k: f[k] for k in ("name", "kind", "reason")} for f in (failed or [])],
+        **(timings or {"step_seconds": {}}),
+    }
+    write_json(cfg["metrics"], headline_metrics(full))
+    write_json(details_path(cfg), metrics_details(full))
     write_text(cfg["tradeoff"], tradeoff_csv(candidates, name))
     write_text(cfg["summary"], summary)
     Path(cfg["tradeoff_png"]).parent.mkdir(parents=True, exist_ok=True)
-    _plot(rows, deployed.to_dict(), cfg["tradeoff_png"])
+    methods = {c.name: candidate_method(c) for c in candidates}
+    title = revision_title(
+        model_name, (export or {}).get("version"), request["reason"], request["hash"]
+    )
+    fig = tradeoff_figure(
+        [{**r, "method": methods[r["candidate"]]} for r in rows], deployed.to_dict(), title
+    )
+    _plot(fig, cfg["tradeoff_png"])
     create_table_artifact(
         key="maintenance-candidates",
         table=rows,

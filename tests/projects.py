@@ -41,6 +41,7 @@ def make_project(
         k: str(tmp / "reports" / n)
         for k, n in (
             ("metrics", "metrics.json"),
+            ("details", "metrics_details.json"),
             ("tradeoff", "tradeoff.csv"),
             ("summary", "maintenance.md"),
             ("tradeoff_png", "tradeoff.png"),

@@ -22,6 +22,7 @@ from medunlearn.models.checkpoint import load_checkpoint
 from medunlearn.models.export import check_parity, read_metadata
 from medunlearn.revision.candidates import GatesFailed
 from medunlearn.revision.registry import RegistryError
+from medunlearn.revision.report import HEADLINE_LEAVES, leaves
 
 LENIENT = {"max_forget_acc": 1.0, "max_retain_drop": 1.0, "max_balanced_drop": 1.0}
 # the demo revision's bounds: forget digit 3, keep retention within 10 points
@@ -76,8 +77,9 @@ def test_demo_revision_passes_gates_and_exports(demo_revision, demo_splits) -> N
 
 def test_demo_revision_reports(demo_revision) -> None:
     tmp, _, result, _ = demo_revision
-    metrics = json.loads((tmp / "reports" / "metrics.json").read_text())
-    assert metrics["passed"] and metrics["selected"] == result["selected"]
+    headline = json.loads((tmp / "reports" / "metrics.json").read_text())
+    assert headline["passed"] and headline["selected"] == result["selected"]
+    metrics = json.loads((tmp / "reports" / "metrics_details.json").read_text())
     steps = ("load", "validate", "unlearn", "compose", "evaluate", "export")
     assert set(steps) <= set(metrics["step_seconds"]) and metrics["step_seconds"]["unlearn"] > 0
     compute = metrics["compute_seconds"]
@@ -95,7 +97,22 @@ def test_demo_revision_reports(demo_revision) -> None:
     assert "[required] forget_train_acc" in summary and "[informative] membership" in summary
     assert metrics["deployed_gates"]["passed"] is False  # the deployed model still predicts 3
     assert (tmp / "reports" / "tradeoff.png").read_bytes()[:4] == b"\x89PNG"
-    assert json.loads((tmp / "reports" / "validation.json").read_text())["success"]
+    validation = json.loads((tmp / "reports" / "validation.json").read_text())
+    assert validation["success"]
+    # dvc metrics: the headline only; the rest in the details file
+    assert set(leaves(headline)) == set(HEADLINE_LEAVES)
+    assert (
+        headline["candidate"]["forget_train_acc"] == metrics["selected_metrics"]["forget_train_acc"]
+    )
+    # the HTML report next to the card, with the run's validation and plot, and its link
+    page = (tmp / "models" / "candidate" / "report.html").read_text()
+    request = headline["request"]
+    assert f"Revision report: classifier unregistered · request class_retirement {request}" in page
+    assert page.count("<tr") > len(validation["outcomes"])  # validation rows are in the table
+    assert "expect_column_distinct_values_to_contain_set" in page
+    assert 'src="data:image/png;base64,' in page
+    link = (tmp / "models" / "candidate" / "report.html").resolve().as_uri()
+    assert link in _artifact_markdown("revision-report-classifier")
 
 
 def test_impossible_gates_fail_the_flow_and_export_nothing(
@@ -545,7 +562,7 @@ def test_revision_is_registered_with_production_as_parent(
     # the briefly trained demo model shows no memorisation of these patients (measured: it
     # passes the consent profile itself on AVX2 and AVX-512 kernels), so the card must say
     # the pass cannot tell the two apart; were it to fail the profile, no such caveat
-    metrics = json.loads((files / "reports" / "metrics.json").read_text())
+    metrics = json.loads((files / "reports" / "metrics_details.json").read_text())
     deployed_passes = metrics["deployed_gates"]["passed"]
     assert record["deployed_gates_passed"] is deployed_passes
     caveat = "not discriminating: the deployed model passes the consent_withdrawal profile too"
@@ -659,7 +676,7 @@ def test_revision_is_registered_with_production_as_parent(
     params.write_text(yaml.safe_dump(config))
     with pytest.raises(GatesFailed):
         maintenance_flow(str(params), str(other))
-    counts = json.loads((tmp_path / "reports" / "metrics.json").read_text())["counts"]
+    counts = json.loads((tmp_path / "reports" / "metrics_details.json").read_text())["counts"]
     seven = manifest["label"] == "7"
     assert counts["forget_train"] == int((train & seven).sum())
     assert counts["inherited_train"] == int((train & (both | patients) & ~seven).sum())
@@ -705,7 +722,7 @@ def test_a_diverging_run_is_reported_and_never_harms_the_revision(
     assert "diverges" not in names and "interp-0.5" not in names and "psg-a" in names
     assert result["selected"] in names
     assert not list((tmp_path / "work").glob("diverges-*.pt")), "no checkpoint of a failed run"
-    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "metrics_details.json").read_text())
     failed = {f["name"]: f for f in metrics["failed_runs"]}
     assert set(failed) == {"diverges", "interp-0.5"}
     assert "non-finite tensor(s)" in failed["diverges"]["reason"]
@@ -742,7 +759,8 @@ def test_a_sweep_whose_every_run_diverged_is_refused_with_a_report(
     ):
         maintenance_flow(str(params))
     metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
-    assert metrics["passed"] is False and [f["name"] for f in metrics["failed_runs"]] == [
+    details = json.loads((tmp_path / "reports" / "metrics_details.json").read_text())
+    assert metrics["passed"] is False and [f["name"] for f in details["failed_runs"]] == [
         "diverges"
     ]
     summary = (tmp_path / "reports" / "maintenance.md").read_text()
@@ -844,7 +862,7 @@ def test_every_report_says_what_a_pass_cannot_show(
     result = maintenance_flow(str(params))
     if gates is not None:
         assert result["baseline"]["passed"] is True
-    metrics = json.loads((tmp_path / "reports" / "metrics.json").read_text())
+    metrics = json.loads((tmp_path / "reports" / "metrics_details.json").read_text())
     assert any(c.startswith(caveat) for c in metrics["caveats"]), metrics["caveats"]
     shown = {
         "card.md": (tmp_path / "models" / "candidate" / "card.md").read_text(),

@@ -11,6 +11,7 @@ runs once with K = 2 and 1 epoch; the second run must train nothing.
 from __future__ import annotations
 
 import hashlib
+import html
 import json
 import subprocess
 import sys
@@ -167,12 +168,14 @@ def test_audit_file_card_and_commit(project, demo_dir, capsys) -> None:
         check=True,
     ).stdout.split()
     assert sorted(p for p in changed if p.startswith("registry/")) == [
-        f"registry/classifier/v1.1.0/{n}" for n in ("audit.json", "card.json", "card.md")
+        f"registry/classifier/v1.1.0/{n}"
+        for n in ("audit.json", "card.json", "card.md", "report.html")
     ]
     card = (folder / "card.md").read_text()
     assert "## Per-example audit" in card and stored["verdict"] in card
     assert "2 reference models (seeds 1, 2" in card
     assert json.loads((folder / "card.json").read_text())["audit"]["auc"] == stored["auc"]
+    assert stored["verdict"] in html.unescape((folder / "report.html").read_text())
     capsys.readouterr()
     main(["card", "classifier", "v1.1.0", "--params", str(repo / "params.yaml")])
     shown = capsys.readouterr().out

@@ -1,14 +1,19 @@
 """Benchmark outputs: the JSON result, a markdown table and two PNG plots per scenario.
 
-Plots use matplotlib's Agg backend (files only, no display).
+Plots are ``matplotlib.figure.Figure`` objects (no pyplot state; saved through the Agg
+canvas, files only) built apart from their saving, so a test reads them back. Every method
+has one colour in every plot, and titles name the model, the scenario and the request
+(``medunlearn.evidence.plotting``).
 """
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from medunlearn.atomic import write_json, write_text, write_with
+from medunlearn.evidence.plotting import method_colour, plain_log_axis, plot_title
 
 COLUMNS = (
     ("forget_train_acc", "forget-train"),
@@ -203,25 +208,51 @@ def best_method(result: dict[str, Any], exclude: tuple[str, ...] = ("retrain",))
     return min(scored, key=scored.get) if scored else None
 
 
-def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
-    """Forget-train vs retain-test accuracy, one point per method and seed; retrain a star."""
-    import matplotlib
+def _title(result: dict[str, Any], subject: str) -> str:
+    """The benchmark's model (architecture; no registry version) and request."""
+    model = (result.get("model") or {}).get("name") or "model"
+    request = result.get("request") or {}
+    return plot_title(
+        model,
+        f"(benchmark {result['scenario']}{', quick' if result.get('quick') else ''})",
+        request.get("reason"),
+        request.get("hash"),
+        subject,
+    )
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 5))
+def _legend_outside(ax: Any) -> None:
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+
+
+def tradeoff_figure(result: dict[str, Any]) -> Any:
+    """Forget-train vs retain-test accuracy, one point per method and seed (each method in
+    its fixed colour, ``medunlearn.evidence.plotting.method_colour``); the retrain
+    reference a black star, the deployed model a grey cross. Methods are named in a legend
+    beside the axes, not on the points.
+
+    Args:
+        result: a scenario's result (``runs``, ``reference``, ``deployed``, ``scenario``,
+            ``model``, ``request``); accuracies in [0, 1].
+
+    Returns:
+        A ``matplotlib.figure.Figure``; each method's points carry ``gid`` ``method:<name>``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.add_subplot()
     methods = list(dict.fromkeys(r["method"] for r in result["runs"]))
-    cmap = plt.get_cmap("tab20")
-    for i, method in enumerate(methods):
+    for method in methods:
         runs = [r for r in result["runs"] if r["method"] == method]
         ax.scatter(
             [r["metrics"]["forget_train_acc"] or 0 for r in runs],
             [r["metrics"]["retain_test_acc"] or 0 for r in runs],
-            color=cmap(i % 20),
+            color=method_colour(method),
             label=method,
             s=36,
             alpha=0.85,
+            gid=f"method:{method}",
         )
     ref, dep = result["reference"], result["deployed"]
     ax.scatter(
@@ -229,55 +260,90 @@ def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
         [ref["retain_test_acc"]],
         marker="*",
         s=260,
-        color="black",
+        color=method_colour("retrain"),
         label="retrain reference",
         zorder=5,
+        gid="reference",
     )
     ax.scatter(
         [dep["forget_train_acc"]],
         [dep["retain_test_acc"]],
         marker="X",
         s=120,
-        color="grey",
+        color=method_colour("deployed"),
         label="deployed",
         zorder=5,
+        gid="deployed",
     )
     ax.set_xlabel("forget-train accuracy")
     ax.set_ylabel("retain-test accuracy")
-    ax.set_title(f"{result['scenario']}: forgetting vs retention")
-    ax.legend(fontsize=7, loc="best")
+    ax.set_title(
+        _title(result, "forgetting vs retention (one point per method and seed)"), fontsize=9
+    )
+    _legend_outside(ax)
     ax.grid(alpha=0.3)
-    _save(fig, path)
+    return fig
+
+
+def time_gap_figure(result: dict[str, Any]) -> Any:
+    """Unlearning time / retrain time (log axis, plain decimal ticks) vs Avg Gap (percentage
+    points, mean ± std over seeds) per method, in the methods' fixed colours, named in a
+    legend; the dashed line marks a tenth of the retrain's time.
+
+    Args:
+        result: a scenario's result (``summary`` per method: ``time_ratio`` and ``avg_gap``
+            as ``{"mean", "std"}``).
+
+    Returns:
+        A ``matplotlib.figure.Figure``; each method's marker carries ``gid`` ``method:<name>``.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.5, 5))
+    ax = fig.add_subplot()
+    ratios = []
+    for method, s in result["summary"].items():
+        x, y = s["time_ratio"]["mean"], s["avg_gap"]["mean"]
+        if x is None or y is None or x <= 0:
+            continue
+        ratios.append(x)
+        bars = ax.errorbar(
+            x,
+            y,
+            yerr=s["avg_gap"]["std"] or 0,
+            fmt="o",
+            capsize=3,
+            color=method_colour(method),
+            label=method,
+        )
+        bars.lines[0].set_gid(f"method:{method}")
+    ax.axvline(0.1, color="grey", ls="--", lw=0.8, label="0.1 x retrain time")
+    ax.set_xscale("log")
+    if ratios:  # the 0.1 line and every point with a margin, on whole decades
+        low = min([*ratios, 0.1]) / 1.3
+        high = max([*ratios, 0.1]) * 1.3
+        ax.set_xlim(10 ** math.floor(math.log10(low)), 10 ** math.ceil(math.log10(high)))
+    plain_log_axis(ax.xaxis)
+    ax.set_xlabel("unlearning wall time / retrain wall time (log scale)")
+    ax.set_ylabel("Avg Gap to retrain, percentage points (lower is better)")
+    ax.set_title(_title(result, "cost vs closeness to retraining"), fontsize=9)
+    _legend_outside(ax)
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
+    """Save :func:`tradeoff_figure` as a PNG at ``path``."""
+    _save(tradeoff_figure(result), path)
 
 
 def plot_time_gap(result: dict[str, Any], path: Path) -> None:
-    """Unlearning time / retrain time vs Avg Gap, mean over seeds per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 5))
-    for method, s in result["summary"].items():
-        x, y = s["time_ratio"]["mean"], s["avg_gap"]["mean"]
-        if x is None or y is None:
-            continue
-        ax.errorbar(x, y, yerr=s["avg_gap"]["std"] or 0, fmt="o", capsize=3)
-        ax.annotate(method, (x, y), fontsize=7, xytext=(4, 3), textcoords="offset points")
-    ax.axvline(0.1, color="grey", ls="--", lw=0.8)
-    ax.set_xscale("log")
-    ax.set_xlabel("unlearning wall time / retrain wall time (log)")
-    ax.set_ylabel("Avg Gap to retrain, percentage points (lower is better)")
-    ax.set_title(f"{result['scenario']}: cost vs closeness to retraining")
-    ax.grid(alpha=0.3)
-    _save(fig, path)
+    """Save :func:`time_gap_figure` as a PNG at ``path``."""
+    _save(time_gap_figure(result), path)
 
 
 def _save(fig: Any, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
     write_with(path, lambda tmp: fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png"))
-    plt.close(fig)
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:

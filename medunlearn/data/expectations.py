@@ -72,6 +72,7 @@ class ExpectationOutcome:
     success: bool
     detail: str = ""
     examples: list[dict[str, Any]] = field(default_factory=list)
+    observed: str | None = None  # what GX measured, passed or not (see ``observed_text``)
 
 
 @dataclass
@@ -217,9 +218,47 @@ def run_suite(
             examples = _examples(frame, res.get("unexpected_index_list") or [], column, key)
             detail = _describe(config, detail)
         outcomes.append(
-            ExpectationOutcome(name, config.type, column, bool(r.success), detail, examples)
+            ExpectationOutcome(
+                name,
+                config.type,
+                column,
+                bool(r.success),
+                detail,
+                examples,
+                observed_text(r.result or {}),
+            )
         )
     return outcomes
+
+
+def observed_text(result: dict[str, Any], limit: int = 200) -> str | None:
+    """What GX measured for one expectation, short: its ``observed_value`` (a column
+    aggregate: distinct values, a count), else how many of the rows were unexpected.
+
+    Args:
+        result: the expectation's GX ``result`` dict.
+        limit: the most characters kept (a long list is cut with ``...``).
+
+    Returns:
+        The text, or None when GX measured nothing (e.g. a column's presence).
+    """
+    if result.get("observed_value") is not None:
+        text = json.dumps(_plain_tree(result["observed_value"]), sort_keys=True, default=str)
+    elif result.get("element_count") is not None:
+        text = f"{result.get('unexpected_count') or 0} of {result['element_count']} rows unexpected"
+    else:
+        return None
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _plain_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain_tree(v) for k, v in value.items()}
+    if isinstance(value, (set, frozenset)):  # no order of its own: sorted, for stable text
+        return sorted((_plain_tree(v) for v in value), key=str)
+    if isinstance(value, (list, tuple)):
+        return [_plain_tree(v) for v in value]
+    return _plain(value)
 
 
 def _describe(config: Any, detail: str) -> str:

@@ -23,7 +23,8 @@ forget-train rows of those requests, non-members the matched held-out rows the g
 model, which trained on neither held-out split).
 
 The result goes to ``registry/<model>/<version>/audit.json`` (written atomically next to the
-immutable record, which is never touched), the card (``card.md``/``card.json``) is
+immutable record, which is never touched), the card (``card.md``, ``card.json`` and
+``report.html``, with the run's validation and plot when the revision's files are here) is
 regenerated to show it, and both are committed like the record (only those paths). No raw
 identifier is written: requests appear by their ledger ids.
 """
@@ -64,6 +65,7 @@ from medunlearn.models.training import TrainConfig
 from medunlearn.revision.card import card_files
 from medunlearn.revision.ledger import ID_KEYS, Ledger, LedgerError
 from medunlearn.revision.registry import Registry, RegistryError, _changed, in_dvc_stage
+from medunlearn.revision.report import report_inputs
 from medunlearn.versioning import dataset_fingerprint
 
 AUDIT_FILE = "audit.json"
@@ -664,8 +666,8 @@ def read_audit(registry: Registry, name: str, version: str) -> dict[str, Any] | 
 
 def write_audit(registry: Registry, result: dict[str, Any]) -> dict[str, Any]:
     """Write the audit next to the record (atomically; the record is never touched),
-    regenerate the card to show it, and commit the three files (only them) when the
-    registry is a git repository outside a DVC stage.
+    regenerate the card's files to show it, and commit them and the audit (only them) when
+    the registry is a git repository outside a DVC stage.
 
     Args:
         registry: the project's registry.
@@ -680,9 +682,9 @@ def write_audit(registry: Registry, result: dict[str, Any]) -> dict[str, Any]:
     record = registry.record(name, version)
     with registry.lock():
         path = write_json(folder / AUDIT_FILE, result)
-        markdown, text = card_files(record, registry.history(name, version), result)
-        paths = [path, write_text(folder / "card.md", markdown)]
-        paths.append(write_text(folder / "card.json", text))
+        validation, plot_png = report_inputs(registry.files_dir(name, version), record)
+        files = card_files(record, registry.history(name, version), result, validation, plot_png)
+        paths = [path, *(write_text(folder / n, text) for n, text in files.items())]
     out: dict[str, Any] = {
         "path": path.relative_to(registry.root).as_posix(),
         "committed": False,

@@ -8,7 +8,9 @@ its bootstrap 95% interval and the null between two halves of the non-members, s
 ``medunlearn.evidence.membership``), the lineage (parent version, data version, params hash, code commit),
 the artifacts' sha256, the promotion history, and the per-example audit once
 ``medunlearn audit`` has run (``audit.json`` next to the record). Written here because no
-library has this record; it is plain JSON and markdown so it diffs in git.
+library has this record; it is plain JSON and markdown so it diffs in git. A third file,
+``report.html``, shows the same card with the run's validation results and trade-off plot
+in one self-contained page for a browser (``medunlearn.revision.report``).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 from typing import Any
 
 from medunlearn.data.manifest import hash_identifier
+from medunlearn.revision.report import render_report
 
 IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
@@ -75,6 +78,7 @@ def card_json(
         "model": record.get("model"),
         "version": record.get("version"),
         "kind": record.get("kind"),
+        "selected": record.get("candidate"),  # the chosen candidate (method or composition)
         "forgotten": {
             "requests": record.get("requests", []),
             # ids among them the parent's weights had already forgotten (not unlearned again)
@@ -86,7 +90,19 @@ def card_json(
             "caveats": list(record.get("caveats") or []),
             "deployed_gates_passed": record.get("deployed_gates_passed"),
             "checks": [
-                {k: c.get(k) for k in ("name", "role", "status", "value", "bound", "rule")}
+                {
+                    k: c.get(k)
+                    for k in (
+                        "name",
+                        "role",
+                        "status",
+                        "value",
+                        "bound",
+                        "rule",
+                        "detail",
+                        "underpowered",
+                    )
+                }
                 for c in (record.get("gates") or {}).get("checks", [])
             ],
             "forget_train_acc": metrics.get("forget_train_acc"),
@@ -168,6 +184,8 @@ def card_markdown(card: dict[str, Any]) -> str:
         "*informative* checks are reported and do not block)",
         "",
     ]
+    if card.get("selected"):
+        lines += [f"Selected candidate: `{card['selected']}`", ""]
     if ev["caveats"]:
         lines += [
             "**What this pass cannot show** (promotion to production needs `--accept REASON`):",
@@ -261,20 +279,33 @@ def _audit_lines(audit: dict[str, Any] | None, model: Any, version: Any) -> list
     ]
 
 
+CARD_FILES = ("card.md", "card.json", "report.html")
+
+
 def card_files(
     record: dict[str, Any],
     history: list[dict[str, Any]],
     audit: dict[str, Any] | None = None,
-) -> tuple[str, str]:
-    """The card's two files' text: (``card.md``, ``card.json``).
+    validation: dict[str, Any] | None = None,
+    plot_png: bytes | None = None,
+) -> dict[str, str]:
+    """The card's files, by name: ``card.md``, ``card.json`` and ``report.html`` (the HTML
+    report of :func:`medunlearn.revision.report.render_report`), written side by side.
 
     Args:
         record: the revision record.
         history: its promotion history.
         audit: its per-example audit, or None.
+        validation: the run's validation report (``reports/validation.json`` of the
+            revision's folder, see :func:`medunlearn.revision.report.report_inputs`), or None.
+        plot_png: the run's trade-off plot (PNG bytes), or None.
 
     Returns:
-        ``(markdown, JSON text)``.
+        ``{file name: text}`` for each of :data:`CARD_FILES`.
     """
     card = card_json(record, history, audit)
-    return card_markdown(card), json.dumps(card, indent=2, sort_keys=True, default=str) + "\n"
+    return {
+        "card.md": card_markdown(card),
+        "card.json": json.dumps(card, indent=2, sort_keys=True, default=str) + "\n",
+        "report.html": render_report(card, validation, plot_png),
+    }

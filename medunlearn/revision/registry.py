@@ -500,7 +500,7 @@ class Registry:
         version: str,
         stages: tuple[str, ...] = ("candidate",),
         by: str = "medunlearn",
-        card: Callable[[dict[str, Any]], tuple[str, str]] | None = None,
+        card: Callable[[dict[str, Any]], dict[str, str]] | None = None,
         before_commit: Callable[[str], list[Path]] | None = None,
         ledger_entry: tuple[Path, str] | None = None,
     ) -> dict[str, Any]:
@@ -510,8 +510,9 @@ class Registry:
         names it); if another run registered it meanwhile, this one fails by name rather
         than overwrite or renumber. ``record`` holds what the caller knows (parent, requests, data and params versions,
         gates, metrics); the version, artifact hashes, commit and push state are added
-        here. ``card(record)`` gives the revision card (markdown, JSON text), written next to the
-        record; ``before_commit(version)`` may change more files and return them for the
+        here. ``card(record)`` gives the revision card's files (``{file name: text}``:
+        card.md, card.json, report.html), written next to the record;
+        ``before_commit(version)`` may change more files and return them for the
         same commit (``ledger_entry``, the forget ledger's file and request id it marks
         applied, is set pending again if a killed registration is undone). Returns the
         full record. On any failure every step taken is undone and ``source`` is removed;
@@ -579,10 +580,9 @@ class Registry:
             }
             tmp_rec = staging_dir(rec_dir.parent, ".record-")
             (tmp_rec / RECORD).write_text(json.dumps(full, indent=2, sort_keys=True) + "\n")
-            if card is not None:
-                markdown, text = card(full)
-                (tmp_rec / "card.md").write_text(markdown)
-                (tmp_rec / "card.json").write_text(text)
+            if card is not None:  # card.md, card.json, report.html
+                for file_name, text in card(full).items():
+                    (tmp_rec / file_name).write_text(text)
             rec_dir.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(str(tmp_rec), rec_dir)
             done.append("record")

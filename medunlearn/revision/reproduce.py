@@ -213,7 +213,13 @@ def _reproduced(tree: Path, params: dict[str, Any], stage: str) -> dict[str, Any
     if stage == "train":
         report = json.loads((tree / params["train"]["report"]).read_text())
         return dict(report.get("test") or {})
-    metrics = json.loads((tree / params["maintain"]["reports"]["metrics"]).read_text())
+    reports = params["maintain"]["reports"]
+    headline = Path(reports["metrics"])
+    # the selected candidate's metrics are in the details file since the headline split;
+    # a commit from before it wrote them into the metrics file itself
+    candidates = [reports.get("details"), headline.with_name(f"{headline.stem}_details.json")]
+    found = [tree / p for p in candidates if p and (tree / p).is_file()]
+    metrics = json.loads((found[0] if found else tree / headline).read_text())
     selected = metrics.get("selected_metrics") or {}
     out = {k: selected.get(k) for k in MAINTAIN_KEYS}
     out["mia_auc"] = (selected.get("membership") or {}).get("auc")
