@@ -559,6 +559,18 @@ def test_revision_is_registered_with_production_as_parent(
         assert sha(files / rel) == digest
     card = (reg.record_dir("classifier", "v1.1.0") / "card.md").read_text()
     assert "consent_withdrawal" in card and "membership attack" in card
+    report = reg.record_dir("classifier", "v1.1.0") / "report.html"  # committed with the card
+    named = f"classifier v1.1.0 · request consent_withdrawal {record['request_hash']}"
+    assert f"<title>Revision report: {named}</title>" in report.read_text()
+    assert report.resolve().as_uri() in _artifact_markdown("revision-report-classifier")
+    tracked = subprocess.run(
+        ["git", "ls-files", "registry/classifier/v1.1.0"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "registry/classifier/v1.1.0/report.html" in tracked
     # the briefly trained demo model shows no memorisation of these patients (measured: it
     # passes the consent profile itself on AVX2 and AVX-512 kernels), so the card must say
     # the pass cannot tell the two apart; were it to fail the profile, no such caveat

@@ -476,8 +476,8 @@ def _validation_section(card: dict[str, Any], validation: dict[str, Any] | None)
     n_ok = sum(bool(o.get("success")) for o in outcomes)
     out.append(
         f'<p id="validation-summary">{n_ok} of {len(outcomes)} expectations passed '
-        "(the manifest suite, then the forget/retain cohort suites; failing rows are in the "
-        "run's log, never here).</p>"
+        "(each suite in the order it ran: the manifest, then the forget/retain cohorts; "
+        "failing rows are named in the run's log, never here).</p>"
     )
     wanted = card["lineage"].get("request_hash")
     if wanted and validation.get("request") not in (None, wanted):
