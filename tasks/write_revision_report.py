@@ -72,10 +72,10 @@ def write_revision_report(
     ``model_name`` and ``export["version"]`` (None: unregistered) name the plot's title.
 
     ``failed``: runs rejected before evaluation (``medunlearn.revision.candidates.failed_run``); the
-    metrics file lists them under ``failed_runs`` and the summary names each with its reason.
+    details file lists them under ``failed_runs`` and the summary names each with its reason.
 
-    ``timings`` (from ``medunlearn.revision.candidates.run_timings``) go into the metrics file as they
-    are: step, compute and overhead seconds up to the report step.
+    ``timings`` (from ``medunlearn.revision.candidates.run_timings``) go into the details file as
+    they are: step, compute and overhead seconds up to the report step.
     """
     request = {**cohorts.request.__dict__, "hash": cohorts.request.hash}
     name = selected.name if selected else None
@@ -126,9 +126,8 @@ def write_revision_report(
     write_text(cfg["summary"], summary)
     Path(cfg["tradeoff_png"]).parent.mkdir(parents=True, exist_ok=True)
     methods = {c.name: candidate_method(c) for c in candidates}
-    title = revision_title(
-        model_name, (export or {}).get("version"), request["reason"], request["hash"]
-    )
+    version = (export or {}).get("version") if selected else "(refused: no candidate passed)"
+    title = revision_title(model_name, version, request["reason"], request["hash"])
     fig = tradeoff_figure(
         [{**r, "method": methods[r["candidate"]]} for r in rows], deployed.to_dict(), title
     )
