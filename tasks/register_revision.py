@@ -36,14 +36,30 @@ def register_revision(
     before_commit: Any = None,
     ledger_entry: tuple[Path, str] | None = None,
 ) -> dict[str, Any]:
-    """Register ``folder`` (moved, not copied) as ``version`` (planned by the flow with
-    ``Registry.next_version``); returns the record (``version`` None when unregistered, then
-    ``files`` is ``candidate_dir``).
+    """Register ``folder`` (moved, not copied) as ``version``, or make it the unregistered candidate.
 
     The card's files (``card.md``, ``card.json``, ``report.html``) are written next to the
     record; the report takes the validation results and the trade-off plot from the
     folder's ``reports/`` (read before the folder moves). The card is published as a
     markdown artifact and the report as a link artifact (its ``file://`` address).
+
+    Args:
+        folder: the assembled revision (model files and ``reports/``).
+        record: what the flow records (``medunlearn.revision.records.unlearned_record``).
+        registry: the project's registry, or None (registry off, or inside a DVC stage).
+        model_name: the registered model's name.
+        version: the version planned with ``Registry.next_version``.
+        stages: the stages it is assigned (``candidate``, maybe ``staging``).
+        candidate_dir: where an unregistered revision goes (``maintain.candidate_dir``).
+        before_commit: the registry's pre-commit hook (the forget ledger), or None.
+        ledger_entry: the ledger file and request id the revision applies, or None.
+
+    Returns:
+        The full record (``version`` None when unregistered, then ``files`` is
+        ``candidate_dir``).
+
+    Raises:
+        ValueError: no registry and no ``candidate_dir``.
     """
     logger = get_run_logger()
     validation, plot_png = report_inputs(Path(folder), record)
@@ -92,8 +108,10 @@ def register_revision(
 
 
 def _publish(model_name: str, version: str | None, markdown: str, report: Path) -> None:
-    """The card as a markdown artifact and the HTML report as a link artifact, under stable
-    keys per model (``revision-card-<model>``, ``revision-report-<model>``)."""
+    """Publish the card (markdown) and the HTML report (a link) under stable keys per model.
+
+    Keys: ``revision-card-<model>`` and ``revision-report-<model>``.
+    """
     slug = re.sub(r"[^a-z0-9-]+", "-", model_name.lower()).strip("-")
     create_markdown_artifact(
         key=f"revision-card-{slug}", markdown=markdown, description="revision card"

@@ -1,5 +1,7 @@
-"""Step: the run's reports: DVC metrics (headline) and details files, the trade-off CSV (DVC
-plots) and PNG, a summary, Prefect artifacts.
+"""Step: the run's reports: DVC metrics, details, trade-off CSV and PNG, summary, artifacts.
+
+The metrics file holds the headline figures only; the details file the rest; the trade-off
+CSV feeds ``dvc plots``.
 
 Written whether or not a candidate passed, so a failed run still explains itself.
 """
@@ -32,8 +34,15 @@ from medunlearn.revision.report import (
 
 
 def details_path(cfg: dict[str, Any]) -> str:
-    """Where the details JSON goes: ``cfg["details"]``, else ``<metrics stem>_details.json``
-    next to the headline file (params written before the split)."""
+    """Where the details JSON goes.
+
+    Args:
+        cfg: the ``maintain.reports`` section.
+
+    Returns:
+        ``cfg["details"]``, else ``<metrics stem>_details.json`` next to the headline file
+        (params written before the split).
+    """
     if cfg.get("details"):
         return str(cfg["details"])
     metrics = Path(cfg["metrics"])
@@ -41,8 +50,14 @@ def details_path(cfg: dict[str, Any]) -> str:
 
 
 def candidate_method(candidate: CandidateResult) -> str:
-    """The name a candidate is coloured by: its method (a sweep run), or its composition's
-    kind (``swap``, ``interpolate``)."""
+    """The name a candidate is coloured by in the plots.
+
+    Args:
+        candidate: a candidate of the sweep or the composition.
+
+    Returns:
+        Its method (a sweep run), or its composition's kind (``swap``, ``interpolate``).
+    """
     return str(candidate.config.get("method") or candidate.kind)
 
 
@@ -63,10 +78,10 @@ def write_revision_report(
     failed: list[dict[str, Any]] | None = None,
     model_name: str | None = None,
 ) -> str:
-    """Write ``metrics``, ``details``, ``tradeoff``, ``summary`` and ``tradeoff_png`` (paths
-    in ``cfg``; ``details`` defaults to ``<metrics stem>_details.json`` beside ``metrics``).
+    """Write ``metrics``, ``details``, ``tradeoff``, ``summary`` and ``tradeoff_png``.
 
-    ``metrics`` holds only the headline figures ``dvc metrics show`` prints
+    The paths are in ``cfg``; ``details`` defaults to ``<metrics stem>_details.json``
+    beside ``metrics``, which holds only the headline figures ``dvc metrics show`` prints
     (``medunlearn.revision.report.HEADLINE_LEAVES``); ``details`` the rest (gates, the full
     deployed and selected metrics, parity, counts, caveats, failed runs, timings).
     ``model_name`` and ``export["version"]`` (None: unregistered) name the plot's title.
@@ -76,6 +91,22 @@ def write_revision_report(
 
     ``timings`` (from ``medunlearn.revision.candidates.run_timings``) go into the details file as
     they are: step, compute and overhead seconds up to the report step.
+
+    Args:
+        cohorts: the request's cohorts.
+        deployed: the deployed model's metrics on them.
+        candidates: every evaluated candidate.
+        selected: the chosen one, or None (none passed).
+        cfg: the ``maintain.reports`` section (paths).
+        export: the ONNX export's result (``revision_id``, ``onnx``, ``parity``,
+            ``version``), or None.
+        timings: the flow's timings so far, or None.
+        baseline: the deployed model's own gate result, or None.
+        failed: runs rejected before evaluation, or None.
+        model_name: the registered model's name (the plot's title), or None.
+
+    Returns:
+        The summary's markdown.
     """
     request = {**cohorts.request.__dict__, "hash": cohorts.request.hash}
     name = selected.name if selected else None

@@ -51,8 +51,17 @@ def _mean_std(values: list[float | None]) -> dict[str, float | None]:
 
 
 def markdown_table(result: dict[str, Any]) -> str:
-    """One row per method (mean ± std over seeds), plus reference, noise-floor and deployed
-    rows; then per-class recall, the tuning agreement and the gate calibration."""
+    """A scenario's results as a markdown section.
+
+    One row per method (mean ± std over seeds), plus reference, noise-floor and deployed
+    rows; then per-class recall, the tuning agreement and the gate calibration.
+
+    Args:
+        result: a scenario's result (``medunlearn.benchmark.runner``).
+
+    Returns:
+        The markdown text.
+    """
     head = [
         "method",
         "setting (tuned on val)",
@@ -170,7 +179,15 @@ def _recall_table(result: dict[str, Any]) -> list[str]:
 
 
 def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
-    """The gate calibration as a table: refusals of retrains, detections of memorised models."""
+    """The gate calibration as a table: refusals of retrains, detections of memorised models.
+
+    Args:
+        calibration: the scenario's ``calibration`` (``medunlearn.benchmark.calibration``),
+            or None.
+
+    Returns:
+        Markdown lines (none without a calibration).
+    """
     if not calibration:
         return []
     labels = {
@@ -200,6 +217,15 @@ def calibration_lines(calibration: dict[str, Any] | None) -> list[str]:
 
 
 def best_method(result: dict[str, Any], exclude: tuple[str, ...] = ("retrain",)) -> str | None:
+    """The method with the lowest mean Avg Gap to the retrain reference.
+
+    Args:
+        result: a scenario's result (``summary`` per method, ``avg_gap`` in percentage points).
+        exclude: methods not ranked.
+
+    Returns:
+        The method's name, or None when no method has an Avg Gap.
+    """
     scored = {
         m: s["avg_gap"]["mean"]
         for m, s in result["summary"].items()
@@ -226,10 +252,11 @@ def _legend_outside(ax: Any) -> None:
 
 
 def tradeoff_figure(result: dict[str, Any]) -> Any:
-    """Forget-train vs retain-test accuracy, one point per method and seed (each method in
-    its fixed colour, ``medunlearn.evidence.plotting.method_colour``); the retrain
-    reference a black star, the deployed model a grey cross. Methods are named in a legend
-    beside the axes, not on the points.
+    """Forget-train vs retain-test accuracy, one point per method and seed.
+
+    Each method is in its fixed colour (``medunlearn.evidence.plotting.method_colour``);
+    the retrain reference a black star, the deployed model a grey cross. Methods are
+    named in a legend beside the axes, not on the points.
 
     Args:
         result: a scenario's result (``runs``, ``reference``, ``deployed``, ``scenario``,
@@ -286,9 +313,11 @@ def tradeoff_figure(result: dict[str, Any]) -> Any:
 
 
 def time_gap_figure(result: dict[str, Any]) -> Any:
-    """Unlearning time / retrain time (log axis, plain decimal ticks) vs Avg Gap (percentage
-    points, mean ± std over seeds) per method, in the methods' fixed colours, named in a
-    legend; the dashed line marks a tenth of the retrain's time.
+    """Unlearning time / retrain time vs Avg Gap to the retrain, per method.
+
+    The time ratio is on a log axis with plain decimal ticks; the Avg Gap in percentage
+    points, mean ± std over seeds. Methods are in their fixed colours, named in a legend;
+    the dashed line marks a tenth of the retrain's time.
 
     Args:
         result: a scenario's result (``summary`` per method: ``time_ratio`` and ``avg_gap``
@@ -333,12 +362,22 @@ def time_gap_figure(result: dict[str, Any]) -> Any:
 
 
 def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
-    """Save :func:`tradeoff_figure` as a PNG at ``path``."""
+    """Save :func:`tradeoff_figure` as a PNG.
+
+    Args:
+        result: a scenario's result.
+        path: the PNG file (written atomically).
+    """
     _save(tradeoff_figure(result), path)
 
 
 def plot_time_gap(result: dict[str, Any], path: Path) -> None:
-    """Save :func:`time_gap_figure` as a PNG at ``path``."""
+    """Save :func:`time_gap_figure` as a PNG.
+
+    Args:
+        result: a scenario's result.
+        path: the PNG file (written atomically).
+    """
     _save(time_gap_figure(result), path)
 
 
@@ -347,7 +386,15 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def write_outputs(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """Write ``<scenario>.json``, ``.md``, ``_tradeoff.png`` and ``_time_gap.png``."""
+    """Write ``<scenario>.json``, ``.md``, ``_tradeoff.png`` and ``_time_gap.png``.
+
+    Args:
+        result: a scenario's result.
+        out_dir: the folder they go to.
+
+    Returns:
+        Their paths by kind: ``json``, ``markdown``, ``tradeoff``, ``time_gap``.
+    """
     out_dir = Path(out_dir)
     name = result["scenario"]
     paths = {

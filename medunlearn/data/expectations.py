@@ -232,8 +232,10 @@ def run_suite(
 
 
 def observed_text(result: dict[str, Any], limit: int = 200) -> str | None:
-    """What GX measured for one expectation, short: its ``observed_value`` (a column
-    aggregate: distinct values, a count), else how many of the rows were unexpected.
+    """What GX measured for one expectation, short.
+
+    Its ``observed_value`` (a column aggregate: distinct values, a count), else how many of
+    the rows were unexpected.
 
     Args:
         result: the expectation's GX ``result`` dict.

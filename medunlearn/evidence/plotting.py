@@ -1,5 +1,7 @@
-"""Conventions every plot of the project follows: one colour per unlearning method, plain
-tick labels on log axes, and a title naming the model, its version and the forget request.
+"""Conventions every plot follows: method colours, plain log ticks, titles naming what is plotted.
+
+One colour per unlearning method, plain tick labels on log axes, and a title naming the
+model, its version and the forget request.
 
 A method keeps its colour in every figure (the revision's candidate trade-off, the
 benchmark's trade-off and cost plots), whatever other methods a figure shows: colours come
@@ -59,8 +61,9 @@ def method_colour(method: str) -> str:
 
 
 def plain_number(value: float, _position: Any = None) -> str:
-    """A tick label without scientific notation: ``0.2``, ``0.05``, ``10`` (never
-    ``2x10^-1``). A ``matplotlib.ticker.FuncFormatter`` function.
+    """A tick label without scientific notation: ``0.2``, ``0.05``, ``10`` (never ``2x10^-1``).
+
+    A ``matplotlib.ticker.FuncFormatter`` function.
 
     Args:
         value: the tick's value.
@@ -74,10 +77,11 @@ def plain_number(value: float, _position: Any = None) -> str:
 
 
 def plain_log_axis(axis: Any) -> None:
-    """Make a log-scaled matplotlib axis show plain decimal ticks (at 1, 2 and 5 times each
-    power of ten when its limits span at most 3 decades, else at the powers only) and no
-    minor labels (matplotlib's default labels minor ticks of a narrow log axis
-    ``2x10^-1``).
+    """Make a log-scaled matplotlib axis show plain decimal ticks and no minor labels.
+
+    Ticks at 1, 2 and 5 times each power of ten when the limits span at most 3 decades,
+    else at the powers only; matplotlib's default labels minor ticks of a narrow log axis
+    ``2x10^-1``.
 
     Args:
         axis: ``ax.xaxis`` or ``ax.yaxis`` of an axis already set to ``log`` scale, its
@@ -99,8 +103,7 @@ def plot_title(
     request_hash: str | None,
     subject: str,
 ) -> str:
-    """A figure title that names what the figure is about: the model, its version, the forget
-    request (reason and short hash), then what is plotted.
+    """A figure title naming the model, its version and the forget request, then the subject.
 
     Args:
         model: the model's name (the registry's, or the architecture in a benchmark).
