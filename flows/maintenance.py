@@ -34,8 +34,6 @@ from tasks.evaluate_candidates import evaluate_candidates
 from tasks.load_revision_inputs import load_revision_inputs
 from tasks.validate_data import validate_data
 
-REPORT_KEYS = ("metrics", "tradeoff", "summary", "tradeoff_png", "validation")
-
 
 def run_name() -> str:
     """The flow run's name, from the running flow's parameters.
