@@ -214,7 +214,7 @@ def test_a_revision_whose_gates_failed_is_never_promoted(tmp_path: Path) -> None
 
 
 def test_failed_registration_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
-    from medunlearn.revision import registry as module
+    from medunlearn.revision.registry import core as module
 
     repo = make_repo(tmp_path)
     reg = Registry(repo)
@@ -528,6 +528,7 @@ KILLER = """
 import os, signal, sys
 from pathlib import Path
 import medunlearn.revision.registry as R
+import medunlearn.revision.registry.core
 
 repo, point, action = Path(sys.argv[1]), sys.argv[2], sys.argv[3]
 
@@ -546,13 +547,13 @@ def after(owner, name, calls=1):
     setattr(owner, name, wrapped)
 
 if point == "files":      # moved into place, nothing else
-    R.artifact_hashes = die
+    R.core.artifact_hashes = die
 elif point == "dvc-add":  # between dvc add and the commit (push not yet done)
     after(R.Registry, "_dvc_add")
 elif point == "push":     # during dvc push
     R.Registry._dvc_push = die
 elif point == "record":   # record written, commit not made
-    R._commit = die
+    R.core._commit = die
 elif point == "commit":   # committed, no register tag
     R.Registry._tag_register = die
 elif point == "tag":      # tagged, no stage

@@ -64,7 +64,8 @@ from medunlearn.models.inference import predict_logits
 from medunlearn.models.training import TrainConfig
 from medunlearn.revision.card import card_files
 from medunlearn.revision.ledger import ID_KEYS, Ledger, LedgerError
-from medunlearn.revision.registry import Registry, RegistryError, _changed, in_dvc_stage
+from medunlearn.revision.registry import Registry, RegistryError, in_dvc_stage
+from medunlearn.revision.registry.git import _changed
 from medunlearn.revision.report import report_inputs
 from medunlearn.versioning import dataset_fingerprint
 

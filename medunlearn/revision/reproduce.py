@@ -36,7 +36,8 @@ import yaml
 
 from medunlearn.data.manifest import read_manifest_csv
 from medunlearn.revision.ledger import Ledger
-from medunlearn.revision.registry import Registry, RegistryError, _git
+from medunlearn.revision.registry import Registry, RegistryError
+from medunlearn.revision.registry.git import _git
 
 MAINTAIN_KEYS = (
     "forget_train_acc",
