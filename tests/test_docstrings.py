@@ -44,6 +44,7 @@ ROOMS = (
     "medunlearn/models",
     "medunlearn/evidence",
     "medunlearn/unlearn",
+    "medunlearn/revision",
     "medunlearn/settings.py",
     "medunlearn/config.py",
     "medunlearn/atomic.py",
