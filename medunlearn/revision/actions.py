@@ -218,8 +218,7 @@ def add_request(params_path: str, file: str) -> tuple[dict[str, Any], str | None
 def check_against_data(params_path: str, request: ForgetRequest, file: str) -> None:
     """Refuse a request ``revise`` would refuse, before it enters the ledger.
 
-    Refuse a request ``revise`` would refuse before it enters the ledger (it selects no
-    training row of ``maintain.dataset``, or too many): the same
+    It selects no training row of ``maintain.dataset``, or too many: the same
     :func:`~medunlearn.data.request.check_request`.
 
     Args:

@@ -460,8 +460,8 @@ def audit_statistics(
 ) -> dict[str, Any]:
     """Run offline LiRA of ``target`` on the forgotten rows against matched held-out rows.
 
-    Offline LiRA of ``target`` on the cohorts' forget-train rows against matched
-    held-out rows, calibrated on ``references``, with two one-sided tests.
+    The cohorts' forget-train rows (members) against matched held-out rows, calibrated on
+    ``references``, with two one-sided tests.
 
     ``auc_p_value``: Mann-Whitney U that members score higher than non-members;
     ``flagged_p_value``: Fisher's exact test that members are flagged (score p-value below

@@ -264,8 +264,8 @@ def plan_revision(
 def take_from_ledger(plan: RevisionPlan, ledger_id: str | None, log: Log) -> None:
     """Fill the plan's ledger fields.
 
-    Fill the plan's ledger fields: the entry (added first when ``ledger_id`` is None),
-    the kept requests split into inherited and carried, and the request to load.
+    The entry (added first when ``ledger_id`` is None), the kept requests split into
+    inherited and carried, and the request to load.
 
     Args:
         plan: a plan with its ledger set.
