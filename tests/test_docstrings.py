@@ -44,6 +44,7 @@ ROOMS = (
     "medunlearn/models",
     "medunlearn/evidence",
     "medunlearn/unlearn",
+    "medunlearn/revision",
     "medunlearn/settings.py",
     "medunlearn/config.py",
     "medunlearn/atomic.py",
@@ -261,9 +262,10 @@ def test_public_functions_document_their_sections(path: Path) -> None:
 
 def test_the_rooms_hold_public_functions() -> None:
     # the check above must have something to check: every room file parses, and together
-    # they hold several hundred public functions and methods
+    # they hold several hundred public functions and methods (111 files and 509 targets when
+    # medunlearn/revision joined the list)
     n = sum(len(list(targets(ast.parse(p.read_text())))) for p in room_files())
-    assert len(room_files()) >= 85 and n >= 350
+    assert len(room_files()) >= 105 and n >= 480
 
 
 # --------------------------------------------------------------------------- rule cases

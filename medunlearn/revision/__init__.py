@@ -1,2 +1,5 @@
-"""Revisions of a deployed model: candidates and selection, the forget ledger, records,
-cards, reproduction, audit and the registry."""
+"""Revisions of a deployed model.
+
+Candidates and selection, the forget ledger, records, cards, reproduction, audit and the
+registry.
+"""

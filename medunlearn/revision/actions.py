@@ -1,5 +1,6 @@
-"""What the registry and ledger commands do, with no printing: the core of ``medunlearn
-registry | status | promote | rollback | request``.
+"""What the registry and ledger commands do, with no printing.
+
+They are the core of ``medunlearn registry | status | promote | rollback | request``.
 
 The command line (``cli/``) parses, calls one of these and presents the result; these
 functions read the project's ``params.yaml`` (its ``registry``, ``promotion`` and ``ledger``
@@ -73,7 +74,9 @@ def open_ledger(params_path: str) -> Ledger:
 
 
 def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]]:
-    """One row per registered version: its stages, parent, reasons, headline metrics, push
+    """List the registered versions (``medunlearn registry``).
+
+    One row per registered version: its stages, parent, reasons, headline metrics, push
     state and forget regression (``medunlearn registry``).
 
     Args:
@@ -132,7 +135,9 @@ def listing(registry: Registry, model: str | None = None) -> list[dict[str, Any]
 
 
 def status(params_path: str) -> dict[str, Any]:
-    """Where the project stands: per model its stage assignments, newest version and when it
+    """Tell where the project stands (``medunlearn status``).
+
+    Where the project stands: per model its stage assignments, newest version and when it
     was registered, its pending forget requests, a half-done registry write, and whether a
     Prefect server is reachable (``PREFECT_API_URL``; without one every command starts a
     temporary server of its own).
@@ -211,8 +216,9 @@ def add_request(params_path: str, file: str) -> tuple[dict[str, Any], str | None
 
 
 def check_against_data(params_path: str, request: ForgetRequest, file: str) -> None:
-    """Refuse a request ``revise`` would refuse before it enters the ledger (it selects no
-    training row of ``maintain.dataset``, or too many): the same
+    """Refuse a request ``revise`` would refuse, before it enters the ledger.
+
+    It selects no training row of ``maintain.dataset``, or too many: the same
     :func:`~medunlearn.data.request.check_request`.
 
     Args:
@@ -242,7 +248,9 @@ def check_against_data(params_path: str, request: ForgetRequest, file: str) -> N
 
 
 def reject_request(ledger: Ledger, params_path: str, request_id: str, by: str, why: str) -> str:
-    """A reviewer's no: the request ends ``rejected: by NAME: WHY`` and is no longer carried
+    """Reject a forget request by a reviewer (``medunlearn request reject``).
+
+    A reviewer's no: the request ends ``rejected: by NAME: WHY`` and is no longer carried
     by later revisions (e.g. a drift-triggered device deprecation whose candidate was not
     promoted). Pending requests, and requests applied only in revisions that never served
     in production, can be rejected; one that production served stays (a model that served
@@ -297,7 +305,9 @@ def reject_request(ledger: Ledger, params_path: str, request_id: str, by: str, w
 
 
 def rejected_requests(params_path: str, record: dict) -> list[str]:
-    """Ids of the requests a revision ``record`` carries that the ledger now says are
+    """List the requests a revision carries that the ledger now says are rejected.
+
+    Ids of the requests a revision ``record`` carries that the ledger now says are
     rejected (``medunlearn request reject``): such a revision must not be promoted.
 
     Args:
@@ -326,7 +336,9 @@ def promote(
     allow_regression: str | None = None,
     accept: str | None = None,
 ) -> dict[str, Any]:
-    """Assign ``version`` to ``to`` (``medunlearn promote``) after the command's own checks:
+    """Promote a version (``medunlearn promote``) after the command's own checks.
+
+    Assign ``version`` to ``to`` (``medunlearn promote``) after the command's own checks:
     free text naming a patient, and requests the ledger has since rejected.
 
     Args:

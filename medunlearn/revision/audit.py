@@ -75,8 +75,10 @@ DEFAULT_CACHE = ".cache/audit"
 
 
 class AuditRefused(Refusal, ValueError):
-    """The audit cannot run as asked (unknown version, nothing forgotten, K < 1, data that
-    is not the revision's); the message says why in one line."""
+    """The audit cannot run as asked; the message says why in one line.
+
+    Unknown version, nothing forgotten, K < 1, or data that is not the revision's.
+    """
 
 
 @dataclass
@@ -243,7 +245,9 @@ def training_recipe(
 
 
 def reference_seeds(deployed_seed: int, k: int) -> list[int]:
-    """Seeds of the K reference models: ``deployed_seed + 1 ... + k``, never the deployed
+    """Choose the seeds of the K reference models.
+
+    Seeds of the K reference models: ``deployed_seed + 1 ... + k``, never the deployed
     model's own.
 
     Args:
@@ -392,7 +396,9 @@ def plan_audit(
 def train_reference(
     bank: ModelBank, train: LabelledImages, val: LabelledImages, seed: int
 ) -> Reference:
-    """One reference model: from the bank, or trained on ``train`` (best epoch on ``val``)
+    """Get one reference model: from the bank, or trained and banked.
+
+    One reference model: from the bank, or trained on ``train`` (best epoch on ``val``)
     and stored there.
 
     Args:
@@ -410,7 +416,9 @@ def train_reference(
 
 
 def rows_only(model: torch.nn.Module) -> Any:
-    """A logits function of ``model`` that computes only the rows it is given (a
+    """Make a logits function that computes only the rows it is given.
+
+    A logits function of ``model`` that computes only the rows it is given (a
     :class:`LogitCache` computes each row's whole split: K times the training split here).
 
     Args:
@@ -431,7 +439,9 @@ def rows_only(model: torch.nn.Module) -> Any:
 
 
 def banked(plan: AuditPlan, seed: int) -> bool:
-    """Whether the bank already holds the reference model of ``seed`` (a file that does not
+    """Tell whether the bank already holds the reference model of ``seed``.
+
+    Whether the bank already holds the reference model of ``seed`` (a file that does not
     load is retrained by :func:`train_reference` all the same).
 
     Args:
@@ -448,8 +458,10 @@ def banked(plan: AuditPlan, seed: int) -> bool:
 def audit_statistics(
     cohorts: Cohorts, references: list[torch.nn.Module], target: torch.nn.Module
 ) -> dict[str, Any]:
-    """Offline LiRA of ``target`` on the cohorts' forget-train rows against matched
-    held-out rows, calibrated on ``references``, with two one-sided tests.
+    """Run offline LiRA of ``target`` on the forgotten rows against matched held-out rows.
+
+    The cohorts' forget-train rows (members) against matched held-out rows, calibrated on
+    ``references``, with two one-sided tests.
 
     ``auc_p_value``: Mann-Whitney U that members score higher than non-members;
     ``flagged_p_value``: Fisher's exact test that members are flagged (score p-value below
@@ -666,7 +678,9 @@ def read_audit(registry: Registry, name: str, version: str) -> dict[str, Any] | 
 
 
 def write_audit(registry: Registry, result: dict[str, Any]) -> dict[str, Any]:
-    """Write the audit next to the record (atomically; the record is never touched),
+    """Write the audit next to the record, refresh the card and commit them.
+
+    Write the audit next to the record (atomically; the record is never touched),
     regenerate the card's files to show it, and commit them and the audit (only them) when
     the registry is a git repository outside a DVC stage.
 

@@ -46,6 +46,20 @@ class GatesFailed(Refusal, RuntimeError):
 
 @dataclass
 class CandidateResult:
+    """One candidate of a maintenance run, measured and gated.
+
+    Attributes:
+        name: the candidate's name (sweep run, swap or interpolation).
+        kind: ``sweep``, ``swap`` or ``interpolate``.
+        config: the method and its hyperparameters.
+        metrics: ``UnlearnMetrics.to_dict()`` (accuracies in [0, 1], ``membership``).
+        gates: ``GateResult.to_dict()`` (``passed``, ``checks``, ``failed``, ``reason``).
+        seconds: wall seconds it took to make.
+        checkpoint: its checkpoint path ("" when none was written).
+        extra: anything else the run records.
+        passed: whether every required gate passed.
+    """
+
     name: str
     kind: str  # sweep | swap | interpolate
     config: dict[str, Any]
@@ -57,15 +71,33 @@ class CandidateResult:
 
     @property
     def passed(self) -> bool:
+        """Whether every required gate passed (``gates["passed"]``)."""
         return bool(self.gates.get("passed"))
 
     def to_dict(self) -> dict[str, Any]:
+        """Convert to plain values for JSON.
+
+        Returns:
+            every field, nested dicts deep-copied (``dataclasses.asdict``).
+        """
         return asdict(self)
 
 
 def failed_run(name: str, kind: str, config: dict[str, Any], error: Exception) -> dict[str, Any]:
-    """The record of a run rejected before evaluation (its weights diverged): named in the
-    report, the card and the metrics file; never scored, cached, composed or exported."""
+    """Record a run rejected before evaluation (its weights diverged).
+
+    Named in the report, the card and the metrics file; never scored, cached, composed or
+    exported.
+
+    Args:
+        name: the run's name.
+        kind: its kind (``sweep``, ...).
+        config: its method and hyperparameters.
+        error: why it was rejected (its message is kept).
+
+    Returns:
+        ``name``, ``kind``, ``config`` and ``reason`` (``str(error)``).
+    """
     return {"name": name, "kind": kind, "config": config, "reason": str(error)}
 
 
@@ -78,6 +110,20 @@ def make_candidate(
     seconds: float = 0.0,
     checkpoint: str = "",
 ) -> CandidateResult:
+    """Build a candidate from its metrics and gate result.
+
+    Args:
+        name: the candidate's name.
+        kind: ``sweep``, ``swap`` or ``interpolate``.
+        config: its method and hyperparameters.
+        metrics: its ``UnlearnMetrics`` (anything with ``to_dict()``).
+        gates: its gate result.
+        seconds: wall seconds it took to make.
+        checkpoint: its checkpoint path.
+
+    Returns:
+        the candidate, metrics and gates as plain dicts.
+    """
     return CandidateResult(
         name, kind, config, metrics.to_dict(), gates.to_dict(), seconds, checkpoint
     )
@@ -86,7 +132,19 @@ def make_candidate(
 def select_candidate(
     candidates: list[CandidateResult], select_by: str = "retain_test_acc"
 ) -> CandidateResult | None:
-    """The best passing candidate by the documented rule, or ``None``."""
+    """Pick the best passing candidate by the rule of the module docstring.
+
+    Args:
+        candidates: the run's candidates, passing or not.
+        select_by: the metric to maximise, one of :data:`SELECT_KEYS` (accuracies in
+            [0, 1]); ties go to the forgetting closest to its target, then to the name.
+
+    Returns:
+        the selected candidate, or None when none passed its gates.
+
+    Raises:
+        ValueError: ``select_by`` is not one of :data:`SELECT_KEYS`.
+    """
     if select_by not in SELECT_KEYS:
         raise ValueError(f"maintain.select_by must be one of {SELECT_KEYS}, not '{select_by}'")
     passing = [c for c in candidates if c.passed]
@@ -110,6 +168,17 @@ def select_candidate(
 
 
 def tradeoff_rows(candidates: list[CandidateResult], selected: str | None) -> list[dict[str, Any]]:
+    """Tabulate the forgetting/retention trade-off of each candidate.
+
+    Args:
+        candidates: the run's candidates.
+        selected: the selected candidate's name, or None.
+
+    Returns:
+        one row per candidate, keyed by :data:`TRADEOFF_FIELDS`: accuracies in [0, 1], the
+        membership attack's AUC in [0, 1] and p-value (None where not measured), ``passed``
+        and ``selected``.
+    """
     rows = []
     for c in candidates:
         m = c.metrics
@@ -134,6 +203,16 @@ def tradeoff_rows(candidates: list[CandidateResult], selected: str | None) -> li
 
 
 def tradeoff_csv(candidates: list[CandidateResult], selected: str | None) -> str:
+    """Write :func:`tradeoff_rows` as CSV text.
+
+    Args:
+        candidates: the run's candidates.
+        selected: the selected candidate's name, or None.
+
+    Returns:
+        a header of :data:`TRADEOFF_FIELDS` and one line per candidate; floats rounded to 6
+        decimals, None as an empty cell; Unix line ends.
+    """
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=TRADEOFF_FIELDS, lineterminator="\n")
     writer.writeheader()
@@ -162,7 +241,15 @@ def _recalls(recall: dict[str, float | None] | None) -> str:
 
 
 def gate_lines(gates: dict[str, Any]) -> list[str]:
-    """One markdown line per check: role, status, value, rule and detail."""
+    """Render a gate result's checks as markdown list lines.
+
+    Args:
+        gates: ``GateResult.to_dict()``.
+
+    Returns:
+        one line per check: ``- [role] name value (rule) status: detail`` (value to 3
+        decimals; a failure in bold).
+    """
     lines = []
     for check in gates["checks"]:
         status = {"pass": "pass", "fail": "**FAIL**", "not_applicable": "not applicable"}[
@@ -176,7 +263,16 @@ def gate_lines(gates: dict[str, Any]) -> list[str]:
 
 
 def baseline_sentence(reason: str, baseline: dict[str, Any] | None) -> str:
-    """What the deployed model's own result on the profile says about the evidence."""
+    """Say what the deployed model's own result on the profile tells about the evidence.
+
+    Args:
+        reason: the request's reason (``class_retirement`` words it differently).
+        baseline: the deployed model's gate result on the same profile
+            (``GateResult.to_dict()``), or None when not evaluated.
+
+    Returns:
+        one sentence; "" without a baseline.
+    """
     if baseline is None:
         return ""
     if not baseline["passed"]:
@@ -206,6 +302,14 @@ def evidence_caveats(gates: dict[str, Any], baseline: dict[str, Any] | None) -> 
     ``gates`` is a ``GateResult.to_dict()``; a gate that failed has no caveats (it was not
     passed). Shown by the card, ``medunlearn card``, ``medunlearn registry`` and the flow's
     artifact; promotion to production needs ``--accept REASON`` while any remain.
+
+    Args:
+        gates: the revision's gate result (``GateResult.to_dict()``).
+        baseline: the deployed model's result on the same profile, or None.
+
+    Returns:
+        ``not discriminating: ...`` and ``underpowered: <check>: ...`` lines; empty when the
+        gates failed or the pass has no caveat.
     """
     if not gates.get("passed"):
         return []
@@ -229,7 +333,15 @@ def evidence_caveats(gates: dict[str, Any], baseline: dict[str, Any] | None) -> 
 
 
 def pool_sentence(check: dict[str, Any] | None) -> str:
-    """Which held-out splits the membership evidence drew from, and why."""
+    """Say which held-out splits the membership evidence drew from, and why.
+
+    Args:
+        check: the cohorts' pool check (``excluded``, ``auc_val_vs_test`` in [0, 1],
+            ``p_value``, ``note``), or None.
+
+    Returns:
+        one sentence; "" without a check.
+    """
     if not check:
         return ""
     if check.get("excluded"):
@@ -257,8 +369,27 @@ def summary_markdown(
     baseline: dict[str, Any] | None = None,
     failed: list[dict[str, Any]] | None = None,
 ) -> str:
-    """The run's one-screen summary (also a Prefect markdown artifact). ``failed``: runs
-    rejected before evaluation (:func:`failed_run`), listed with their reason."""
+    """Write the run's one-screen summary (also a Prefect markdown artifact).
+
+    Args:
+        request: the request's ``hash``, ``reason``, ``selector`` and ``fraction``.
+        counts: examples per cohort (``forget_train``, ``retain_train``,
+            ``inherited_train``).
+        deployed: the deployed model's metrics (accuracies in [0, 1], ``membership``).
+        candidates: the run's candidates, in table order.
+        selected: the selected candidate, or None when none passed.
+        onnx_path: the exported ONNX file, or None.
+        parity: ONNX parity (``max_abs_diff`` in logits, ``n_images``,
+            ``labels_identical``), or None.
+        baseline: the deployed model's gate result on the same profile, or None.
+        failed: runs rejected before evaluation (:func:`failed_run`), listed with their
+            reason.
+
+    Returns:
+        the markdown: cohorts and matching, the deployed model, one table row per candidate
+        (accuracies and AUC to 3 decimals), the gates of the selected (or first) candidate,
+        the caveats and the ONNX file; ending with a newline.
+    """
     dm = deployed.get("membership") or {}
     matching = dm.get("matching") or {}
     lines = [
@@ -360,6 +491,20 @@ def run_timings(
     started before ``flow_started_at`` and counts zero), composition's fine-tuning and
     interpolation, and evaluation. Overhead is every other second of the flow: Prefect task
     dispatch and result persistence, Great Expectations, checkpoint I/O, ONNX export, reports.
+
+    Args:
+        laps: wall seconds of each flow step, by step name.
+        sweep_runs: the sweep's runs, each with ``seconds`` (its own duration) and
+            ``finished_at`` (epoch seconds).
+        composed: composed candidates, each with ``seconds``.
+        evaluate_seconds: seconds spent evaluating candidates.
+        flow_started_at: the flow's start (epoch seconds); runs that started before it came
+            from the cache.
+
+    Returns:
+        ``step_seconds`` (``laps``), ``compute_seconds`` (``unlearn``, ``compose``,
+        ``evaluate``), ``flow_seconds`` (the sum of the laps), ``overhead_seconds`` (flow
+        minus compute) and ``cached_runs`` (a count); seconds rounded to milliseconds.
     """
     fresh = [r for r in sweep_runs if r["finished_at"] - r["seconds"] >= flow_started_at]
     unlearn = (
@@ -398,8 +543,18 @@ def recheck_requests(
     withdrawal or retired class fails here even when the new request passes.
     Retention is measured on the revision's own retain cohorts (every forgotten row left
     out), so the new request's forgetting never counts as lost retention of an earlier one.
-    """
 
+    Args:
+        model: the revision's model.
+        deployed: the model it revises (the "before").
+        cohorts: the revision's cohorts (manifest, opened splits, retain cohorts).
+        carried: ``(ledger id, request)`` pairs of earlier requests.
+        bounds: the ``gates`` section of ``params.yaml``.
+
+    Returns:
+        ledger id -> ``GateResult.to_dict()`` of the revision on that request
+        (``carried=True``); empty when nothing is carried.
+    """
     out = {}
     for request_id, request in carried:
         own = request_cohorts(cohorts, request)
@@ -418,6 +573,14 @@ def request_cohorts(cohorts: Any, request: Any) -> Any:
     what *it* asked to forget (a consent request carried with a retired class must not be
     judged on the class's images); retain cohorts are the revision's (every forgotten row
     left out), so another request's forgetting never counts as lost retention.
+
+    Args:
+        cohorts: the revision's cohorts (manifest, opened splits, retain cohorts and masks,
+            pool).
+        request: one request (its own ``carried``/``inherited`` are cleared).
+
+    Returns:
+        the request's cohorts with the revision's retain cohorts, retain masks and pool.
     """
     from dataclasses import replace
 

@@ -25,7 +25,16 @@ IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
 
 def hashed_selector(selector: dict[str, Any]) -> dict[str, Any]:
-    """A request selector with every identifier list replaced by salted hashes."""
+    """Replace every identifier list of a request selector by salted hashes.
+
+    Args:
+        selector: the request's selector (``patient_ids``, ``image_ids``, other keys); None
+            counts as empty.
+
+    Returns:
+        a copy with ``patient_ids`` and ``image_ids`` each a sorted list of
+        ``hash_identifier`` tokens (``pt-`` and 10 hex digits); other keys unchanged.
+    """
     out = dict(selector or {})
     for key in IDENTIFIER_KEYS:
         if key in out:
@@ -153,7 +162,17 @@ def _fmt(value: Any) -> str:
 
 
 def card_markdown(card: dict[str, Any]) -> str:
-    """The card as markdown (the same content as :func:`card_json`)."""
+    """Render the card as markdown (the same content as :func:`card_json`).
+
+    Args:
+        card: the card, as :func:`card_json` gives it.
+
+    Returns:
+        the ``card.md`` text: what was forgotten, the evidence (gates; accuracies in [0, 1],
+        membership AUC with its 95% interval and null, three decimals), the per-example
+        audit, rejected runs, re-checked earlier requests, lineage, artifact sha256 and
+        promotion history; ending with a newline.
+    """
     ev, lin = card["evidence"], card["lineage"]
     lines = [
         f"# Revision card: {card['model']} {card['version'] or '(unregistered)'}",
@@ -289,8 +308,10 @@ def card_files(
     validation: dict[str, Any] | None = None,
     plot_png: bytes | None = None,
 ) -> dict[str, str]:
-    """The card's files, by name: ``card.md``, ``card.json`` and ``report.html`` (the HTML
-    report of :func:`medunlearn.revision.report.render_report`), written side by side.
+    """Render the card's files, written side by side.
+
+    ``card.md``, ``card.json`` and ``report.html`` (the HTML report of
+    :func:`medunlearn.revision.report.render_report`).
 
     Args:
         record: the revision record.

@@ -55,7 +55,15 @@ class AlreadyApplied(LedgerError):
 
 
 class Ledger:
-    """The request ledger at ``path`` with its salt at ``salt_path``."""
+    """The request ledger at ``path`` with its salt at ``salt_path``.
+
+    Args:
+        path: the JSON-lines ledger file (absent until the first request).
+        salt_path: the salt file (default: ``salt`` next to ``path``).
+        model: the registered model this ledger serves (``registry.model``): its new entries
+            name it, and only its own entries (and those naming no model) are pending,
+            applied or carried for it; None: every entry.
+    """
 
     def __init__(
         self,
@@ -71,11 +79,34 @@ class Ledger:
         self.model = model
 
     def mine(self, entry: dict[str, Any]) -> bool:
-        """Whether ``entry`` concerns this ledger's model (see ``model``)."""
+        """Tell whether an entry concerns this ledger's model.
+
+        Args:
+            entry: a ledger entry (one parsed line).
+
+        Returns:
+            True when the ledger has no ``model``, or the entry names none or this one.
+        """
         return self.model is None or entry.get("model") in (None, self.model)
 
     # --- salt and tokens -----------------------------------------------------------------
     def salt(self, create: bool = False) -> bytes:
+        """Read the project's salt, making it when asked and safe.
+
+        A new salt is 32 random bytes written as 64 hex characters, kept out of git
+        (``.gitignore``).
+
+        Args:
+            create: make the salt when it is absent, unless a ``<salt>.dvc`` file shows that
+                one exists on the DVC remote (a new salt would orphan every token).
+
+        Returns:
+            the HMAC key: the salt file's text (stripped), UTF-8 encoded.
+
+        Raises:
+            LedgerError: the salt is missing and may not be created (the message says how to
+                fetch it: ``dvc pull`` or the project's DVC remote).
+        """
         if not self.salt_path.is_file():
             tracked = Path(f"{self.salt_path}.dvc")
             if not create or tracked.is_file():  # a new salt would orphan every token
@@ -94,12 +125,31 @@ class Ledger:
         return self.salt_path.read_text().strip().encode()
 
     def token(self, value: object, salt: bytes | None = None) -> str:
-        """HMAC-SHA256 of one identifier under the project's salt (16 hex)."""
+        """Tokenise one identifier: HMAC-SHA256 under the project's salt.
+
+        Args:
+            value: the identifier (its ``str``), e.g. a patient or image id.
+            salt: the key (default: :meth:`salt`, read once per call).
+
+        Returns:
+            ``h-`` followed by the first 16 hex digits (64 bits) of the HMAC.
+
+        Raises:
+            LedgerError: from :meth:`salt`, no ``salt`` given and the salt file is missing.
+        """
         key = salt if salt is not None else self.salt()
         return TOKEN_PREFIX + hmac.new(key, str(value).encode(), hashlib.sha256).hexdigest()[:16]
 
     # --- entries -------------------------------------------------------------------------
     def entries(self) -> list[dict[str, Any]]:
+        """Read every entry, all models included.
+
+        Returns:
+            the parsed lines in file order (oldest first); empty when the file is absent.
+
+        Raises:
+            LedgerError: a line is not JSON (the message names the file and line number).
+        """
         if not self.path.is_file():
             return []
         out = []
@@ -112,11 +162,20 @@ class Ledger:
         return out
 
     def pending(self) -> list[dict[str, Any]]:
-        """This model's pending entries, oldest first."""
+        """List this model's pending entries.
+
+        Returns:
+            the entries with status ``pending`` that :meth:`mine` accepts, oldest first.
+        """
         return [e for e in self.entries() if self.mine(e) and e["status"] == "pending"]
 
     def applied(self) -> list[dict[str, Any]]:
-        """This model's applied entries (each carried by its later revisions)."""
+        """List this model's applied entries (each carried by its later revisions).
+
+        Returns:
+            the entries with status ``applied in VERSION`` that :meth:`mine` accepts, in file
+            order.
+        """
         return [e for e in self.entries() if self.mine(e) and e["status"].startswith("applied in ")]
 
     def _body(self, request: ForgetRequest, salt: bytes) -> tuple[str, dict[str, Any]]:
@@ -137,14 +196,36 @@ class Ledger:
         return "req-" + self.token(canonical, salt)[len(TOKEN_PREFIX) :], body
 
     def find(self, request: ForgetRequest) -> dict[str, Any] | None:
-        """The entry of ``request`` if the ledger has it; reads only (no salt is created)."""
+        """Find a request's entry; reads only (no salt is created).
+
+        Args:
+            request: the forget request (raw ids), tokenised to its entry id.
+
+        Returns:
+            the entry with that id, or None when the ledger (or its salt) has none.
+        """
         if not self.salt_path.is_file():
             return None
         entry_id, _ = self._body(request, self.salt())
         return next((e for e in self.entries() if e["id"] == entry_id), None)
 
     def add(self, request: ForgetRequest, received_at: str | None = None) -> dict[str, Any]:
-        """Append ``request`` as pending; the same request twice is the same entry."""
+        """Append a request as pending; the same request twice is the same entry.
+
+        A request added again after ``rejected: ...`` or ``failed: ...`` becomes pending
+        again (its earlier status kept in ``history``). Creates the salt if it is new.
+
+        Args:
+            request: the forget request (raw ids; only their tokens are written).
+            received_at: ISO 8601 time of receipt (default: now, UTC, whole seconds).
+
+        Returns:
+            the entry as stored: ``id``, ``reason``, the tokenised ``selector``,
+            ``fraction``, ``seed``, ``model`` (when set), ``received_at`` and ``status``.
+
+        Raises:
+            LedgerError: from :meth:`salt`, the salt is missing but tracked by DVC.
+        """
         with self._lock():
             salt = self.salt(create=True)
             entry_id, body = self._body(request, salt)
@@ -167,7 +248,16 @@ class Ledger:
             return entry
 
     def set_status(self, ids: list[str], status: str) -> None:
-        """``applied in v1.2.0``, ``rejected: why`` or ``failed: step`` for the entries."""
+        """Set the status of some entries (under the ledger's file lock).
+
+        Args:
+            ids: the entry ids (``req-...``).
+            status: ``pending``, ``applied in v1.2.0``, ``rejected: why`` or
+                ``failed: step``.
+
+        Raises:
+            LedgerError: the status is none of those forms, or an id is not in the ledger.
+        """
         if not (
             status == "pending" or status.startswith(("applied in ", "rejected: ", "failed: "))
         ):
@@ -188,12 +278,28 @@ class Ledger:
     def request(
         self, entry: dict[str, Any], manifest: pd.DataFrame, complete: bool = True
     ) -> ForgetRequest:
-        """The entry as a request on ``manifest``: its tokens matched against the
-        manifest's ids hashed with the salt (raw ids only in memory).
+        """Rebuild an entry as a request on ``manifest``.
 
-        Raises RequestError when ``complete`` and any token matches no id (a request is
-        applied whole or not at all); an applied request carried into a later revision
-        (``complete=False``) keeps the ids still in the data, as long as one is."""
+        Its tokens are matched against the manifest's ids hashed with the salt (raw ids only
+        in memory). A request is applied whole or not at all (``complete``); an applied
+        request carried into a later revision (``complete=False``) keeps the ids still in
+        the data, as long as one is.
+
+        Args:
+            entry: a ledger entry.
+            manifest: the data manifest, with ``patient_id``/``image_id`` columns as the
+                selector needs.
+            complete: refuse when any token matches no id of the manifest.
+
+        Returns:
+            the request with raw ids (sorted) in place of tokens; reason, fraction and seed
+            as recorded.
+
+        Raises:
+            RequestError: the manifest lacks an id column the selector uses; with
+                ``complete``, a token matches no id; or no token of a key matches any id.
+            LedgerError: from :meth:`salt`, the salt is missing.
+        """
         salt = self.salt()
         selector = dict(entry["selector"])
         for key, column in ID_KEYS.items():
@@ -218,7 +324,18 @@ class Ledger:
         )
 
     def carried(self, manifest: pd.DataFrame) -> list[tuple[str, ForgetRequest]]:
-        """Every applied request as (ledger id, request) on ``manifest``."""
+        """Rebuild every applied request of this model on ``manifest`` (ids still present).
+
+        Args:
+            manifest: the current data manifest.
+
+        Returns:
+            ``(ledger id, request)`` pairs in ledger order (``complete=False``: ids gone from
+            the data are dropped).
+
+        Raises:
+            RequestError: from :meth:`request`, none of a request's ids is in the manifest.
+        """
         return [(e["id"], self.request(e, manifest, complete=False)) for e in self.applied()]
 
     # --- io --------------------------------------------------------------------------------
@@ -241,8 +358,16 @@ def _ignore(path: Path) -> None:
 
 
 def track_salt(ledger: Ledger) -> str | None:
-    """``dvc add`` the salt so it travels via the DVC remote; ``None`` when done, else why
-    it could not be tracked (no DVC project, or DVC's own error)."""
+    """``dvc add`` the salt so it travels via the DVC remote.
+
+    Args:
+        ledger: the ledger whose ``salt_path`` is tracked (the DVC project is found from its
+            folder).
+
+    Returns:
+        None when tracked, else why not (``not a DVC project``, or DVC's own error); never
+        raises, so tracking the salt cannot lose the request.
+    """
     from dvc.exceptions import NotDvcRepoError
     from dvc.repo import Repo
 
@@ -257,8 +382,18 @@ def track_salt(ledger: Ledger) -> str | None:
 
 
 def active_ledger(params: dict[str, Any], root: str | Path) -> Ledger | None:
-    """The project's ledger (``ledger`` section, paths relative to ``root``) when enabled;
-    the flows use it only together with the registry (``applied in VERSION``)."""
+    """The project's ledger when enabled.
+
+    The flows use it only together with the registry (``applied in VERSION``).
+
+    Args:
+        params: the parsed ``params.yaml``: ``ledger.enabled``, ``ledger.path`` (relative to
+            ``root``) and ``registry.model`` (the model it serves, default ``classifier``).
+        root: the project root.
+
+    Returns:
+        the ledger, or None when ``ledger.enabled`` is false or absent.
+    """
     section = dict(params.get("ledger") or {})
     if not section.get("enabled", False):
         return None
@@ -295,16 +430,36 @@ def split_carried(
 
 
 def record_entry(entry: dict[str, Any]) -> dict[str, Any]:
-    """What a revision record and card keep of a ledger entry (tokens, never raw ids)."""
+    """Keep what a revision record and card show of a ledger entry (tokens, never raw ids).
+
+    Args:
+        entry: a ledger entry.
+
+    Returns:
+        its ``id``, ``reason``, ``selector`` (tokens), ``fraction``, ``seed`` and
+        ``received_at`` (None where absent); status and model left out.
+    """
     keys = ("id", "reason", "selector", "fraction", "seed", "received_at")
     return {k: entry.get(k) for k in keys}
 
 
 def use_project_salt(params: dict[str, Any], root: str | Path, create: bool = False) -> bool:
-    """Salt every identifier token (``hash_identifier``, request hashes) with the ledger's
-    salt when the project has one (``create``: make it if the ledger is on and it is new).
-    Returns whether tokens are salted."""
+    """Salt every identifier token with the ledger's salt when the project has one.
 
+    Sets the process-wide salt of ``hash_identifier`` and request hashes.
+
+    Args:
+        params: the parsed ``params.yaml`` (its ``ledger`` section).
+        root: the project root (``ledger.path`` is relative to it).
+        create: make the salt if the ledger is enabled and has none yet.
+
+    Returns:
+        whether tokens are salted from now on.
+
+    Raises:
+        LedgerError: from :meth:`Ledger.salt`, ``create`` with a salt that is tracked by DVC
+            but missing.
+    """
     section = dict(params.get("ledger") or {})
     if not section:
         return False

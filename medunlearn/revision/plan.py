@@ -142,7 +142,9 @@ class RevisionPlan:
         return Path(self.candidate_dir)
 
     def adopt(self, request: ForgetRequest) -> None:
-        """Without a ledger, the earlier requests come from the request file itself
+        """Take the earlier requests from the request file itself (no ledger).
+
+        Without a ledger, the earlier requests come from the request file itself
         (``medunlearn reproduce`` writes one that lists them).
 
         Args:
@@ -260,8 +262,10 @@ def plan_revision(
 
 
 def take_from_ledger(plan: RevisionPlan, ledger_id: str | None, log: Log) -> None:
-    """Fill the plan's ledger fields: the entry (added first when ``ledger_id`` is None),
-    the kept requests split into inherited and carried, and the request to load.
+    """Fill the plan's ledger fields.
+
+    The entry (added first when ``ledger_id`` is None), the kept requests split into
+    inherited and carried, and the request to load.
 
     Args:
         plan: a plan with its ledger set.
@@ -317,7 +321,9 @@ def take_from_ledger(plan: RevisionPlan, ledger_id: str | None, log: Log) -> Non
 
 
 def ledger_hook(plan: RevisionPlan, log: Log):
-    """The registry's pre-commit hook: mark the request applied in the new version and
+    """Make the registry's pre-commit hook that marks the request applied.
+
+    The registry's pre-commit hook: mark the request applied in the new version and
     return the ledger's files, so they go into the revision's commit.
 
     Args:
@@ -344,7 +350,9 @@ def ledger_hook(plan: RevisionPlan, log: Log):
 
 
 def mark_refused(params_path: str, ledger: Ledger, ledger_id: str, why: str, log: Log) -> None:
-    """Mark a request ``rejected: why`` (or give it ``why`` when that is a whole status,
+    """Mark a request refused and commit the ledger file alone.
+
+    Mark a request ``rejected: why`` (or give it ``why`` when that is a whole status,
     ``failed: ...`` or ``rejected: ...``) and commit the ledger file alone (no revision
     commit will carry it, and an unattended run must not leave the ledger uncommitted).
 
@@ -374,7 +382,9 @@ def settle(
     status: str,
     log: Log,
 ) -> None:
-    """Give a tried request's ledger entry ``status`` if it is still pending (the flow may
+    """Settle a tried request's ledger entry and commit the ledger.
+
+    Give a tried request's ledger entry ``status`` if it is still pending (the flow may
     have settled it already) and commit the ledger. A request that never entered the
     ledger (unreadable, or refused before it was added) has nothing to settle.
 

@@ -37,8 +37,15 @@ class IdentifierInText(Refusal, ValueError):
 
 
 def words(text: str) -> list[str]:
-    """The candidate identifiers in ``text``: runs of letters, digits, ``_ . -`` (ends
-    trimmed of punctuation), and each run's parts split on ``_ . -`` as well."""
+    """Split free text into the candidate identifiers it may hold.
+
+    Args:
+        text: the free text (None or empty: no words).
+
+    Returns:
+        runs of letters, digits and ``_ . -`` (ends trimmed of punctuation), in text order,
+        each followed by its parts split on ``_ . -`` when it has more than one.
+    """
     found: list[str] = []
     for word in WORD.findall(text or ""):
         found.append(word)
@@ -49,7 +56,15 @@ def words(text: str) -> list[str]:
 
 
 def ledger_tokens(ledger: Any) -> set[str]:
-    """Every id token the ledger's requests hold (``patient_ids`` and ``image_ids``)."""
+    """Collect every id token the ledger's requests hold.
+
+    Args:
+        ledger: a ``medunlearn.revision.ledger.Ledger`` (anything with ``entries()``).
+
+    Returns:
+        the ``h-...`` tokens under ``patient_ids`` and ``image_ids`` of every entry, all
+        models and statuses included.
+    """
     tokens: set[str] = set()
     for entry in ledger.entries():
         selector = entry.get("selector") or {}
@@ -59,7 +74,15 @@ def ledger_tokens(ledger: Any) -> set[str]:
 
 
 def manifest_patient_ids(manifest_path: str | Path) -> set[str]:
-    """``patient_id`` values of a manifest that look like ids (>= 4 characters, a digit)."""
+    """Read the ``patient_id`` values of a manifest that look like ids.
+
+    Args:
+        manifest_path: the dataset's ``manifest.csv``.
+
+    Returns:
+        the values of at least 4 characters holding a digit; empty when the file is absent,
+        unreadable or has no ``patient_id`` column.
+    """
     import pandas as pd
 
     path = Path(manifest_path)
@@ -85,7 +108,9 @@ def check_free_text(
         ledger: a ``medunlearn.revision.ledger.Ledger`` whose salted id tokens are looked for.
 
     Raises:
-        IdentifierInText: a field holds one; the message names the field, never the id.
+        IdentifierInText: a field holds one (matched whatever its case); the message names
+            the field, never the id.
+        LedgerError: from ``ledger.salt()``, the ledger holds tokens but its salt is missing.
     """
     known = set(known_ids)
     tokens = ledger_tokens(ledger) if ledger is not None else set()
@@ -106,13 +131,19 @@ def check_free_text(
 
 
 def check_project_text(params_path: str, fields: dict[str, str | None]) -> None:
-    """:func:`check_free_text` against the project's ledger (when on) and the patient ids of
-    its ``maintain.dataset`` manifest (when prepared).
+    """Run :func:`check_free_text` against the project's own identifiers.
+
+    Those of the project's ledger (when enabled and written) and the patient ids of its
+    ``maintain.dataset`` manifest (when prepared).
+
+    Args:
+        params_path: the project's ``params.yaml`` (its folder is the project root).
+        fields: option name (``--why``) -> the text given; nothing is read when all are
+            empty.
 
     Raises:
         IdentifierInText: as :func:`check_free_text`.
     """
-
     if not any(fields.values()):
         return
     params = load_params(params_path)

@@ -27,8 +27,25 @@ def unlearned_record(
 ) -> dict[str, Any]:
     """What a maintenance revision records (the registry adds version, hashes, push state).
 
-    ``inputs``/``cohorts``/``selected`` are the flow's revision inputs, cohorts and chosen
-    candidate; only the request's hashed selector is kept, never raw identifiers."""
+    Only the request's hashed selector is kept, never raw identifiers.
+
+    Args:
+        inputs: the flow's revision inputs (``request``, ``dataset_dir``,
+            ``deployed_sha256``, ``data_fingerprint``).
+        cohorts: the revision's cohorts (``masks.counts``: examples per cohort).
+        selected: the chosen candidate (``name``, ``gates``, ``metrics``).
+        export: the export's report (its ``revision_id``).
+        parent: the registered version revised, or None for an unregistered model.
+        params: the parsed ``params.yaml`` (its ``maintain``, ``validation``, ``unlearn``
+            and ``gates`` sections are recorded and hashed).
+        core_hash: the hash of the core package's source.
+        root: the repository (for the code commit).
+
+    Returns:
+        the record: ``kind: unlearned``, parent and its sha256, the request (hashed
+        selector), counts, data version and fingerprint, params and their hash, code commit,
+        core hash, revision id, candidate, gates and metrics.
+    """
     request = inputs.request
     sections = {k: params.get(k) for k in ("maintain", "validation", "unlearn", "gates")}
     dvc_file = Path(inputs.dataset_dir).parent.with_suffix(".dvc")
@@ -60,8 +77,19 @@ def unlearned_record(
 
 
 def trained_record(body: dict[str, Any], cfg: dict[str, Any], root: Path) -> dict[str, Any]:
-    """What a trained deployed model records: ``body`` is its training report
-    (``training.training_report``), ``cfg`` the ``train`` section."""
+    """What a trained deployed model records.
+
+    Args:
+        body: its training report (``training.training_report``): ``n_train``/``n_val``/
+            ``n_test``, ``data_version``, ``params_hash`` and ``test`` metrics.
+        cfg: the ``train`` section of ``params.yaml``.
+        root: the repository (for the code commit).
+
+    Returns:
+        the record: ``kind: trained``, no parent or requests, counts, data version, params
+        and their hash, code commit, core hash, gates passed as ``trained`` (no unlearning
+        gates) and the numeric test metrics as ``test_<name>``.
+    """
     return {
         "kind": "trained",
         "parent": None,

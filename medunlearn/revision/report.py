@@ -1,5 +1,7 @@
-"""What a reviewer reads about one revision: its HTML report, its trade-off figure, and the
-split of the run's metrics into DVC headline figures and details.
+"""What a reviewer reads about one revision.
+
+Its HTML report, its trade-off figure, and the split of the run's metrics into DVC headline
+figures and details.
 
 - :func:`render_report` gives ``report.html``, written next to ``card.md``/``card.json`` by
   :func:`medunlearn.revision.card.card_files`: the card (model, version, parent, request,
@@ -66,7 +68,9 @@ def _figures(metrics: dict[str, Any] | None) -> dict[str, Any]:
 
 
 def headline_metrics(full: dict[str, Any]) -> dict[str, Any]:
-    """The figures ``dvc metrics show`` reads: :data:`HEADLINE_LEAVES` (plus
+    """Pick the figures ``dvc metrics show`` reads.
+
+    The figures ``dvc metrics show`` reads: :data:`HEADLINE_LEAVES` (plus
     ``candidate.avg_gap`` when the selected candidate has one).
 
     Args:
@@ -91,7 +95,9 @@ def headline_metrics(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def metrics_details(full: dict[str, Any]) -> dict[str, Any]:
-    """Everything of the run's metrics but the headline's own scalars: the full deployed and
+    """Keep everything of the run's metrics but the headline's own scalars.
+
+    Everything of the run's metrics but the headline's own scalars: the full deployed and
     selected metrics, both gate results, parity, counts, caveats, failed runs, timings.
 
     Args:
@@ -104,7 +110,9 @@ def metrics_details(full: dict[str, Any]) -> dict[str, Any]:
 
 
 def leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
-    """A nested dict's leaves by dotted path, as ``dvc metrics show`` flattens it (a list is
+    """Flatten a nested dict to its leaves by dotted path.
+
+    A nested dict's leaves by dotted path, as ``dvc metrics show`` flattens it (a list is
     one leaf, an empty dict none).
 
     Args:
@@ -123,7 +131,9 @@ def leaves(tree: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def report_inputs(folder: Path, record: dict[str, Any]) -> tuple[dict | None, bytes | None]:
-    """The validation report and the trade-off PNG of a revision's folder, where the flow
+    """Find the validation report and the trade-off PNG of a revision's folder.
+
+    The validation report and the trade-off PNG of a revision's folder, where the flow
     copied them (``reports/<name>``, names from the record's ``maintain.reports`` params).
 
     Args:
@@ -283,7 +293,9 @@ def _th(*names: str) -> str:
 
 
 def own_request(card: dict[str, Any]) -> dict[str, Any] | None:
-    """The request this revision was made for: the one whose id is its ``request_hash``,
+    """Find the request this revision was made for.
+
+    The request this revision was made for: the one whose id is its ``request_hash``,
     else the last listed (with the forget ledger on, ids are ledger ids and the revision's
     own request comes after the earlier ones it keeps forgotten), or None for a trained
     model.
@@ -381,7 +393,9 @@ def _card_section(card: dict[str, Any]) -> str:
 
 
 def check_caveat(check: dict[str, Any], caveats: list[str]) -> str:
-    """What one gate check's outcome cannot show: the card's caveat naming it
+    """Say what one gate check's outcome cannot show.
+
+    What one gate check's outcome cannot show: the card's caveat naming it
     (``underpowered: <name>: ...``), else its own underpowered note, else empty.
 
     Args:
@@ -557,7 +571,9 @@ def render_report(
     validation: dict[str, Any] | None = None,
     plot_png: bytes | None = None,
 ) -> str:
-    """The revision's HTML report: one self-contained page (inline CSS, the plot a ``data:``
+    """Render the revision's HTML report.
+
+    The revision's HTML report: one self-contained page (inline CSS, the plot a ``data:``
     URI, nothing loaded from elsewhere), every text escaped.
 
     Args:

@@ -60,7 +60,19 @@ def _dvc(cwd: Path, *args: str) -> str:
 
 
 def compare(recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: float) -> list[dict]:
-    """One row per metric present in ``recorded``: both values and whether they agree."""
+    """Compare recorded metrics with reproduced ones.
+
+    Args:
+        recorded: metric -> recorded value (non-numeric values and booleans are skipped).
+        reproduced: metric -> reproduced value (a metric may be absent or None).
+        tolerance: the largest absolute difference that still agrees, in the metric's own
+            unit (accuracies and AUC in [0, 1]).
+
+    Returns:
+        one row per numeric metric of ``recorded``, in its order: ``metric``, ``recorded``,
+        ``reproduced`` and ``agree`` (``|recorded - reproduced| <= tolerance``; False when
+        not reproduced).
+    """
     rows = []
     for key, value in recorded.items():
         if not isinstance(value, int | float) or isinstance(value, bool):
@@ -79,7 +91,31 @@ def reproduce(
     keep: bool = False,
     ledger_path: str | Path | None = None,
 ) -> dict[str, Any]:
-    """Re-run ``name`` ``version`` in a scratch worktree; per-metric comparison rows."""
+    """Re-run a revision in a scratch worktree and compare its metrics with the record.
+
+    See the module docstring for what is run. Runs ``dvc repro`` (minutes: a training or a
+    maintenance run).
+
+    Args:
+        registry: the registry holding the revision (its ``root`` is the repository).
+        name: the model name.
+        version: the version, ``vX.Y.Z``.
+        tolerance: the largest absolute difference that still agrees (accuracies and AUC in
+            [0, 1]; 0 on the same hardware and seeds).
+        keep: keep the scratch worktree (its path is returned) instead of removing it.
+        ledger_path: the forget ledger that rebuilds identifier requests (default:
+            ``ledger/requests.jsonl`` under the registry root).
+
+    Returns:
+        ``model``, ``version``, ``commit`` (the version's tagged commit), ``stage`` (``train``
+        or ``maintain``), ``tolerance``, ``agree`` (every row agrees and there is one),
+        ``rows`` (:func:`compare`) and ``worktree`` (its path with ``keep``, else None).
+
+    Raises:
+        RegistryError: an unlearning revision without a parent; and, from the steps, an
+            unknown version, a request not reproducible from the ledger, or a DVC command
+            that failed (its stderr quoted).
+    """
     record = registry.record(name, version)
     root = registry.root
     commit = _git(root, "rev-list", "-n", "1", f"{name}@{version}").strip()

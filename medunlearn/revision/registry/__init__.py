@@ -34,7 +34,8 @@ reached leaves the revision local and marked ``unpushed`` with the command that 
 
 The package, by concern: ``base`` (names, errors), ``git``, ``tags`` (GTO), ``dvcfiles``
 (DVC), ``journal`` (lock, journal, repair), ``serving`` (the serving folder) and ``core``
-(:class:`Registry`, the one interface over them)."""
+(:class:`Registry`, the one interface over them).
+"""
 
 from medunlearn.revision.registry.base import (
     JOURNAL,

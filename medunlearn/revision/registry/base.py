@@ -1,5 +1,7 @@
-"""What every part of the registry shares: stages, file names, the errors, a stage event,
-versions and hashes."""
+"""What every part of the registry shares.
+
+Stages, file names, the errors, a stage event, versions and hashes.
+"""
 
 from __future__ import annotations
 
@@ -28,8 +30,10 @@ class RegistryError(Refusal, RuntimeError):
 
 
 class RegistryBusy(RegistryError):
-    """Another run holds the registry lock, or registered the version this run planned:
-    nothing was written; running again succeeds (a request stays pending)."""
+    """Another run holds the registry lock, or registered the version this run planned.
+
+    Nothing was written; running again succeeds (a request stays pending).
+    """
 
 
 @dataclass(frozen=True)
@@ -47,7 +51,17 @@ class StageEvent:
 
 
 def semver(version: str) -> tuple[int, int, int]:
-    """``v1.2.0`` -> (1, 2, 0); raises :class:`RegistryError` for anything else."""
+    """Parse a version tag: ``v1.2.0`` -> (1, 2, 0).
+
+    Args:
+        version: ``v<major>.<minor>.<patch>`` (the ``v`` required).
+
+    Returns:
+        ``(major, minor, patch)`` as integers, ordered as versions compare.
+
+    Raises:
+        RegistryError: ``version`` is empty or not of that form (the message names the form).
+    """
     match = _SEMVER.match(version or "")
     if not match:
         raise RegistryError(f"'{version}' is not a version of the form v<major>.<minor>.<patch>")
@@ -55,7 +69,15 @@ def semver(version: str) -> tuple[int, int, int]:
 
 
 def artifact_hashes(folder: Path) -> dict[str, str]:
-    """sha256 of every file in a revision folder, by relative path."""
+    """Hash every file in a revision folder.
+
+    Args:
+        folder: the revision folder (``models/<name>/<version>/``), read recursively.
+
+    Returns:
+        hex sha256 of each file, keyed by its POSIX path relative to ``folder``, in path
+        order; empty for an empty or missing folder.
+    """
     return {
         p.relative_to(folder).as_posix(): file_sha256(p)
         for p in sorted(folder.rglob("*"))

@@ -1,5 +1,7 @@
-"""The registry's one interface: :class:`Registry` (records, register, promote, rollback)
-over its parts, and the registry the flows write to."""
+"""The registry's one interface, and the registry the flows write to.
+
+:class:`Registry` (records, register, promote, rollback) over its parts.
+"""
 
 from __future__ import annotations
 
@@ -34,7 +36,19 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
     One interface over four parts, each in its own module: :class:`TagLog` (GTO tags),
     :class:`DvcFiles` (DVC), :class:`Journal` (lock, journal, repair) and :class:`Serving`
     (the serving folder); this class holds the records and the writes that use them all
-    (register, promote, rollback)."""
+    (register, promote, rollback).
+
+    Args:
+        root: the git + DVC repository (resolved to an absolute path).
+        models_dir: revision folders (``<models_dir>/<name>/<version>/``), relative to
+            ``root``.
+        records_dir: records (``<records_dir>/<name>/<version>/revision.json``), relative to
+            ``root``.
+        serving_dir: production's serving folder, relative to ``root``.
+        push: ``dvc push`` each registered revision to the default remote.
+        lock_timeout: seconds a write waits for the registry lock before it fails
+            (:class:`RegistryBusy`).
+    """
 
     def __init__(
         self,
@@ -54,7 +68,16 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
 
     @classmethod
     def from_params(cls, section: dict[str, Any], root: str | Path = ".") -> Registry:
-        """From the ``registry`` section of ``params.yaml``."""
+        """Build a registry from the ``registry`` section of ``params.yaml``.
+
+        Args:
+            section: ``models_dir``, ``records_dir``, ``serving_dir``, ``push`` and
+                ``lock_timeout`` (seconds), each optional (the constructor's defaults).
+            root: the git + DVC repository.
+
+        Returns:
+            the registry (nothing is read or written yet).
+        """
         return cls(
             root,
             models_dir=section.get("models_dir", "models"),
@@ -66,21 +89,57 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
 
     # --- paths -------------------------------------------------------------------------
     def files_dir(self, name: str, version: str) -> Path:
+        """Locate a revision's DVC-tracked folder.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            ``root/<models_dir>/<name>/<version>`` (whether or not it exists).
+        """
         return self.root / self.models_dir / name / version
 
     def record_dir(self, name: str, version: str) -> Path:
+        """Locate a revision's git-tracked record folder.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            ``root/<records_dir>/<name>/<version>`` (whether or not it exists).
+        """
         return self.root / self.records_dir / name / version
 
     def is_repository(self) -> bool:
+        """Tell whether ``root`` is a git + DVC repository.
+
+        Returns:
+            True when ``root`` holds ``.git`` and a ``.dvc`` folder.
+        """
         return (self.root / ".git").exists() and (self.root / ".dvc").is_dir()
 
     # --- reading -----------------------------------------------------------------------
     def models(self) -> list[str]:
+        """List the registered models.
+
+        Returns:
+            the names of the folders under ``records_dir``, sorted; empty when it is absent.
+        """
         base = self.root / self.records_dir
         return sorted(p.name for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
 
     def versions(self, name: str) -> list[str]:
-        """Registered versions of ``name``, oldest first (semantic order)."""
+        """List the registered versions of a model.
+
+        Args:
+            name: the model name.
+
+        Returns:
+            every version with a record, oldest first (semantic order); empty for an unknown
+            model.
+        """
         base = self.root / self.records_dir / name
         if not base.is_dir():
             return []
@@ -88,7 +147,20 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
         return sorted(found, key=semver)
 
     def record(self, name: str, version: str) -> dict[str, Any]:
-        """The revision record; :class:`RegistryError` for an unknown model or version."""
+        """Read a revision's record (``revision.json``).
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            the record: parent, requests, data and params versions, gates, metrics, artifact
+            hashes, commit and push state.
+
+        Raises:
+            RegistryError: ``unknown version``, no record for that model and version (the
+                message lists the registered ones).
+        """
         path = self.record_dir(name, version) / RECORD
         if not path.is_file():
             known = ", ".join(self.versions(name)) or "none"
@@ -121,7 +193,29 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
         same commit (``ledger_entry``, the forget ledger's file and request id it marks
         applied, is set pending again if a killed registration is undone). Returns the
         full record. On any failure every step taken is undone and ``source`` is removed;
-        a kill is completed or undone by the next write (:meth:`recover`, the journal).
+        a kill is completed or undone by the next write (:meth:`repair`, the journal).
+
+        Args:
+            name: the model name.
+            source: the revision folder, moved (not copied) into ``models_dir``; removed on
+                failure or when the same revision exists.
+            record: what the caller knows of the revision.
+            version: the planned version, ``vX.Y.Z``.
+            stages: stages assigned once registered.
+            by: who registers (tag author).
+            card: the revision card's files for the full record, or None for none.
+            before_commit: more files for the registration commit, given the version.
+            ledger_entry: ``(ledger file, request id)`` marked applied by ``before_commit``.
+
+        Returns:
+            the full record; when a registered version has the same weights, parent and
+            requests, that version's record with ``existing: True`` (nothing registered).
+
+        Raises:
+            RegistryBusy: ``version taken`` by another run meanwhile, or the lock was held past
+                ``lock_timeout`` seconds; nothing was registered.
+            RegistryError: the revision or record folder already exists (a revision is never
+                overwritten), or ``version`` is not ``vX.Y.Z``.
         """
         lock = self._locked()
         done: list[str] = []
@@ -213,8 +307,18 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
             lock.release()
 
     def commit_files(self, paths: list[Path], message: str) -> None:
-        """Commit exactly ``paths`` under the registry lock: the forget ledger after a
-        request was rejected, which no revision commit will carry."""
+        """Commit exactly ``paths`` under the registry lock.
+
+        For the forget ledger after a request was rejected, which no revision commit will
+        carry.
+
+        Args:
+            paths: files to commit (absolute, under ``root``); absent ones are skipped.
+            message: the commit message.
+
+        Raises:
+            RegistryBusy: the lock was held past ``lock_timeout`` seconds.
+        """
         lock = self._locked()
         try:
             _commit(self.root, paths, message)
@@ -231,13 +335,35 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
         allow_regression: str | None = None,
         accept: str | None = None,
     ) -> dict[str, Any]:
-        """Assign ``version`` to stage ``to`` after the promotion rules (each refusal a
-        :class:`RegistryError` naming its rule). Production also materialises the files at
-        ``serving_dir``.
+        """Assign ``version`` to stage ``to`` after the promotion rules.
+
+        Each refusal is a :class:`RegistryError` naming its rule. Production also materialises
+        the files at ``serving_dir``.
 
         A revision whose pass has caveats (``record["caveats"]``, from
-        ``medunlearn.revision.candidates.evidence_caveats``: not discriminating, underpowered) goes to
-        production only with ``accept`` (the reason, recorded with the promotion)."""
+        ``medunlearn.revision.candidates.evidence_caveats``: not discriminating, underpowered)
+        goes to production only with ``accept`` (the reason, recorded with the promotion).
+
+        Args:
+            name: the model name.
+            version: the version to promote, ``vX.Y.Z``.
+            to: ``staging`` or ``production``.
+            by: who promotes (tag author); must not be blank.
+            why: the reason (tag message); must not be blank.
+            allow_regression: the reason to serve a version that predates applied requests
+                (recorded in the tag), or None.
+            accept: the reason to serve a pass with caveats (recorded in the tag), or None.
+
+        Returns:
+            ``model``, ``version``, ``stage`` and, when assigned, ``by`` and ``why`` (the tag
+            note); ``unchanged: True`` instead when the version already holds the stage.
+
+        Raises:
+            RegistryError: a stage other than staging/production; no ``by`` or ``why``;
+                ``gates failed``; ``no prior staging`` (production); ``weak evidence`` without
+                ``accept``; ``forget regression`` without ``allow_regression``; an unknown
+                version or files that differ from the record.
+        """
         if to not in STAGES[1:]:
             raise RegistryError(f"stage must be staging or production, not '{to}'")
         if not by.strip() or not why.strip():
@@ -295,17 +421,36 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
         why: str,
         allow_regression: str | None = None,
     ) -> dict[str, Any]:
-        """Assign the previous version of ``stage`` (the one before the current, in the
-        assignment history) or ``to`` to it again; production files are materialised. The
-        newer revision is never deleted.
+        """Assign an earlier version to ``stage`` again.
+
+        The previous version of ``stage`` (the one before the current, in the assignment
+        history), or ``to``; production files are materialised. The newer revision is never
+        deleted.
 
         Production obeys :meth:`promote`'s forget-regression rule: a version that predates a
         request which served in production (it would serve a model trained on rows that
         were withdrawn) needs ``allow_regression`` (the reason, recorded in the tag).
 
+        Args:
+            name: the model name.
+            stage: the stage to roll back (candidate, staging or production).
+            to: the version to assign again (it must have been in ``stage``), or None for the
+                latest other version the stage held.
+            by: who rolls back (tag author); must not be blank.
+            why: the reason (tag message); must not be blank.
+            allow_regression: the reason to serve a version that predates applied requests,
+                or None.
+
+        Returns:
+            ``model``, ``stage``, ``from`` (the version replaced, or None), ``to``,
+            ``served`` (hashes of the production files, None for other stages),
+            ``regression`` (request ids allowed past the rule) and ``lacks`` (request ids
+            served in production that ``to`` predates).
+
         Raises:
-            RegistryError: unknown stage or version, nothing to roll back to, no ``by`` or
-                ``why``, or a forget regression without ``allow_regression``.
+                RegistryError: unknown stage, model or version; ``never in <stage>``; nothing to
+                roll back to; ``to`` already in the stage; no ``by`` or ``why``; a forget
+                regression without ``allow_regression``; files that differ from the record.
         """
         if stage not in STAGES:
             raise RegistryError(f"unknown stage '{stage}' (one of {', '.join(STAGES)})")
@@ -373,9 +518,22 @@ class Registry(TagLog, DvcFiles, Journal, Serving):
             lock.release()
 
     def regressions(self, name: str, version: str) -> list[str]:
-        """Ids of requests that a revision which has served in production carried and
-        ``version`` does not (it predates them): serving it would undo their forgetting. A
-        request only in a candidate or staging revision is not yet in force."""
+        """List the requests that serving ``version`` would undo.
+
+        Those a revision which has served in production carried and ``version`` does not
+        (it predates them). A request only in a candidate or staging revision is not yet in
+        force.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            the request ids, sorted; empty when ``version`` carries them all.
+
+        Raises:
+            RegistryError: from :meth:`record`, an unknown version.
+        """
         mine = {r["id"] for r in self.record(name, version).get("requests", [])}
         served = {
             e.version
@@ -394,6 +552,14 @@ def active_registry(params: dict[str, Any], root: str | Path = ".") -> tuple[Reg
     Off when ``registry.enabled`` is false or absent, inside a DVC stage (``dvc repro`` and
     ``dvc exp run`` own the commits there; the stage writes ``maintain.candidate_dir``), or
     when ``root`` is not a git + DVC repository.
+
+    Args:
+        params: the parsed ``params.yaml``: its ``registry`` section, with the ``promotion``
+            section's keys (e.g. ``serving_dir``) laid over it.
+        root: the repository.
+
+    Returns:
+        ``(registry, "")``, or ``(None, reason)`` when the registry is off.
     """
     section = dict(params.get("registry") or {})
     if not section.get("enabled", False):

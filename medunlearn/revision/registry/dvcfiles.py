@@ -13,14 +13,19 @@ from medunlearn.versioning import file_sha256
 
 
 def in_dvc_stage() -> bool:
-    """True inside a ``dvc repro``/``dvc exp run`` stage: DVC writes ``dvc.lock`` (and
-    experiments their own commits) after the stage, so a stage never commits or tags."""
+    """Tell whether this process runs inside a ``dvc repro``/``dvc exp run`` stage.
+
+    DVC writes ``dvc.lock`` (and experiments their own commits) after the stage, so a stage
+    never commits or tags.
+
+    Returns:
+        True when the ``DVC_STAGE`` environment variable is set and not empty.
+    """
     return bool(os.environ.get("DVC_STAGE"))
 
 
 def _weights_sha256(path: Path) -> str | None:
     """The checkpoint's weights hash (``checkpoint.weights_sha256``), None for other files."""
-
     if not path.is_file():
         return None
     try:
@@ -35,8 +40,10 @@ def _dvc_file(folder: Path) -> Path:
 
 
 def _quiet():
-    """DVC prints git hints ("To track the changes with git, run: ...") on stdout; the
-    registry commits those files itself."""
+    """Silence DVC's git hints ("To track the changes with git, run: ...") on stdout.
+
+    The registry commits those files itself.
+    """
     import contextlib
     import io
 
@@ -62,9 +69,13 @@ def _drop_gitignore_entry(files: Path) -> None:
 class DvcFiles:
     """A revision's DVC-tracked files.
 
-    A part of :class:`~medunlearn.revision.registry.core.Registry`: it uses the
-    attributes ``root``, ``models_dir``, ``records_dir``, ``serving_dir``, ``push`` and
-    ``lock_timeout`` and the other parts' methods through ``self``."""
+    A part of :class:`~medunlearn.revision.registry.core.Registry` (a mixin, never built on
+    its own): it runs DVC in the repository at ``self.root`` and reads a revision's record
+    and folder through ``self.record``, ``self.files_dir`` and ``self.versions``.
+
+    Attributes:
+        root: the repository root (``Path``), set by ``Registry``.
+    """
 
     def _require_intact(self, name: str, version: str) -> None:
         """Refuse (:class:`RegistryError`) a revision whose files differ from its record."""
@@ -77,8 +88,22 @@ class DvcFiles:
             )
 
     def verify(self, name: str, version: str) -> list[str]:
-        """Files of a revision that do not match their recorded sha256 (missing included),
-        after fetching them from the DVC cache or remote when absent."""
+        """Check a revision's files against the sha256 its record holds.
+
+        Files absent from the working tree are first fetched from the DVC cache or remote
+        (:meth:`fetch`).
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            one line per file that does not match, ``<path> (missing)`` or ``<path> (sha256
+            differs from the record)``; empty when the revision is intact.
+
+        Raises:
+            RegistryError: from ``self.record``, an unknown model or version.
+        """
         record = self.record(name, version)
         folder = self.files_dir(name, version)
         if not all((folder / f).is_file() for f in record["artifacts"]):
@@ -93,7 +118,15 @@ class DvcFiles:
         return bad
 
     def fetch(self, name: str, version: str) -> None:
-        """Bring a revision's files into the working tree from the DVC cache or remote."""
+        """Bring a revision's files into the working tree from the DVC cache or remote.
+
+        ``dvc checkout --force`` of its ``.dvc`` file, and ``dvc pull --force`` when the cache
+        lacks them.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+        """
         from dvc.repo import Repo
 
         dvc_file = str(_dvc_file(self.files_dir(name, version)))
@@ -121,8 +154,10 @@ class DvcFiles:
 
     # --- helpers -----------------------------------------------------------------------
     def _same_revision(self, name: str, source: Path, record: dict[str, Any]) -> str | None:
-        """A registered version with the same weights (or, for a file that is not a
-        checkpoint, the same bytes), parent and request ids."""
+        """A registered version with the same weights, parent and request ids.
+
+        For a ``model.pt`` that is not a checkpoint, the same bytes count instead.
+        """
         model = Path(source) / "model.pt"
         if not model.is_file():
             return None

@@ -22,8 +22,10 @@ def _changed(root: Path, path: Path) -> bool:
 
 
 def _commit(root: Path, paths: list[Path], message: str) -> None:
-    """Commit exactly ``paths`` (nothing else the user staged), with a fallback identity
-    when git has none configured (CI, containers)."""
+    """Commit exactly ``paths`` (nothing else the user staged).
+
+    Uses a fallback identity when git has none configured (CI, containers).
+    """
     rel = [str(p.relative_to(root)) for p in paths if p.exists()]
     _git(root, "add", "--", *rel)
     identity = []
@@ -33,8 +35,16 @@ def _commit(root: Path, paths: list[Path], message: str) -> None:
 
 
 def code_commit(root: str | Path = ".") -> str:
-    """``git rev-parse HEAD``, with ``+dirty`` when tracked code (medunlearn/, tasks/,
-    flows/) differs from it; ``unknown`` outside git."""
+    """Name the code commit a record was made from.
+
+    Args:
+        root: the git repository (its working tree).
+
+    Returns:
+        ``git rev-parse HEAD`` (40 hex digits), with ``+dirty`` appended when code under
+        ``medunlearn/``, ``tasks/`` or ``flows/`` differs from it (modified or untracked);
+        ``unknown`` outside git or when git cannot run.
+    """
     try:
         head = _git(Path(root), "rev-parse", "HEAD").strip()
         dirty = _git(Path(root), "status", "--porcelain", "--", "medunlearn", "tasks", "flows")

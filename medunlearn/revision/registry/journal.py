@@ -23,12 +23,27 @@ from medunlearn.revision.registry.tags import _tag_version
 class Journal:
     """The lock, the journal of a write's steps, and the repair of a killed write.
 
-    A part of :class:`~medunlearn.revision.registry.core.Registry`: it uses the
-    attributes ``root``, ``models_dir``, ``records_dir``, ``serving_dir``, ``push`` and
-    ``lock_timeout`` and the other parts' methods through ``self``."""
+    A part of :class:`~medunlearn.revision.registry.core.Registry` (a mixin, never built on
+    its own): it writes the lock and journal files at the repository root and, to repair,
+    uses the other parts through ``self`` (``record_dir``, ``files_dir``, ``events``,
+    ``current``, ``served``, ``materialise`` and the tag writers).
+
+    Attributes:
+        root: the repository root (``Path``), where ``LOCK`` and ``JOURNAL`` live.
+        lock_timeout: seconds a write waits for the lock before :class:`RegistryBusy`.
+        models_dir: revision folders, relative to ``root`` (staging folders looked for there).
+        records_dir: record folders, relative to ``root``.
+        serving_dir: the serving folder, relative to ``root``.
+    """
 
     # --- writing -----------------------------------------------------------------------
     def lock(self) -> FileLock:
+        """Make the registry's file lock (not yet held).
+
+        Returns:
+            a :class:`filelock.FileLock` on ``root/.medunlearn-registry.lock`` that waits up to
+            ``lock_timeout`` seconds when acquired.
+        """
         return FileLock(str(self.root / LOCK), timeout=self.lock_timeout)
 
     def _acquire(self) -> FileLock:
@@ -44,8 +59,10 @@ class Journal:
         return lock
 
     def _locked(self):
-        """Hold the registry lock, after finishing any write a killed process left half
-        done (:meth:`repair`)."""
+        """Hold the registry lock, after finishing any write a killed process left half done.
+
+        See :meth:`repair`.
+        """
         lock = self._acquire()
         try:
             self._recover()
@@ -56,19 +73,33 @@ class Journal:
 
     # --- the journal of a write in progress ------------------------------------------------
     def _journal(self, state: dict[str, Any]) -> None:
-
         write_text(self.root / JOURNAL, json.dumps(state, indent=2) + "\n")
 
     def _end_journal(self) -> None:
         (self.root / JOURNAL).unlink(missing_ok=True)
 
     def interrupted(self) -> bool:
-        """A killed write left its journal: :meth:`repair` before reading the registry."""
+        """Tell whether a killed write left its journal (:meth:`repair` before reading).
+
+        Returns:
+            True when ``root/.medunlearn-registry.journal.json`` exists.
+        """
         return (self.root / JOURNAL).is_file()
 
     def repair(self) -> str | None:
-        """Bring the registry to a consistent state after a killed write (what every write
-        does first anyway); returns what was done, or None when nothing was pending."""
+        """Bring the registry to a consistent state after a killed write.
+
+        Every write does this first anyway: the journalled write is completed or undone, and
+        the staging folders of runs no longer running are removed. Holds the lock meanwhile.
+
+        Returns:
+            what was done, ``; ``-joined, or None when nothing was pending.
+
+        Raises:
+            RegistryBusy: another run held the lock past ``lock_timeout`` seconds.
+            RegistryError: a recent ``.git/index.lock`` (under 60 s old) may belong to a live
+                git process: repair again later.
+        """
         lock = self._acquire()
         try:
             did = [d for d in (self._recover(quiet=True), self._remove_orphans()) if d]
@@ -77,7 +108,12 @@ class Journal:
             lock.release()
 
     def orphans(self) -> bool:
-        """Whether a killed run left a staging folder behind (:meth:`repair` removes it)."""
+        """Tell whether a killed run left a staging folder behind (:meth:`repair` removes it).
+
+        Returns:
+            True when a ``.revision-``, ``.record-`` or ``.serving-`` staging folder of a run
+            that no longer runs exists.
+        """
         return any(orphans(folder, prefixes) for folder, prefixes in self._staging_parents())
 
     def _staging_parents(self) -> list[tuple[Path, tuple[str, ...]]]:
@@ -93,8 +129,11 @@ class Journal:
         return places
 
     def _remove_orphans(self) -> str | None:
-        """Remove the staging folders of runs that are no longer running (a kill during an
-        export, a record or a serving swap leaves one); a live run's are left alone."""
+        """Remove the staging folders of runs that are no longer running.
+
+        A kill during an export, a record or a serving swap leaves one; a live run's are left
+        alone.
+        """
         removed = []
         for folder, prefixes in self._staging_parents():
             removed += [
@@ -112,7 +151,8 @@ class Journal:
         stage not yet assigned): the revision and its ledger update are in git already. One
         without a commit is undone: its files, DVC file, .gitignore entry and record are
         removed and its ledger request is pending again. An interrupted promotion or
-        rollback has its production files put back to what the stage tags say."""
+        rollback has its production files put back to what the stage tags say.
+        """
         path = self.root / JOURNAL
         if not path.is_file():
             return None
@@ -205,8 +245,10 @@ class Journal:
         return f"undid the interrupted registration of {name} {version} (it had no commit)"
 
     def _undo(self, name: str, version: str, done: list[str], source: Path) -> None:
-        """Reverse the steps a failed registration took (``done``), newest first; what an
-        earlier revision wrote is never touched."""
+        """Reverse the steps a failed registration took (``done``), newest first.
+
+        What an earlier revision wrote is never touched.
+        """
         if "tag" in done or "commit" in done:
             for tag in _git(self.root, "tag", "-l", f"{name}@{version}", f"{name}#*").split():
                 if tag == f"{name}@{version}" or _tag_version(self.root, tag) == version:

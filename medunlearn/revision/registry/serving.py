@@ -17,18 +17,54 @@ from medunlearn.versioning import file_sha256
 class Serving:
     """Production's files in the serving folder.
 
-    A part of :class:`~medunlearn.revision.registry.core.Registry`: it uses the
-    attributes ``root``, ``models_dir``, ``records_dir``, ``serving_dir``, ``push`` and
-    ``lock_timeout`` and the other parts' methods through ``self``."""
+    A part of :class:`~medunlearn.revision.registry.core.Registry` (a mixin, never built on
+    its own): it reads records and revision folders through ``self.record`` and
+    ``self.files_dir``, checks them with ``self._require_intact`` and journals a swap with
+    ``self._journal``.
+
+    Attributes:
+        root: the repository root (``Path``).
+        serving_dir: the serving folder, relative to ``root`` (``models/production``).
+    """
 
     def production_checkpoint(self, name: str, version: str) -> Path:
-        """The verified checkpoint of a revision (fetched from DVC when absent)."""
+        """Find a revision's checkpoint, verified against its record.
+
+        Fetched from the DVC cache or remote when absent.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            the path of ``model.pt`` in the revision folder.
+
+        Raises:
+            RegistryError: from the record check, an unknown version or files that differ from
+                the record.
+        """
         self._require_intact(name, version)
         return self.files_dir(name, version) / "model.pt"
 
     def materialise(self, name: str, version: str) -> dict[str, str]:
-        """Copy a revision's model files to ``serving_dir`` (swapped in as one folder) and
-        return their sha256, which equal the record's."""
+        """Copy a revision's files to ``serving_dir``, swapped in as one folder.
+
+        The folder also gets ``SERVING.json`` (model and version); the previous folder is
+        replaced only once every copy matches the record.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            hex sha256 of each file served, by relative path (equal to the record's
+            ``artifacts``).
+
+        Raises:
+            RegistryError: the copies differ from the record; or (before anything is copied)
+                an unknown version, a version without ``model.onnx``, or a serving folder
+                that serves another model.
+        """
         record = self._require_servable(name, version)
         folder = self.files_dir(name, version)
         serving = self.root / self.serving_dir
@@ -56,8 +92,10 @@ class Serving:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _require_servable(self, name: str, version: str) -> dict[str, Any]:
-        """The version's record, refusing a version without an ONNX file (a rollback or
-        promotion must never leave the serving folder without one)."""
+        """The version's record, refusing a version without an ONNX file.
+
+        A rollback or promotion must never leave the serving folder without one.
+        """
         record = self.record(name, version)
         served = self.served() or {}
         if served.get("model") not in (None, name):
@@ -75,7 +113,12 @@ class Serving:
         return record
 
     def served(self) -> dict[str, Any] | None:
-        """What ``serving_dir`` holds (``SERVING.json``), or None."""
+        """Read what the serving folder holds.
+
+        Returns:
+            the parsed ``serving_dir/SERVING.json`` (``model``, ``version``), or None when it
+            is absent or unreadable.
+        """
         path = self.root / self.serving_dir / "SERVING.json"
         try:
             return json.loads(path.read_text())
@@ -83,8 +126,11 @@ class Serving:
             return None
 
     def _serve_then_tag(self, name: str, version: str, tag: Callable[[], None]) -> dict:
-        """Swap the production files in, then write the stage tag(s); if tagging fails the
-        previous production files are put back, so registry and serving never disagree."""
+        """Swap the production files in, then write the stage tag(s).
+
+        If tagging fails the previous production files are put back, so registry and serving
+        never disagree.
+        """
         self._require_servable(name, version)  # before anything is journalled or moved
         before = self.served()
         previous = (before or {}).get("version") if (before or {}).get("model") == name else None

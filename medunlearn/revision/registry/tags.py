@@ -1,5 +1,7 @@
-"""GTO tags: versions (``name@vX.Y.Z``) and stage assignments (``name#stage#N``), read in
-assignment order (see the package docstring for why not ``gto show``)."""
+"""GTO tags: versions (``name@vX.Y.Z``) and stage assignments (``name#stage#N``).
+
+Read in assignment order (see the package docstring for why not ``gto show``).
+"""
 
 from __future__ import annotations
 
@@ -27,6 +29,9 @@ def gto_api() -> Any:
     logging lock the flush holds: a deadlock (a `medunlearn train` hung for minutes at
     ``register_revision``, 2026-12-01). So GTO's module is imported once with ``dictConfig``
     made a no-op; its ``gto`` logger then propagates to the process's handlers.
+
+    Returns:
+        the ``gto.api`` module (register, assign, unassign, show).
     """
     with _GTO_IMPORT:
         if "gto.log" not in sys.modules:
@@ -66,12 +71,27 @@ def _tag_version(root: Path, tag: str) -> str | None:
 class TagLog:
     """Versions and stages from the GTO tags.
 
-    A part of :class:`~medunlearn.revision.registry.core.Registry`: it uses the
-    attributes ``root``, ``models_dir``, ``records_dir``, ``serving_dir``, ``push`` and
-    ``lock_timeout`` and the other parts' methods through ``self``."""
+    A part of :class:`~medunlearn.revision.registry.core.Registry` (a mixin, never built on
+    its own): it reads the tags of the git repository at ``self.root`` and the registered
+    versions through ``self.versions`` (the records).
+
+    Attributes:
+        root: the repository root (``Path``), set by ``Registry``.
+    """
 
     def events(self, name: str) -> list[StageEvent]:
-        """Every stage assignment of ``name``, in GTO's tag order."""
+        """Read every stage assignment and unassignment tag of a model.
+
+        Args:
+            name: the model (artifact) name.
+
+        Returns:
+            one :class:`StageEvent` per ``name#stage#N`` or ``name#stage!#N`` tag, sorted by
+            GTO's assignment number ``N``; empty when the model has none.
+
+        Raises:
+            RuntimeError: ``git for-each-ref`` failed (the message carries git's stderr).
+        """
         out = _git(
             self.root,
             "for-each-ref",
@@ -99,8 +119,17 @@ class TagLog:
         return sorted(events, key=lambda e: e.number)
 
     def history(self, name: str, version: str) -> list[dict[str, Any]]:
-        """Every stage event of ``version`` (assignments, and unassignments naming it), in
-        order: the promotion history a revision card shows."""
+        """List the stage events of one version: the promotion history a revision card shows.
+
+        Args:
+            name: the model name.
+            version: the version, ``vX.Y.Z``.
+
+        Returns:
+            in assignment order, one dict per assignment of ``version`` or unassignment naming
+            it: ``stage`` (``left <stage>`` for an unassignment), ``by``, ``at`` (ISO 8601),
+            ``why`` and ``tag``.
+        """
         return [
             {
                 "stage": f"left {e.stage}" if e.removed else e.stage,
@@ -114,18 +143,52 @@ class TagLog:
         ]
 
     def stages(self, name: str) -> dict[str, str | None]:
-        """The version currently in each stage (the latest assignment), or None."""
+        """Read the version currently in each stage.
+
+        Args:
+            name: the model name.
+
+        Returns:
+            every stage of :data:`STAGES` -> the version of its latest assignment, or None
+            when never assigned or last unassigned.
+        """
         current: dict[str, str | None] = {s: None for s in STAGES}
         for event in self.events(name):
             current[event.stage] = None if event.removed else event.version
         return current
 
     def current(self, name: str, stage: str) -> str | None:
+        """Read the version currently in one stage.
+
+        Args:
+            name: the model name.
+            stage: a stage name (candidate, staging, production).
+
+        Returns:
+            the version of the stage's latest assignment; None when the stage is empty or
+            unknown.
+        """
         return self.stages(name).get(stage)
 
     def next_version(self, name: str, bump: str, parent: str | None = None) -> str:
-        """``major``: the next major line (v1.0.0 first); ``minor``: the parent's major with
-        the next free minor (v1.1.0 after v1.0.0, v1.2.0 after v1.1.0)."""
+        """Plan the next version of a model.
+
+        ``major``: the next major line (v1.0.0 first); ``minor``: the parent's major with the
+        next free minor (v1.1.0 after v1.0.0, v1.2.0 after v1.1.0).
+
+        Args:
+            name: the model name.
+            bump: ``major`` or ``minor`` (anything else counts as ``minor``); a model with no
+                version gets ``v1.0.0`` either way.
+            parent: the version being revised, whose major line a minor bump stays on
+                (default: the highest major registered).
+
+        Returns:
+            the version, ``vX.Y.0``; registration fails by name if another run took it first.
+
+        Raises:
+            RegistryError: from :func:`semver`, ``parent`` is not a version.
+        """
         versions = [semver(v) for v in self.versions(name)]
         if bump == "major" or not versions:
             major = max((v[0] for v in versions), default=0) + 1
