@@ -162,7 +162,7 @@ def revise(
     A request whose candidates all fail the gates, or whose data is refused, is
     reported and the next one still runs; the command then exits 1.
     """
-    from flows.maintenance import check_settings, revision_jobs, run_revision
+    from flows.revise import check_settings, revision_jobs, run_revision
     from medunlearn.config import load_section
     from medunlearn.data.expectations import ValidationFailed
     from medunlearn.data.manifest import ManifestError

@@ -17,18 +17,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from prefect import flow, get_run_logger, tags
+from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
 
 from flows.revision_steps import Evaluated, publish, refuse, select_keeping, unlearning_sweep
-from flows.runners import task_runner
-from flows.settlement import SETTINGS_ERRORS, revise_on_drift, revise_pending, settled
-from medunlearn.config import load_params, load_section, project_root
+from flows.settlement import revise_on_drift, revise_pending, settled
 from medunlearn.revision.candidates import request_cohorts, run_timings
-from medunlearn.revision.ledger import active_ledger
 from medunlearn.revision.plan import StepClock, plan_revision
-from medunlearn.revision.registry import active_registry
-from medunlearn.unlearn.sweep import check_sweeps, revision_sweep
+from medunlearn.unlearn.sweep import revision_sweep
 from tasks.compose_candidates import compose_candidates
 from tasks.evaluate_candidates import evaluate_candidates
 from tasks.load_revision_inputs import load_revision_inputs
@@ -124,7 +120,9 @@ def revise_request(
     logger = get_run_logger()
     clock = clock or StepClock()  # the caller's, so it can say which step a crash was in
     plan = plan_revision(params_path, request, ledger_id, logger)
-    inputs = load_revision_inputs(plan.maintain["dataset"], plan.deployed_path, plan.request)
+    inputs = load_revision_inputs(
+        plan.maintain["dataset"], plan.deployed_path, plan.request, plan.manifest
+    )
     plan.adopt(inputs.request)
     clock.lap("load")
     maintain, reports, work_dir = plan.maintain, plan.reports, plan.work_dir
@@ -185,68 +183,3 @@ def revise_request(
         "baseline": baseline,  # the untouched deployed model under the same gates
         "timings": final,
     }
-
-
-def check_settings(params_path: str) -> None:
-    """Refuse bad sweep, method or gate settings before any request runs.
-
-    Args:
-        params_path: the params file.
-
-    Raises:
-        SweepError: a bad ``maintain.sweep`` (names the file and key).
-        MethodConfigError: a bad method setting (names the file and key).
-        GateConfigError: a bad ``gates`` setting (names the file and key).
-    """
-    try:
-        check_sweeps(
-            load_section("maintain", params_path),
-            load_section("unlearn", params_path),
-            load_section("gates", params_path),
-        )
-    except SETTINGS_ERRORS as exc:
-        raise type(exc)(f"settings in {params_path}: {exc}") from None
-
-
-def revision_jobs(params_path: str, request: str | None) -> list[tuple[str | None, str | None]]:
-    """What ``medunlearn revise`` runs, one flow run per pair.
-
-    ``request``, else every pending ledger request in the order received, else
-    ``maintain.request``.
-
-    Args:
-        params_path: the params file.
-        request: a forget request file, or None.
-
-    Returns:
-        ``(request file, ledger id)`` pairs, one flow run each.
-    """
-    params = load_params(params_path)
-    registry, _ = active_registry(params, project_root(params_path))
-    ledger = active_ledger(params, project_root(params_path)) if registry else None
-    if ledger is not None and not request and ledger.pending():
-        return [(None, e["id"]) for e in ledger.pending()]
-    return [(request, None)]
-
-
-def run_revision(
-    params_path: str, request: str | None, refresh_cache: bool, ledger_id: str | None
-) -> dict[str, Any]:
-    """One :func:`maintenance_flow` run on ``maintain.task_runner``.
-
-    Tagged ``medunlearn`` and ``revise``.
-
-    Args:
-        params_path: the params file.
-        request: a forget request file, or None (``ledger_id``, or ``maintain.request``).
-        refresh_cache: recompute every sweep run and the validation.
-        ledger_id: a pending ledger request's id, or None.
-
-    Returns:
-        The flow's result (``summary``, ``version``, ``candidates``, ...).
-    """
-    runner = task_runner(load_section("maintain", params_path))
-    with tags("medunlearn", "revise"):
-        return maintenance_flow.with_options(task_runner=runner)(
-            params_path, request, refresh_cache, ledger_id
-        )

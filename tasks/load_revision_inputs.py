@@ -49,7 +49,10 @@ class RevisionInputs:
 
 @task(name="load-revision-inputs", cache_policy=NO_CACHE)
 def load_revision_inputs(
-    dataset_dir: str, deployed_path: str, request: str | dict[str, Any] | ForgetRequest
+    dataset_dir: str,
+    deployed_path: str,
+    request: str | dict[str, Any] | ForgetRequest,
+    manifest: pd.DataFrame | None = None,
 ) -> RevisionInputs:
     """Read the dataset's info and manifest, the deployed checkpoint and the request.
 
@@ -58,7 +61,9 @@ def load_revision_inputs(
     Args:
         dataset_dir: the materialised dataset's folder.
         deployed_path: the deployed model's checkpoint.
-        request: a request file, its mapping, or a request resolved from the forget ledger.
+        request: a request file, its mapping, or a parsed request (the maintenance flow's
+            plan parses it once).
+        manifest: the manifest when the caller read it already (read here otherwise).
 
     Returns:
         The revision's inputs.
@@ -79,7 +84,8 @@ def load_revision_inputs(
     if not info_path.is_file():
         raise ManifestError(f"{info_path}: dataset not found; run medunlearn prepare")
     info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
-    manifest = read_manifest_csv(Path(dataset_dir) / "manifest.csv")
+    if manifest is None:
+        manifest = read_manifest_csv(Path(dataset_dir) / "manifest.csv")
     if list(meta.class_names) != list(info.class_names):
         raise CheckpointError(
             f"{deployed_path}: model classes {meta.class_names} differ from the dataset's "

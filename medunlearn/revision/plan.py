@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from medunlearn.config import load_params, load_section, project_root
 from medunlearn.data.manifest import read_manifest_csv
 from medunlearn.data.request import ForgetRequest, RequestError, check_request
@@ -59,9 +61,11 @@ class RevisionPlan:
         ledger: the forget ledger (registry and ledger on), or None.
         ledger_id: the ledger entry being revised, or None.
         entry: that entry, or None.
-        request: what the revision forgets: a request file, a mapping, or a
-            :class:`~medunlearn.data.request.ForgetRequest` with its carried and inherited
-            requests.
+        request: what the revision forgets, parsed once: a
+            :class:`~medunlearn.data.request.ForgetRequest` (with its carried and inherited
+            requests under the ledger).
+        manifest: the dataset's manifest when the plan read it (the ledger resolves
+            requests against it), handed on so it is read once; None otherwise.
         kept: every earlier applied request the revision keeps, as ``(id, request)``.
         carried: the part of ``kept`` unlearned again (the starting model has not forgotten
             it).
@@ -82,6 +86,7 @@ class RevisionPlan:
     ledger_id: str | None = None
     entry: dict[str, Any] | None = None
     request: Any = None
+    manifest: pd.DataFrame | None = None
     kept: list[tuple[str, Any]] = field(default_factory=list)
     carried: list[tuple[str, Any]] = field(default_factory=list)
 
@@ -242,6 +247,7 @@ def plan_revision(
     Path(plan.work_dir).mkdir(parents=True, exist_ok=True)
     if registry is None:
         log.info("registry off (%s): the revision goes to %s", registry_off, plan.candidate_dir)
+        plan.request = load_request(plan.request)
         return plan
     plan.parent = registry.current(plan.model_name, "production")
     if plan.parent is None:
@@ -258,7 +264,29 @@ def plan_revision(
     use_project_salt(params, root, create=plan.ledger is not None)
     if plan.ledger is not None:
         take_from_ledger(plan, ledger_id, log)
+    else:
+        plan.request = load_request(plan.request)
     return plan
+
+
+def load_request(request: str | dict[str, Any] | ForgetRequest) -> ForgetRequest:
+    """A forget request, parsed once.
+
+    Args:
+        request: a request file, its mapping (a flow parameter), or a parsed request.
+
+    Returns:
+        The parsed request.
+
+    Raises:
+        RequestError: the file or mapping is not a valid request (names the file or
+            ``request parameter`` and the key).
+    """
+    if isinstance(request, ForgetRequest):
+        return request
+    if isinstance(request, dict):
+        return ForgetRequest.from_dict(request, "request parameter")
+    return ForgetRequest.load(request)
 
 
 def take_from_ledger(plan: RevisionPlan, ledger_id: str | None, log: Log) -> None:
@@ -280,14 +308,11 @@ def take_from_ledger(plan: RevisionPlan, ledger_id: str | None, log: Log) -> Non
     ledger = plan.ledger
     assert ledger is not None
     manifest = read_manifest_csv(Path(plan.maintain["dataset"]) / "manifest.csv")
+    plan.manifest = manifest
     if ledger_id is None:
         wanted = plan.request
         where = "request parameter" if isinstance(wanted, dict) else str(wanted)
-        plain = (
-            ForgetRequest.from_dict(wanted, where)
-            if isinstance(wanted, dict)
-            else ForgetRequest.load(wanted)
-        )
+        plain = load_request(wanted)
         try:  # a request the data cannot serve never enters the ledger
             check_request(manifest, plain, plan.validation)
         except RequestError as exc:
