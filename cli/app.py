@@ -19,8 +19,8 @@ app = typer.Typer(
 request_app = typer.Typer(help="The forget ledger.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
-Params = Annotated[str, typer.Option("--params", help="the project's params file")]
-Json = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+ParamsFile = Annotated[str, typer.Option("--params", help="the project's params file")]
+JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
 
 
 class Stage(str, Enum):

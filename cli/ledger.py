@@ -18,14 +18,14 @@ from typing import Annotated
 
 import typer
 
-from cli.app import Json, Params, emit, request_app
+from cli.app import JsonFlag, ParamsFile, emit, request_app
 
 
 @request_app.command("add")
 def request_add(
     file: Annotated[Path, typer.Argument(help="request YAML/JSON")],
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Append a forget request to the ledger as pending (checked against the data first)."""
     from medunlearn.revision.actions import add_request
@@ -37,7 +37,7 @@ def request_add(
 
 
 @request_app.command("list")
-def request_list(as_json: Json = False, params: Params = "params.yaml") -> None:
+def request_list(as_json: JsonFlag = False, params: ParamsFile = "params.yaml") -> None:
     """Every request in the ledger and its status."""
     from medunlearn.revision.actions import open_ledger
 
@@ -65,8 +65,8 @@ def request_reject(
     request_id: Annotated[str, typer.Argument(help="the request's ledger id")],
     by: Annotated[str, typer.Option("--by", help="who rejects it")],
     why: Annotated[str, typer.Option("--why", help="why")],
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Reject a request never in production; later revisions stop carrying it.
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     from medunlearn.errors import Refusal
 
     args = list(sys.argv[1:] if argv is None else argv)
-    check_settings(args)
+    check_params_file(args)
     quiet_refusals()  # every command: a refusal is said once, by the command, in one line
     try:
         app(args=args, prog_name="medunlearn")
@@ -107,7 +107,7 @@ def params_path(args: list[str]) -> tuple[str, bool]:
     return "params.yaml", False
 
 
-def check_settings(args: list[str]) -> None:
+def check_params_file(args: list[str]) -> None:
     """Load and check the params file once, before any command runs.
 
     A bad setting is refused in one line naming the file and key, before any data is read.

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.app import Json, Params, app, emit
+from cli.app import JsonFlag, ParamsFile, app, emit
 
 
 class Role(str, Enum):
@@ -31,7 +31,7 @@ class Runner(str, Enum):
 
 
 @app.command()
-def prepare(as_json: Json = False, params: Params = "params.yaml") -> None:
+def prepare(as_json: JsonFlag = False, params: ParamsFile = "params.yaml") -> None:
     """Materialise data/<name> from the [bold]data[/] section and version it with DVC."""
     from prefect import tags
 
@@ -71,8 +71,8 @@ def train(
         str | None, typer.Option(help="checkpoint path (default: train.output)")
     ] = None,
     report: Annotated[str | None, typer.Option(help="report path (default: train.report)")] = None,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Train from the [bold]train[/] section; a deployed model is registered and exported."""
     from prefect import tags
@@ -85,7 +85,7 @@ def train(
 
 
 @app.command()
-def register(as_json: Json = False, params: Params = "params.yaml") -> None:
+def register(as_json: JsonFlag = False, params: ParamsFile = "params.yaml") -> None:
     """Register the model `dvc repro train` trained as the next major version.
 
     The deployed model at [bold]train.output[/]: ONNX exported, record committed,
@@ -153,8 +153,8 @@ def revise(
             help="recompute every sweep run and the manifest validation instead of reusing them",
         ),
     ] = False,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """One revision per forget request: validate, unlearn, compose, gates, export, register.
 
@@ -162,7 +162,7 @@ def revise(
     A request whose candidates all fail the gates, or whose data is refused, is
     reported and the next one still runs; the command then exits 1.
     """
-    from flows.revise import check_settings, revision_jobs, run_revision
+    from flows.revise import check_revision_settings, revision_jobs, run_revision
     from medunlearn.config import load_section
     from medunlearn.data.expectations import ValidationFailed
     from medunlearn.data.manifest import ManifestError
@@ -170,7 +170,7 @@ def revise(
     from medunlearn.revision.candidates import GatesFailed
     from medunlearn.revision.ledger import AlreadyApplied, LedgerError
 
-    check_settings(params)
+    check_revision_settings(params)
     refused = 0
     results = []
     for file, ledger_id in revision_jobs(params, str(request) if request else None):
@@ -207,8 +207,8 @@ def drift(
         str | None, typer.Option(help="a batch manifest or folder (default: drift.incoming)")
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="test a batch checked before")] = False,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Compare the newest incoming batch with the production model's data; emit events."""
     from prefect import tags
@@ -246,7 +246,7 @@ def drift_summary(result: dict[str, Any]) -> str:
 
 
 @app.command()
-def serve(params: Params = "params.yaml") -> None:
+def serve(params: ParamsFile = "params.yaml") -> None:
     """Serve the deployments against PREFECT_API_URL until interrupted.
 
     maintenance/scheduled, drift-watch/scheduled and maintenance/on-drift.
@@ -311,7 +311,7 @@ def bench(
     threads_per_run: Annotated[
         int, typer.Option(min=1, help="torch threads per method run on Dask")
     ] = 1,
-    as_json: Json = False,
+    as_json: JsonFlag = False,
     params: Annotated[Path, typer.Option(help="the project's params file")] = Path("params.yaml"),
 ) -> None:
     """The benchmark suite on scenario files: every method, the retrain reference, gates."""
@@ -321,7 +321,7 @@ def bench(
         load_scenarios,
         pretrain_models,
         recalibrate,
-        run_suite,
+        run_scenarios,
     )
     from medunlearn.unlearn.methods import METHODS
 
@@ -372,7 +372,9 @@ def bench(
         emit(results, as_json, lambda rs: "\n".join(markdown_table(r) for r in rs))
         return
     results = []
-    for result, paths in run_suite(loaded, params, names, seed_list, quick, folder, cache, threads):
+    for result, paths in run_scenarios(
+        loaded, params, names, seed_list, quick, folder, cache, threads
+    ):
         results.append(result)
         if not as_json:
             print(markdown_table(result))

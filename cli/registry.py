@@ -17,13 +17,13 @@ from typing import Annotated, Any
 
 import typer
 
-from cli.app import Json, Params, Promotable, Stage, app, emit
+from cli.app import JsonFlag, ParamsFile, Promotable, Stage, app, emit
 
 
 @app.command()
 def show(
     checkpoint: Annotated[list[Path], typer.Argument(help="checkpoint files")],
-    as_json: Json = False,
+    as_json: JsonFlag = False,
 ) -> None:
     """Print checkpoint metadata (architecture, classes, data version, metrics)."""
     from dataclasses import asdict
@@ -41,14 +41,14 @@ def show(
 @app.command()
 def registry(
     model: Annotated[str | None, typer.Argument(help="one model (default: all)")] = None,
-    as_json: Json = False,
+    as_json: JsonFlag = False,
     repair: Annotated[
         bool,
         typer.Option(
             "--repair", help="finish or undo a registry write a killed run left half done"
         ),
     ] = False,
-    params: Params = "params.yaml",
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Each model's versions, stages, parent, request reason and headline metrics."""
     from medunlearn.revision.actions import listing, open_registry
@@ -118,7 +118,7 @@ def print_table(rows: list[dict[str, Any]]) -> None:
 
 
 @app.command()
-def status(as_json: Json = False, params: Params = "params.yaml") -> None:
+def status(as_json: JsonFlag = False, params: ParamsFile = "params.yaml") -> None:
     """Production and staging versions, pending requests, the newest revision.
 
     Also a registry write a killed run left half done, and whether the Prefect
@@ -156,8 +156,8 @@ def promote(
             help="promote to production although the card lists caveats (recorded)",
         ),
     ] = None,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Assign a version to staging or production (a refusal names the rule, exit 1)."""
     from medunlearn.revision import actions
@@ -192,8 +192,8 @@ def rollback(
             help="serve a version that predates applied forget requests (recorded in the tag)",
         ),
     ] = None,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Assign the stage's previous (or the named) version again; production files restored.
 
@@ -237,8 +237,8 @@ def reproduce(
         float, typer.Option(help="largest |recorded - reproduced| that agrees")
     ] = 0.0,
     keep: Annotated[bool, typer.Option("--keep", help="keep the scratch worktree")] = False,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Re-run a revision from its commit, data version and params.
 
@@ -271,8 +271,8 @@ def reproduce(
 def card(
     model: str,
     version: str,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """A revision's card with its promotion history up to now.
 
@@ -312,8 +312,8 @@ def audit(
             "--epochs", help="train the references this many epochs (default: the recipe's)"
         ),
     ] = None,
-    as_json: Json = False,
-    params: Params = "params.yaml",
+    as_json: JsonFlag = False,
+    params: ParamsFile = "params.yaml",
 ) -> None:
     """Per-example membership audit (offline LiRA) of a revision.
 

@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 
 from flows.runners import task_runner
-from medunlearn.benchmark.suite import load_scenarios, run_suite
+from medunlearn.benchmark.suite import load_scenarios, run_scenarios
 
 
 @task(name="bench-run", cache_policy=NO_CACHE, persist_result=False)
@@ -109,7 +109,7 @@ def benchmark_flow(
         return [f.result() for f in futures]
 
     loaded = load_scenarios([Path(s) for s in scenarios], quick=quick)
-    found = run_suite(
+    found = run_scenarios(
         loaded,
         Path(params_path),
         methods,

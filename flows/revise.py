@@ -19,7 +19,7 @@ from medunlearn.revision.registry import active_registry
 from medunlearn.unlearn.sweep import check_sweeps
 
 
-def check_settings(params_path: str) -> None:
+def check_revision_settings(params_path: str) -> None:
     """Refuse bad sweep, method or gate settings before any request runs.
 
     Args:

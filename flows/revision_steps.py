@@ -155,7 +155,7 @@ def select_keeping(
     return selected, rechecks
 
 
-def register(
+def register_staged(
     plan: RevisionPlan, folder: Path, record: dict[str, Any], version: str | None
 ) -> dict[str, Any]:
     """Register the staged revision ``folder`` as ``version``.
@@ -309,7 +309,7 @@ def publish(
         record = plan.complete_record(base, selected, found.baseline, found.failed, rechecks)
         for caveat in record["caveats"]:
             get_run_logger().warning("evidence caveat: %s", caveat)
-        revision = register(plan, folder, record, version)
+        revision = register_staged(plan, folder, record, version)
         clock.lap("register")
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # moved into place on success

@@ -28,7 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medunlearn.errors import Refusal
 
-REASONS = ("class_retirement", "device_deprecation", "outlier_removal", "consent_withdrawal")
+# the forget request reasons, in the order sweeps and reports list them
+REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
 
 Positive = Annotated[float, Field(gt=0)]
 NonNegative = Annotated[float, Field(ge=0)]
@@ -60,7 +61,7 @@ class Augmentation(_Section):
     shift: Annotated[float, Field(ge=0, lt=1)] | None = None
 
 
-class Data(_Section):
+class DataSection(_Section):
     """The ``data`` section: which source to materialise, at what image size and split."""
 
     name: str | None = None
@@ -78,7 +79,7 @@ class Data(_Section):
     max_image_pixels: Count | None = None
 
 
-class Train(_Section):
+class TrainSection(_Section):
     """The ``train`` section: architecture, recipe and outputs of the deployed model."""
 
     dataset: str | None = None
@@ -146,7 +147,7 @@ class UnlearnSettings(_Section):
     amp: bool | None = None
 
 
-class Unlearn(UnlearnSettings):
+class UnlearnSection(UnlearnSettings):
     """The ``unlearn`` section: PSG's settings, with per-reason overrides in ``by_reason``."""
 
     by_reason: dict[Literal[REASONS], UnlearnSettings | None] | None = None  # type: ignore[valid-type]
@@ -169,7 +170,7 @@ class GateBounds(_Section):
     max_member_gap: Bound | None = None
 
 
-class Gates(GateBounds):
+class GatesSection(GateBounds):
     """The ``gates`` section: shared bounds, ``alpha`` and ``min_members``, and per-reason ones."""
 
     alpha: OpenFraction | None = None
@@ -180,7 +181,7 @@ class Gates(GateBounds):
     consent_withdrawal: GateBounds | None = None
 
 
-class Validation(_Section):
+class ValidationSection(_Section):
     """The ``validation`` section: the largest share of training rows one request may forget."""
 
     max_forget_fraction: Fraction | None = None
@@ -240,7 +241,7 @@ class Reports(_Section):
     validation: str | None = None
 
 
-class Maintain(_Section):
+class MaintainSection(_Section):
     """The ``maintain`` section: what a revision runs, where it writes and how it selects."""
 
     dataset: str | None = None
@@ -261,7 +262,7 @@ class Maintain(_Section):
     reports: Reports | None = None
 
 
-class Registry(_Section):
+class RegistrySection(_Section):
     """The ``registry`` section: folders, git push and lock timeout (seconds)."""
 
     enabled: bool | None = None
@@ -272,21 +273,21 @@ class Registry(_Section):
     lock_timeout: Positive | None = None
 
 
-class Promotion(_Section):
+class PromotionSection(_Section):
     """The ``promotion`` section: automatic staging and the serving folder."""
 
     auto_staging: bool | None = None
     serving_dir: str | None = None
 
 
-class Ledger(_Section):
+class LedgerSection(_Section):
     """The ``ledger`` section: the forget ledger's file."""
 
     enabled: bool | None = None
     path: str | None = None
 
 
-class Schedule(_Section):
+class ScheduleSection(_Section):
     """The ``schedule`` section: cron expressions, time zone, concurrency and polling (s)."""
 
     maintenance_cron: str | None = None
@@ -296,7 +297,7 @@ class Schedule(_Section):
     poll_seconds: Positive | None = None
 
 
-class Drift(_Section):
+class DriftSection(_Section):
     """The ``drift`` section: the incoming batch, the tests' settings and the rules' actions."""
 
     incoming: str | None = None
@@ -309,7 +310,7 @@ class Drift(_Section):
     on_embedding_drift: Literal["notify_only"] | None = None
 
 
-class Audit(_Section):
+class AuditSection(_Section):
     """The ``audit`` section: where ``medunlearn audit`` caches its reference models."""
 
     cache_dir: str | None = None  # medunlearn audit's reference-model cache
@@ -318,18 +319,18 @@ class Audit(_Section):
 class Params(_Section):
     """A whole params file: every section optional, unknown sections refused."""
 
-    data: Data | None = None
-    train: Train | None = None
-    unlearn: Unlearn | None = None
-    gates: Gates | None = None
-    validation: Validation | None = None
-    maintain: Maintain | None = None
-    registry: Registry | None = None
-    promotion: Promotion | None = None
-    ledger: Ledger | None = None
-    schedule: Schedule | None = None
-    drift: Drift | None = None
-    audit: Audit | None = None
+    data: DataSection | None = None
+    train: TrainSection | None = None
+    unlearn: UnlearnSection | None = None
+    gates: GatesSection | None = None
+    validation: ValidationSection | None = None
+    maintain: MaintainSection | None = None
+    registry: RegistrySection | None = None
+    promotion: PromotionSection | None = None
+    ledger: LedgerSection | None = None
+    schedule: ScheduleSection | None = None
+    drift: DriftSection | None = None
+    audit: AuditSection | None = None
 
 
 def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:

@@ -7,7 +7,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from medunlearn.atomic import write_json
-from medunlearn.data.drift import DriftReport, compare, summary_markdown
+from medunlearn.data.drift import DriftReport, compare_batches, drift_markdown
 from tasks.load_drift_inputs import DriftInputs
 
 
@@ -35,7 +35,7 @@ def detect_drift(
         The report: every test and its findings (p-values below ``alpha``).
     """
     alpha = float(settings.get("alpha", 0.01))
-    tests = compare(
+    tests = compare_batches(
         inputs.reference,
         inputs.reference_images,
         inputs.batch,
@@ -49,7 +49,7 @@ def detect_drift(
         tests, inputs.batch_path, model_name, version, inputs.batch_sha256, inputs.notes
     )
     write_json(settings.get("report", "reports/drift.json"), {**report.to_dict(), "alpha": alpha})
-    summary = summary_markdown(report, alpha)
+    summary = drift_markdown(report, alpha)
     create_table_artifact(
         key="drift-tests",
         table=[t.to_dict() | {"detail": str(t.detail)} for t in tests],

@@ -26,10 +26,10 @@ from medunlearn.revision.candidates import (
     tradeoff_rows,
 )
 from medunlearn.revision.report import (
+    candidates_figure,
     headline_metrics,
     metrics_details,
     revision_title,
-    tradeoff_figure,
 )
 
 
@@ -159,7 +159,7 @@ def write_revision_report(
     methods = {c.name: candidate_method(c) for c in candidates}
     version = (export or {}).get("version") if selected else "(refused: no candidate passed)"
     title = revision_title(model_name, version, request["reason"], request["hash"])
-    fig = tradeoff_figure(
+    fig = candidates_figure(
         [{**r, "method": methods[r["candidate"]]} for r in rows], deployed.to_dict(), title
     )
     _plot(fig, cfg["tradeoff_png"])

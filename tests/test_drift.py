@@ -15,7 +15,7 @@ from medunlearn.data.drift import (
     DriftError,
     DriftReport,
     category_tests,
-    compare,
+    compare_batches,
     decode_all,
     embeddings,
     heldout_rows,
@@ -258,7 +258,7 @@ def test_device_swapped_in_is_detected_and_named(ham) -> None:
     order = np.random.default_rng(0).permutation(rest)
     reference = order[: len(order) // 2]
     batch = np.concatenate([order[len(order) // 2 :][:60], np.flatnonzero(is_out)[:60]])
-    tests = compare(
+    tests = compare_batches(
         frame.iloc[reference],
         images[reference],
         frame.iloc[batch],

@@ -167,10 +167,10 @@ def test_registered_revisions_promote_and_reproduce(tmp_path: Path) -> None:
         )
     # the first version has its ONNX file too (metadata naming it), readable by a serving
     # user like a plain file (never tempfile's 0600), and production serves it
-    from medunlearn.models.export import read_metadata
+    from medunlearn.models.export import read_onnx_metadata
 
     first = project / "models" / "classifier" / "v1.0.0" / "model.onnx"
-    assert read_metadata(first)["registry_version"] == "v1.0.0"
+    assert read_onnx_metadata(first)["registry_version"] == "v1.0.0"
     served = project / "models" / "production" / "model.onnx"
     assert served.read_bytes() == first.read_bytes()
     plain = project / "plain-file"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from medunlearn.models.export import check_parity, export_checked, export_onnx, read_metadata
+from medunlearn.models.export import check_parity, export_checked, export_onnx, read_onnx_metadata
 
 
 def test_onnx_export_dynamic_batch_metadata_and_parity(tmp_path, demo_model, demo_splits) -> None:
@@ -14,7 +14,7 @@ def test_onnx_export_dynamic_batch_metadata_and_parity(tmp_path, demo_model, dem
     path = tmp_path / "m.onnx"
     example = demo_splits.val.all_images()[:2]
     export_onnx(demo_model, path, example, {"revision_id": "rev-x", "metrics": {"acc": 0.5}})
-    props = read_metadata(path)
+    props = read_onnx_metadata(path)
     assert props["revision_id"] == "rev-x" and props["metrics"] == '{"acc": 0.5}'
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for n in (1, 7):  # the batch axis is dynamic
@@ -74,7 +74,7 @@ def test_a_graph_template_carries_another_models_weights(tmp_path, demo_model, d
     fresh = export_onnx(other, tmp_path / "c.onnx", images[:2])  # no cache: traced
     assert not fresh.from_template
     assert abs(_ort_logits(fresh.path, images) - got).max() < 1e-5
-    assert read_metadata(second.path) == {"revision_id": "rev-b"}  # not the first's props
+    assert read_onnx_metadata(second.path) == {"revision_id": "rev-b"}  # not the first's props
 
 
 def test_a_template_that_disagrees_is_retraced_and_a_damaged_one_ignored(
@@ -136,7 +136,7 @@ def test_exported_file_has_no_build_paths_and_states_its_contract(
         assert not re.search(rb"\.py\b", blob), "no Python source file named"
         proto = onnx.load(str(path))
         assert all(len(n.metadata_props) == 0 for n in proto.graph.node)
-        props = read_metadata(path)
+        props = read_onnx_metadata(path)
         assert props["registry_version"] == "v1.2.0"
         assert json.loads(props["retired_classes"]) == ["3"]
         contract = json.loads(props["input"])

@@ -19,7 +19,7 @@ from projects import SWEEP, export_first, git_dvc_project, make_project
 
 from medunlearn.data.expectations import ValidationFailed
 from medunlearn.models.checkpoint import load_checkpoint
-from medunlearn.models.export import check_parity, read_metadata
+from medunlearn.models.export import check_parity, read_onnx_metadata
 from medunlearn.revision.candidates import GatesFailed
 from medunlearn.revision.registry import RegistryError
 from medunlearn.revision.report import HEADLINE_LEAVES, leaves
@@ -62,7 +62,7 @@ def test_demo_revision_passes_gates_and_exports(demo_revision, demo_splits) -> N
     assert meta.extra["revision_id"] == result["revision_id"]
 
     onnx_file = tmp / "models" / "candidate" / "model.onnx"
-    props = read_metadata(onnx_file)
+    props = read_onnx_metadata(onnx_file)
     assert props["revision_id"] == result["revision_id"]
     assert props["request_hash"] == selected["metrics"]["request_hash"]
     recorded = json.loads(props["metrics"])
@@ -367,7 +367,7 @@ def test_ham_device_deprecation_end_to_end(tmp_path, prefect_harness, shared_dat
     assert matching["unmatched_members"] > 0
     assert result["baseline"]["checks"]  # the deployed model's own gate result is reported
     assert (
-        read_metadata(tmp_path / "models" / "candidate" / "model.onnx")["request_reason"]
+        read_onnx_metadata(tmp_path / "models" / "candidate" / "model.onnx")["request_reason"]
         == "device_deprecation"
     )
     assert result["export"]["parity"]["passed"]
@@ -589,7 +589,7 @@ def test_revision_is_registered_with_production_as_parent(
     texts = [listing, card] + [
         p.read_text() for p in reg.record_dir("classifier", "v1.1.0").iterdir()
     ]
-    onnx_props = read_metadata(files / "model.onnx")
+    onnx_props = read_onnx_metadata(files / "model.onnx")
     assert onnx_props["registry_version"] == "v1.1.0"
     assert json.loads(onnx_props["retired_classes"]) == []  # consent retires no class
     texts.append(onnx_props["metrics"])

@@ -9,10 +9,10 @@ import pytest
 from matplotlib.colors import to_hex, to_rgba
 from matplotlib.figure import Figure
 
-from medunlearn.benchmark.report import time_gap_figure, tradeoff_figure
+from medunlearn.benchmark.report import methods_figure, time_gap_figure
 from medunlearn.evidence.plotting import METHOD_COLOURS, method_colour, plain_number
+from medunlearn.revision.report import candidates_figure as revision_figure
 from medunlearn.revision.report import revision_title
-from medunlearn.revision.report import tradeoff_figure as revision_figure
 from medunlearn.unlearn.methods import METHODS
 
 PSG_GREEN = "#2ca02c"  # the table's colour for psg, written out as the expected value
@@ -66,8 +66,8 @@ def test_every_method_has_its_own_fixed_colour() -> None:
 
 
 def test_a_method_keeps_its_colour_across_plots_with_other_methods() -> None:
-    first = tradeoff_figure(bench_result(["psg", "scrub", "finetune"], {}))
-    second = tradeoff_figure(bench_result(["salun", "l1_sparse", "scrub", "psg"], {}))
+    first = methods_figure(bench_result(["psg", "scrub", "finetune"], {}))
+    second = methods_figure(bench_result(["salun", "l1_sparse", "scrub", "psg"], {}))
     a, b = by_gid(first), by_gid(second)
     assert face(a["method:psg"]) == face(b["method:psg"]) == PSG_GREEN
     assert face(a["method:scrub"]) == face(b["method:scrub"]) == SCRUB_BROWN
@@ -93,7 +93,7 @@ def test_a_method_keeps_its_colour_across_plots_with_other_methods() -> None:
 def test_names_are_in_the_legend_not_on_the_points() -> None:
     methods = ["psg", "scrub", "neggrad_plus"]
     for fig in (
-        tradeoff_figure(bench_result(methods, {})),
+        methods_figure(bench_result(methods, {})),
         time_gap_figure(bench_result(methods, {"psg": 0.1, "scrub": 0.12, "neggrad_plus": 0.11})),
     ):
         ax = fig.axes[0]
@@ -162,7 +162,7 @@ def test_titles_name_model_version_and_request() -> None:
         .startswith("classifier unregistered · request class_retirement a69c833a\n")
     )
     result = bench_result(["psg"], {"psg": 0.2})
-    for fig in (tradeoff_figure(result), time_gap_figure(result)):
+    for fig in (methods_figure(result), time_gap_figure(result)):
         first = fig.axes[0].get_title().splitlines()[0]
         assert first == (
             "allcnn (benchmark demo_consent_withdrawal) · request consent_withdrawal 647373cd"

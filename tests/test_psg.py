@@ -10,11 +10,11 @@ import torch.nn.functional as F
 
 from medunlearn.unlearn import PSGConfig, boundary_search, psg_unlearn
 from medunlearn.unlearn.psg import (
-    boundary_shrink,
     exclude_label,
     forget_loss,
     sample_noise,
     search_forget_set,
+    shrink_to_boundary,
 )
 
 
@@ -58,7 +58,7 @@ def test_psg_without_lambda_and_gamma_is_boundary_shrink(demo_model, cohorts) ->
         steps=1, step_size=0.1, eps=0.1, lam=0.0, gamma=0.0, lr=1e-3, epochs=2, seed=3, device="cpu"
     )
     ours = psg_unlearn(demo_model, cohorts.forget_train, cohorts.retain_train, cfg).model
-    reference = boundary_shrink(
+    reference = shrink_to_boundary(
         demo_model, cohorts.forget_train, eps=0.1, lr=1e-3, epochs=2, seed=3
     )
     ours_state, ref_state = ours.state_dict(), reference.state_dict()

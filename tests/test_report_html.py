@@ -23,7 +23,7 @@ from medunlearn.data.manifest import hash_identifier
 from medunlearn.data.request import ForgetRequest, cohort_masks
 from medunlearn.revision.candidates import evidence_caveats
 from medunlearn.revision.card import card_files
-from medunlearn.revision.report import revision_title, tradeoff_figure
+from medunlearn.revision.report import candidates_figure, revision_title
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = [
@@ -179,7 +179,7 @@ def report(tmp_path_factory) -> dict:
     ]
     rows = [{**r, "forget_train_acc": 0.5, "retain_test_acc": 0.96} for r in rows]
     title = revision_title("classifier", "v1.3.0", "consent_withdrawal", REQUEST_HASH)
-    fig = tradeoff_figure(rows, {"forget_train_acc": 1.0, "retain_test_acc": 0.97}, title)
+    fig = candidates_figure(rows, {"forget_train_acc": 1.0, "retain_test_acc": 0.97}, title)
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=50)
     plot = buffer.getvalue()

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from medunlearn.config import load_params, load_section
-from medunlearn.settings import Params, SettingsError, Train, UnlearnSettings, check_params
+from medunlearn.settings import Params, SettingsError, TrainSection, UnlearnSettings, check_params
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -108,9 +108,9 @@ def test_schema_covers_every_setting_the_code_reads() -> None:
     from medunlearn.models.training import SELECT_METRICS, TrainConfig
     from medunlearn.unlearn import psg
 
-    assert {f.name for f in fields(TrainConfig)} <= set(Train.model_fields)
+    assert {f.name for f in fields(TrainConfig)} <= set(TrainSection.model_fields)
     assert {f.name for f in fields(psg.PSGConfig)} <= set(UnlearnSettings.model_fields)
-    assert literals(Train, "select_metric") == set(SELECT_METRICS)
+    assert literals(TrainSection, "select_metric") == set(SELECT_METRICS)
     assert literals(UnlearnSettings, "noise") == set(psg.NOISES)
     assert literals(UnlearnSettings, "lam_schedule") == set(psg.SCHEDULES)
     assert literals(UnlearnSettings, "forget_loss") == set(psg.FORGET_LOSSES)

@@ -251,7 +251,7 @@ def _legend_outside(ax: Any) -> None:
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
 
 
-def tradeoff_figure(result: dict[str, Any]) -> Any:
+def methods_figure(result: dict[str, Any]) -> Any:
     """Forget-train vs retain-test accuracy, one point per method and seed.
 
     Each method is in its fixed colour (``medunlearn.evidence.plotting.method_colour``);
@@ -362,13 +362,13 @@ def time_gap_figure(result: dict[str, Any]) -> Any:
 
 
 def plot_tradeoff(result: dict[str, Any], path: Path) -> None:
-    """Save :func:`tradeoff_figure` as a PNG.
+    """Save :func:`methods_figure` as a PNG.
 
     Args:
         result: a scenario's result.
         path: the PNG file (written atomically).
     """
-    _save(tradeoff_figure(result), path)
+    _save(methods_figure(result), path)
 
 
 def plot_time_gap(result: dict[str, Any], path: Path) -> None:

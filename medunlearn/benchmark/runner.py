@@ -36,7 +36,7 @@ from medunlearn.benchmark.runcache import RunCache, core_code_hash
 from medunlearn.benchmark.scenario import Scenario, merge_settings
 from medunlearn.data.dataset import DatasetSplits, materialise, open_splits
 from medunlearn.data.manifest import hash_identifier, identifier_salt, set_identifier_salt
-from medunlearn.data.request import Cohorts, build_cohorts
+from medunlearn.data.request import IDENTIFIER_KEYS, Cohorts, build_cohorts
 from medunlearn.data.sources import load_source
 from medunlearn.evidence.audit import logit_confidence, offline_lira, reference_statistics
 from medunlearn.evidence.gates import resolve_bounds
@@ -710,9 +710,6 @@ def _job_id(job: tuple[str, dict[str, Any], int]) -> str:
     """A hashable name of one (method, grid point, seed) run."""
     method, point, seed = job
     return f"{method}|{json.dumps(point, sort_keys=True, default=str)}|{seed}"
-
-
-IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
 
 def redacted_request(request: Any) -> dict[str, Any]:

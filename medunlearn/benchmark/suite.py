@@ -56,7 +56,7 @@ def load_scenarios(paths: Sequence[Path], quick: bool = False) -> list[Scenario]
     return [load_scenario(p, quick=quick) for p in paths]
 
 
-def run_suite(
+def run_scenarios(
     scenarios: Sequence[Scenario],
     params_path: Path,
     methods: Sequence[str] | None = None,

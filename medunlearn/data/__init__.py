@@ -7,8 +7,8 @@ from medunlearn.data.manifest import (
     SPLITS,
     ManifestError,
     assign_splits,
+    clean_manifest,
     hash_identifier,
-    validate_manifest,
 )
 from medunlearn.data.sources import SourceData, from_csv, from_demo, from_medmnist, load_source
 
@@ -31,5 +31,5 @@ __all__ = [
     "materialise",
     "open_images",
     "open_split",
-    "validate_manifest",
+    "clean_manifest",
 ]

@@ -28,9 +28,9 @@ from medunlearn.data.images import ImageLoader, ImageSpec, LabelledImages, open_
 from medunlearn.data.manifest import (
     SPLITS,
     ManifestError,
+    clean_manifest,
     read_manifest_csv,
     resolve_paths,
-    validate_manifest,
 )
 from medunlearn.data.sources import SourceData
 
@@ -179,7 +179,7 @@ def load_dataset(directory: str | Path) -> tuple[DatasetInfo, pd.DataFrame]:
     info = DatasetInfo.from_json(json.loads(info_path.read_text()), str(info_path))
     manifest_path = directory / "manifest.csv"
     df = read_manifest_csv(manifest_path)
-    df, _ = validate_manifest(df, str(manifest_path), info.class_names, root=directory)
+    df, _ = clean_manifest(df, str(manifest_path), info.class_names, root=directory)
     return info, df
 
 

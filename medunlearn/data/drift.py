@@ -448,7 +448,7 @@ class DriftReport:
         ]
 
 
-def compare(
+def compare_batches(
     reference: pd.DataFrame,
     reference_images: torch.Tensor,
     batch: pd.DataFrame,
@@ -613,7 +613,7 @@ def heldout_rows(manifest: pd.DataFrame, forgotten: Sequence[Any]) -> pd.DataFra
     return manifest[keep]
 
 
-def summary_markdown(report: DriftReport, alpha: float) -> str:
+def drift_markdown(report: DriftReport, alpha: float) -> str:
     """Write the drift-watch result for people: every test, its evidence and verdict.
 
     Args:

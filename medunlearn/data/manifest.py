@@ -271,7 +271,7 @@ def resolve_paths(
     return resolved
 
 
-def validate_manifest(
+def clean_manifest(
     df: pd.DataFrame,
     source: str,
     class_names: Sequence[str] | None = None,

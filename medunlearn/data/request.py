@@ -32,9 +32,11 @@ from medunlearn.data.dataset import select_rows
 from medunlearn.data.images import LabelledImages
 from medunlearn.data.manifest import hash_identifier, sort_labels
 from medunlearn.errors import Refusal
+from medunlearn.settings import REASONS
 
-REASONS = ("class_retirement", "device_deprecation", "consent_withdrawal", "outlier_removal")
 SELECTOR_KEYS = ("all", "labels", "devices", "patient_ids", "image_ids", "query")
+# selector keys that list identifiers: hashed or counted wherever a request is shown
+IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
 
 class RequestError(Refusal, ValueError):

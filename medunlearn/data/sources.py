@@ -23,8 +23,8 @@ from medunlearn.data.manifest import (
     ManifestError,
     assign_splits,
     check_columns,
+    clean_manifest,
     read_manifest_csv,
-    validate_manifest,
 )
 
 
@@ -93,7 +93,7 @@ def from_csv(
         if group_column:
             check_group_cells(df, manifest_path, group_column)
         df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
-    df, classes = validate_manifest(df, str(manifest_path), class_names, root=manifest_path.parent)
+    df, classes = clean_manifest(df, str(manifest_path), class_names, root=manifest_path.parent)
     return SourceData(df, classes, f"csv:{manifest_path.name}", root=manifest_path.parent.resolve())
 
 
@@ -191,7 +191,7 @@ def from_medmnist(npz_path: str | Path, class_names: list[str] | None = None) ->
         )
     df = pd.concat(frames, ignore_index=True)
     arrays = np.concatenate([parts[s][0] for s in SPLITS])
-    df, classes = validate_manifest(df, str(npz_path), class_names)
+    df, classes = clean_manifest(df, str(npz_path), class_names)
     return SourceData(df, classes, f"medmnist:{npz_path.name}", arrays=arrays)
 
 
@@ -283,7 +283,7 @@ def from_demo(val_fraction: float = 0.15, test_fraction: float = 0.2, seed: int 
     df, arrays = demo_source(seed)
     df = assign_splits(df, val_fraction, test_fraction, seed, "patient_id")
     df.insert(1, "path", [f"images/{i}.png" for i in df["image_id"]])
-    df, classes = validate_manifest(df, "demo", None)
+    df, classes = clean_manifest(df, "demo", None)
     return SourceData(df, classes, "demo:sklearn-digits", arrays=arrays)
 
 

@@ -380,7 +380,7 @@ def export_checked(
     return exported, parity
 
 
-def read_metadata(path: str | Path) -> dict[str, str]:
+def read_onnx_metadata(path: str | Path) -> dict[str, str]:
     """Read the metadata properties of an ONNX file (weights are not loaded).
 
     Args:

@@ -19,9 +19,8 @@ import json
 from typing import Any
 
 from medunlearn.data.manifest import hash_identifier
+from medunlearn.data.request import IDENTIFIER_KEYS
 from medunlearn.revision.report import render_report
-
-IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 
 
 def hashed_selector(selector: dict[str, Any]) -> dict[str, Any]:

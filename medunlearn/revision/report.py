@@ -12,7 +12,7 @@ figures and details.
   opens offline, from an e-mail attachment or a Prefect link artifact alike. It never
   shows an identifier, raw or hashed: selectors are summarised by count and the
   validation's example rows are left out.
-- :func:`tradeoff_figure` builds the candidates' plot (a ``matplotlib.figure.Figure``: no
+- :func:`candidates_figure` builds the candidates' plot (a ``matplotlib.figure.Figure``: no
   pyplot state, safe in the flow's threads) with the project's fixed method colours and a
   title naming model, version and request (``medunlearn.evidence.plotting``).
 - :func:`headline_metrics` / :func:`metrics_details`: ``dvc metrics show`` reads only the
@@ -32,9 +32,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from medunlearn.data.request import IDENTIFIER_KEYS
 from medunlearn.evidence.plotting import method_colour, plot_title
 
-IDENTIFIER_KEYS = ("patient_ids", "image_ids")
 # the run's report files as the flow copies them into a revision's folder (``reports/``)
 DEFAULT_REPORT_NAMES = {"validation": "validation.json", "tradeoff_png": "tradeoff.png"}
 
@@ -158,7 +158,7 @@ def report_inputs(folder: Path, record: dict[str, Any]) -> tuple[dict | None, by
     return validation, png
 
 
-def tradeoff_figure(rows: list[dict[str, Any]], deployed: dict[str, Any], title: str) -> Any:
+def candidates_figure(rows: list[dict[str, Any]], deployed: dict[str, Any], title: str) -> Any:
     """The candidates' forget-train vs retain-test accuracy, coloured by method.
 
     Filled marker: the candidate passed its gates; hollow: it failed; a star: the selected
@@ -229,7 +229,7 @@ def tradeoff_figure(rows: list[dict[str, Any]], deployed: dict[str, Any], title:
 def revision_title(
     model: str | None, version: str | None, reason: str | None, request_hash: str | None
 ) -> str:
-    """The trade-off plot's title for a revision (see :func:`tradeoff_figure`).
+    """The trade-off plot's title for a revision (see :func:`candidates_figure`).
 
     Args:
         model: the registered model's name.

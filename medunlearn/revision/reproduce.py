@@ -59,7 +59,9 @@ def _dvc(cwd: Path, *args: str) -> str:
     return done.stdout
 
 
-def compare(recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: float) -> list[dict]:
+def compare_metrics(
+    recorded: dict[str, Any], reproduced: dict[str, Any], tolerance: float
+) -> list[dict]:
     """Compare recorded metrics with reproduced ones.
 
     Args:
@@ -109,7 +111,7 @@ def reproduce(
     Returns:
         ``model``, ``version``, ``commit`` (the version's tagged commit), ``stage`` (``train``
         or ``maintain``), ``tolerance``, ``agree`` (every row agrees and there is one),
-        ``rows`` (:func:`compare`) and ``worktree`` (its path with ``keep``, else None).
+        ``rows`` (:func:`compare_metrics`) and ``worktree`` (its path with ``keep``, else None).
 
     Raises:
         RegistryError: an unlearning revision without a parent; and, from the steps, an
@@ -157,7 +159,7 @@ def reproduce(
         (tree / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         _dvc(tree, "repro", stage, "--single-item", "--force")
         reproduced = _reproduced(tree, params, stage)
-        rows = compare(recorded, reproduced, tolerance)
+        rows = compare_metrics(recorded, reproduced, tolerance)
         return {
             "model": name,
             "version": version,

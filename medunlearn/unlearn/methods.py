@@ -17,11 +17,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from medunlearn.data.request import REASONS, Cohorts
+from medunlearn.data.request import Cohorts
 from medunlearn.errors import Refusal
 from medunlearn.evidence.metrics import accuracy_on
 from medunlearn.models import build_model
 from medunlearn.models.training import TrainConfig, train_classifier
+from medunlearn.settings import REASONS
 from medunlearn.unlearn import baselines
 from medunlearn.unlearn.compose import fine_tune, interpolate, swap
 from medunlearn.unlearn.psg import PSGConfig, psg_unlearn

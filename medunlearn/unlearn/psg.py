@@ -567,7 +567,7 @@ def psg_unlearn(
     return UnlearnResult(model=model, stats=stats)
 
 
-def boundary_shrink(
+def shrink_to_boundary(
     original: nn.Module,
     forget: LabelledImages,
     eps: float = 0.1,

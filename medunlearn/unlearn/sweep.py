@@ -22,9 +22,9 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from medunlearn.data.request import REASONS
 from medunlearn.errors import Refusal
 from medunlearn.evidence.gates import resolve_bounds
+from medunlearn.settings import REASONS
 from medunlearn.unlearn.methods import (
     BOUNDARY_SHRINK,
     METHOD_DEFAULTS,
