@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from medunlearn.benchmark import ham_example
@@ -62,3 +63,20 @@ def test_every_shipped_request_loads() -> None:
         "device_deprecation",
         "outlier_removal",
     }
+
+
+@pytest.mark.parametrize("name", ["params.yaml", "examples/ham.params.yaml"])
+def test_dvc_exp_run_set_can_rewrite_the_shipped_params(tmp_path, name) -> None:
+    """``dvc exp run -S unlearn.gamma=1.0`` (README) rewrites the params file with DVC's own
+    writer, which broke on YAML anchors (issue 28 review). DVC's function applied to a copy:
+    the result parses, holds the new value, and everything else is unchanged."""
+    from dvc.utils.hydra import apply_overrides
+
+    copy = tmp_path / "params.yaml"
+    copy.write_text((REPO / name).read_text())
+    apply_overrides(str(copy), ["unlearn.gamma=1.0"])
+    before = yaml.safe_load((REPO / name).read_text())
+    after = yaml.safe_load(copy.read_text())
+    assert after["unlearn"]["gamma"] == 1.0
+    before["unlearn"]["gamma"] = 1.0
+    assert after == before

@@ -33,6 +33,22 @@ HEADER = """\
 """
 
 
+class NoAliases(yaml.SafeDumper):
+    """A YAML dumper that writes repeated values out in full (no ``&id``/``*id``): DVC's
+    ``dvc exp run -S`` rewrites params files and breaks on aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        """Never alias.
+
+        Args:
+            data: a value being written.
+
+        Returns:
+            True.
+        """
+        return True
+
+
 def ham_params(params: dict[str, Any], scenario: dict[str, Any]) -> dict[str, Any]:
     """The HAM10000 example's parameters, derived from the shipped ones.
 
@@ -112,7 +128,7 @@ def render(root: str | Path) -> str:
     root = Path(root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     scenario = yaml.safe_load((root / SCENARIO).read_text())
-    return HEADER + yaml.safe_dump(ham_params(params, scenario), sort_keys=False)
+    return HEADER + yaml.dump(ham_params(params, scenario), Dumper=NoAliases, sort_keys=False)
 
 
 def write(root: str | Path) -> Path:
