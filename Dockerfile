@@ -28,6 +28,7 @@ COPY pyproject.toml constraints.txt README.md ./
 COPY medunlearn ./medunlearn
 COPY tasks ./tasks
 COPY flows ./flows
+COPY cli ./cli
 RUN grep -v '^torch==' constraints.txt > /tmp/constraints.txt \
     && pip install -c /tmp/constraints.txt .
 

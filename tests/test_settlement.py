@@ -67,7 +67,7 @@ def test_a_busy_registry_leaves_the_request_pending(
     tmp_path, prefect_harness, demo_dir, demo_model
 ) -> None:
     """Another process holds the registry lock through the whole run: the revision is
-    refused naming the lock (``RegistryBusy``, a refusal: one line and exit 2 at the CLI,
+    refused naming the lock (``RegistryBusy``, a refusal: one line and exit 1 at the CLI,
     checked by hand in the issue-27 review), nothing is registered, and the request stays
     pending, so the next run tries it again (issue 27)."""
     import flows.maintenance as maintenance
