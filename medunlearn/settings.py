@@ -104,6 +104,7 @@ class TrainSection(_Section):
     max_in_memory_mb: Positive | None = None
     output: str | None = None
     report: str | None = None
+    metrics: str | None = None
     history: str | None = None
     retrain_output: str | None = None
     retrain_report: str | None = None

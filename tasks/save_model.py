@@ -14,7 +14,12 @@ from medunlearn.atomic import write_json, write_text
 from medunlearn.config import params_hash
 from medunlearn.data.dataset import DatasetSplits
 from medunlearn.models.checkpoint import CheckpointMeta, save_checkpoint
-from medunlearn.models.training import TrainResult, history_rows, training_report
+from medunlearn.models.training import (
+    TrainResult,
+    history_rows,
+    training_headline,
+    training_report,
+)
 from medunlearn.versioning import data_version
 
 
@@ -42,7 +47,8 @@ def save_model(
         cfg: the params file's ``train`` section (model, augmentation; hashed).
         role: ``deployed`` or ``retrain``.
         output: the checkpoint path.
-        report: the training report's path (JSON).
+        report: the training report's path (JSON); for the deployed model at
+            ``train.report``, its headline figures also go to ``train.metrics``.
         history: the per-epoch history's path (CSV), or None for none.
         exclude: the pandas query that left rows out of training, or None.
 
@@ -76,6 +82,8 @@ def save_model(
     save_checkpoint(output, result.model, meta)
     body = training_report(result, metrics, **context, checkpoint=str(output))
     write_json(report, body)
+    if role == "deployed" and cfg.get("metrics") and str(report) == str(cfg.get("report")):
+        write_json(cfg["metrics"], training_headline(body))  # what `dvc metrics show` reads
     if history is not None:
         rows = history_rows(result)
         buffer = io.StringIO()

@@ -79,6 +79,7 @@ def test_repro_is_reproducible_and_restorable(tmp_path: Path) -> None:
     assert (project / "models" / "candidate" / "model.onnx").is_file()
     metrics = run(project, "dvc", "metrics", "show")
     assert "reports/metrics.json" in metrics and "reports/train_metrics.json" in metrics
+    assert "reports/train_report.json" not in metrics and "per_class" not in metrics
     _, meta = load_checkpoint(project / "models" / "deployed.pt")
     recorded = yaml.safe_load((project / "data.dvc").read_text())["outs"][0]["md5"]
     assert meta.data_version == recorded  # the model names the exact data it saw

@@ -39,7 +39,8 @@ def write_params(tmp: Path, data: dict | None = None, train: dict | None = None)
             "dataset": str(tmp / "data" / "demo"),
             **TRAIN,
             "output": str(tmp / "models" / "deployed.pt"),
-            "report": str(tmp / "reports" / "train_metrics.json"),
+            "report": str(tmp / "reports" / "train_report.json"),
+            "metrics": str(tmp / "reports" / "train_metrics.json"),
             "history": str(tmp / "reports" / "train_history.csv"),
             "retrain_output": str(tmp / "models" / "retrain.pt"),
             "retrain_report": str(tmp / "reports" / "retrain_metrics.json"),
@@ -70,7 +71,10 @@ def test_prepare_then_train(trained_project) -> None:
     model, meta = load_checkpoint(tmp / "models" / "deployed.pt")
     assert meta.extra["role"] == "deployed" and meta.class_names == [str(i) for i in range(10)]
     assert meta.metrics["test"]["accuracy"] == report["test"]["accuracy"] > 0.6
-    on_disk = json.loads((tmp / "reports" / "train_metrics.json").read_text())
+    on_disk = json.loads((tmp / "reports" / "train_report.json").read_text())
+    headline = json.loads((tmp / "reports" / "train_metrics.json").read_text())
+    assert headline["test.accuracy"] == on_disk["test"]["accuracy"]  # the same run's figure
+    assert headline["role"] == "deployed" and len(headline) == 10
     assert on_disk["test"] == report["test"] and on_disk["n_train"] == 1150
     with open(tmp / "reports" / "train_history.csv") as handle:
         rows = list(csv.DictReader(handle))

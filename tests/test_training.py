@@ -288,3 +288,33 @@ def test_learns_real_chest_xrays(shared_data, tmp_path) -> None:
     test = evaluate(result.model, data.test, data.info.class_names)
     assert test["n"] == 468
     assert test["accuracy"] > 0.75 and test["macro_auc"] > 0.85  # balanced classes: chance is 0.5
+
+
+def test_training_headline_keeps_only_the_headline_figures() -> None:
+    """The file ``dvc metrics show`` reads: ten flat keys from a hand-built report whose
+    per-class figures (61 leaves in the demo's) stay in the whole report."""
+    from medunlearn.models.training import training_headline
+
+    report = {
+        "role": "deployed",
+        "model": "allcnn",
+        "data_version": "abc",
+        "best_epoch": 3,
+        "epochs": 4,
+        "seconds_per_epoch": 1.5,
+        "n_train": 10,
+        "val": {"accuracy": 0.9, "per_class": {"0": {"accuracy": 1.0}}},
+        "test": {"accuracy": 0.8, "balanced_accuracy": 0.75, "per_class": {"0": {"n": 3}}},
+    }
+    assert training_headline(report) == {
+        "role": "deployed",
+        "model": "allcnn",
+        "data_version": "abc",
+        "best_epoch": 3,
+        "epochs": 4,
+        "seconds_per_epoch": 1.5,
+        "val.accuracy": 0.9,
+        "test.accuracy": 0.8,
+        "test.balanced_accuracy": 0.75,
+        "test.macro_auc": None,  # not in this report: said, not guessed
+    }

@@ -34,8 +34,10 @@ HEADER = """\
 
 
 class NoAliases(yaml.SafeDumper):
-    """A YAML dumper that writes repeated values out in full (no ``&id``/``*id``): DVC's
-    ``dvc exp run -S`` rewrites params files and breaks on aliases."""
+    """A YAML dumper that writes repeated values out in full (no ``&id``/``*id``).
+
+    DVC's ``dvc exp run -S`` rewrites params files and breaks on aliases.
+    """
 
     def ignore_aliases(self, data: Any) -> bool:
         """Never alias.
@@ -85,7 +87,8 @@ def ham_params(params: dict[str, Any], scenario: dict[str, Any]) -> dict[str, An
         model_kwargs=scenario["model"]["kwargs"],
         **dict(scenario["recipe"]),
         output="models/ham/deployed.pt",
-        report="reports/ham/train_metrics.json",
+        report="reports/ham/train_report.json",
+        metrics="reports/ham/train_metrics.json",
         history="reports/ham/train_history.csv",
         retrain_output="models/ham/retrain.pt",
         retrain_report="reports/ham/retrain_metrics.json",

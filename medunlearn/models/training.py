@@ -330,6 +330,40 @@ def training_report(result: TrainResult, metrics: dict[str, Any], **context: Any
     }
 
 
+TRAIN_HEADLINE = (
+    "role",
+    "model",
+    "data_version",
+    "best_epoch",
+    "epochs",
+    "seconds_per_epoch",
+    "val.accuracy",
+    "test.accuracy",
+    "test.balanced_accuracy",
+    "test.macro_auc",
+)
+
+
+def training_headline(report: dict[str, Any]) -> dict[str, Any]:
+    """The headline figures of a training report, the file ``dvc metrics show`` reads.
+
+    Args:
+        report: :func:`training_report`'s dict (``val``/``test`` nested).
+
+    Returns:
+        A flat dict with the :data:`TRAIN_HEADLINE` keys (dotted keys for nested figures;
+        accuracies and AUC in [0, 1], seconds per epoch in seconds); a missing figure is
+        None.
+    """
+    out: dict[str, Any] = {}
+    for key in TRAIN_HEADLINE:
+        value: Any = report
+        for part in key.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        out[key] = value
+    return out
+
+
 def history_rows(result: TrainResult) -> list[dict[str, Any]]:
     """Return one row per epoch for ``dvc plots`` (loss and accuracy curves).
 
