@@ -20,7 +20,7 @@ request_app = typer.Typer(help="The forget ledger.", no_args_is_help=True)
 app.add_typer(request_app, name="request")
 
 ParamsFile = Annotated[str, typer.Option("--params", help="the project's params file")]
-JsonFlag = Annotated[bool, typer.Option("--json", help="print the result as JSON")]
+JsonFlag = Annotated[bool, typer.Option("--json", metavar="", help="print the result as JSON")]
 
 
 class Stage(str, Enum):

@@ -37,7 +37,9 @@ def _version(value: bool) -> None:
 def _options(
     version: Annotated[
         bool,
-        typer.Option("--version", callback=_version, is_eager=True, help="print the version"),
+        typer.Option(
+            "--version", metavar="", callback=_version, is_eager=True, help="print the version"
+        ),
     ] = False,
 ) -> None:
     """Revise a deployed clinical imaging classifier by machine unlearning."""

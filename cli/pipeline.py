@@ -150,6 +150,7 @@ def revise(
         bool,
         typer.Option(
             "--refresh-cache",
+            metavar="",
             help="recompute every sweep run and the manifest validation instead of reusing them",
         ),
     ] = False,
@@ -206,7 +207,9 @@ def drift(
     batch: Annotated[
         str | None, typer.Option(help="a batch manifest or folder (default: drift.incoming)")
     ] = None,
-    force: Annotated[bool, typer.Option("--force", help="test a batch checked before")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", metavar="", help="test a batch checked before")
+    ] = False,
     as_json: JsonFlag = False,
     params: ParamsFile = "params.yaml",
 ) -> None:
@@ -276,7 +279,7 @@ def bench(
         list[str] | None, typer.Option(help="seeds (repeat, or comma-separated)")
     ] = None,
     quick: Annotated[
-        bool, typer.Option("--quick", help="one seed, tiny grid, short training")
+        bool, typer.Option("--quick", metavar="", help="one seed, tiny grid, short training")
     ] = False,
     out: Annotated[
         Path | None,
@@ -292,12 +295,15 @@ def bench(
         bool,
         typer.Option(
             "--calibration-only",
+            metavar="",
             help="recompute only the gate calibration of each scenario into its result",
         ),
     ] = False,
     models_only: Annotated[
         bool,
-        typer.Option("--models-only", help="only train (or find cached) each scenario's models"),
+        typer.Option(
+            "--models-only", metavar="", help="only train (or find cached) each scenario's models"
+        ),
     ] = False,
     task_runner: Annotated[
         Runner, typer.Option(help="run the methods here, or as Prefect tasks on Dask")

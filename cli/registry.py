@@ -45,7 +45,9 @@ def registry(
     repair: Annotated[
         bool,
         typer.Option(
-            "--repair", help="finish or undo a registry write a killed run left half done"
+            "--repair",
+            metavar="",
+            help="finish or undo a registry write a killed run left half done",
         ),
     ] = False,
     params: ParamsFile = "params.yaml",
@@ -236,7 +238,9 @@ def reproduce(
     tolerance: Annotated[
         float, typer.Option(help="largest |recorded - reproduced| that agrees")
     ] = 0.0,
-    keep: Annotated[bool, typer.Option("--keep", help="keep the scratch worktree")] = False,
+    keep: Annotated[
+        bool, typer.Option("--keep", metavar="", help="keep the scratch worktree")
+    ] = False,
     as_json: JsonFlag = False,
     params: ParamsFile = "params.yaml",
 ) -> None:

@@ -68,12 +68,14 @@ def build_deployments(params_path: str = "params.yaml") -> list[Any]:
             schedule=Cron(str(schedule["maintenance_cron"]), timezone=timezone),
             parameters={"params_path": params_path, "pending": True},
             description="every pending forget request of the ledger",
+            tags=["medunlearn", "revise", "scheduled", model],
         ),
         drift_watch_flow.to_deployment(
             name="scheduled",
             schedule=Cron(str(schedule["drift_cron"]), timezone=timezone),
             parameters={"params_path": params_path},
             description="newest incoming batch vs the production model's training data",
+            tags=["medunlearn", "drift", "scheduled", model],
         ),
         maintenance.to_deployment(
             name="on-drift",
@@ -93,6 +95,7 @@ def build_deployments(params_path: str = "params.yaml") -> list[Any]:
                 )
             ],
             description="what a drift finding becomes under drift.on_device_drift",
+            tags=["medunlearn", "revise", "on-drift", model],
         ),
     ]
 

@@ -1,15 +1,10 @@
-"""Flow ``maintenance``: a forget request in, a validated, gated, exported model revision out.
+"""Flow ``maintenance``: a forget request in, a validated, gated, exported revision out.
 
-    medunlearn revise [--request requests/retire_digit_3.yaml] [--params params.yaml]
-
-Steps (one task module each): plan (``medunlearn.revision.plan``) -> load-revision-inputs
--> validate-data (Great Expectations) -> unlearn-candidate (mapped over ``maintain.sweep``,
-cached) -> compose-candidates -> evaluate-candidates (gates) -> recheck-carried ->
-export-onnx -> write-revision-report -> register-revision. Reads the ``maintain``,
-``validation``, ``unlearn`` and ``gates`` sections. If no candidate passes the gates the
-flow raises after writing its report, and nothing is exported; the deployed model is only
-read. Each run is named after its request (``revise-<ledger id or file>``) and tagged
-``medunlearn``, ``revise`` and the request's reason.
+Steps: plan -> load-revision-inputs -> validate-data (Great Expectations) ->
+unlearn-candidate (one per sweep entry, cached) -> compose-candidates ->
+evaluate-candidates (gates) -> recheck-carried -> export-onnx -> write-revision-report ->
+register-revision (the last four in ``flows/revision_steps.py``). No candidate passing: the
+report is written, nothing exported, the run fails. Runs: ``revise-<request>``.
 """
 
 from __future__ import annotations
@@ -18,9 +13,16 @@ from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
-from prefect.runtime import flow_run
 
-from flows.revision_steps import Evaluated, publish, refuse, select_keeping, unlearning_sweep
+from flows.naming import revision_run_name
+from flows.revision_steps import (
+    Evaluated,
+    outcome,
+    publish,
+    refuse,
+    select_keeping,
+    unlearning_sweep,
+)
 from flows.settlement import revise_on_drift, revise_pending, settled
 from medunlearn.revision.candidates import request_cohorts, run_timings
 from medunlearn.revision.plan import StepClock, plan_revision
@@ -31,27 +33,7 @@ from tasks.load_revision_inputs import load_revision_inputs
 from tasks.validate_data import validate_data
 
 
-def run_name() -> str:
-    """The flow run's name, from the running flow's parameters.
-
-    Returns:
-        ``revise-<ledger id | request file stem | request reason | pending | drift>``, or
-        ``revise-maintain.request`` when no request is named.
-    """
-    p = flow_run.parameters or {}
-    request = p.get("request")
-    if p.get("drift") is not None:
-        return "revise-drift"
-    if p.get("pending"):
-        return "revise-pending"
-    if p.get("ledger_id"):
-        return f"revise-{p['ledger_id']}"
-    if isinstance(request, dict):
-        return f"revise-{request.get('reason', 'request')}"
-    return f"revise-{Path(str(request)).stem}" if request else "revise-maintain.request"
-
-
-@flow(name="maintenance", flow_run_name=run_name, log_prints=True)
+@flow(name="maintenance", flow_run_name=revision_run_name, log_prints=True)
 def maintenance_flow(
     params_path: str = "params.yaml",
     request: str | dict[str, Any] | None = None,
@@ -163,23 +145,4 @@ def revise_request(
     revision, export, summary = publish(
         plan, inputs, data, evaluated, selected, candidates, rechecks, clock
     )
-    final = timings()
-    logger.info(
-        "revision %s (%s) selected %s; step seconds %s; overhead %.1f s",
-        revision.get("version") or "unregistered",
-        export["revision_id"],
-        selected.name,
-        final["step_seconds"],
-        final["overhead_seconds"],
-    )
-    return {
-        "revision_id": export["revision_id"],
-        "version": revision.get("version"),
-        "files": revision.get("files"),
-        "selected": selected.name,
-        "summary": summary,
-        "export": export,
-        "candidates": [c.to_dict() for c in results],
-        "baseline": baseline,  # the untouched deployed model under the same gates
-        "timings": final,
-    }
+    return outcome(revision, export, summary, selected, results, baseline, timings())

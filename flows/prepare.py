@@ -17,7 +17,7 @@ from tasks.materialise_dataset import materialise_dataset
 from tasks.track_data import track_data
 
 
-@flow(name="prepare", log_prints=True)
+@flow(name="prepare", flow_run_name="prepare-data", log_prints=True)
 def prepare_flow(params_path: str = "params.yaml") -> dict[str, Any]:
     """Build ``data/<name>``; nothing under ``data/`` changes if the source is invalid.
 

@@ -14,6 +14,7 @@ from flows.maintenance import maintenance_flow
 from flows.runners import task_runner
 from flows.settlement import SETTINGS_ERRORS
 from medunlearn.config import load_params, load_section, project_root
+from medunlearn.data.request import ForgetRequest
 from medunlearn.revision.ledger import active_ledger
 from medunlearn.revision.registry import active_registry
 from medunlearn.unlearn.sweep import check_sweeps
@@ -61,6 +62,31 @@ def revision_jobs(params_path: str, request: str | None) -> list[tuple[str | Non
     return [(request, None)]
 
 
+def request_reason(params_path: str, request: str | None, ledger_id: str | None) -> str:
+    """The reason of the request a run will revise (its tag), read before the run starts.
+
+    Args:
+        params_path: the params file.
+        request: a forget request file, or None.
+        ledger_id: a pending ledger request's id, or None.
+
+    Returns:
+        ``class_retirement``, ``device_deprecation``, ... (``request`` when unknown).
+
+    Raises:
+        RequestError: the request file is not a valid request (before any flow starts).
+    """
+    if ledger_id is not None:
+        params = load_params(params_path)
+        ledger = active_ledger(params, project_root(params_path))
+        entry = (
+            next((e for e in ledger.entries() if e["id"] == ledger_id), None) if ledger else None
+        )
+        return str(entry["reason"]) if entry else "request"
+    wanted = request or load_section("maintain", params_path).get("request")
+    return ForgetRequest.load(wanted).reason if wanted else "request"
+
+
 def run_revision(
     params_path: str, request: str | None, refresh_cache: bool, ledger_id: str | None
 ) -> dict[str, Any]:
@@ -77,8 +103,9 @@ def run_revision(
     Returns:
         The flow's result (``summary``, ``version``, ``candidates``, ...).
     """
+    reason = request_reason(params_path, request, ledger_id)  # a bad file: refused here
     runner = task_runner(load_section("maintain", params_path))
-    with tags("medunlearn", "revise"):
+    with tags("medunlearn", "revise", reason):
         return maintenance_flow.with_options(task_runner=runner)(
             params_path, request, refresh_cache, ledger_id
         )

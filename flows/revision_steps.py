@@ -314,3 +314,48 @@ def publish(
     finally:
         shutil.rmtree(folder, ignore_errors=True)  # moved into place on success
     return revision, export, summary
+
+
+def outcome(
+    revision: dict[str, Any],
+    export: dict[str, Any],
+    summary: str,
+    selected: CandidateResult,
+    results: list[CandidateResult],
+    baseline: dict[str, Any],
+    timings: dict[str, Any],
+) -> dict[str, Any]:
+    """The maintenance flow's result, logged in one line.
+
+    Args:
+        revision: the registered record (``version``, ``files``).
+        export: the export (``revision_id``, ``onnx``, ``parity``, ...).
+        summary: the summary Markdown.
+        selected: the selected candidate.
+        results: every evaluated candidate.
+        baseline: the untouched deployed model under the same gates.
+        timings: the run's step, compute and overhead seconds.
+
+    Returns:
+        ``revision_id``, ``version``, ``files``, ``selected``, ``summary``, ``export``,
+        ``candidates``, ``baseline`` and ``timings``.
+    """
+    get_run_logger().info(
+        "revision %s (%s) selected %s; step seconds %s; overhead %.1f s",
+        revision.get("version") or "unregistered",
+        export["revision_id"],
+        selected.name,
+        timings["step_seconds"],
+        timings["overhead_seconds"],
+    )
+    return {
+        "revision_id": export["revision_id"],
+        "version": revision.get("version"),
+        "files": revision.get("files"),
+        "selected": selected.name,
+        "summary": summary,
+        "export": export,
+        "candidates": [c.to_dict() for c in results],
+        "baseline": baseline,  # the untouched deployed model under the same gates
+        "timings": timings,
+    }

@@ -140,3 +140,23 @@ def test_version_and_help_are_answered_without_a_project(tmp_path) -> None:
         env={**__import__("os").environ, "PYTHONPATH": str(ROOT)},
     )
     assert done.returncode == 0 and done.stdout.strip() == f"medunlearn {version('medunlearn')}"
+
+
+@pytest.mark.parametrize(
+    ("args", "flags"),
+    [
+        (["revise", "--help"], ["--json", "--refresh-cache"]),
+        (["registry", "--help"], ["--json", "--repair"]),
+        (["bench", "--help"], ["--quick", "--models-only"]),
+    ],
+)
+def test_help_shows_flags_without_a_value(capsys, args, flags) -> None:
+    """A flag takes no value, and its help line says none (it said ``<bool>``, which invited
+    ``--json true``: issue 28 review)."""
+    from cli.main import main
+
+    main(args)
+    out = capsys.readouterr().out
+    for flag in flags:
+        line = next(ln for ln in out.splitlines() if f"{flag} " in ln)
+        assert "<bool>" not in line, line

@@ -5,6 +5,8 @@ and titles that name the model, the version and the request.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from matplotlib.colors import to_hex, to_rgba
 from matplotlib.figure import Figure
@@ -61,8 +63,22 @@ def test_every_method_has_its_own_fixed_colour() -> None:
         assert name in METHOD_COLOURS, name
     colours = [METHOD_COLOURS[m] for m in (*METHODS, "swap", "interpolate", "deployed")]
     assert len(set(colours)) == len(colours)
-    # a name the table lacks still gets the same colour every time
-    assert method_colour("future_method") == method_colour("future_method")
+    # a name the table lacks gets the same colour in another process (no hash seed, no
+    # order of first use), and two such names need not share one
+    import subprocess
+    import sys
+
+    code = "from medunlearn.evidence.plotting import method_colour as c; print(c('future_method'))"
+    other = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": "/usr/bin:/bin"},
+        cwd=Path(__file__).parents[1],
+    ).stdout.strip()
+    assert other == method_colour("future_method")
+    assert method_colour("future_method") not in colours
 
 
 def test_a_method_keeps_its_colour_across_plots_with_other_methods() -> None:

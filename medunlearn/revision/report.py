@@ -158,6 +158,21 @@ def report_inputs(folder: Path, record: dict[str, Any]) -> tuple[dict | None, by
     return validation, png
 
 
+def short_name(name: str, width: int = 28) -> str:
+    """A candidate's name for a legend, at most ``width`` characters.
+
+    The whole name is in the report's table.
+
+    Args:
+        name: the candidate's name (``psg[exclude_own_label=True,...]``).
+        width: the most characters kept.
+
+    Returns:
+        ``name``, or its first ``width - 1`` characters and an ellipsis.
+    """
+    return name if len(name) <= width else name[: width - 1] + "\u2026"
+
+
 def candidates_figure(rows: list[dict[str, Any]], deployed: dict[str, Any], title: str) -> Any:
     """The candidates' forget-train vs retain-test accuracy, coloured by method.
 
@@ -197,19 +212,21 @@ def candidates_figure(rows: list[dict[str, Any]], deployed: dict[str, Any], titl
             facecolors=colour if r["passed"] else "none",
             edgecolors=colour,
             linewidths=1.5,
-            label=f"{r['candidate']} ({', '.join(notes)})",
+            label=f"{short_name(r['candidate'])} ({', '.join(notes)})",
             gid=f"candidate:{r['candidate']}",
             zorder=4 if r["selected"] else 3,
         )
-    ax.scatter(
+    ax.scatter(  # hollow and on top: a candidate at the deployed model's point stays seen
         [deployed.get("forget_train_acc") or 0],
         [deployed.get("retain_test_acc") or 0],
-        marker="X",
-        s=120,
-        color=method_colour("deployed"),
+        marker="s",
+        s=160,
+        facecolors="none",
+        edgecolors=method_colour("deployed"),
+        linewidths=1.2,
         label="deployed model",
         gid="deployed",
-        zorder=2,
+        zorder=5,
     )
     ax.set_xlabel("forget-train accuracy")
     ax.set_ylabel("retain-test accuracy")
@@ -548,6 +565,10 @@ def _more_section(card: dict[str, Any]) -> str:
     else:
         out.append('<p class="muted">Not run (<code>medunlearn audit</code>).</p>')
     out.append('<h2 id="history">Promotion history</h2>')
+    out.append(
+        '<p class="muted">As of when this report was written; '
+        "<code>medunlearn card MODEL VERSION</code> shows it up to now.</p>"
+    )
     history = card.get("promotion_history") or []
     if not history:
         out.append('<p class="muted">Not yet promoted.</p>')
