@@ -406,7 +406,7 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "flows.maintenance", "--params", str(params)],
+        [sys.executable, "-m", "cli", "revise", "--params", str(params)],
         cwd=repo,
         env=env,
         stdout=subprocess.DEVNULL,
@@ -421,7 +421,8 @@ def test_rerun_after_killing_the_flow_mid_sweep_reuses_finished_runs(
         time.sleep(5)  # let Prefect persist the finished task's result
         assert proc.poll() is None, "the slow entry should still be running"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
+        if proc.poll() is None:  # else the assertion above says why it ended
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     (finished,) = list((tmp_path / "work").glob("psg-a-*.pt"))
     stamp = finished.stat().st_mtime_ns
