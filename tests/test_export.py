@@ -144,3 +144,32 @@ def test_exported_file_has_no_build_paths_and_states_its_contract(
         assert contract["mean"] == pytest.approx(demo_model.norm.mean.flatten().tolist())
         assert contract["std"] == pytest.approx(demo_model.norm.std.flatten().tolist())
         assert check_parity(demo_model, path, demo_splits.val).passed  # stripping kept the graph
+
+
+def test_an_export_prints_no_library_noise(tmp_path) -> None:
+    """torch's exporter logged, at every first export of a process, that torchvision's
+    detection operators were skipped, and warned of a deprecated pytree API (issue 28
+    review: the user's console). A fresh process exports; its stderr has neither."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import torch\n"
+        "from medunlearn.models.zoo import build_model\n"
+        "from medunlearn.models.export import export_onnx\n"
+        "torch.manual_seed(0)\n"
+        "model = build_model('allcnn', num_classes=3, in_channels=1, image_size=28, width=0.125)\n"
+        f"export_onnx(model.eval(), {str(tmp_path / 'm.onnx')!r}, torch.rand(2, 1, 28, 28), {{}})\n"
+        "print('exported')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0 and "exported" in done.stdout, done.stderr[-2000:]
+    assert "torchvision is not installed" not in done.stderr, done.stderr[-2000:]
+    assert "LeafSpec" not in done.stderr, done.stderr[-2000:]

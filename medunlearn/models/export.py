@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from medunlearn.atomic import write_with
 from medunlearn.versioning import source_hash
+
+TORCHVISION_NOTICE = "torch.onnx._internal.exporter._registration"
 
 
 class ExportError(RuntimeError):
@@ -288,18 +292,23 @@ def _trace(model: torch.nn.Module, example: torch.Tensor, opset: int | None) -> 
     kwargs: dict[str, Any] = {}
     if opset is not None:
         kwargs["opset_version"] = opset
-    program = torch.onnx.export(
-        model,
-        (example,),
-        dynamo=True,
-        dynamic_shapes=({0: batch},),
-        external_data=False,
-        optimize=False,  # keeps initializers = state-dict tensors (template swap)
-        input_names=["images"],
-        output_names=["logits"],
-        verbose=False,
-        **kwargs,
-    )
+    # torch's exporter says, at every export, that torchvision's detection operators are
+    # skipped (this package has none) and that a pytree API is deprecated: noise for a user
+    logging.getLogger(TORCHVISION_NOTICE).setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*", category=FutureWarning)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            dynamic_shapes=({0: batch},),
+            external_data=False,
+            optimize=False,  # keeps initializers = state-dict tensors (template swap)
+            input_names=["images"],
+            output_names=["logits"],
+            verbose=False,
+            **kwargs,
+        )
     proto = program.model_proto
     strip_build_annotations(proto)
     return proto
